@@ -1,0 +1,590 @@
+"""The ``Commitment`` aggregate: one member's promise of no contact with one person.
+
+Pure domain: no database, no clock, no network. "Now" is always a parameter (an aware
+``datetime``) because every date rule ("today", "has the period passed") is decided in
+the commitment's own time zone, and tests must be able to stand anywhere in time.
+
+The aggregate follows the cosmicpython pattern: a command checks the rules, builds
+``NewEvent`` values, applies them to itself and appends them to ``pending_events``; it
+never publishes or stores them. State is only ever changed by ``apply``, so the state
+after the commands and the state rebuilt from the stored events are the same by
+construction (the unit tests check this property).
+
+Stream: ``commitment-<commitment_id>``. Events (``schema_version`` 1, dates as ISO
+``YYYY-MM-DD`` strings, every payload JSON-serialisable):
+
+``commitment.created``
+    ``commitment_id``, ``member_id``, ``contact`` {``label``, ``relationship``},
+    ``channels`` (list), ``timezone`` (IANA name), ``starts_on``, ``duration_days``
+    (int or null = indefinite), ``ends_on`` (last day, or null), ``motivation``
+    (str or null).
+``commitment.extended``
+    ``commitment_id``, ``member_id``, ``previous_ends_on``, ``ends_on`` (null when made
+    indefinite), ``additional_days`` (int or null), ``indefinite`` (bool).
+``commitment.ended``
+    ``commitment_id``, ``member_id``, ``reason`` (str or null), ``ended_on`` (the
+    member's local date when it was ended).
+``commitment.completed``
+    ``commitment_id``, ``member_id``, ``ends_on`` (the last day that was completed).
+``coach.assigned``
+    ``commitment_id``, ``member_id``, ``coach_id``, ``previous_coach_id`` (str or null:
+    lets a coach's client list drop the member without reading older events).
+``coach.unassigned``
+    ``commitment_id``, ``member_id``, ``coach_id`` (the coach who was removed).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from shared.events import NewEvent
+
+from .errors import Conflict, ValidationFailed, Validator
+
+CREATED = "commitment.created"
+EXTENDED = "commitment.extended"
+ENDED = "commitment.ended"
+COMPLETED = "commitment.completed"
+COACH_ASSIGNED = "coach.assigned"
+COACH_UNASSIGNED = "coach.unassigned"
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {CREATED, EXTENDED, ENDED, COMPLETED, COACH_ASSIGNED, COACH_UNASSIGNED}
+)
+
+STREAM_CATEGORY = "commitment"
+
+RELATIONSHIPS: tuple[str, ...] = ("romantic", "family", "friend", "professional", "other")
+# Canonical order; also the default when a member does not pick channels, because no
+# contact means every channel unless the member says otherwise.
+CHANNELS: tuple[str, ...] = ("calls", "texts", "social_media", "email", "in_person")
+
+MEMBER_ID_MAX = 128
+COACH_ID_MAX = 128
+LABEL_MAX = 200
+MOTIVATION_MAX = 2000
+REASON_MAX = 500
+DURATION_MIN = 1
+DURATION_MAX = 3650
+STARTS_ON_MAX_PAST_DAYS = 365
+STARTS_ON_MAX_FUTURE_DAYS = 30
+TIMEZONE_MAX = 64  # longest IANA name is ~32 chars; refuse junk before touching disk
+
+# Names zoneinfo can load from the host's /usr/share/zoneinfo that are not IANA zone
+# names: they depend on how the machine is configured, not on the member.
+_NON_IANA_ZONES = frozenset({"localtime", "posixrules"})
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+class InvalidCommitment(ValidationFailed):
+    """A commitment command's input breaks a rule of the contract (HTTP 422)."""
+
+
+class CommitmentConflict(Conflict):
+    """The command does not fit the commitment's state, e.g. extending an ended one (409)."""
+
+
+class Status(enum.StrEnum):
+    """Lifecycle of a commitment; ``completed`` and ``ended`` are final."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    ENDED = "ended"
+
+
+class EventLike(Protocol):
+    """What ``apply`` needs of an event: both ``NewEvent`` and ``RecordedEvent`` fit."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def occurred_at(self) -> datetime | None: ...
+
+
+# --------------------------------------------------------------------------- time
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() - _NON_IANA_ZONES)
+
+
+def is_valid_timezone(name: object) -> bool:
+    """True when ``name`` is an IANA zone name this process can compute dates in.
+
+    Checked against the list of known names rather than by trying to load the file, so
+    the answer does not depend on the file system's case sensitivity or on paths.
+    """
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= TIMEZONE_MAX
+        and name in _known_zones()
+    )
+
+
+def _require_aware(now: datetime) -> None:
+    # A naive datetime would silently mean "server local time": a programming error,
+    # not a client error, hence ValueError and not a domain exception.
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+
+
+def local_today(now: datetime, timezone: str) -> date:
+    """The calendar date it is at instant ``now`` in ``timezone`` (DST-safe)."""
+    _require_aware(now)
+    return now.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+
+
+def stream_id(commitment_id: str) -> str:
+    """The event-store stream of a commitment."""
+    return f"{STREAM_CATEGORY}-{commitment_id}"
+
+
+def _iso(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+def _parse_date(value: Any) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+# ---------------------------------------------------------------------- aggregate
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The person kept away from: a member-chosen label, never their real data.
+
+    The label is still sensitive (it names a person in the member's life), so it is
+    kept out of ``repr`` and therefore out of logs and tracebacks.
+    """
+
+    label: str = field(repr=False)
+    relationship: str
+
+
+@dataclass(eq=True)
+class Commitment:
+    """State of one commitment, changed only by applying its events.
+
+    ``version`` is the number of events applied, i.e. the stream version after the
+    last one (including events emitted by commands and not yet stored);
+    ``expected_version`` is the version the stream had when it was loaded, which is
+    what an append must be conditioned on (and what ``If-Match`` is compared to).
+    ``pending_events`` is left out of equality: two aggregates are equal when their
+    state is, however they were obtained.
+    """
+
+    id: str = ""
+    member_id: str = ""
+    contact: Contact = Contact(label="", relationship="")
+    channels: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    starts_on: date = date.min
+    # Current length in days (ends_on - starts_on + 1) or None when indefinite; an
+    # extension changes it so the resource never shows a length that contradicts ends_on.
+    duration_days: int | None = None
+    ends_on: date | None = None
+    motivation: str | None = field(default=None, repr=False)  # personal, keep out of logs
+    coach_id: str | None = None
+    created_at: datetime | None = None
+    recorded_status: Status = Status.ACTIVE
+    ended_on: date | None = None
+    end_reason: str | None = field(default=None, repr=False)
+    completed_at: datetime | None = None
+    ended_at: datetime | None = None
+    version: int = 0
+    pending_events: list[NewEvent] = field(default_factory=list, compare=False, repr=False)
+
+    # ------------------------------------------------------------- rebuilding
+
+    @classmethod
+    def from_events(cls, events: Iterable[EventLike]) -> Commitment:
+        """Rebuild a commitment from its stream, oldest first.
+
+        Raises ``ValueError`` when the stream is empty or does not start with
+        ``commitment.created``: that is corrupt data, not a client mistake.
+        """
+        commitment = cls()
+        for event in events:
+            commitment.apply(event)
+        if commitment.version == 0:
+            raise ValueError("a commitment needs at least its commitment.created event")
+        return commitment
+
+    @property
+    def expected_version(self) -> int:
+        return self.version - len(self.pending_events)
+
+    @property
+    def stream_id(self) -> str:
+        return stream_id(self.id)
+
+    def apply(self, event: EventLike) -> None:
+        """Fold one event into the state; the only place state changes.
+
+        Every event counts towards ``version`` so it stays equal to the stream version,
+        but types this code does not know (written by a newer release) change nothing.
+        """
+        if self.version == 0 and event.type != CREATED:
+            raise ValueError(f"first event must be {CREATED}, got {event.type}")
+        if self.version > 0 and event.type == CREATED:
+            raise ValueError("commitment.created may only be the first event")
+        handler = _APPLIERS.get(event.type)
+        if handler is not None:
+            handler(self, event)
+        self.version += 1
+
+    def _apply_created(self, event: EventLike) -> None:
+        d = event.data
+        self.id = d["commitment_id"]
+        self.member_id = d["member_id"]
+        self.contact = Contact(
+            label=d["contact"]["label"], relationship=d["contact"]["relationship"]
+        )
+        self.channels = tuple(d["channels"])
+        self.timezone = d["timezone"]
+        self.starts_on = date.fromisoformat(d["starts_on"])
+        self.duration_days = d["duration_days"]
+        self.ends_on = _parse_date(d["ends_on"])
+        self.motivation = d.get("motivation")
+        self.created_at = event.occurred_at
+        self.recorded_status = Status.ACTIVE
+
+    def _apply_extended(self, event: EventLike) -> None:
+        self.ends_on = _parse_date(event.data["ends_on"])
+        self.duration_days = (
+            None if self.ends_on is None else (self.ends_on - self.starts_on).days + 1
+        )
+
+    def _apply_ended(self, event: EventLike) -> None:
+        self.recorded_status = Status.ENDED
+        self.ended_on = date.fromisoformat(event.data["ended_on"])
+        self.end_reason = event.data.get("reason")
+        self.ended_at = event.occurred_at
+
+    def _apply_completed(self, event: EventLike) -> None:
+        self.recorded_status = Status.COMPLETED
+        self.completed_at = event.occurred_at
+
+    def _apply_coach_assigned(self, event: EventLike) -> None:
+        self.coach_id = event.data["coach_id"]
+
+    def _apply_coach_unassigned(self, event: EventLike) -> None:
+        self.coach_id = None
+
+    # ----------------------------------------------------------------- status
+
+    def today(self, now: datetime) -> date:
+        """The member's local date at ``now``."""
+        return local_today(now, self.timezone)
+
+    def is_over(self, now: datetime) -> bool:
+        """True when the last day has passed in the commitment's own time zone."""
+        return self.ends_on is not None and self.ends_on < self.today(now)
+
+    def status_at(self, now: datetime) -> Status:
+        """Status as the contract defines it: recorded events plus the passage of time.
+
+        A commitment whose ``ends_on`` has passed is ``completed`` even before the
+        scheduler has recorded ``commitment.completed`` for it; otherwise the answer
+        would depend on when the scheduler last ran.
+        """
+        if self.recorded_status is not Status.ACTIVE:
+            return self.recorded_status
+        return Status.COMPLETED if self.is_over(now) else Status.ACTIVE
+
+    def _require_active(self, now: datetime, action: str) -> None:
+        status = self.status_at(now)
+        if status is not Status.ACTIVE:
+            raise CommitmentConflict(f"cannot {action} a commitment that is {status}")
+
+    # --------------------------------------------------------------- commands
+
+    def _emit(self, event_type: str, data: dict[str, Any], now: datetime) -> NewEvent:
+        event = NewEvent(type=event_type, data=data, occurred_at=now)
+        self.apply(event)
+        self.pending_events.append(event)
+        return event
+
+    def _ids(self) -> dict[str, Any]:
+        return {"commitment_id": self.id, "member_id": self.member_id}
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        commitment_id: str,
+        member_id: object,
+        contact: Contact | Mapping[str, object] | None,
+        timezone: object,
+        now: datetime,
+        channels: Sequence[object] | None = None,
+        starts_on: date | str | None = None,
+        duration_days: object = None,
+        motivation: object = None,
+    ) -> Commitment:
+        """Open a new commitment; the result holds one pending ``commitment.created``.
+
+        Inputs are typed ``object`` on purpose: they usually come straight from JSON,
+        and a wrong type must become a named 422 field error, never a 500.
+        ``commitment_id`` is chosen by the caller (a fresh uuid) so this stays pure.
+        ``starts_on`` accepts a date or an ISO string and defaults to today in
+        ``timezone``; it may lie at most 365 days back and 30 ahead of that today.
+        """
+        _require_aware(now)
+        v = Validator(InvalidCommitment)
+        member = v.text("member_id", member_id, min_len=1, max_len=MEMBER_ID_MAX)
+
+        label: str | None = None
+        relationship: str | None = None
+        if isinstance(contact, Contact):
+            contact = {"label": contact.label, "relationship": contact.relationship}
+        if not isinstance(contact, Mapping):
+            v.add("contact", "is required" if contact is None else "must be an object")
+        else:
+            label = v.text("contact.label", contact.get("label"), min_len=1, max_len=LABEL_MAX)
+            rel = contact.get("relationship")
+            if rel is None:
+                v.add("contact.relationship", "is required")
+            elif rel not in RELATIONSHIPS:
+                v.add("contact.relationship", f"must be one of {', '.join(RELATIONSHIPS)}")
+            else:
+                relationship = str(rel)
+
+        chosen = _validate_channels(v, channels)
+
+        zone: str | None = None
+        if timezone is None:
+            v.add("timezone", "is required")
+        elif not is_valid_timezone(timezone):
+            v.add("timezone", "must be an IANA time zone name such as Europe/Berlin")
+        else:
+            zone = str(timezone)
+
+        duration: int | None = None
+        if duration_days is not None:
+            duration = v.integer(
+                "duration_days", duration_days, minimum=DURATION_MIN, maximum=DURATION_MAX
+            )
+
+        motivation_text = v.text(
+            "motivation", motivation, min_len=0, max_len=MOTIVATION_MAX, required=False
+        )
+
+        start: date | None = None
+        if zone is not None:  # without a zone there is no "today" to check against
+            start = _validate_starts_on(v, starts_on, local_today(now, zone))
+
+        v.raise_if_any()
+        assert member is not None and label is not None and relationship is not None
+        assert zone is not None and start is not None and chosen is not None
+
+        ends_on = None if duration is None else start + timedelta(days=duration - 1)
+        commitment = cls()
+        commitment._emit(
+            CREATED,
+            {
+                "commitment_id": commitment_id,
+                "member_id": member,
+                "contact": {"label": label, "relationship": relationship},
+                "channels": list(chosen),
+                "timezone": zone,
+                "starts_on": start.isoformat(),
+                "duration_days": duration,
+                "ends_on": _iso(ends_on),
+                "motivation": motivation_text,
+            },
+            now,
+        )
+        return commitment
+
+    def extend(
+        self,
+        *,
+        now: datetime,
+        additional_days: object = None,
+        indefinite: object = False,
+    ) -> list[NewEvent]:
+        """Lengthen an active commitment by some days, or make it indefinite.
+
+        Exactly one of ``additional_days`` / ``indefinite=True`` must be given (422
+        otherwise). Conflicts (409): the commitment is not active at ``now`` (ended,
+        completed, or its period already passed), or it is already indefinite: there is
+        no day to add to and nothing to make "more indefinite".
+        """
+        _require_aware(now)
+        v = Validator(InvalidCommitment)
+        if not isinstance(indefinite, bool):
+            v.add("indefinite", "must be true or false")
+        days: int | None = None
+        if indefinite is True:
+            if additional_days is not None:
+                v.add("additional_days", "give either additional_days or indefinite, not both")
+        elif additional_days is None:
+            v.add("additional_days", "is required unless indefinite is true")
+        else:
+            days = v.integer(
+                "additional_days", additional_days, minimum=DURATION_MIN, maximum=DURATION_MAX
+            )
+        v.raise_if_any()
+
+        self._require_active(now, "extend")
+        if self.ends_on is None:
+            raise CommitmentConflict("the commitment is already indefinite")
+        new_ends_on: date | None = None
+        if days is not None:
+            try:
+                new_ends_on = self.ends_on + timedelta(days=days)
+            except OverflowError:
+                raise InvalidCommitment(
+                    "additional_days", "would end after the last representable date"
+                ) from None
+        event = self._emit(
+            EXTENDED,
+            {
+                **self._ids(),
+                "previous_ends_on": self.ends_on.isoformat(),
+                "ends_on": _iso(new_ends_on),
+                "additional_days": days,
+                "indefinite": new_ends_on is None,
+            },
+            now,
+        )
+        return [event]
+
+    def end(self, *, now: datetime, reason: object = None) -> list[NewEvent]:
+        """End an active commitment early; ``reason`` is optional, at most 500 chars.
+
+        Ending is allowed only while active (409 otherwise): a completed commitment was
+        kept in full and must not be rewritten as abandoned.
+        """
+        _require_aware(now)
+        v = Validator(InvalidCommitment)
+        text = v.text("reason", reason, min_len=0, max_len=REASON_MAX, required=False)
+        v.raise_if_any()
+        self._require_active(now, "end")
+        event = self._emit(
+            ENDED,
+            {**self._ids(), "reason": text, "ended_on": self.today(now).isoformat()},
+            now,
+        )
+        return [event]
+
+    def complete(self, *, now: datetime) -> list[NewEvent]:
+        """Record completion once the last day is over in the member's zone.
+
+        Idempotent and safe to call from a periodic scheduler: returns no event when the
+        period is not over, when it is indefinite, or when already completed or ended.
+        """
+        _require_aware(now)
+        if self.recorded_status is not Status.ACTIVE or not self.is_over(now):
+            return []
+        assert self.ends_on is not None
+        return [self._emit(COMPLETED, {**self._ids(), "ends_on": self.ends_on.isoformat()}, now)]
+
+    def assign_coach(self, coach_id: object, *, now: datetime) -> list[NewEvent]:
+        """Put the commitment in a coach's care, replacing any previous coach.
+
+        Allowed in every status (a coach may review a finished commitment with the
+        member). Assigning the coach already assigned emits nothing, so the PUT of the
+        contract can be repeated safely.
+        """
+        _require_aware(now)
+        v = Validator(InvalidCommitment)
+        coach = v.text("coach_id", coach_id, min_len=1, max_len=COACH_ID_MAX)
+        v.raise_if_any()
+        if coach == self.coach_id:
+            return []
+        event = self._emit(
+            COACH_ASSIGNED,
+            {**self._ids(), "coach_id": coach, "previous_coach_id": self.coach_id},
+            now,
+        )
+        return [event]
+
+    def unassign_coach(self, *, now: datetime, coach_id: str | None = None) -> list[NewEvent]:
+        """Remove the coach; with ``coach_id``, only if that coach is the one assigned.
+
+        Emits nothing when there is no (matching) coach: DELETE is idempotent, and
+        removing coach A must never detach the member from coach B.
+        """
+        _require_aware(now)
+        if self.coach_id is None or (coach_id is not None and coach_id != self.coach_id):
+            return []
+        return [self._emit(COACH_UNASSIGNED, {**self._ids(), "coach_id": self.coach_id}, now)]
+
+
+_APPLIERS: dict[str, Callable[[Commitment, EventLike], None]] = {
+    CREATED: Commitment._apply_created,
+    EXTENDED: Commitment._apply_extended,
+    ENDED: Commitment._apply_ended,
+    COMPLETED: Commitment._apply_completed,
+    COACH_ASSIGNED: Commitment._apply_coach_assigned,
+    COACH_UNASSIGNED: Commitment._apply_coach_unassigned,
+}
+
+
+def _validate_channels(v: Validator, channels: Sequence[object] | None) -> tuple[str, ...] | None:
+    """Channels default to all; otherwise a non-empty subset without duplicates.
+
+    A string is refused although it is a sequence: ``"calls"`` would read as five
+    one-letter channels.
+    """
+    if channels is None:
+        return CHANNELS
+    if isinstance(channels, str | bytes) or not isinstance(channels, Sequence):
+        v.add("channels", "must be a list")
+        return None
+    if not channels:
+        v.add("channels", "must name at least one channel")
+        return None
+    unknown = [c for c in channels if not isinstance(c, str) or c not in CHANNELS]
+    if unknown:
+        v.add("channels", f"must be among {', '.join(CHANNELS)}")
+        return None
+    if len(set(channels)) != len(channels):
+        v.add("channels", "must not repeat a channel")
+        return None
+    return tuple(str(c) for c in channels)
+
+
+def _validate_starts_on(v: Validator, starts_on: object, today: date) -> date | None:
+    if starts_on is None:
+        return today
+    if isinstance(starts_on, datetime):  # a datetime is a date subclass, but not a day
+        v.add("starts_on", "must be a date (YYYY-MM-DD)")
+        return None
+    if isinstance(starts_on, str):
+        # fromisoformat alone would also take "20261121" or "2026-W47-6".
+        try:
+            if not _ISO_DATE.fullmatch(starts_on):
+                raise ValueError(starts_on)
+            starts_on = date.fromisoformat(starts_on)
+        except ValueError:
+            v.add("starts_on", "must be a date (YYYY-MM-DD)")
+            return None
+    if not isinstance(starts_on, date):
+        v.add("starts_on", "must be a date (YYYY-MM-DD)")
+        return None
+    earliest = today - timedelta(days=STARTS_ON_MAX_PAST_DAYS)
+    latest = today + timedelta(days=STARTS_ON_MAX_FUTURE_DAYS)
+    if starts_on < earliest:
+        v.add("starts_on", f"must be at most {STARTS_ON_MAX_PAST_DAYS} days in the past")
+        return None
+    if starts_on > latest:
+        v.add("starts_on", f"must be at most {STARTS_ON_MAX_FUTURE_DAYS} days in the future")
+        return None
+    return starts_on
