@@ -1,0 +1,332 @@
+"""The daily check-in: its value, the rules a report must satisfy, and its event payloads.
+
+A member reports each local day of a commitment as kept or slipped. The rules here
+are pure: the caller passes the commitment's terms and "today" in the commitment's
+zone (see `calendar.local_today`), and gets back every field problem at once so the
+API can answer one 422 listing all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "CHANNELS",
+    "CHECKIN_CORRECTED",
+    "CHECKIN_RECORDED",
+    "CHECK_IN_EVENT_TYPES",
+    "MAX_NOTE_LENGTH",
+    "SENSITIVE_FIELDS",
+    "CheckIn",
+    "CheckInRejected",
+    "CommitmentNotActive",
+    "CommitmentStatus",
+    "CommitmentTerms",
+    "Initiator",
+    "Outcome",
+    "Problem",
+    "Slip",
+    "check_in_from_event_data",
+    "check_in_problems",
+    "checkin_corrected_data",
+    "checkin_recorded_data",
+    "validate_check_in",
+]
+
+CHECKIN_RECORDED = "checkin.recorded"
+CHECKIN_CORRECTED = "checkin.corrected"
+CHECK_IN_EVENT_TYPES = frozenset({CHECKIN_RECORDED, CHECKIN_CORRECTED})
+
+CHANNELS = frozenset({"calls", "texts", "social_media", "email", "in_person"})
+"""Every channel a commitment may cover (CONTRACT, commitments)."""
+
+MAX_NOTE_LENGTH = 2000
+URGE_RANGE = range(11)
+MOOD_RANGE = range(1, 6)
+
+SENSITIVE_FIELDS = frozenset({"note"})
+"""Event data fields holding private member text: keep them out of logs and metrics."""
+
+
+class Outcome(StrEnum):
+    """How the day went: kept (no contact) or slipped (the member reached out or answered)."""
+
+    KEPT = "kept"
+    SLIPPED = "slipped"
+
+
+class Initiator(StrEnum):
+    """Who started the contact of a slip. If they reached out and I did not answer, it is no slip."""
+
+    ME = "me"
+    THEM = "them"
+
+
+class CommitmentStatus(StrEnum):
+    """Lifecycle of a commitment; only an active one accepts check-ins."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class Slip:
+    """The contact that broke the day: over which channel and who started it."""
+
+    channel: str
+    initiated_by: Initiator
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    """One member's report of one local day. Unvalidated: see `check_in_problems`."""
+
+    day: date
+    outcome: Outcome
+    urge: int | None = None
+    mood: int | None = None
+    slip: Slip | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitmentTerms:
+    """What the check-in rules need to know about the commitment a report belongs to."""
+
+    starts_on: date
+    ends_on: date | None
+    timezone: str
+    channels: frozenset[str]
+    status: CommitmentStatus = CommitmentStatus.ACTIVE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One field-level reason a report is refused (a 422 ``errors`` entry)."""
+
+    field: str
+    message: str
+
+
+class CheckInRejected(ValueError):
+    """The report breaks one or more rules; ``problems`` lists every one (HTTP 422)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+
+    def errors(self) -> dict[str, list[str]]:
+        """The problems shaped as the problem+json ``errors`` member: ``{field: [messages]}``."""
+        grouped: dict[str, list[str]] = {}
+        for problem in self.problems:
+            grouped.setdefault(problem.field, []).append(problem.message)
+        return grouped
+
+
+class CommitmentNotActive(Exception):
+    """The commitment is completed or ended and takes no more check-ins (HTTP 409)."""
+
+    def __init__(self, status: CommitmentStatus | str) -> None:
+        super().__init__(f"the commitment is {status}, not active")
+        self.status = status
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass; ``true`` is not an urge level.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _date_problems(
+    day: object, commitment: CommitmentTerms, today: date, backdate_days: int
+) -> list[Problem]:
+    if not isinstance(day, date) or isinstance(day, datetime):
+        return [Problem("date", "must be a calendar date (YYYY-MM-DD)")]
+    problems = []
+    if day > today:
+        problems.append(
+            Problem(
+                "date",
+                f"is in the future in the commitment's time zone ({commitment.timezone})",
+            )
+        )
+    if day < commitment.starts_on:
+        problems.append(
+            Problem(
+                "date",
+                f"is before the commitment starts ({commitment.starts_on.isoformat()})",
+            )
+        )
+    if commitment.ends_on is not None and day > commitment.ends_on:
+        problems.append(
+            Problem(
+                "date",
+                f"is after the commitment ends ({commitment.ends_on.isoformat()})",
+            )
+        )
+    earliest = today - timedelta(days=backdate_days)
+    if day < earliest:
+        problems.append(
+            Problem(
+                "date",
+                f"is older than the backdating window of {backdate_days} days (earliest {earliest.isoformat()})",
+            )
+        )
+    return problems
+
+
+def _slip_problems(check_in: CheckIn, commitment: CommitmentTerms) -> list[Problem]:
+    if check_in.outcome == Outcome.SLIPPED and check_in.slip is None:
+        return [Problem("slip", "is required when the outcome is slipped")]
+    if check_in.outcome == Outcome.KEPT and check_in.slip is not None:
+        return [Problem("slip", "must be omitted when the outcome is kept")]
+    slip = check_in.slip
+    if slip is None:
+        return []
+    if not isinstance(slip, Slip):
+        return [Problem("slip", "must be an object with channel and initiated_by")]
+    problems = []
+    if slip.channel not in commitment.channels:
+        allowed = ", ".join(sorted(commitment.channels))
+        problems.append(
+            Problem(
+                "slip.channel", f"must be one of the commitment's channels: {allowed}"
+            )
+        )
+    if slip.initiated_by not in tuple(Initiator):
+        problems.append(Problem("slip.initiated_by", "must be one of: me, them"))
+    return problems
+
+
+def check_in_problems(
+    check_in: CheckIn, *, commitment: CommitmentTerms, today: date, backdate_days: int
+) -> list[Problem]:
+    """Every rule the report breaks, in field order; empty when it may be recorded.
+
+    ``today`` is the current local date in ``commitment.timezone``; a report may be for
+    ``today - backdate_days`` up to ``today`` (both included), within the commitment's
+    ``starts_on``..``ends_on``. Whether the commitment is still active is a conflict, not
+    a field problem: see `validate_check_in`.
+    """
+    if backdate_days < 0:
+        raise ValueError("backdate_days must be >= 0")
+    problems = _date_problems(check_in.day, commitment, today, backdate_days)
+    if check_in.outcome not in tuple(Outcome):
+        problems.append(Problem("outcome", "must be one of: kept, slipped"))
+    else:
+        problems.extend(_slip_problems(check_in, commitment))
+    if check_in.urge is not None and not (
+        _is_int(check_in.urge) and check_in.urge in URGE_RANGE
+    ):
+        problems.append(Problem("urge", "must be an integer from 0 to 10"))
+    if check_in.mood is not None and not (
+        _is_int(check_in.mood) and check_in.mood in MOOD_RANGE
+    ):
+        problems.append(Problem("mood", "must be an integer from 1 to 5"))
+    if check_in.note is not None:
+        if not isinstance(check_in.note, str):
+            problems.append(Problem("note", "must be a string"))
+        elif len(check_in.note) > MAX_NOTE_LENGTH:
+            problems.append(
+                Problem("note", f"must be at most {MAX_NOTE_LENGTH} characters")
+            )
+    return problems
+
+
+def validate_check_in(
+    check_in: CheckIn, *, commitment: CommitmentTerms, today: date, backdate_days: int
+) -> None:
+    """Accept the report or raise: `CommitmentNotActive` (409) first, then `CheckInRejected` (422).
+
+    Whether that date already has a report (409 on create, fine on correct) needs the
+    stored reports and is decided by the caller.
+    """
+    if commitment.status != CommitmentStatus.ACTIVE:
+        raise CommitmentNotActive(commitment.status)
+    problems = check_in_problems(
+        check_in, commitment=commitment, today=today, backdate_days=backdate_days
+    )
+    if problems:
+        raise CheckInRejected(problems)
+
+
+def _slip_data(slip: Slip | None) -> dict[str, str] | None:
+    if slip is None:
+        return None
+    return {"channel": slip.channel, "initiated_by": str(slip.initiated_by)}
+
+
+def checkin_recorded_data(
+    *, commitment_id: str, member_id: str, check_in: CheckIn
+) -> dict[str, Any]:
+    """The ``data`` of a ``checkin.recorded`` event: the first report of a day.
+
+    Fields (all JSON):
+
+    - ``commitment_id`` (str), ``member_id`` (str): whose commitment; the stream is the
+      commitment's check-in stream.
+    - ``date`` (str, ``YYYY-MM-DD``): the local day reported, in the commitment's zone.
+    - ``outcome`` (``"kept"`` | ``"slipped"``).
+    - ``urge`` (int 0-10 | null), ``mood`` (int 1-5 | null).
+    - ``slip`` (``{"channel", "initiated_by": "me"|"them"}`` | null): present exactly
+      when slipped.
+    - ``note`` (str | null): private member text; sensitive, see `SENSITIVE_FIELDS`.
+    """
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "date": check_in.day.isoformat(),
+        "outcome": str(check_in.outcome),
+        "urge": check_in.urge,
+        "mood": check_in.mood,
+        "slip": _slip_data(check_in.slip),
+        "note": check_in.note,
+    }
+
+
+def checkin_corrected_data(
+    *,
+    commitment_id: str,
+    member_id: str,
+    check_in: CheckIn,
+    previous: CheckIn | None = None,
+) -> dict[str, Any]:
+    """The ``data`` of a ``checkin.corrected`` event: a later report that replaces a day's.
+
+    The same fields as ``checkin.recorded`` (the full new report, not a patch), plus
+    ``previous_outcome`` (``"kept"`` | ``"slipped"`` | null when unknown) so that
+    consumers can tell a slip that was taken back from a new one without replaying.
+    The later ``stream_version`` of the same ``date`` wins in every fold.
+    """
+    data = checkin_recorded_data(
+        commitment_id=commitment_id, member_id=member_id, check_in=check_in
+    )
+    data["previous_outcome"] = None if previous is None else str(previous.outcome)
+    return data
+
+
+def check_in_from_event_data(data: Mapping[str, Any]) -> CheckIn:
+    """Rebuild the `CheckIn` from a ``checkin.recorded``/``checkin.corrected`` event's data.
+
+    Optional fields may be missing (older schema versions); unknown fields are ignored.
+    Raises ValueError/KeyError on data no check-in event could carry.
+    """
+    raw_slip = data.get("slip")
+    slip = None
+    if raw_slip is not None:
+        slip = Slip(
+            channel=str(raw_slip["channel"]),
+            initiated_by=Initiator(raw_slip["initiated_by"]),
+        )
+    return CheckIn(
+        day=date.fromisoformat(data["date"]),
+        outcome=Outcome(data["outcome"]),
+        urge=data.get("urge"),
+        mood=data.get("mood"),
+        slip=slip,
+        note=data.get("note"),
+    )

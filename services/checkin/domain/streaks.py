@@ -1,0 +1,429 @@
+"""The streak: a pure fold of one commitment's check-in events (CONTRACT, "Streak rules").
+
+The streak must be a function of the set of reports only: arrival order, duplicate
+deliveries, backdating and corrections never change it, and rebuilding from the event
+store gives the same numbers. So the fold first reduces the events to "the latest
+report per day" (highest ``stream_version`` wins, an associative and commutative
+choice) and only then walks the calendar.
+
+Definitions used throughout (all dates are local dates in the commitment's zone):
+
+- The *counted days* run from ``starts_on`` to ``counted_through``: ``min(today,
+  ends_on)``, except that an unreported ``today`` is left out (the day is not over).
+  A reported today counts whatever its outcome: a slip today ends the current run at
+  once. Each counted day is kept, slipped or unreported.
+- A *run* is a maximal stretch of consecutive counted days that are not slipped and,
+  under the ``verified`` policy, not unreported either. A slipped day (or, under
+  ``verified``, an unreported day) belongs to no run: it ends the run before it and the
+  next run can start the day after it. Runs are never empty.
+- The *current* run is the run that contains ``counted_through``; there is none when
+  that day is a slip (or unreported under ``verified``), and then ``current_days`` is 0.
+- A *milestone hit* is a threshold ``t`` reached by a run of length >= ``t``; it is
+  reached on ``run.start + t - 1``. Each run reaches each threshold at most once; a new
+  run after a slip can reach the same thresholds again. A hit is identified by
+  ``(threshold, run_start)``; ``attempt`` (1-based index of the run) is informative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .calendar import date_range
+from .checkins import CHECK_IN_EVENT_TYPES, Outcome
+
+__all__ = [
+    "DEFAULT_MILESTONES",
+    "CheckInEvent",
+    "DayReport",
+    "MilestoneHit",
+    "Run",
+    "Streak",
+    "StreakPolicy",
+    "StreakReset",
+    "apply_event",
+    "compute_streak",
+    "fold_streak",
+    "latest_reports",
+    "new_milestone_hits",
+    "normalize_milestones",
+    "report_from_event",
+    "streak_reset",
+]
+
+DEFAULT_MILESTONES: tuple[int, ...] = (1, 3, 7, 14, 21, 30, 60, 90, 180, 365)
+
+
+class StreakPolicy(StrEnum):
+    """Tenant setting: how an unreported past day counts."""
+
+    SINCE_LAST_SLIP = "since_last_slip"
+    """Unreported days count as kept: only a slip ends a run (the default)."""
+    VERIFIED = "verified"
+    """Only reported kept days count: an unreported day ends the run."""
+
+
+class CheckInEvent(Protocol):
+    """What the fold reads of a stored event; `shared.events.RecordedEvent` fits."""
+
+    @property
+    def id(self) -> object: ...
+
+    @property
+    def stream_version(self) -> int: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class DayReport:
+    """The report that currently stands for one day, and which event said so."""
+
+    day: date
+    outcome: Outcome
+    stream_version: int
+    event_id: str
+
+    def supersedes(self, other: DayReport) -> bool:
+        """The later stream version wins; the event id only breaks an (impossible) tie deterministically."""
+        return (self.stream_version, self.event_id) > (
+            other.stream_version,
+            other.event_id,
+        )
+
+
+def report_from_event(event: CheckInEvent) -> DayReport | None:
+    """The day report an event carries, or None for events that are not check-ins."""
+    if event.type not in CHECK_IN_EVENT_TYPES:
+        return None
+    return DayReport(
+        day=date.fromisoformat(event.data["date"]),
+        outcome=Outcome(event.data["outcome"]),
+        stream_version=event.stream_version,
+        event_id=str(event.id),
+    )
+
+
+def apply_event(
+    reports: Mapping[date, DayReport], event: CheckInEvent
+) -> dict[date, DayReport]:
+    """A new day->report mapping with ``event`` folded in; ``reports`` is not changed.
+
+    Idempotent (a redelivered event changes nothing) and order-independent (any
+    sequence of the same events ends with the same mapping).
+    """
+    result = dict(reports)
+    report = report_from_event(event)
+    if report is None:
+        return result
+    standing = result.get(report.day)
+    if standing is None or report.supersedes(standing):
+        result[report.day] = report
+    return result
+
+
+def latest_reports(events: Iterable[CheckInEvent]) -> dict[date, DayReport]:
+    """The standing report of every reported day, whatever order ``events`` come in."""
+    result: dict[date, DayReport] = {}
+    for event in events:
+        report = report_from_event(event)
+        if report is None:
+            continue
+        standing = result.get(report.day)
+        if standing is None or report.supersedes(standing):
+            result[report.day] = report
+    return result
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive days without contact, ``start``..``end`` inclusive.
+
+    ``ended_by_slip_on`` is the slip day right after ``end``; ``ended_by_unreported_on``
+    the unreported day right after ``end`` (``verified`` policy only). Both are None only
+    for the current run, the one that reaches the last counted day.
+    """
+
+    start: date
+    end: date
+    ended_by_slip_on: date | None = None
+    ended_by_unreported_on: date | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of days in the run (>= 1)."""
+        return (self.end - self.start).days + 1
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready form, dates as ISO strings."""
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "length": self.length,
+            "ended_by_slip_on": _iso(self.ended_by_slip_on),
+            "ended_by_unreported_on": _iso(self.ended_by_unreported_on),
+        }
+
+
+@dataclass(frozen=True)
+class MilestoneHit:
+    """Run number ``attempt`` (starting ``run_start``) reached ``threshold`` days on ``reached_on``."""
+
+    threshold: int
+    run_start: date
+    attempt: int
+    reached_on: date
+
+    @property
+    def key(self) -> tuple[int, date]:
+        """Identity of the hit for emit-once bookkeeping; stable when earlier runs are split."""
+        return (self.threshold, self.run_start)
+
+
+@dataclass(frozen=True)
+class Streak:
+    """The streak of one commitment as of one local date; every field of CONTRACT's streak JSON.
+
+    Beyond the contract: ``counted_through`` (last counted day, None when no day is
+    counted yet), ``runs``, ``milestone_hits`` (over the whole history) and
+    ``slip_days`` (every counted slipped day), which event emitters compare.
+    """
+
+    as_of: date
+    policy: StreakPolicy
+    current_days: int
+    longest_days: int
+    kept_days: int
+    slipped_days: int
+    unreported_days: int
+    streak_started_on: date | None
+    last_slip_on: date | None
+    last_check_in_on: date | None
+    milestones_reached: tuple[int, ...]
+    next_milestone: int | None
+    counted_through: date | None
+    runs: tuple[Run, ...]
+    milestone_hits: tuple[MilestoneHit, ...]
+    slip_days: tuple[date, ...]
+
+    @property
+    def current_run(self) -> Run | None:
+        """The run that contains ``counted_through``, if any."""
+        if self.runs and self.runs[-1].end == self.counted_through:
+            return self.runs[-1]
+        return None
+
+    def as_json(self, commitment_id: str | None = None) -> dict[str, Any]:
+        """The API's streak document (CONTRACT field names), plus ``counted_through``."""
+        document: dict[str, Any] = {}
+        if commitment_id is not None:
+            document["commitment_id"] = commitment_id
+        document.update(
+            {
+                "as_of": self.as_of.isoformat(),
+                "policy": str(self.policy),
+                "current_days": self.current_days,
+                "longest_days": self.longest_days,
+                "kept_days": self.kept_days,
+                "slipped_days": self.slipped_days,
+                "unreported_days": self.unreported_days,
+                "streak_started_on": _iso(self.streak_started_on),
+                "last_slip_on": _iso(self.last_slip_on),
+                "last_check_in_on": _iso(self.last_check_in_on),
+                "milestones_reached": list(self.milestones_reached),
+                "next_milestone": self.next_milestone,
+                "counted_through": _iso(self.counted_through),
+            }
+        )
+        return document
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def normalize_milestones(milestones: Iterable[int]) -> tuple[int, ...]:
+    """Thresholds sorted ascending without duplicates; each must be a positive integer."""
+    values = tuple(milestones)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"milestone thresholds must be positive integers, got {value!r}"
+            )
+    return tuple(sorted(set(values)))
+
+
+def _counted_through(
+    outcomes: Mapping[date, Outcome], starts_on: date, ends_on: date | None, today: date
+) -> date | None:
+    last = today if ends_on is None else min(today, ends_on)
+    if last == today and today not in outcomes:
+        last = today - timedelta(days=1)
+    return last if last >= starts_on else None
+
+
+def compute_streak(
+    outcomes: Mapping[date, Outcome],
+    *,
+    starts_on: date,
+    ends_on: date | None,
+    today: date,
+    policy: StreakPolicy | str = StreakPolicy.SINCE_LAST_SLIP,
+    milestones: Sequence[int] = DEFAULT_MILESTONES,
+) -> Streak:
+    """The streak from the standing outcome of each reported day (see the module rules).
+
+    ``today`` is the local date in the commitment's zone; days outside
+    ``starts_on``..``counted_through`` are ignored.
+    """
+    policy = StreakPolicy(policy)
+    thresholds = normalize_milestones(milestones)
+    through = _counted_through(outcomes, starts_on, ends_on, today)
+
+    runs: list[Run] = []
+    slip_days: list[date] = []
+    kept = unreported = 0
+    last_check_in: date | None = None
+    run_start: date | None = None
+    days = date_range(starts_on, through) if through is not None else iter(())
+    for day in days:
+        outcome = outcomes.get(day)
+        if outcome is None:
+            unreported += 1
+        else:
+            last_check_in = day
+            if outcome == Outcome.KEPT:
+                kept += 1
+            else:
+                slip_days.append(day)
+        breaks_run = outcome == Outcome.SLIPPED or (
+            outcome is None and policy == StreakPolicy.VERIFIED
+        )
+        if not breaks_run:
+            if run_start is None:
+                run_start = day
+            continue
+        if run_start is not None:
+            runs.append(
+                Run(
+                    start=run_start,
+                    end=day - timedelta(days=1),
+                    ended_by_slip_on=day if outcome == Outcome.SLIPPED else None,
+                    ended_by_unreported_on=day if outcome is None else None,
+                )
+            )
+            run_start = None
+    if run_start is not None and through is not None:
+        runs.append(Run(start=run_start, end=through))
+
+    current = runs[-1] if runs and runs[-1].end == through else None
+    current_days = current.length if current is not None else 0
+    hits = tuple(
+        MilestoneHit(
+            threshold=t,
+            run_start=run.start,
+            attempt=index,
+            reached_on=run.start + timedelta(days=t - 1),
+        )
+        for index, run in enumerate(runs, start=1)
+        for t in thresholds
+        if t <= run.length
+    )
+    return Streak(
+        as_of=today,
+        policy=policy,
+        current_days=current_days,
+        longest_days=max((run.length for run in runs), default=0),
+        kept_days=kept,
+        slipped_days=len(slip_days),
+        unreported_days=unreported,
+        streak_started_on=current.start if current is not None else None,
+        last_slip_on=slip_days[-1] if slip_days else None,
+        last_check_in_on=last_check_in,
+        milestones_reached=tuple(t for t in thresholds if t <= current_days),
+        next_milestone=next((t for t in thresholds if t > current_days), None),
+        counted_through=through,
+        runs=tuple(runs),
+        milestone_hits=hits,
+        slip_days=tuple(slip_days),
+    )
+
+
+def fold_streak(
+    events: Iterable[CheckInEvent],
+    *,
+    starts_on: date,
+    ends_on: date | None,
+    today: date,
+    policy: StreakPolicy | str = StreakPolicy.SINCE_LAST_SLIP,
+    milestones: Sequence[int] = DEFAULT_MILESTONES,
+) -> Streak:
+    """THE streak fold: the streak of a commitment from its check-in events, in any order.
+
+    Events of other types in the stream are ignored; for each date the report with the
+    highest ``stream_version`` stands (a correction is a later version of the same
+    date); a duplicate delivery of the same event changes nothing.
+    """
+    outcomes = {day: report.outcome for day, report in latest_reports(events).items()}
+    return compute_streak(
+        outcomes,
+        starts_on=starts_on,
+        ends_on=ends_on,
+        today=today,
+        policy=policy,
+        milestones=milestones,
+    )
+
+
+def new_milestone_hits(
+    before: Streak | None,
+    after: Streak,
+    *,
+    already_emitted: Collection[tuple[int, date]] = (),
+) -> tuple[MilestoneHit, ...]:
+    """Hits of ``after`` that ``before`` did not have: one ``streak.milestone_reached`` each.
+
+    ``before`` None means nothing was emitted yet (every hit is new). A correction can
+    take a hit away and a later one give it back; pass the keys already emitted in
+    ``already_emitted`` to guarantee once-ever emission.
+    """
+    seen = {hit.key for hit in before.milestone_hits} if before is not None else set()
+    seen.update(already_emitted)
+    return tuple(hit for hit in after.milestone_hits if hit.key not in seen)
+
+
+@dataclass(frozen=True)
+class StreakReset:
+    """A slip that ``after`` has and ``before`` had not, and the run it ended (drives ``streak.reset``)."""
+
+    slipped_on: date
+    ended_run: Run | None
+
+    @property
+    def ended_length(self) -> int:
+        """Days of the run the slip ended; 0 when the day before was itself a break."""
+        return self.ended_run.length if self.ended_run is not None else 0
+
+
+def streak_reset(before: Streak | None, after: Streak) -> StreakReset | None:
+    """The latest slip that is new in ``after``, with the run it ended; None when no new slip.
+
+    Backdated slips count too: a slip reported today for three days ago ends the run
+    that led up to it (and the current run then restarts after it).
+    """
+    old = set(before.slip_days) if before is not None else set()
+    new = [day for day in after.slip_days if day not in old]
+    if not new:
+        return None
+    slipped_on = new[-1]
+    ended = next(
+        (run for run in after.runs if run.ended_by_slip_on == slipped_on), None
+    )
+    return StreakReset(slipped_on=slipped_on, ended_run=ended)
