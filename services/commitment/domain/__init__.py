@@ -1,0 +1,58 @@
+"""Pure domain of the commitment service: commitments, tenants, API keys, token claims.
+
+No I/O here (no database, clock or network): adapters load events, pass ``now`` in,
+and store/publish the ``pending_events`` the aggregates collect.
+"""
+
+from .commitment import (
+    Commitment,
+    CommitmentConflict,
+    Contact,
+    InvalidCommitment,
+    Status,
+    is_valid_timezone,
+    local_today,
+)
+from .errors import Conflict, DomainError, NotFound, ValidationFailed
+from .tenancy import (
+    ApiKey,
+    ApiKeyNotFound,
+    InvalidCredentials,
+    InvalidTenant,
+    InvalidTokenRequest,
+    Principal,
+    Tenant,
+    TenantConflict,
+    TokenClaims,
+    generate_api_key,
+    hash_api_key,
+    is_api_key_format,
+    verify_api_key,
+)
+
+__all__ = [
+    "ApiKey",
+    "ApiKeyNotFound",
+    "Commitment",
+    "CommitmentConflict",
+    "Conflict",
+    "Contact",
+    "DomainError",
+    "InvalidCommitment",
+    "InvalidCredentials",
+    "InvalidTenant",
+    "InvalidTokenRequest",
+    "NotFound",
+    "Principal",
+    "Status",
+    "Tenant",
+    "TenantConflict",
+    "TokenClaims",
+    "ValidationFailed",
+    "generate_api_key",
+    "hash_api_key",
+    "is_api_key_format",
+    "is_valid_timezone",
+    "local_today",
+    "verify_api_key",
+]

@@ -61,7 +61,13 @@ EVENT_TYPES: frozenset[str] = frozenset(
 
 STREAM_CATEGORY = "commitment"
 
-RELATIONSHIPS: tuple[str, ...] = ("romantic", "family", "friend", "professional", "other")
+RELATIONSHIPS: tuple[str, ...] = (
+    "romantic",
+    "family",
+    "friend",
+    "professional",
+    "other",
+)
 # Canonical order; also the default when a member does not pick channels, because no
 # contact means every channel unless the member says otherwise.
 CHANNELS: tuple[str, ...] = ("calls", "texts", "social_media", "email", "in_person")
@@ -197,7 +203,8 @@ class Commitment:
     # extension changes it so the resource never shows a length that contradicts ends_on.
     duration_days: int | None = None
     ends_on: date | None = None
-    motivation: str | None = field(default=None, repr=False)  # personal, keep out of logs
+    # Personal text: kept out of repr, hence out of logs and tracebacks.
+    motivation: str | None = field(default=None, repr=False)
     coach_id: str | None = None
     created_at: datetime | None = None
     recorded_status: Status = Status.ACTIVE
@@ -206,7 +213,9 @@ class Commitment:
     completed_at: datetime | None = None
     ended_at: datetime | None = None
     version: int = 0
-    pending_events: list[NewEvent] = field(default_factory=list, compare=False, repr=False)
+    pending_events: list[NewEvent] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     # ------------------------------------------------------------- rebuilding
 
@@ -355,12 +364,16 @@ class Commitment:
         if not isinstance(contact, Mapping):
             v.add("contact", "is required" if contact is None else "must be an object")
         else:
-            label = v.text("contact.label", contact.get("label"), min_len=1, max_len=LABEL_MAX)
+            label = v.text(
+                "contact.label", contact.get("label"), min_len=1, max_len=LABEL_MAX
+            )
             rel = contact.get("relationship")
             if rel is None:
                 v.add("contact.relationship", "is required")
             elif rel not in RELATIONSHIPS:
-                v.add("contact.relationship", f"must be one of {', '.join(RELATIONSHIPS)}")
+                v.add(
+                    "contact.relationship", f"must be one of {', '.join(RELATIONSHIPS)}"
+                )
             else:
                 relationship = str(rel)
 
@@ -377,7 +390,10 @@ class Commitment:
         duration: int | None = None
         if duration_days is not None:
             duration = v.integer(
-                "duration_days", duration_days, minimum=DURATION_MIN, maximum=DURATION_MAX
+                "duration_days",
+                duration_days,
+                minimum=DURATION_MIN,
+                maximum=DURATION_MAX,
             )
 
         motivation_text = v.text(
@@ -432,12 +448,18 @@ class Commitment:
         days: int | None = None
         if indefinite is True:
             if additional_days is not None:
-                v.add("additional_days", "give either additional_days or indefinite, not both")
+                v.add(
+                    "additional_days",
+                    "give either additional_days or indefinite, not both",
+                )
         elif additional_days is None:
             v.add("additional_days", "is required unless indefinite is true")
         else:
             days = v.integer(
-                "additional_days", additional_days, minimum=DURATION_MIN, maximum=DURATION_MAX
+                "additional_days",
+                additional_days,
+                minimum=DURATION_MIN,
+                maximum=DURATION_MAX,
             )
         v.raise_if_any()
 
@@ -493,7 +515,11 @@ class Commitment:
         if self.recorded_status is not Status.ACTIVE or not self.is_over(now):
             return []
         assert self.ends_on is not None
-        return [self._emit(COMPLETED, {**self._ids(), "ends_on": self.ends_on.isoformat()}, now)]
+        return [
+            self._emit(
+                COMPLETED, {**self._ids(), "ends_on": self.ends_on.isoformat()}, now
+            )
+        ]
 
     def assign_coach(self, coach_id: object, *, now: datetime) -> list[NewEvent]:
         """Put the commitment in a coach's care, replacing any previous coach.
@@ -515,16 +541,24 @@ class Commitment:
         )
         return [event]
 
-    def unassign_coach(self, *, now: datetime, coach_id: str | None = None) -> list[NewEvent]:
+    def unassign_coach(
+        self, *, now: datetime, coach_id: str | None = None
+    ) -> list[NewEvent]:
         """Remove the coach; with ``coach_id``, only if that coach is the one assigned.
 
         Emits nothing when there is no (matching) coach: DELETE is idempotent, and
         removing coach A must never detach the member from coach B.
         """
         _require_aware(now)
-        if self.coach_id is None or (coach_id is not None and coach_id != self.coach_id):
+        if self.coach_id is None or (
+            coach_id is not None and coach_id != self.coach_id
+        ):
             return []
-        return [self._emit(COACH_UNASSIGNED, {**self._ids(), "coach_id": self.coach_id}, now)]
+        return [
+            self._emit(
+                COACH_UNASSIGNED, {**self._ids(), "coach_id": self.coach_id}, now
+            )
+        ]
 
 
 _APPLIERS: dict[str, Callable[[Commitment, EventLike], None]] = {
@@ -537,7 +571,9 @@ _APPLIERS: dict[str, Callable[[Commitment, EventLike], None]] = {
 }
 
 
-def _validate_channels(v: Validator, channels: Sequence[object] | None) -> tuple[str, ...] | None:
+def _validate_channels(
+    v: Validator, channels: Sequence[object] | None
+) -> tuple[str, ...] | None:
     """Channels default to all; otherwise a non-empty subset without duplicates.
 
     A string is refused although it is a sequence: ``"calls"`` would read as five
@@ -582,9 +618,14 @@ def _validate_starts_on(v: Validator, starts_on: object, today: date) -> date | 
     earliest = today - timedelta(days=STARTS_ON_MAX_PAST_DAYS)
     latest = today + timedelta(days=STARTS_ON_MAX_FUTURE_DAYS)
     if starts_on < earliest:
-        v.add("starts_on", f"must be at most {STARTS_ON_MAX_PAST_DAYS} days in the past")
+        v.add(
+            "starts_on", f"must be at most {STARTS_ON_MAX_PAST_DAYS} days in the past"
+        )
         return None
     if starts_on > latest:
-        v.add("starts_on", f"must be at most {STARTS_ON_MAX_FUTURE_DAYS} days in the future")
+        v.add(
+            "starts_on",
+            f"must be at most {STARTS_ON_MAX_FUTURE_DAYS} days in the future",
+        )
         return None
     return starts_on

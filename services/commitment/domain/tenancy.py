@@ -37,7 +37,9 @@ from .errors import Conflict, DomainError, NotFound, ValidationFailed, Validator
 TENANT_CREATED = "tenant.created"
 API_KEY_ISSUED = "api_key.issued"
 API_KEY_REVOKED = "api_key.revoked"
-EVENT_TYPES: frozenset[str] = frozenset({TENANT_CREATED, API_KEY_ISSUED, API_KEY_REVOKED})
+EVENT_TYPES: frozenset[str] = frozenset(
+    {TENANT_CREATED, API_KEY_ISSUED, API_KEY_REVOKED}
+)
 
 STREAM_CATEGORY = "tenant"
 TENANT_NAME_MAX = 200
@@ -154,7 +156,9 @@ class Tenant:
     created_at: datetime | None = None
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     version: int = 0
-    pending_events: list[NewEvent] = field(default_factory=list, compare=False, repr=False)
+    pending_events: list[NewEvent] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     @classmethod
     def from_events(cls, events: Iterable[EventLike]) -> Tenant:
@@ -228,7 +232,9 @@ class Tenant:
         tenant._emit(TENANT_CREATED, {"tenant_id": tenant_id, "name": checked}, now)
         return tenant
 
-    def issue_api_key(self, *, key_id: str, api_key: str, now: datetime) -> list[NewEvent]:
+    def issue_api_key(
+        self, *, key_id: str, api_key: str, now: datetime
+    ) -> list[NewEvent]:
         """Record a new admin key by its hash; the caller shows ``api_key`` once, then forgets it.
 
         The plaintext comes from ``generate_api_key()`` in the caller, so this method
@@ -268,7 +274,9 @@ class Tenant:
             raise ApiKeyNotFound(f"no API key {key_id}")
         if key.revoked:
             raise TenantConflict(f"API key {key_id} is already revoked")
-        return [self._emit(API_KEY_REVOKED, {"tenant_id": self.id, "key_id": key_id}, now)]
+        return [
+            self._emit(API_KEY_REVOKED, {"tenant_id": self.id, "key_id": key_id}, now)
+        ]
 
     def active_api_keys(self) -> list[ApiKey]:
         """Keys that still open the door, in issue order."""
@@ -385,7 +393,9 @@ class TokenClaims:
         return now >= self.expires_at
 
     def principal(self) -> Principal:
-        return Principal(tenant_id=self.tenant_id, role=self.role, subject_id=self.subject_id)
+        return Principal(
+            tenant_id=self.tenant_id, role=self.role, subject_id=self.subject_id
+        )
 
 
 @dataclass(frozen=True)
@@ -407,10 +417,16 @@ class Principal:
 
     def may_write_commitment(self, member_id: str) -> bool:
         """Admins act on any member; a member token only on its own commitments."""
-        return self.is_admin or (self.role == ROLE_MEMBER and self.subject_id == member_id)
+        return self.is_admin or (
+            self.role == ROLE_MEMBER and self.subject_id == member_id
+        )
 
     def may_read_commitment(self, member_id: str, coach_id: str | None) -> bool:
         """Writers may read; a coach token reads only commitments assigned to that coach."""
         if self.may_write_commitment(member_id):
             return True
-        return self.role == ROLE_COACH and coach_id is not None and coach_id == self.subject_id
+        return (
+            self.role == ROLE_COACH
+            and coach_id is not None
+            and coach_id == self.subject_id
+        )

@@ -11,7 +11,9 @@ from shared.events import NewEvent, RecordedEvent
 FALLBACK_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def record(events: Sequence[NewEvent], stream_id: str, tenant_id: str = "t-1") -> list[RecordedEvent]:
+def record(
+    events: Sequence[NewEvent], stream_id: str, tenant_id: str = "t-1"
+) -> list[RecordedEvent]:
     """Store-shaped copies of ``events``; data goes through JSON like a real store.
 
     The JSON round trip proves payloads are serialisable and that ``apply`` does not

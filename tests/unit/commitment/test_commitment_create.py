@@ -106,8 +106,12 @@ def test_contact_may_be_given_as_value_object() -> None:
         ("America/Los_Angeles", date(2026, 11, 21)),
     ],
 )
-def test_starts_on_defaults_to_today_in_the_commitments_zone(zone: str, expected: date) -> None:
-    c = create(timezone=zone, starts_on=None, now=datetime(2026, 11, 21, 11, 0, tzinfo=UTC))
+def test_starts_on_defaults_to_today_in_the_commitments_zone(
+    zone: str, expected: date
+) -> None:
+    c = create(
+        timezone=zone, starts_on=None, now=datetime(2026, 11, 21, 11, 0, tzinfo=UTC)
+    )
     assert c.starts_on == expected
 
 
@@ -155,8 +159,14 @@ def test_starts_on_bounds_follow_the_zone_not_utc() -> None:
         ({"contact": {"label": "x" * 201, "relationship": "friend"}}, "contact.label"),
         ({"contact": {"label": 7, "relationship": "friend"}}, "contact.label"),
         ({"contact": {"label": "Alex"}}, "contact.relationship"),
-        ({"contact": {"label": "Alex", "relationship": "enemy"}}, "contact.relationship"),
-        ({"contact": {"label": "Alex", "relationship": ["friend"]}}, "contact.relationship"),
+        (
+            {"contact": {"label": "Alex", "relationship": "enemy"}},
+            "contact.relationship",
+        ),
+        (
+            {"contact": {"label": "Alex", "relationship": ["friend"]}},
+            "contact.relationship",
+        ),
         ({"channels": []}, "channels"),
         ({"channels": ["calls", "calls"]}, "channels"),
         ({"channels": ["fax"]}, "channels"),
@@ -214,7 +224,9 @@ def test_edge_values_are_accepted(overrides: dict[str, Any]) -> None:
     assert create(**overrides).version == 1
 
 
-@pytest.mark.parametrize("relationship", ["romantic", "family", "friend", "professional", "other"])
+@pytest.mark.parametrize(
+    "relationship", ["romantic", "family", "friend", "professional", "other"]
+)
 def test_every_relationship_is_accepted(relationship: str) -> None:
     c = create(contact={"label": "X", "relationship": relationship})
     assert c.contact.relationship == relationship
@@ -223,7 +235,12 @@ def test_every_relationship_is_accepted(relationship: str) -> None:
 def test_all_violations_are_reported_together() -> None:
     with pytest.raises(InvalidCommitment) as exc:
         create(member_id="", channels=["fax"], duration_days=0, motivation="x" * 2001)
-    assert set(exc.value.errors) == {"member_id", "channels", "duration_days", "motivation"}
+    assert set(exc.value.errors) == {
+        "member_id",
+        "channels",
+        "duration_days",
+        "motivation",
+    }
     assert exc.value.field == "member_id"
 
 
@@ -243,9 +260,15 @@ def test_timezone_helpers() -> None:
     assert not is_valid_timezone("Europe/Atlantis")
     assert not is_valid_timezone(None)
     # Across the spring-forward night in Berlin (2026-03-29, 02:00 -> 03:00).
-    assert local_today(datetime(2026, 3, 28, 22, 59, tzinfo=UTC), "Europe/Berlin") == date(2026, 3, 28)
-    assert local_today(datetime(2026, 3, 28, 23, 0, tzinfo=UTC), "Europe/Berlin") == date(2026, 3, 29)
+    assert local_today(
+        datetime(2026, 3, 28, 22, 59, tzinfo=UTC), "Europe/Berlin"
+    ) == date(2026, 3, 28)
+    assert local_today(
+        datetime(2026, 3, 28, 23, 0, tzinfo=UTC), "Europe/Berlin"
+    ) == date(2026, 3, 29)
     # After it, midnight is 22:00Z.
-    assert local_today(datetime(2026, 3, 29, 22, 0, tzinfo=UTC), "Europe/Berlin") == date(2026, 3, 30)
+    assert local_today(
+        datetime(2026, 3, 29, 22, 0, tzinfo=UTC), "Europe/Berlin"
+    ) == date(2026, 3, 30)
     with pytest.raises(ValueError):
         local_today(datetime(2026, 3, 29), "Europe/Berlin")

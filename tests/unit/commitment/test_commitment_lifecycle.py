@@ -108,7 +108,9 @@ def test_extending_an_indefinite_commitment_by_days_is_refused() -> None:
         ({"indefinite": "yes"}, "indefinite"),
     ],
 )
-def test_extend_input_violations_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+def test_extend_input_violations_name_the_field(
+    kwargs: dict[str, Any], field: str
+) -> None:
     c = create()
     with pytest.raises(InvalidCommitment) as exc:
         c.extend(now=NOW, **kwargs)
@@ -137,7 +139,7 @@ def test_extending_a_completed_commitment_conflicts() -> None:
         c.extend(now=later, additional_days=5)
 
 
-def test_extending_after_the_period_passed_conflicts_even_without_completion_event() -> None:
+def test_extending_after_the_period_passed_conflicts_without_completion_event() -> None:
     c = create()
     later = datetime(2026, 12, 21, 12, 0, tzinfo=UTC)
     assert c.recorded_status is Status.ACTIVE
@@ -236,7 +238,11 @@ def test_completion_is_decided_in_the_commitments_zone() -> None:
 
     [event] = auckland.complete(now=OVER_IN_AUCKLAND)
     assert event.type == COMPLETED
-    assert event.data == {"commitment_id": "c-1", "member_id": "m-1", "ends_on": "2026-11-21"}
+    assert event.data == {
+        "commitment_id": "c-1",
+        "member_id": "m-1",
+        "ends_on": "2026-11-21",
+    }
     assert los_angeles.complete(now=OVER_IN_AUCKLAND) == []
 
     # Midnight in Los Angeles (UTC-8 in November) is 08:00Z on the 22nd.
@@ -298,7 +304,11 @@ def test_assign_and_unassign_coach() -> None:
 
     [unassigned] = c.unassign_coach(now=NOW)
     assert unassigned.type == COACH_UNASSIGNED
-    assert unassigned.data == {"commitment_id": "c-1", "member_id": "m-1", "coach_id": "coach-2"}
+    assert unassigned.data == {
+        "commitment_id": "c-1",
+        "member_id": "m-1",
+        "coach_id": "coach-2",
+    }
     assert c.coach_id is None
     assert c.version == 4
 
@@ -378,7 +388,10 @@ def test_from_events_refuses_empty_or_headless_streams() -> None:
 
 def test_unknown_event_types_count_towards_version_only() -> None:
     c = create()
-    events = [*c.pending_events, NewEvent(type="commitment.renamed", data={"x": 1}, occurred_at=NOW)]
+    events = [
+        *c.pending_events,
+        NewEvent(type="commitment.renamed", data={"x": 1}, occurred_at=NOW),
+    ]
     copy = Commitment.from_events(record(events, c.stream_id))
     assert copy.version == 2
     copy.version = 1

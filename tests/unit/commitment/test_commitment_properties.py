@@ -18,7 +18,13 @@ from services.commitment.domain.commitment import (
 
 from ._support import record
 
-ZONES = ["UTC", "Pacific/Auckland", "America/Los_Angeles", "Europe/Berlin", "Asia/Kathmandu"]
+ZONES = [
+    "UTC",
+    "Pacific/Auckland",
+    "America/Los_Angeles",
+    "Europe/Berlin",
+    "Asia/Kathmandu",
+]
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 # A command is a tuple; the first item names it. "wait" moves the clock forward.
@@ -40,7 +46,9 @@ def new_commitments(draw: st.DrawFn) -> tuple[Commitment, datetime]:
     offset = draw(st.integers(-365, 30))
     today = now.astimezone(ZoneInfo(zone)).date()
     channels = draw(
-        st.one_of(st.none(), st.lists(st.sampled_from(CHANNELS), min_size=1, unique=True))
+        st.one_of(
+            st.none(), st.lists(st.sampled_from(CHANNELS), min_size=1, unique=True)
+        )
     )
     commitment = Commitment.create(
         commitment_id="c-1",
@@ -93,9 +101,14 @@ def test_rebuilt_aggregate_equals_the_commanded_one(
         assert commitment.version == len(commitment.pending_events)
         if commitment.ends_on is not None:
             assert commitment.ends_on >= commitment.starts_on
-            assert commitment.duration_days == (commitment.ends_on - commitment.starts_on).days + 1
+            assert (
+                commitment.duration_days
+                == (commitment.ends_on - commitment.starts_on).days + 1
+            )
 
-    copy = Commitment.from_events(record(commitment.pending_events, commitment.stream_id))
+    copy = Commitment.from_events(
+        record(commitment.pending_events, commitment.stream_id)
+    )
     assert copy == commitment
     assert copy.version == commitment.version
     assert copy.status_at(now) == commitment.status_at(now)
@@ -106,7 +119,9 @@ def test_rebuilt_aggregate_equals_the_commanded_one(
     st.sampled_from(ZONES),
     st.integers(1, 3650),
     st.datetimes(
-        min_value=datetime(2026, 1, 1), max_value=datetime(2036, 1, 1), timezones=st.just(UTC)
+        min_value=datetime(2026, 1, 1),
+        max_value=datetime(2036, 1, 1),
+        timezones=st.just(UTC),
     ),
 )
 def test_status_flips_exactly_at_local_midnight_after_ends_on(

@@ -72,7 +72,12 @@ def test_create_tenant() -> None:
     [event] = t.pending_events
     assert event.type == TENANT_CREATED
     assert event.data == {"tenant_id": "t-1", "name": "Acme Support"}
-    assert (t.id, t.name, t.version, t.stream_id) == ("t-1", "Acme Support", 1, "tenant-t-1")
+    assert (t.id, t.name, t.version, t.stream_id) == (
+        "t-1",
+        "Acme Support",
+        1,
+        "tenant-t-1",
+    )
 
 
 @pytest.mark.parametrize("name", ["", "   ", "n" * 201, None, 3])
@@ -208,7 +213,10 @@ def test_every_role_may_be_issued(role: str) -> None:
     assert issue(role=role).role == role
 
 
-@pytest.mark.parametrize(("ttl", "ok"), [(59, False), (60, True), (TTL_MAX_SECONDS, True), (TTL_MAX_SECONDS + 1, False)])
+@pytest.mark.parametrize(
+    ("ttl", "ok"),
+    [(59, False), (60, True), (TTL_MAX_SECONDS, True), (TTL_MAX_SECONDS + 1, False)],
+)
 def test_ttl_bounds(ttl: int, ok: bool) -> None:
     if ok:
         assert issue(ttl_seconds=ttl).expires_at == NOW + timedelta(seconds=ttl)
@@ -231,7 +239,9 @@ def test_ttl_bounds(ttl: int, ok: bool) -> None:
         ({"ttl_seconds": None}, "ttl_seconds"),
     ],
 )
-def test_token_request_violations_name_the_field(overrides: dict[str, Any], field: str) -> None:
+def test_token_request_violations_name_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
     with pytest.raises(InvalidTokenRequest) as exc:
         issue(**overrides)
     assert exc.value.field == field
