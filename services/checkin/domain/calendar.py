@@ -85,17 +85,13 @@ def _start_of_day(tzinfo: ZoneInfo, day: date) -> datetime:
         local = datetime.combine(day, time(0), tzinfo=tzinfo).replace(fold=fold)
         candidates.append(local.astimezone(UTC))
     exact = [
-        c
-        for c in candidates
-        if c.astimezone(tzinfo).replace(tzinfo=None) == datetime.combine(day, time(0))
+        c for c in candidates if c.astimezone(tzinfo).replace(tzinfo=None) == datetime.combine(day, time(0))
     ]
     if exact:
         return min(exact)
     # Midnight falls in a gap: find the transition between the two readings.
     low, high = min(candidates), max(candidates)
-    if (
-        _local_date(low, tzinfo) >= day
-    ):  # pragma: no cover - defensive, not seen in tzdata
+    if _local_date(low, tzinfo) >= day:  # pragma: no cover - defensive, not seen in tzdata
         return low
     while high - low > timedelta(seconds=1):
         middle = low + (high - low) / 2

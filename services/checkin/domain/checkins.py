@@ -173,7 +173,8 @@ def _date_problems(
         problems.append(
             Problem(
                 "date",
-                f"is older than the backdating window of {backdate_days} days (earliest {earliest.isoformat()})",
+                f"is older than the backdating window of {backdate_days} days"
+                f" (earliest {earliest.isoformat()})",
             )
         )
     return problems
@@ -192,11 +193,7 @@ def _slip_problems(check_in: CheckIn, commitment: CommitmentTerms) -> list[Probl
     problems = []
     if slip.channel not in commitment.channels:
         allowed = ", ".join(sorted(commitment.channels))
-        problems.append(
-            Problem(
-                "slip.channel", f"must be one of the commitment's channels: {allowed}"
-            )
-        )
+        problems.append(Problem("slip.channel", f"must be one of the commitment's channels: {allowed}"))
     if slip.initiated_by not in tuple(Initiator):
         problems.append(Problem("slip.initiated_by", "must be one of: me, them"))
     return problems
@@ -219,21 +216,15 @@ def check_in_problems(
         problems.append(Problem("outcome", "must be one of: kept, slipped"))
     else:
         problems.extend(_slip_problems(check_in, commitment))
-    if check_in.urge is not None and not (
-        _is_int(check_in.urge) and check_in.urge in URGE_RANGE
-    ):
+    if check_in.urge is not None and not (_is_int(check_in.urge) and check_in.urge in URGE_RANGE):
         problems.append(Problem("urge", "must be an integer from 0 to 10"))
-    if check_in.mood is not None and not (
-        _is_int(check_in.mood) and check_in.mood in MOOD_RANGE
-    ):
+    if check_in.mood is not None and not (_is_int(check_in.mood) and check_in.mood in MOOD_RANGE):
         problems.append(Problem("mood", "must be an integer from 1 to 5"))
     if check_in.note is not None:
         if not isinstance(check_in.note, str):
             problems.append(Problem("note", "must be a string"))
         elif len(check_in.note) > MAX_NOTE_LENGTH:
-            problems.append(
-                Problem("note", f"must be at most {MAX_NOTE_LENGTH} characters")
-            )
+            problems.append(Problem("note", f"must be at most {MAX_NOTE_LENGTH} characters"))
     return problems
 
 
@@ -247,9 +238,7 @@ def validate_check_in(
     """
     if commitment.status != CommitmentStatus.ACTIVE:
         raise CommitmentNotActive(commitment.status)
-    problems = check_in_problems(
-        check_in, commitment=commitment, today=today, backdate_days=backdate_days
-    )
+    problems = check_in_problems(check_in, commitment=commitment, today=today, backdate_days=backdate_days)
     if problems:
         raise CheckInRejected(problems)
 
@@ -260,9 +249,7 @@ def _slip_data(slip: Slip | None) -> dict[str, str] | None:
     return {"channel": slip.channel, "initiated_by": str(slip.initiated_by)}
 
 
-def checkin_recorded_data(
-    *, commitment_id: str, member_id: str, check_in: CheckIn
-) -> dict[str, Any]:
+def checkin_recorded_data(*, commitment_id: str, member_id: str, check_in: CheckIn) -> dict[str, Any]:
     """The ``data`` of a ``checkin.recorded`` event: the first report of a day.
 
     Fields (all JSON):
@@ -302,9 +289,7 @@ def checkin_corrected_data(
     consumers can tell a slip that was taken back from a new one without replaying.
     The later ``stream_version`` of the same ``date`` wins in every fold.
     """
-    data = checkin_recorded_data(
-        commitment_id=commitment_id, member_id=member_id, check_in=check_in
-    )
+    data = checkin_recorded_data(commitment_id=commitment_id, member_id=member_id, check_in=check_in)
     data["previous_outcome"] = None if previous is None else str(previous.outcome)
     return data
 

@@ -84,14 +84,8 @@ def assess_risk(
     if any(c.outcome == Outcome.SLIPPED and c.day >= window_start for c in ordered):
         reasons.append(RiskReason.RECENT_SLIP)
 
-    latest = (
-        ordered[-thresholds.urge_window_check_ins :]
-        if thresholds.urge_window_check_ins > 0
-        else []
-    )
-    high = sum(
-        1 for c in latest if c.urge is not None and c.urge >= thresholds.high_urge
-    )
+    latest = ordered[-thresholds.urge_window_check_ins :] if thresholds.urge_window_check_ins > 0 else []
+    high = sum(1 for c in latest if c.urge is not None and c.urge >= thresholds.high_urge)
     if high >= thresholds.high_urge_count > 0:
         reasons.append(RiskReason.HIGH_URGES)
 

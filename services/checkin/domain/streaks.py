@@ -111,9 +111,7 @@ def report_from_event(event: CheckInEvent) -> DayReport | None:
     )
 
 
-def apply_event(
-    reports: Mapping[date, DayReport], event: CheckInEvent
-) -> dict[date, DayReport]:
+def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[date, DayReport]:
     """A new day->report mapping with ``event`` folded in; ``reports`` is not changed.
 
     Idempotent (a redelivered event changes nothing) and order-independent (any
@@ -254,9 +252,7 @@ def normalize_milestones(milestones: Iterable[int]) -> tuple[int, ...]:
     values = tuple(milestones)
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"milestone thresholds must be positive integers, got {value!r}"
-            )
+            raise ValueError(f"milestone thresholds must be positive integers, got {value!r}")
     return tuple(sorted(set(values)))
 
 
@@ -303,9 +299,7 @@ def compute_streak(
                 kept += 1
             else:
                 slip_days.append(day)
-        breaks_run = outcome == Outcome.SLIPPED or (
-            outcome is None and policy == StreakPolicy.VERIFIED
-        )
+        breaks_run = outcome == Outcome.SLIPPED or (outcome is None and policy == StreakPolicy.VERIFIED)
         if not breaks_run:
             if run_start is None:
                 run_start = day
@@ -423,7 +417,5 @@ def streak_reset(before: Streak | None, after: Streak) -> StreakReset | None:
     if not new:
         return None
     slipped_on = new[-1]
-    ended = next(
-        (run for run in after.runs if run.ended_by_slip_on == slipped_on), None
-    )
+    ended = next((run for run in after.runs if run.ended_by_slip_on == slipped_on), None)
     return StreakReset(slipped_on=slipped_on, ended_run=ended)
