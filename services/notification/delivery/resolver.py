@@ -68,14 +68,8 @@ def _addresses(infos: Sequence[tuple[Any, ...]]) -> tuple[IPAddress, ...]:
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
-            raise ResolutionFailed(
-                f"resolver returned a non-IP address {text!r}"
-            ) from None
-        if (
-            isinstance(address, ipaddress.IPv6Address)
-            and len(sockaddr) >= 4
-            and sockaddr[3]
-        ):
+            raise ResolutionFailed(f"resolver returned a non-IP address {text!r}") from None
+        if isinstance(address, ipaddress.IPv6Address) and len(sockaddr) >= 4 and sockaddr[3]:
             # Keep the zone id visible to the vetting (it is refused there).
             address = ipaddress.IPv6Address(f"{text.split('%')[0]}%{sockaddr[3]}")
         seen.setdefault(address, None)

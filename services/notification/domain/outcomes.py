@@ -70,9 +70,7 @@ def classify(
     if 200 <= status_code <= 299:
         return Outcome(Verdict.DELIVERED, f"HTTP {status_code}")
     if status_code == 410:
-        return Outcome(
-            Verdict.DISABLE_ENDPOINT, "HTTP 410 Gone: receiver asked to stop"
-        )
+        return Outcome(Verdict.DISABLE_ENDPOINT, "HTTP 410 Gone: receiver asked to stop")
     if 300 <= status_code <= 399:
         return Outcome(Verdict.RETRY, f"HTTP {status_code}: redirects are not followed")
     if status_code in RETRY_AFTER_STATUSES:

@@ -54,22 +54,16 @@ def parse_schedule(text: str) -> tuple[int, ...]:
     offending item so an operator can fix the variable at once.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ScheduleError(
-            "retry schedule is empty: expected comma-separated seconds, e.g. '0,5,300'"
-        )
+        raise ScheduleError("retry schedule is empty: expected comma-separated seconds, e.g. '0,5,300'")
     items = text.split(",")
     if len(items) > MAX_ATTEMPTS:
-        raise ScheduleError(
-            f"retry schedule has {len(items)} entries, at most {MAX_ATTEMPTS} allowed"
-        )
+        raise ScheduleError(f"retry schedule has {len(items)} entries, at most {MAX_ATTEMPTS} allowed")
     delays: list[int] = []
     for position, raw in enumerate(items, start=1):
         item = raw.strip()
         # isdecimal() also accepts non-ASCII digits; require plain ASCII.
         if not item or not (item.isascii() and item.isdigit()):
-            raise ScheduleError(
-                f"retry schedule entry {position} ({raw!r}) is not a whole number of seconds"
-            )
+            raise ScheduleError(f"retry schedule entry {position} ({raw!r}) is not a whole number of seconds")
         value = int(item)
         if value > MAX_DELAY_S:
             raise ScheduleError(
@@ -109,9 +103,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def jittered(
-    delay_s: float, rng: RandomSource, fraction: float = JITTER_FRACTION
-) -> float:
+def jittered(delay_s: float, rng: RandomSource, fraction: float = JITTER_FRACTION) -> float:
     """Return ``delay_s`` moved by up to +-``fraction``, never negative; 0 stays 0."""
     if delay_s <= 0:
         return 0.0
@@ -135,19 +127,11 @@ def next_attempt_at(
     schedule, by at most :data:`RETRY_AFTER_CAP`.
     """
     _require_aware(now)
-    if (
-        isinstance(attempt_number, bool)
-        or not isinstance(attempt_number, int)
-        or attempt_number < 1
-    ):
+    if isinstance(attempt_number, bool) or not isinstance(attempt_number, int) or attempt_number < 1:
         raise ValueError("attempt_number must be an integer >= 1")
     if attempt_number > len(schedule):
         return None
     delay = jittered(float(schedule[attempt_number - 1]), rng)
-    if (
-        retry_after_s is not None
-        and math.isfinite(retry_after_s)
-        and retry_after_s > delay
-    ):
+    if retry_after_s is not None and math.isfinite(retry_after_s) and retry_after_s > delay:
         delay = min(retry_after_s, delay + RETRY_AFTER_CAP.total_seconds())
     return now + timedelta(seconds=delay)

@@ -19,7 +19,7 @@ import hmac
 from collections.abc import Callable, Sequence
 from secrets import token_bytes
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 #: Svix uses 24 bytes, the spec allows 24..64; 32 bytes is a full SHA-256 block key.
 SECRET_BYTES = 32
 MIN_SECRET_BYTES = 24
@@ -44,9 +44,7 @@ def generate_secret(
     value can be pasted into a receiver's configuration as is.
     """
     if not MIN_SECRET_BYTES <= nbytes <= MAX_SECRET_BYTES:
-        raise SigningError(
-            f"secret size must be {MIN_SECRET_BYTES}..{MAX_SECRET_BYTES} bytes"
-        )
+        raise SigningError(f"secret size must be {MIN_SECRET_BYTES}..{MAX_SECRET_BYTES} bytes")
     raw = random_bytes(nbytes)
     if len(raw) != nbytes:
         raise SigningError("random source returned the wrong number of bytes")

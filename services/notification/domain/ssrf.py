@@ -91,9 +91,7 @@ def is_metadata(ip: IPAddress) -> bool:
     allowed for development: leaking instance credentials is never useful.
     """
     embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
-    return ip in METADATA_ADDRESSES or (
-        embedded is not None and embedded in METADATA_ADDRESSES
-    )
+    return ip in METADATA_ADDRESSES or (embedded is not None and embedded in METADATA_ADDRESSES)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -127,9 +125,7 @@ def forbidden_reason(ip: IPAddress) -> str | None:
                 inner = forbidden_reason(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
                 return f"{name} form of a {inner}" if inner else None
         if ip in _SIXTOFOUR:
-            inner = forbidden_reason(
-                ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)
-            )
+            inner = forbidden_reason(ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF))
             return f"6to4 form of a {inner}" if inner else None
         for network6, reason in _V6_RULES:
             if ip in network6:
@@ -161,11 +157,7 @@ class ParsedUrl:
     @property
     def host_header(self) -> str:
         """The ``Host`` header value: brackets for IPv6, port only if not default."""
-        host = (
-            f"[{self.host}]"
-            if isinstance(self.ip, ipaddress.IPv6Address)
-            else self.host
-        )
+        host = f"[{self.host}]" if isinstance(self.ip, ipaddress.IPv6Address) else self.host
         if self.port == DEFAULT_PORTS[self.scheme]:
             return host
         return f"{host}:{self.port}"
@@ -178,9 +170,7 @@ _HEX_PART = re.compile(r"^0[xX][0-9a-fA-F]*$")
 
 def _ends_in_number(labels: list[str]) -> bool:
     last = labels[-1]
-    return bool(last) and (
-        (last.isascii() and last.isdigit()) or bool(_HEX_PART.match(last))
-    )
+    return bool(last) and ((last.isascii() and last.isdigit()) or bool(_HEX_PART.match(last)))
 
 
 def _ipv4_part(part: str, host: str) -> int:

@@ -44,9 +44,7 @@ def test_redirect_reason_says_it_was_not_followed() -> None:
     assert "not followed" in classify(302, None, now=NOW).reason
 
 
-@pytest.mark.parametrize(
-    "error", ["timeout: ReadTimeout", "connect: refused", "refused: loopback"]
-)
+@pytest.mark.parametrize("error", ["timeout: ReadTimeout", "connect: refused", "refused: loopback"])
 def test_transport_errors_are_retried(error: str) -> None:
     outcome = classify(None, error, now=NOW)
     assert outcome.verdict is Verdict.RETRY

@@ -18,21 +18,15 @@ from services.notification.delivery.resolver import (
 def resolver(*addresses: str, calls: list[str] | None = None) -> Any:
     """Build a getaddrinfo stand-in answering ``addresses`` for any name."""
 
-    def resolve(
-        host: str, port: int, *args: Any, **kwargs: Any
-    ) -> list[tuple[Any, ...]]:
+    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
         if calls is not None:
             calls.append(host)
         infos: list[tuple[Any, ...]] = []
         for address in addresses:
             if ":" in address:
-                infos.append(
-                    (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))
-                )
+                infos.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0)))
             else:
-                infos.append(
-                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
-                )
+                infos.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)))
         return infos
 
     return resolve
@@ -47,9 +41,7 @@ def test_public_name_is_vetted() -> None:
     target = vet_url(
         "https://hooks.example.com/x?y=1",
         False,
-        resolver(
-            "93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", calls=calls
-        ),
+        resolver("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", calls=calls),
     )
     assert calls == ["hooks.example.com"]
     assert target.host == "hooks.example.com"

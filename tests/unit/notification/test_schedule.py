@@ -73,17 +73,11 @@ def test_first_attempt_is_immediate() -> None:
 
 def test_exhausted_schedule_gives_none() -> None:
     rng = random.Random(1)
-    assert (
-        next_attempt_at(len(DEFAULT_SCHEDULE), NOW, DEFAULT_SCHEDULE, rng) is not None
-    )
-    assert (
-        next_attempt_at(len(DEFAULT_SCHEDULE) + 1, NOW, DEFAULT_SCHEDULE, rng) is None
-    )
+    assert next_attempt_at(len(DEFAULT_SCHEDULE), NOW, DEFAULT_SCHEDULE, rng) is not None
+    assert next_attempt_at(len(DEFAULT_SCHEDULE) + 1, NOW, DEFAULT_SCHEDULE, rng) is None
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [(0.0, 270.0), (0.5, 300.0), (0.99999, 330.0)]
-)
+@pytest.mark.parametrize(("value", "expected"), [(0.0, 270.0), (0.5, 300.0), (0.99999, 330.0)])
 def test_jitter_bounds(value: float, expected: float) -> None:
     when = next_attempt_at(3, NOW, DEFAULT_SCHEDULE, Fixed(value))
     assert when is not None
@@ -123,9 +117,7 @@ def test_retry_after_is_capped_beyond_the_schedule() -> None:
 
 
 def test_retry_after_does_not_extend_an_exhausted_schedule() -> None:
-    assert (
-        next_attempt_at(9, NOW, DEFAULT_SCHEDULE, Fixed(0.5), retry_after_s=60) is None
-    )
+    assert next_attempt_at(9, NOW, DEFAULT_SCHEDULE, Fixed(0.5), retry_after_s=60) is None
 
 
 @pytest.mark.parametrize("attempt", [0, -1])

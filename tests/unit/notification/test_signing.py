@@ -117,9 +117,7 @@ def test_sign_is_deterministic_and_bytes_exact() -> None:
         (["VALID"], "m", True),
     ],
 )
-def test_sign_refuses_bad_input(
-    secrets: list[str] | str, msg_id: str, timestamp: int
-) -> None:
+def test_sign_refuses_bad_input(secrets: list[str] | str, msg_id: str, timestamp: int) -> None:
     if isinstance(secrets, list):
         secrets = [generate_secret() if s == "VALID" else s for s in secrets]
     with pytest.raises(SigningError):
