@@ -1,0 +1,185 @@
+"""One HTTP attempt of a webhook delivery, hardened against SSRF.
+
+The request goes to an address vetted by :func:`vet_url`, not to whatever the
+HTTP client would resolve: the URL handed to httpx carries the IP, while the
+``Host`` header and the TLS SNI / certificate check (httpx request extension
+``sni_hostname``) keep the partner's host name, so virtual hosting and TLS
+verification work as if we had connected by name.
+
+Other choices and why:
+
+* ``follow_redirects=False``: a redirect to ``http://169.254.169.254/`` would
+  bypass every check; a 3xx is recorded as a failed attempt.
+* ``trust_env=False``: an ``HTTP(S)_PROXY`` in the environment would make the
+  proxy resolve the name again, undoing the pinning (and .netrc would add
+  credentials).
+* ``accept-encoding: identity`` and a bounded read: we keep only the first
+  :data:`EXCERPT_BYTES` of the answer for the deliveries log, and a receiver
+  must not be able to make us download or decompress a large body.
+* Every failure is returned as an error string, never raised: the caller is a
+  worker loop that must record the attempt and move on.
+
+Known limit: httpx timeouts apply per phase (connect, each read), so a peer
+dripping its response headers can hold an attempt longer than ``timeout_s``;
+the per-endpoint concurrency cap of the worker bounds the damage. The body
+read is additionally cut at the overall deadline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from services.notification.delivery.resolver import (
+    ResolutionFailed,
+    Resolver,
+    UrlRefused,
+    VettedTarget,
+    vet_url,
+)
+from services.notification.domain.ssrf import IPAddress
+
+EXCERPT_BYTES = 1024
+USER_AGENT = "nocontact-webhooks/1"
+
+# Error kinds: the prefix of ``AttemptResult.error`` (``"<kind>: <detail>"``).
+ERR_REFUSED = "refused"
+ERR_DNS = "dns"
+ERR_TIMEOUT = "timeout"
+ERR_CONNECT = "connect"
+ERR_PROTOCOL = "protocol"
+ERR_UNEXPECTED = "unexpected"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What happened on one attempt, ready to be logged and classified.
+
+    Exactly one of ``status_code`` and ``error`` is set. ``retry_after`` is the
+    raw ``Retry-After`` header (parse it with the domain's clock).
+    ``ip`` is the address actually contacted, for the operator's log.
+    """
+
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    retry_after: str | None
+    response_excerpt: str
+    ip: str | None = None
+
+
+def _url_for(target: VettedTarget, ip: IPAddress) -> str:
+    literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    return f"{target.scheme}://{literal}:{target.port}{target.target}"
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _attempt(
+    client: httpx.Client,
+    target: VettedTarget,
+    ip: IPAddress,
+    headers: Mapping[str, str],
+    body: bytes,
+    deadline: float,
+) -> tuple[int, str | None, str]:
+    request_headers = {k.lower(): v for k, v in headers.items()}
+    request_headers["host"] = target.host_header
+    request_headers.setdefault("user-agent", USER_AGENT)
+    request_headers["accept-encoding"] = "identity"
+    extensions: dict[str, str] = {}
+    if target.scheme == "https" and not target.is_ip_literal:
+        extensions["sni_hostname"] = target.host
+    request = client.build_request(
+        "POST",
+        _url_for(target, ip),
+        headers=request_headers,
+        content=body,
+        extensions=extensions,
+    )
+    response = client.send(request, stream=True)
+    try:
+        excerpt = bytearray()
+        try:
+            for chunk in response.iter_raw():
+                excerpt += chunk
+                if len(excerpt) >= EXCERPT_BYTES or time.perf_counter() >= deadline:
+                    break
+        except httpx.HTTPError:
+            # The status is what counts; a body cut short only shortens the log.
+            pass
+        text = bytes(excerpt[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+        return response.status_code, response.headers.get("retry-after"), text
+    finally:
+        response.close()
+
+
+def send(
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    timeout_s: float = 15.0,
+    allow_private: bool = False,
+    resolve: Resolver = socket.getaddrinfo,
+    verify: ssl.SSLContext | bool = True,
+) -> AttemptResult:
+    """POST ``body`` to ``url`` once and report what happened; never raises.
+
+    The URL is resolved and vetted once per call; connection attempts go to the
+    vetted addresses in order, moving to the next only when a connection cannot
+    be established (refused, unreachable), never after a request was sent.
+    ``verify`` is passed to httpx (tests use a private CA context).
+    """
+    started = time.perf_counter()
+    deadline = started + timeout_s
+    try:
+        target = vet_url(url, allow_private, resolve)
+    except ResolutionFailed as exc:
+        return AttemptResult(None, _elapsed_ms(started), f"{ERR_DNS}: {exc.reason}", None, "")
+    except UrlRefused as exc:
+        return AttemptResult(None, _elapsed_ms(started), f"{ERR_REFUSED}: {exc.reason}", None, "")
+    except Exception as exc:  # noqa: BLE001 - an attempt must never raise
+        return AttemptResult(None, _elapsed_ms(started), f"{ERR_UNEXPECTED}: {_describe(exc)}", None, "")
+
+    error = f"{ERR_CONNECT}: no address to try"
+    last_ip: str | None = None
+    try:
+        with httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+            verify=verify,
+        ) as client:
+            for ip in target.ips:
+                last_ip = str(ip)
+                try:
+                    status, retry_after, excerpt = _attempt(client, target, ip, headers, body, deadline)
+                except httpx.TimeoutException as exc:
+                    error = f"{ERR_TIMEOUT}: {_describe(exc)}"
+                    break
+                except httpx.ConnectError as exc:
+                    error = f"{ERR_CONNECT}: {_describe(exc)}"
+                    if time.perf_counter() >= deadline:
+                        break
+                    continue
+                except httpx.HTTPError as exc:
+                    error = f"{ERR_PROTOCOL}: {_describe(exc)}"
+                    break
+                return AttemptResult(status, _elapsed_ms(started), None, retry_after, excerpt, last_ip)
+    except Exception as exc:  # noqa: BLE001 - an attempt must never raise
+        error = f"{ERR_UNEXPECTED}: {_describe(exc)}"
+    return AttemptResult(None, _elapsed_ms(started), error, None, "", last_ip)
