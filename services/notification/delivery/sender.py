@@ -74,6 +74,22 @@ class AttemptResult:
     ip: str | None = None
 
 
+_default_tls: ssl.SSLContext | None = None
+
+
+def _tls_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    """Reuse one verifying context: building it loads the CA bundle (tens of ms).
+
+    An ``SSLContext`` is safe to share between threads once configured.
+    """
+    global _default_tls
+    if verify is not True:
+        return verify
+    if _default_tls is None:
+        _default_tls = httpx.create_ssl_context()
+    return _default_tls
+
+
 def _url_for(target: VettedTarget, ip: IPAddress) -> str:
     literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
     return f"{target.scheme}://{literal}:{target.port}{target.target}"
@@ -162,7 +178,7 @@ def send(
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
             trust_env=False,
-            verify=verify,
+            verify=_tls_context(verify),
         ) as client:
             for ip in target.ips:
                 last_ip = str(ip)

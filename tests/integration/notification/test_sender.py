@@ -78,11 +78,26 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(302, b"", {"Location": f"http://127.0.0.1:{port}/ok"})
         elif self.path == "/big":
             self._reply(200, b"x" * 100_000)
+        elif self.path == "/endless":
+            self._endless()
         elif self.path == "/slow":
             self.received.release.wait(10)
             self._reply(200, b"late")
         else:
             self._reply(404, b"?")
+
+    def _endless(self) -> None:
+        """Stream a body until the client hangs up (or 1 GiB, as a safety net)."""
+        self.send_response(200)
+        self.end_headers()
+        chunk = b"y" * 65536
+        try:
+            for _ in range(16384):
+                if self.received.release.is_set():
+                    return
+                self.wfile.write(chunk)
+        except OSError:
+            pass
 
     def _reply(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -227,6 +242,16 @@ def test_response_read_is_bounded(receiver: Receiver) -> None:
     assert 0 < len(result.response_excerpt) <= EXCERPT_BYTES
 
 
+def test_endless_body_is_not_read_to_the_end(receiver: Receiver) -> None:
+    # Only the excerpt is read: an endless body must not hold the attempt until
+    # the timeout (5 s here), let alone forever.
+    started = time.monotonic()
+    result = deliver(receiver.url("/endless"), timeout_s=5.0)
+    assert result.status_code == 200
+    assert time.monotonic() - started < 2.5
+    assert len(result.response_excerpt) == EXCERPT_BYTES
+
+
 def test_connection_refused_on_a_closed_port() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -335,4 +360,14 @@ def test_https_certificate_for_another_name_is_rejected(
     )
     assert result.status_code is None
     assert result.error is not None and "certificate" in result.error.lower()
+    assert tls_receiver.received.requests == []
+
+
+def test_https_default_verification_refuses_an_untrusted_certificate(tls_receiver: Receiver) -> None:
+    for _ in range(2):  # second call reuses the cached default context
+        result = deliver(
+            tls_receiver.url("/ok", host="hooks.test", scheme="https"), resolve=resolve_to("127.0.0.1")
+        )
+        assert result.status_code is None
+        assert result.error is not None and "certificate" in result.error.lower()
     assert tls_receiver.received.requests == []
