@@ -38,6 +38,7 @@ from .risk import (
     RiskReason,
     RiskThresholds,
     assess_risk,
+    client_at_risk_data,
 )
 from .streaks import (
     DEFAULT_MILESTONES,
@@ -52,10 +53,12 @@ from .streaks import (
     compute_streak,
     fold_streak,
     latest_reports,
+    milestone_reached_data,
     new_milestone_hits,
     normalize_milestones,
     report_from_event,
     streak_reset,
+    streak_reset_data,
 )
 
 __all__ = [
@@ -91,6 +94,7 @@ __all__ = [
     "check_in_problems",
     "checkin_corrected_data",
     "checkin_recorded_data",
+    "client_at_risk_data",
     "compute_streak",
     "date_range",
     "day_bounds",
@@ -98,6 +102,7 @@ __all__ = [
     "is_valid_timezone",
     "latest_reports",
     "local_today",
+    "milestone_reached_data",
     "missed_check_in_data",
     "missed_days",
     "missed_deadline",
@@ -105,6 +110,7 @@ __all__ = [
     "normalize_milestones",
     "report_from_event",
     "streak_reset",
+    "streak_reset_data",
     "validate_check_in",
     "zone",
 ]

@@ -99,3 +99,14 @@ def assess_risk(
         reasons.append(RiskReason.NOT_CHECKING_IN)
 
     return RiskAssessment(at_risk=bool(reasons), reasons=tuple(reasons))
+
+
+def client_at_risk_data(
+    *, commitment_id: str, member_id: str, assessment: RiskAssessment
+) -> dict[str, object]:
+    """The ``data`` of a ``client.at_risk`` event: ``commitment_id``, ``member_id``, ``reasons`` (codes)."""
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "reasons": [str(reason) for reason in assessment.reasons],
+    }

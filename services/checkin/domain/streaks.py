@@ -48,10 +48,12 @@ __all__ = [
     "compute_streak",
     "fold_streak",
     "latest_reports",
+    "milestone_reached_data",
     "new_milestone_hits",
     "normalize_milestones",
     "report_from_event",
     "streak_reset",
+    "streak_reset_data",
 ]
 
 DEFAULT_MILESTONES: tuple[int, ...] = (1, 3, 7, 14, 21, 30, 60, 90, 180, 365)
@@ -419,3 +421,38 @@ def streak_reset(before: Streak | None, after: Streak) -> StreakReset | None:
     slipped_on = new[-1]
     ended = next((run for run in after.runs if run.ended_by_slip_on == slipped_on), None)
     return StreakReset(slipped_on=slipped_on, ended_run=ended)
+
+
+def milestone_reached_data(*, commitment_id: str, member_id: str, hit: MilestoneHit) -> dict[str, Any]:
+    """The ``data`` of a ``streak.milestone_reached`` event, one per `MilestoneHit`.
+
+    Fields: ``commitment_id``, ``member_id``, ``milestone`` (the threshold in days),
+    ``run_started_on`` (first day of the run, ``YYYY-MM-DD``), ``attempt`` (1-based
+    number of the run in the commitment's history; can grow if a backdated slip splits
+    an earlier run), ``reached_on`` (the local day the run attained the threshold).
+    ``(commitment_id, milestone, run_started_on)`` identifies the hit.
+    """
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "milestone": hit.threshold,
+        "run_started_on": hit.run_start.isoformat(),
+        "attempt": hit.attempt,
+        "reached_on": hit.reached_on.isoformat(),
+    }
+
+
+def streak_reset_data(*, commitment_id: str, member_id: str, reset: StreakReset) -> dict[str, Any]:
+    """The ``data`` of a ``streak.reset`` event: a slip ended a run.
+
+    Fields: ``commitment_id``, ``member_id``, ``slipped_on`` (the slip's local day),
+    ``ended_run_days`` (length of the run it ended, 0 when the day before was itself a
+    slip or the first day) and ``ended_run_started_on`` (``YYYY-MM-DD`` | null).
+    """
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "slipped_on": reset.slipped_on.isoformat(),
+        "ended_run_days": reset.ended_length,
+        "ended_run_started_on": _iso(reset.ended_run.start) if reset.ended_run is not None else None,
+    }
