@@ -1,0 +1,110 @@
+"""The `nocontact` command: run the suite, migrate, and operate it.
+
+Each service adds its own commands in `services/<service>/cli.py` (a click group named
+after the service), so `nocontact checkin rebuild` lives next to the code it drives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+
+from shared import config
+from shared.db import engine_for, migrate
+
+SERVICES = ("commitment", "checkin", "notification")
+
+
+@click.group()
+def main() -> None:
+    """nocontact: keep no contact, with the platforms that support it."""
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Bring every service's database to the newest schema."""
+    urls = {config.database_url(service) for service in SERVICES}
+    for url in sorted(urls):
+        migrate(url)
+    click.echo(f"migrated {len(urls)} database(s)")
+
+
+@main.command("run")
+@click.option("--no-seed", is_flag=True, help="Do not create the demo tenant and clients.")
+def run_command(no_seed: bool) -> None:
+    """Start the whole suite in the foreground; Ctrl-C stops it cleanly."""
+    from services.runner import run_suite
+
+    sys.exit(run_suite(seed=not no_seed))
+
+
+@main.command("worker")
+@click.argument("service", type=click.Choice(SERVICES))
+@click.option("--only", multiple=True, help="Run only these parts (repeatable).")
+def worker_command(service: str, only: tuple[str, ...]) -> None:
+    """Run a service's background parts (relay, consumers, scheduler, deliveries)."""
+    from shared import logging as nclog
+    from shared.worker import run_parts
+
+    nclog.configure(f"{service}-worker")
+    module = importlib.import_module(f"services.{service}.worker")
+    parts = module.parts(engine_for(config.database_url(service)))
+    if only:
+        unknown = set(only) - set(parts)
+        if unknown:
+            raise click.BadParameter(f"unknown parts {sorted(unknown)}; known: {sorted(parts)}")
+        parts = {name: part for name, part in parts.items() if name in only}
+    run_parts(parts)
+
+
+@main.group("events")
+def events_group() -> None:
+    """Look at the event store."""
+
+
+@events_group.command("tail")
+@click.option("--after", default=0, help="Start after this global position.")
+@click.option("--follow/--no-follow", default=False)
+@click.option("--limit", default=100)
+def events_tail(after: int, follow: bool, limit: int) -> None:
+    """Print events as JSON envelopes, oldest first."""
+    import time
+
+    from shared.db import read
+    from shared.envelope import to_envelope
+    from shared.eventstore import read_all
+
+    engine = engine_for(config.database_url())
+    position = after
+    while True:
+        with read(engine) as conn:
+            batch = read_all(conn, position, limit=limit)
+        for event in batch:
+            click.echo(json.dumps(to_envelope(event)))
+        if batch:
+            position = batch[-1].position
+        if not follow:
+            return
+        if not batch:
+            time.sleep(0.5)
+
+
+def _register_service_commands() -> None:
+    for service in SERVICES:
+        try:
+            module = importlib.import_module(f"services.{service}.cli")
+        except ModuleNotFoundError as error:
+            if error.name != f"services.{service}.cli":
+                raise
+            continue
+        main.add_command(module.commands)
+
+
+_register_service_commands()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""`make run`: every service's API under gunicorn and its worker, in the foreground.
+
+Embedded defaults (SQLite + filesystem broker under ./var/) need no server; with
+NOCONTACT_DATABASE_URL / NOCONTACT_BROKER_URL set the same processes use PostgreSQL and
+RabbitMQ. Ctrl-C (or SIGTERM) stops every child gracefully and waits for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared import config
+from shared.db import migrate
+
+SERVICES = ("commitment", "checkin", "notification")
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """Start the API and worker of every service that exists; returns (name, process)."""
+    env = {**os.environ, **(env or {})}
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for service in SERVICES:
+        if _has_module(f"services.{service}.wsgi"):
+            metrics_dir = config.var_dir() / "prometheus" / service
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            command = [
+                _bin("gunicorn"),
+                "-c", str(config.REPO_ROOT / "infra" / "gunicorn.conf.py"),
+                "--bind", f"127.0.0.1:{config.port(service)}",
+                f"services.{service}.wsgi:app",
+            ]
+            child_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+            children.append((f"{service}-api", subprocess.Popen(command, env=child_env)))
+        if _has_module(f"services.{service}.worker"):
+            command = [sys.executable, "-m", "services.cli", "worker", service]
+            children.append((f"{service}-worker", subprocess.Popen(command, env=env)))
+    return children
+
+
+def wait_ready(timeout_s: float = 60.0) -> dict[str, bool]:
+    """Poll every service's /readyz until it answers 200 (or time runs out)."""
+    ready: dict[str, bool] = {}
+    deadline = time.monotonic() + timeout_s
+    for service in SERVICES:
+        if not _has_module(f"services.{service}.wsgi"):
+            continue
+        url = f"{config.service_url(service)}/readyz"
+        ready[service] = False
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    ready[service] = True
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    return ready
+
+
+def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], timeout_s: float = 30.0) -> None:
+    for _, child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for _, child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_suite(seed: bool = True) -> int:
+    """Run until Ctrl-C; returns the exit code."""
+    for url in sorted({config.database_url(service) for service in SERVICES}):
+        migrate(url)
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    children = start_processes()
+    try:
+        ready = wait_ready()
+        print("\nnocontact is running:")
+        print(f"  database: {config.database_url()}")
+        print(f"  broker:   {config.broker_url()}")
+        for service, ok in ready.items():
+            state = "ready" if ok else "NOT READY"
+            print(f"  {service:<13} {config.service_url(service)}  (docs: /docs)  {state}")
+        if seed and _has_module("services.demo"):
+            from services.demo import seed_demo
+
+            print(seed_demo())
+        print("Ctrl-C stops the suite.\n", flush=True)
+        while not stopping:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"{name} exited with {child.returncode}; stopping the suite", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        stop_processes(children)

@@ -1,0 +1,201 @@
+"""Credentials, accepted alike by every service.
+
+- The operator token (NOCONTACT_OPERATOR_TOKEN) creates tenants.
+- API keys (role admin, one tenant) are issued and revoked by the commitment service as
+  events (`api_key.issued`, `api_key.revoked`). Every service folds those events into its
+  own credentials read model (inline in the commitment service, from the bus in the
+  others), so a revocation reaches all three within the relay's latency and no service
+  reads another's tables. Keys are looked up by their SHA-256: they carry 256 random bits,
+  so a slow KDF would add latency to every request and no security.
+- Scoped tokens (role coach or member) are JWTs signed with NOCONTACT_SECRET_KEY: any
+  service verifies them without a lookup, and they expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from sqlalchemy import Column, Connection, DateTime, MetaData, String, Table, insert, select, update
+
+from shared import config
+from shared.events import RecordedEvent
+from shared.problems import Problem
+from shared.projection import Projection
+from shared.topology import CREDENTIAL_EVENTS
+
+API_KEY_PREFIX = "nck_"
+TOKEN_ALGORITHM = "HS256"
+ROLES = ("admin", "coach", "member")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant's admin key, a coach or member token, or the operator."""
+
+    role: str  # operator | admin | coach | member
+    tenant_id: str | None
+    subject_id: str | None = None
+    credential_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the caller is recorded in event metadata (never the secret itself)."""
+        if self.role == "operator":
+            return "operator"
+        if self.role == "admin":
+            return f"api_key:{self.credential_id}"
+        return f"{self.role}:{self.subject_id}"
+
+
+def hash_api_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+# -- read model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialTables:
+    tenants: Table
+    api_keys: Table
+
+
+def credential_tables(metadata: MetaData, service: str) -> CredentialTables:
+    """The credentials read model of one service (tables prefixed with its name)."""
+    tenants = Table(
+        f"{service}_tenants",
+        metadata,
+        Column("tenant_id", String(64), primary_key=True),
+        Column("name", String(200), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    api_keys = Table(
+        f"{service}_api_keys",
+        metadata,
+        Column("key_id", String(64), primary_key=True),
+        Column("tenant_id", String(64), nullable=False, index=True),
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("prefix", String(32)),
+        Column("issued_at", DateTime(timezone=True), nullable=False),
+        Column("revoked_at", DateTime(timezone=True)),
+    )
+    return CredentialTables(tenants, api_keys)
+
+
+def credentials_projection(service: str, tables: CredentialTables) -> Projection:
+    def apply(conn: Connection, event: RecordedEvent) -> None:
+        data = event.data
+        if event.type == "tenant.created":
+            exists = conn.execute(
+                select(tables.tenants.c.tenant_id).where(tables.tenants.c.tenant_id == data["tenant_id"])
+            ).first()
+            if not exists:
+                conn.execute(
+                    insert(tables.tenants).values(
+                        tenant_id=data["tenant_id"], name=data["name"], created_at=event.occurred_at
+                    )
+                )
+        elif event.type == "api_key.issued":
+            exists = conn.execute(
+                select(tables.api_keys.c.key_id).where(tables.api_keys.c.key_id == data["key_id"])
+            ).first()
+            if not exists:
+                conn.execute(
+                    insert(tables.api_keys).values(
+                        key_id=data["key_id"],
+                        tenant_id=event.tenant_id or data.get("tenant_id"),
+                        key_hash=data["key_hash"],
+                        prefix=data.get("prefix"),
+                        issued_at=event.occurred_at,
+                    )
+                )
+        elif event.type == "api_key.revoked":
+            conn.execute(
+                update(tables.api_keys)
+                .where(tables.api_keys.c.key_id == data["key_id"], tables.api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=event.occurred_at)
+            )
+
+    return Projection(
+        name=f"{service}.credentials",
+        tables=[tables.api_keys, tables.tenants],
+        event_types=CREDENTIAL_EVENTS,
+        apply=apply,
+    )
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+def encode_token(*, tenant_id: str, role: str, subject_id: str, expires_at: datetime,
+                 issued_at: datetime) -> str:
+    payload = {
+        "tid": tenant_id,
+        "role": role,
+        "sub": subject_id,
+        "iat": int(issued_at.timestamp()),
+        "exp": int(expires_at.timestamp()),
+    }
+    return jwt.encode(payload, config.secret_key(), algorithm=TOKEN_ALGORITHM)
+
+
+def _decode_token(token: str) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(
+            token,
+            config.secret_key(),
+            algorithms=[TOKEN_ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "tid", "role"]},
+        )
+    except jwt.ExpiredSignatureError as error:
+        raise unauthorized("the token has expired") from error
+    except jwt.PyJWTError as error:
+        raise unauthorized("the credential is not valid") from error
+    if claims.get("role") not in ("coach", "member", "admin"):
+        raise unauthorized("the token's role is not valid")
+    return claims
+
+
+# -- authentication ----------------------------------------------------------------------
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nocontact"'})
+
+
+def forbidden(detail: str = "this credential may not do that") -> Problem:
+    return Problem(403, detail)
+
+
+def authenticate(conn: Connection, tables: CredentialTables, authorization: str | None) -> Principal:
+    """The principal behind an Authorization header; raises a 401 problem otherwise."""
+    if not authorization:
+        raise unauthorized("an Authorization: Bearer credential is required")
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise unauthorized("the Authorization header must be 'Bearer <credential>'")
+    operator = config.operator_token()
+    if operator and hmac.compare_digest(credential.encode(), operator.encode()):
+        return Principal(role="operator", tenant_id=None)
+    if credential.startswith(API_KEY_PREFIX):
+        row = conn.execute(
+            select(tables.api_keys.c.key_id, tables.api_keys.c.tenant_id).where(
+                tables.api_keys.c.key_hash == hash_api_key(credential),
+                tables.api_keys.c.revoked_at.is_(None),
+            )
+        ).first()
+        if row is None:
+            raise unauthorized("the API key is not valid")
+        return Principal(role="admin", tenant_id=row.tenant_id, credential_id=row.key_id)
+    claims = _decode_token(credential)
+    return Principal(role=claims["role"], tenant_id=claims["tid"], subject_id=claims["sub"])
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,133 @@
+"""Configuration read from the environment, with embedded, server-less defaults.
+
+Small functions, not a settings object, so that every process reads the environment when
+it needs a value (after gunicorn forks, in tests that set variables per test).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def var_dir() -> Path:
+    """Where embedded data lives: the SQLite store, the filesystem broker, the secret key."""
+    path = Path(os.environ.get("NOCONTACT_VAR_DIR", REPO_ROOT / "var"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url(service: str | None = None) -> str:
+    """SQLAlchemy URL of the event store and read models.
+
+    A service may be given its own database with NOCONTACT_<SERVICE>_DATABASE_URL; by
+    default all share one, which keeps each service's append and read-model update in one
+    transaction and lets a projection of another service's events be rebuilt from the log.
+    """
+    if service:
+        own = os.environ.get(f"NOCONTACT_{service.upper()}_DATABASE_URL")
+        if own:
+            return own
+    url = os.environ.get("NOCONTACT_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{var_dir() / 'nocontact.sqlite3'}"
+
+
+def broker_url() -> str:
+    """Kombu URL; the default filesystem transport needs no server and spans processes."""
+    url = os.environ.get("NOCONTACT_BROKER_URL")
+    if url:
+        return url
+    return "filesystem://"
+
+
+def broker_transport_options() -> dict[str, object]:
+    """Folders of the filesystem transport (ignored by AMQP)."""
+    if not broker_url().startswith("filesystem"):
+        return {}
+    root = var_dir() / "broker"
+    queues = root / "queues"
+    control = root / "control"
+    for folder in (queues, control):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queues),
+        "data_folder_out": str(queues),
+        "control_folder": str(control),
+        # How often an idle consumer looks for new files: bounds embedded-mode latency.
+        "polling_interval": 0.05,
+    }
+
+
+def bus_prefix() -> str:
+    """Prefix of exchange and queue names; empty in production, unique per test run."""
+    return os.environ.get("NOCONTACT_BUS_PREFIX", "")
+
+
+def operator_token() -> str | None:
+    return os.environ.get("NOCONTACT_OPERATOR_TOKEN") or None
+
+
+def secret_key() -> str:
+    """Key that signs scoped tokens: from the environment, else generated once into var/."""
+    key = os.environ.get("NOCONTACT_SECRET_KEY")
+    if key:
+        return key
+    path = var_dir() / "secret_key"
+    if not path.exists():
+        # O_EXCL so that two processes starting together agree on one key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+    for _ in range(50):
+        value = path.read_text().strip()
+        if value:
+            return value
+        import time
+
+        time.sleep(0.01)
+    raise RuntimeError(f"secret key file {path} is empty")
+
+
+PORT_DEFAULTS = {"commitment": 8001, "checkin": 8002, "notification": 8003}
+
+
+def port(service: str) -> int:
+    return int(os.environ.get(f"NOCONTACT_{service.upper()}_PORT", PORT_DEFAULTS[service]))
+
+
+def service_url(service: str) -> str:
+    """Base URL at which a service answers (used by make run's banner and the dashboard)."""
+    return os.environ.get(f"NOCONTACT_{service.upper()}_URL", f"http://127.0.0.1:{port(service)}")
+
+
+def webhook_retry_schedule() -> str:
+    return os.environ.get("NOCONTACT_WEBHOOK_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,36000")
+
+
+def webhook_allow_private() -> bool:
+    return flag("NOCONTACT_WEBHOOK_ALLOW_PRIVATE")
+
+
+def scheduler_interval_s() -> float:
+    return float(os.environ.get("NOCONTACT_SCHEDULER_INTERVAL_S", "60"))
+
+
+def relay_poll_interval_s() -> float:
+    """How long the relay sleeps when the log has nothing new (bounds event latency)."""
+    return float(os.environ.get("NOCONTACT_RELAY_POLL_INTERVAL_S", "0.05"))
+
+
+def flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}

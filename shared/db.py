@@ -1,0 +1,121 @@
+"""Database engines: one per URL per process, made after fork, with SQLite tuned to behave.
+
+PostgreSQL is reached through psycopg 3; SQLite runs in WAL mode with every write
+transaction opened as ``BEGIN IMMEDIATE`` so concurrent writers queue on the lock instead
+of failing when a read transaction tries to upgrade.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.pool import NullPool
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def normalise_url(url: str) -> str:
+    """Let operators write ``postgresql://`` and still get the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
+    return engine_or_conn.dialect.name == "sqlite"
+
+
+def engine_for(url: str) -> Engine:
+    """The process's engine for `url`, created on first use (never at import time)."""
+    url = normalise_url(url)
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create(url)
+            _engines[url] = engine
+        return engine
+
+
+def _create(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            # A pool of SQLite file connections buys little and holds locks across forks.
+            poolclass=NullPool,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        pool_size=int(os.environ.get("NOCONTACT_DB_POOL_SIZE", "5")),
+        max_overflow=int(os.environ.get("NOCONTACT_DB_MAX_OVERFLOW", "10")),
+        pool_pre_ping=True,
+    )
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # Take transaction control from pysqlite so BEGIN IMMEDIATE below is honoured.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "DEFERRED" if conn.get_execution_options().get("nocontact_readonly") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: on SQLite it does not take the write lock."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(nocontact_readonly=True)
+        with conn.begin():
+            yield conn
+
+
+def dispose_all() -> None:
+    """Drop pooled connections, e.g. in a child after fork, so no socket is shared."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=dispose_all)
+
+
+def migrate(url: str) -> None:
+    """Bring the database at `url` to the newest schema of every service (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from shared.config import REPO_ROOT
+
+    config = Config()
+    config.set_main_option("script_location", str(REPO_ROOT / "infra" / "migrations"))
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two processes migrating at once would race on CREATE TABLE.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243155)")
+        config.attributes["connection"] = conn
+        command.upgrade(config, "heads")

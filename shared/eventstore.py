@@ -1,0 +1,215 @@
+"""The append-only event store: the source of truth of every service.
+
+One code path for PostgreSQL and SQLite. Appends happen inside the caller's transaction,
+so a command's events and its inline read-model changes commit together or not at all.
+
+Tailing by position never skips: on PostgreSQL every append first takes one transaction-
+scoped advisory lock, so positions become visible in the order they were handed out (a
+reader can never see position N+1 while N is still uncommitted). SQLite gets the same
+guarantee from its single writer lock, taken at BEGIN IMMEDIATE (see shared.db).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+
+from shared.db import read
+from shared.events import Metadata, NewEvent, RecordedEvent
+from shared.schema import checkpoints, events
+
+# Any 64-bit constant: the key of the advisory lock serialising appends on PostgreSQL.
+APPEND_LOCK_KEY = 0x6E6F636F6E746163  # "noconntac"
+
+ANY_VERSION = None
+
+
+class ConcurrencyError(Exception):
+    """The stream is not at the version the command was decided on."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"stream {stream_id} is at version {actual}, expected {expected}")
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+def stream_category(stream_id: str) -> str:
+    return stream_id.split("-", 1)[0]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def stream_version(conn: Connection, stream_id: str) -> int:
+    """Current version of a stream: 0 when it has no events."""
+    value = conn.execute(
+        select(func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
+    ).scalar()
+    return int(value or 0)
+
+
+def append(
+    conn: Connection,
+    stream_id: str,
+    new_events: Sequence[NewEvent],
+    *,
+    expected_version: int | None = ANY_VERSION,
+    metadata: Metadata = Metadata(),
+    now: datetime | None = None,
+) -> list[RecordedEvent]:
+    """Append events to one stream within the caller's transaction.
+
+    `expected_version` is the version the command saw (0 for a new stream); a mismatch
+    raises ConcurrencyError before anything is written. `None` appends at the end whatever
+    the version is.
+    """
+    if not new_events:
+        return []
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+    current = stream_version(conn, stream_id)
+    if expected_version is not None and current != expected_version:
+        raise ConcurrencyError(stream_id, expected_version, current)
+    recorded_at = now or utcnow()
+    category = stream_category(stream_id)
+    rows = [
+        {
+            "id": event.id,
+            "stream_id": stream_id,
+            "stream_version": current + offset,
+            "category": category,
+            "type": event.type,
+            "schema_version": event.schema_version,
+            "data": event.data,
+            "tenant_id": metadata.tenant_id,
+            "correlation_id": metadata.correlation_id,
+            "causation_id": metadata.causation_id,
+            "actor": metadata.actor,
+            "occurred_at": event.occurred_at or recorded_at,
+            "recorded_at": recorded_at,
+        }
+        for offset, event in enumerate(new_events, start=1)
+    ]
+    try:
+        positions = conn.execute(
+            insert(events).returning(events.c.position, sort_by_parameter_order=True), rows
+        ).scalars().all()
+    except IntegrityError as error:
+        # Only reachable without the lock (a writer that bypassed it): still no partial write.
+        raise ConcurrencyError(stream_id, current, stream_version(conn, stream_id)) from error
+    return [_recorded(row, position) for row, position in zip(rows, positions, strict=True)]
+
+
+def read_stream(conn: Connection, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+    """One stream's events, oldest first."""
+    query = (
+        select(events)
+        .where(events.c.stream_id == stream_id, events.c.stream_version >= from_version)
+        .order_by(events.c.stream_version)
+    )
+    return [to_recorded(row) for row in conn.execute(query).mappings()]
+
+
+def read_all(
+    conn: Connection,
+    after_position: int = 0,
+    *,
+    limit: int = 1000,
+    categories: Iterable[str] | None = None,
+    types: Iterable[str] | None = None,
+) -> list[RecordedEvent]:
+    """The log after `after_position`, in position order, at most `limit` events."""
+    query = select(events).where(events.c.position > after_position)
+    if categories is not None:
+        query = query.where(events.c.category.in_(list(categories)))
+    if types is not None:
+        query = query.where(events.c.type.in_(list(types)))
+    query = query.order_by(events.c.position).limit(limit)
+    return [to_recorded(row) for row in conn.execute(query).mappings()]
+
+
+def iter_all(
+    engine: Engine,
+    after_position: int = 0,
+    *,
+    batch_size: int = 5000,
+    categories: Iterable[str] | None = None,
+    types: Iterable[str] | None = None,
+) -> Iterator[RecordedEvent]:
+    """The whole log from `after_position`, read in batches (one short transaction each)."""
+    categories = list(categories) if categories is not None else None
+    types = list(types) if types is not None else None
+    position = after_position
+    while True:
+        with read(engine) as conn:
+            batch = read_all(conn, position, limit=batch_size, categories=categories, types=types)
+        if not batch:
+            return
+        yield from batch
+        position = batch[-1].position
+
+
+def head_position(conn: Connection) -> int:
+    return int(conn.execute(select(func.max(events.c.position))).scalar() or 0)
+
+
+def get_event(conn: Connection, event_id: uuid.UUID) -> RecordedEvent | None:
+    row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
+    return to_recorded(row) if row else None
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def to_recorded(row) -> RecordedEvent:  # type: ignore[no-untyped-def]
+    return RecordedEvent(
+        id=row["id"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        position=row["position"],
+        data=row["data"],
+        tenant_id=row["tenant_id"],
+        correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"],
+        actor=row["actor"],
+        occurred_at=_aware(row["occurred_at"]),
+        recorded_at=_aware(row["recorded_at"]),
+    )
+
+
+def _recorded(row: dict, position: int) -> RecordedEvent:  # type: ignore[type-arg]
+    return to_recorded({**row, "position": position})
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Named position of a tailing reader, stored in the same database as what it writes."""
+
+    name: str
+
+    def get(self, conn: Connection) -> int:
+        value = conn.execute(
+            select(checkpoints.c.position).where(checkpoints.c.name == self.name)
+        ).scalar()
+        return int(value or 0)
+
+    def set(self, conn: Connection, position: int) -> None:
+        now = utcnow()
+        updated = conn.execute(
+            checkpoints.update()
+            .where(checkpoints.c.name == self.name)
+            .values(position=position, updated_at=now)
+        ).rowcount
+        if not updated:
+            conn.execute(insert(checkpoints).values(name=self.name, position=position, updated_at=now))

@@ -1,0 +1,112 @@
+"""The relay: tails the event store and publishes every event to the broker.
+
+No dual writes: a request only appends to the store; this loop is the one path from the
+store to RabbitMQ. It advances its checkpoint only after the broker confirmed the batch,
+so a crash or an outage between publish and checkpoint republishes (consumers are
+idempotent) and never loses. While the broker is down it retries with backoff and the
+store keeps accepting appends; when it returns, the backlog goes out in position order,
+hence in order within every stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+from kombu import Connection
+from sqlalchemy import Engine
+
+from shared import bus, config, metrics
+from shared.db import read
+from shared.eventstore import Checkpoint, head_position, read_all
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """Publishes the log (optionally only some stream categories) after a named checkpoint."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str = "relay",
+        categories: Iterable[str] | None = None,
+        batch_size: int = 500,
+        broker_url: str | None = None,
+        poll_interval_s: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.checkpoint = Checkpoint(name)
+        self.name = name
+        self.categories = list(categories) if categories is not None else None
+        self.batch_size = batch_size
+        self.broker_url = broker_url
+        self.poll_interval_s = (
+            config.relay_poll_interval_s() if poll_interval_s is None else poll_interval_s
+        )
+        self._connection: Connection | None = None
+        self._publisher: bus.ConfirmingPublisher | None = None
+
+    def _ensure_publisher(self) -> bus.ConfirmingPublisher:
+        if self._publisher is None:
+            connection = bus.connect(self.broker_url)
+            connection.connect()
+            bus.declare_topology(connection)
+            self._connection = connection
+            self._publisher = bus.ConfirmingPublisher(connection)
+        return self._publisher
+
+    def _reset(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+        self._publisher = None
+        self._connection = None
+
+    def run_once(self) -> int:
+        """Publish one batch after the checkpoint; returns how many events went out."""
+        with read(self.engine) as conn:
+            after = self.checkpoint.get(conn)
+            batch = read_all(conn, after, limit=self.batch_size, categories=self.categories)
+            head = head_position(conn)
+        metrics.RELAY_LAG.labels(self.name).set(max(head - after, 0))
+        if not batch:
+            return 0
+        self._ensure_publisher().publish(batch)
+        with self.engine.begin() as conn:
+            self.checkpoint.set(conn, batch[-1].position)
+        metrics.RELAY_PUBLISHED.labels(self.name).inc(len(batch))
+        metrics.RELAY_LAG.labels(self.name).set(max(head - batch[-1].position, 0))
+        return len(batch)
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay until `stop` is set, backing off while the broker or database is away."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                published = self.run_once()
+            except Exception as error:  # noqa: BLE001 - any failure: reconnect and retry
+                log.warning("relay %s: %s; retrying in %.1fs", self.name, error, backoff)
+                metrics.RELAY_ERRORS.labels(self.name).inc()
+                self._reset()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            if published < self.batch_size:
+                stop.wait(self.poll_interval_s)
+        self._reset()
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Publish until the log is exhausted (for tests and the CLI)."""
+        deadline = time.monotonic() + timeout_s
+        while self.run_once():
+            if time.monotonic() > deadline:
+                raise TimeoutError("relay did not catch up in time")

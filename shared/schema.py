@@ -1,0 +1,87 @@
+"""Tables the shared machinery owns: the event log and the bookkeeping of its readers.
+
+Migrations in infra/migrations create them; this module is what the code queries.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); PostgreSQL wants BIGINT.
+Position = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("id", Uuid(), nullable=False, unique=True),
+    Column("stream_id", String(200), nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("data", Json, nullable=False),
+    Column("tenant_id", String(64)),
+    Column("correlation_id", String(64)),
+    Column("causation_id", String(64)),
+    Column("actor", String(200)),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
+    Index("events_category_position", "category", "position"),
+    Index("events_tenant_position", "tenant_id", "position"),
+)
+
+# Where each tailing reader (relay, projection runner) has got to in the log.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Which bus events a consuming component has applied: written in the handler's own
+# transaction, so a redelivered message is recognised and changes nothing.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("component", String(100), primary_key=True),
+    Column("event_id", Uuid(), primary_key=True),
+    Column("stream_id", String(200), nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)
+
+# Messages a consumer gave up on, with the reason; also published to the dead-letter queue.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("component", String(100), nullable=False),
+    Column("event_id", String(64)),
+    Column("event_type", String(100)),
+    Column("reason", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("headers", Json),
+    Column("attempts", Integer, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Column("requeued_at", DateTime(timezone=True)),
+)

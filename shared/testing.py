@@ -1,0 +1,143 @@
+"""Finding real PostgreSQL and RabbitMQ for tests, and isolating each test on them.
+
+Resolution order (DESIGN.md): the URL in the environment, the local default port if it
+answers, a testcontainer if a Docker engine works. With NOCONTACT_REQUIRE_SERVICES=1 (CI)
+a service that cannot be found fails the run instead of skipping the tests that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine, text
+
+from shared.config import flag
+from shared.db import normalise_url
+
+T = TypeVar("T")
+
+TEST_DATABASE = "nocontact_test"
+
+
+class ServiceUnavailable(Exception):
+    pass
+
+
+def services_required() -> bool:
+    return flag("NOCONTACT_REQUIRE_SERVICES")
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_works() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no usable engine
+        return False
+
+
+_containers: list[Any] = []
+
+
+def postgres_admin_url() -> str:
+    """URL of a PostgreSQL server the tests may create databases and schemas in."""
+    url = os.environ.get("NOCONTACT_TEST_POSTGRES_URL")
+    if url:
+        return normalise_url(url)
+    if port_answers("127.0.0.1", 5432):
+        return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    if _docker_works():
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:16-alpine", driver="psycopg")
+        container.start()
+        _containers.append(container)
+        return container.get_connection_url()
+    raise ServiceUnavailable("no PostgreSQL: set NOCONTACT_TEST_POSTGRES_URL or start one on 5432")
+
+
+def rabbitmq_url() -> str:
+    url = os.environ.get("NOCONTACT_TEST_BROKER_URL")
+    if url:
+        return url
+    if port_answers("127.0.0.1", 5672):
+        return "amqp://guest:guest@127.0.0.1:5672//"
+    if _docker_works():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        container = RabbitMqContainer("rabbitmq:3.13-management-alpine")
+        container.start()
+        _containers.append(container)
+        host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+        return f"amqp://guest:guest@{host}:{port}//"
+    raise ServiceUnavailable("no RabbitMQ: set NOCONTACT_TEST_BROKER_URL or start one on 5672")
+
+
+def stop_containers() -> None:
+    while _containers:
+        _containers.pop().stop()
+
+
+def test_database_url(admin_url: str) -> str:
+    """A database reserved for tests on the server (created once), so `postgres` stays clean."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": TEST_DATABASE}
+        ).first()
+        if not exists:
+            try:
+                conn.execute(text(f"CREATE DATABASE {TEST_DATABASE}"))
+            except Exception:  # noqa: BLE001 - a parallel run created it first
+                pass
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + TEST_DATABASE
+
+
+@contextmanager
+def fresh_postgres_schema(database_url: str) -> Iterator[str]:
+    """A new empty schema; yields a URL whose connections use it (search_path)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    separator = "&" if "?" in database_url else "?"
+    try:
+        yield f"{database_url}{separator}options=-csearch_path%3D{name}"
+    finally:
+        from shared.db import dispose_all
+
+        dispose_all()
+        with engine.connect() as conn:
+            # A test that leaked an open transaction must fail loudly, not hang the run.
+            conn.execute(text("SET lock_timeout = '15s'"))
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        engine.dispose()
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
+               message: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,274 @@
+"""The Flask application every service is built on.
+
+flask-smorest turns each marshmallow schema into validation, OpenAPI and serialisation at
+once (`/openapi.json`, Swagger UI at `/docs`, served locally: no CDN). Every error leaves
+as application/problem+json. `/healthz`, `/readyz` and `/metrics` come with every app.
+Connections are made lazily per process (after gunicorn forks), never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, Response, current_app, g, json, request, send_from_directory
+from flask_smorest import Api, Blueprint
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import Connection, Engine, text
+from werkzeug.exceptions import HTTPException
+
+from shared import bus, config, metrics
+from shared import logging as nclog
+from shared.auth import CredentialTables, Principal, authenticate
+from shared.db import engine_for, read
+from shared.problems import PROBLEM_JSON, Problem, flatten_errors
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024
+WRITE_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api whose errors are RFC 9457 problems naming the fields."""
+
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[no-untyped-def, override]
+        data = getattr(error, "data", None) or {}
+        messages = data.get("messages") or data.get("errors")
+        errors = None
+        if messages:
+            # webargs nests by location ({"json": {...}, "query": {...}}); the client wants fields.
+            merged: dict[str, Any] = {}
+            for location, value in messages.items() if isinstance(messages, dict) else []:
+                if location in ("json", "query", "querystring", "form", "headers", "view_args", "path"):
+                    merged.update(value if isinstance(value, dict) else {"_schema": value})
+                else:
+                    merged[location] = value
+            errors = flatten_errors(merged or messages)
+        status = error.code or 500
+        if status == 400 and errors and any("Invalid JSON" in m for ms in errors.values() for m in ms):
+            detail = "the request body is not valid JSON"
+            errors = None
+        elif errors:
+            detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+        else:
+            detail = data.get("message") or error.description or error.name
+        return problem_response(Problem(status, detail, errors=errors, headers=data.get("headers")))
+
+
+def problem_response(problem: Problem) -> Response:
+    response = Response(json.dumps(problem.body()), status=problem.status, mimetype=PROBLEM_JSON)
+    for name, value in problem.headers.items():
+        response.headers[name] = value
+    return response
+
+
+# -- per-request state -------------------------------------------------------------------
+
+
+def service_name() -> str:
+    return current_app.config["NOCONTACT_SERVICE"]
+
+
+def engine() -> Engine:
+    """This process's engine for the current service's database."""
+    return engine_for(config.database_url(service_name()))
+
+
+def principal() -> Principal:
+    """The authenticated caller of this /v1/ request."""
+    found = g.get("principal")
+    if found is None:
+        raise Problem(401, "an Authorization: Bearer credential is required")
+    return found
+
+
+def correlation_id() -> str:
+    return g.get("correlation_id") or str(uuid.uuid4())
+
+
+def require_role(*roles: str) -> Principal:
+    """The caller, if its role is one of `roles`; a 403 problem otherwise."""
+    caller = principal()
+    if caller.role not in roles:
+        raise Problem(403, f"this requires one of the roles: {', '.join(roles)}")
+    return caller
+
+
+def require_tenant() -> Principal:
+    """A caller acting within a tenant (not the operator)."""
+    caller = principal()
+    if caller.tenant_id is None:
+        raise Problem(403, "this requires a tenant credential")
+    return caller
+
+
+# -- readiness -------------------------------------------------------------------------------
+
+Check = Callable[[], None]
+
+
+def database_check() -> None:
+    with engine().connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def broker_check() -> None:
+    connection = bus.connect()
+    try:
+        connection.ensure_connection(max_retries=1, timeout=3)
+    finally:
+        connection.release()
+
+
+# -- the factory ------------------------------------------------------------------------------
+
+
+def create_app(
+    service: str,
+    *,
+    title: str,
+    description: str,
+    blueprints: Iterable[Blueprint],
+    credentials: CredentialTables,
+    extra_checks: dict[str, Check] | None = None,
+    public_paths: Iterable[str] = (),
+) -> Flask:
+    """A service's Flask app: API, docs, errors, auth, health and metrics wired once."""
+    nclog.configure(service)
+    app = Flask(service)
+    app.config.update(
+        NOCONTACT_SERVICE=service,
+        API_TITLE=title,
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        API_SPEC_OPTIONS={
+            "info": {"description": description},
+            "components": {
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "API key (admin), scoped token (coach/member) or operator token",
+                    }
+                }
+            },
+            "security": [{"bearer": []}],
+        },
+    )
+    api = ProblemApi(app)
+    for blueprint in blueprints:
+        api.register_blueprint(blueprint)
+    checks: dict[str, Check] = {"database": database_check, "broker": broker_check, **(extra_checks or {})}
+    public = tuple(public_paths)
+
+    @app.before_request
+    def _before() -> Response | None:
+        g.started = time.perf_counter()
+        g.correlation_id = request.headers.get("X-Correlation-ID") or str(uuid.uuid4())
+        if request.method in WRITE_METHODS and request.path.startswith("/v1/"):
+            if request.content_length and request.content_length > MAX_BODY_BYTES:
+                raise Problem(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
+            if (request.content_length or request.data) and not request.is_json:
+                raise Problem(415, "the body must be application/json")
+        if request.path.startswith("/v1/") and not request.path.startswith(public):
+            with read(engine()) as conn:
+                g.principal = authenticate(conn, credentials, request.headers.get("Authorization"))
+        return None
+
+    @app.after_request
+    def _after(response: Response) -> Response:
+        response.headers["X-Correlation-ID"] = correlation_id()
+        started = g.get("started")
+        if started is not None:
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            metrics.REQUEST_LATENCY.labels(service, request.method, endpoint, response.status_code).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+    @app.errorhandler(Problem)
+    def _problem(problem: Problem) -> Response:
+        return problem_response(problem)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        if isinstance(error, HTTPException):
+            return api.handle_http_exception(error)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(Problem(500, "an unexpected error occurred; it has been logged"))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response(json.dumps({"status": "alive", "service": service}), mimetype="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        failing: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                check()
+            except Exception as error:  # noqa: BLE001 - any failure means not ready
+                failing[name] = f"{type(error).__name__}: {error}"[:300]
+        if failing:
+            problem = Problem(503, "not ready: " + ", ".join(sorted(failing)), title="Service Unavailable")
+            body = {**problem.body(), "failing": failing}
+            return Response(json.dumps(body), status=503, mimetype=PROBLEM_JSON)
+        return Response(json.dumps({"status": "ready", "checks": sorted(checks)}), mimetype="application/json")
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            payload = generate_latest(registry)
+        else:
+            payload = generate_latest()
+        return Response(payload, mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs/assets/<path:filename>")
+    def swagger_assets(filename: str) -> Response:
+        import swagger_ui_bundle
+
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+    return app
+
+
+def json_body() -> dict[str, Any]:
+    """The parsed JSON object of the request (for views that validate by hand)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "the request body must be a JSON object")
+    return body
+
+
+def transaction() -> Any:
+    """A write transaction on the service's database."""
+    return engine().begin()
+
+
+def read_transaction() -> Any:
+    return read(engine())
+
+
+__all__ = [
+    "Connection",
+    "ProblemApi",
+    "create_app",
+    "engine",
+    "principal",
+    "require_role",
+    "require_tenant",
+]

@@ -1,0 +1,53 @@
+"""Running a service's background parts (relay, consumers, scheduler...) as one process.
+
+Each part is a function taking a stop event. SIGTERM or SIGINT sets the event; every part
+finishes what it holds (the message being handled, the batch being published) and returns.
+A part that dies is restarted after a pause, so one bad moment does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping
+
+log = logging.getLogger(__name__)
+
+Part = Callable[[threading.Event], None]
+
+
+def _supervise(name: str, part: Part, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            part(stop)
+        except Exception:
+            log.exception("worker part %s crashed; restarting in 2s", name)
+            stop.wait(2)
+        else:
+            return
+
+
+def run_parts(parts: Mapping[str, Part], stop: threading.Event | None = None,
+              install_signals: bool = True) -> None:
+    """Run `parts` in threads until stopped (by signal or by `stop`), then join them."""
+    stop = stop or threading.Event()
+    if install_signals:
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: stopping %s", signum, ", ".join(parts))
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    threads = [
+        threading.Thread(target=_supervise, args=(name, part, stop), name=name, daemon=True)
+        for name, part in parts.items()
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("worker running: %s", ", ".join(parts))
+    while not stop.is_set():
+        stop.wait(0.5)
+    for thread in threads:
+        thread.join(timeout=30)
+    log.info("worker stopped")

@@ -1,0 +1,127 @@
+"""Fixtures over real services: PostgreSQL, RabbitMQ, and the embedded SQLite/filesystem pair.
+
+Every test gets its own PostgreSQL schema or SQLite file and its own exchange/queue name
+prefix, so tests never see each other's rows or messages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared import testing
+from shared.db import dispose_all, engine_for, migrate
+
+
+def _unavailable(reason: str) -> None:
+    if testing.services_required():
+        pytest.fail(f"required service missing (NOCONTACT_REQUIRE_SERVICES=1): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> str:
+    try:
+        return testing.test_database_url(testing.postgres_admin_url())
+    except testing.ServiceUnavailable as error:
+        _unavailable(str(error))
+        raise
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    try:
+        return testing.rabbitmq_url()
+    except testing.ServiceUnavailable as error:
+        _unavailable(str(error))
+        raise
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test: its own var/ directory, bus prefix and secret key; no leaked engines."""
+    monkeypatch.setenv("NOCONTACT_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("NOCONTACT_BUS_PREFIX", f"t{uuid.uuid4().hex[:10]}.")
+    monkeypatch.setenv("NOCONTACT_SECRET_KEY", uuid.uuid4().hex)
+    for name in ("NOCONTACT_DATABASE_URL", "NOCONTACT_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    dispose_all()
+
+
+@pytest.fixture
+def postgres_url(postgres_database_url: str) -> Iterator[str]:
+    with testing.fresh_postgres_schema(postgres_database_url) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test against both stores: one contract, two backends."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(database_url: str):  # type: ignore[no-untyped-def]
+    return engine_for(database_url)
+
+
+@pytest.fixture
+def amqp_url(rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """RabbitMQ for this test; its queues and exchanges are deleted afterwards."""
+    monkeypatch.setenv("NOCONTACT_BROKER_URL", rabbitmq_url)
+    yield rabbitmq_url
+    testing_cleanup_broker(rabbitmq_url)
+
+
+@pytest.fixture
+def filesystem_broker_url(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("NOCONTACT_BROKER_URL", "filesystem://")
+    return "filesystem://"
+
+
+@pytest.fixture(params=["amqp", "filesystem"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_url" if request.param == "amqp" else "filesystem_broker_url")
+
+
+def testing_cleanup_broker(url: str) -> None:
+    """Delete what this test declared (quorum queues are not free on the broker)."""
+    from shared import bus
+    from shared.topology import COMPONENTS
+
+    prefix = os.environ.get("NOCONTACT_BUS_PREFIX", "")
+    if not prefix:
+        return
+    try:
+        with bus.connect(url) as connection:
+            channel = connection.channel()
+            for component in COMPONENTS:
+                for name in (component.queue_name, component.dead_letter_queue_name):
+                    try:
+                        channel.queue_delete(prefix + name)
+                    except Exception:
+                        channel = connection.channel()
+            for name in ("nocontact.events", "nocontact.dead-letter", "test.tap"):
+                try:
+                    channel.exchange_delete(prefix + name)
+                except Exception:
+                    channel = connection.channel()
+    except Exception:
+        pass
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    testing.stop_containers()
