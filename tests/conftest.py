@@ -125,3 +125,71 @@ def testing_cleanup_broker(url: str) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     testing.stop_containers()
+
+
+# -- running services over real HTTP -------------------------------------------------------
+
+
+class RunningStack:
+    """Services serving real HTTP on loopback, with their worker parts running."""
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
+
+    def url(self, service: str, path: str = "") -> str:
+        return self.urls[service] + path
+
+
+@pytest.fixture
+def stack_factory(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Start services in this process: `stack_factory(database_url, ["commitment", ...])`.
+
+    Each service's Flask app is served by a threaded werkzeug server on a free port and
+    its worker parts (relay, consumers, scheduler...) run in threads, all reading the
+    environment of this test (its database, its broker prefix). Stopped at teardown.
+    """
+    import importlib
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from shared.worker import run_parts
+
+    servers = []
+    stops: list[threading.Event] = []
+    threads: list[threading.Thread] = []
+
+    def start(database_url: str, services: list[str], *, workers: bool = True,
+              env: dict[str, str] | None = None) -> RunningStack:
+        monkeypatch.setenv("NOCONTACT_DATABASE_URL", database_url)
+        monkeypatch.setenv("NOCONTACT_SCHEDULER_INTERVAL_S", "0.2")
+        monkeypatch.setenv("NOCONTACT_WEBHOOK_ALLOW_PRIVATE", "true")
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        urls: dict[str, str] = {}
+        for service in services:
+            app = importlib.import_module(f"services.{service}.app").create_app()
+            server = make_server("127.0.0.1", 0, app, threaded=True)
+            monkeypatch.setenv(f"NOCONTACT_{service.upper()}_URL", f"http://127.0.0.1:{server.port}")
+            urls[service] = f"http://127.0.0.1:{server.port}"
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            servers.append(server)
+        if workers:
+            for service in services:
+                module = importlib.import_module(f"services.{service}.worker")
+                stop = threading.Event()
+                parts = module.parts(engine_for(database_url))
+                thread = threading.Thread(target=run_parts, args=(parts, stop, False), daemon=True)
+                thread.start()
+                stops.append(stop)
+                threads.append(thread)
+        return RunningStack(urls)
+
+    yield start
+    for stop in stops:
+        stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    for server in servers:
+        server.shutdown()
