@@ -100,7 +100,10 @@ def _register_service_commands() -> None:
             if error.name != f"services.{service}.cli":
                 raise
             continue
-        main.add_command(module.commands)
+        # A service exports `commands`: one click command/group, or a list of them.
+        exported = module.commands
+        for command in exported if isinstance(exported, list | tuple) else [exported]:
+            main.add_command(command)
 
 
 _register_service_commands()
