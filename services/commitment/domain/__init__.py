@@ -17,22 +17,25 @@ from .errors import Conflict, DomainError, NotFound, ValidationFailed
 from .tenancy import (
     ApiKey,
     ApiKeyNotFound,
+    Caller,
     InvalidCredentials,
     InvalidTenant,
     InvalidTokenRequest,
-    Principal,
     Tenant,
     TenantConflict,
     TokenClaims,
     generate_api_key,
     hash_api_key,
     is_api_key_format,
+    may_read_commitment,
+    may_write_commitment,
     verify_api_key,
 )
 
 __all__ = [
     "ApiKey",
     "ApiKeyNotFound",
+    "Caller",
     "Commitment",
     "CommitmentConflict",
     "Conflict",
@@ -43,7 +46,6 @@ __all__ = [
     "InvalidTenant",
     "InvalidTokenRequest",
     "NotFound",
-    "Principal",
     "Status",
     "Tenant",
     "TenantConflict",
@@ -54,5 +56,7 @@ __all__ = [
     "is_api_key_format",
     "is_valid_timezone",
     "local_today",
+    "may_read_commitment",
+    "may_write_commitment",
     "verify_api_key",
 ]

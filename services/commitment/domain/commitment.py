@@ -41,7 +41,7 @@ import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
 from shared.events import NewEvent
@@ -303,6 +303,22 @@ class Commitment:
     def is_over(self, now: datetime) -> bool:
         """True when the last day has passed in the commitment's own time zone."""
         return self.ends_on is not None and self.ends_on < self.today(now)
+
+    def completes_at(self) -> datetime | None:
+        """The first instant (UTC) at which ``is_over`` holds, or None when indefinite.
+
+        Local midnight after ``ends_on``: read models store it so "which commitments are
+        over" is one indexed comparison with the current time, whatever each one's zone.
+        A midnight skipped by a DST jump resolves (fold=0) with the offset before the
+        jump, which is exactly when the clock leaves the last day.
+        """
+        if self.ends_on is None:
+            return None
+        try:
+            midnight = datetime.combine(self.ends_on + timedelta(days=1), time(), zoneinfo.ZoneInfo(self.timezone))
+            return midnight.astimezone(UTC)
+        except OverflowError:  # extended to the last representable day: never over
+            return None
 
     def status_at(self, now: datetime) -> Status:
         """Status as the contract defines it: recorded events plus the passage of time.

@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from shared.events import NewEvent
 
@@ -57,6 +57,9 @@ ROLE_ADMIN = "admin"
 ROLE_COACH = "coach"
 ROLE_MEMBER = "member"
 ROLES: tuple[str, ...] = (ROLE_ADMIN, ROLE_COACH, ROLE_MEMBER)
+# Roles a scoped token may carry. Admin power comes only from API keys: a token cannot
+# be revoked, so an admin token would be a standing key that survives every revocation.
+TOKEN_ROLES: tuple[str, ...] = (ROLE_COACH, ROLE_MEMBER)
 SUBJECT_ID_MAX = 128
 TTL_MIN_SECONDS = 60
 TTL_MAX_SECONDS = 86400 * 30
@@ -327,8 +330,8 @@ class TokenClaims:
         v = Validator(InvalidTokenRequest)
         if role is None:
             v.add("role", "is required")
-        elif role not in ROLES:
-            v.add("role", f"must be one of {', '.join(ROLES)}")
+        elif role not in TOKEN_ROLES:
+            v.add("role", f"must be one of {', '.join(TOKEN_ROLES)}")
         subject = v.text("subject_id", subject_id, min_len=1, max_len=SUBJECT_ID_MAX)
         ttl = v.integer(
             "ttl_seconds", ttl_seconds, minimum=TTL_MIN_SECONDS, maximum=TTL_MAX_SECONDS
@@ -366,7 +369,7 @@ class TokenClaims:
             iat, exp = payload["iat"], payload["exp"]
         except (KeyError, TypeError):
             raise InvalidCredentials("token claims are incomplete") from None
-        if role not in ROLES:
+        if role not in TOKEN_ROLES:
             raise InvalidCredentials("token role is unknown")
         if not (isinstance(sub, str) and 1 <= len(sub) <= SUBJECT_ID_MAX):
             raise InvalidCredentials("token subject is invalid")
@@ -392,41 +395,33 @@ class TokenClaims:
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
 
-    def principal(self) -> Principal:
-        return Principal(
-            tenant_id=self.tenant_id, role=self.role, subject_id=self.subject_id
-        )
+
+# ----------------------------------------------------------------- access rules
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, after authentication; decides what they may touch.
+class Caller(Protocol):
+    """What the access rules need of an authenticated caller.
 
-    An API key becomes ``Principal(tenant, "admin", key_id)``. Tenant isolation itself
-    is the repository's job (every query filtered by ``tenant_id``); these checks come
-    on top, within one tenant.
+    ``shared.auth.Principal`` (the one principal type of every service) fits; the domain
+    names only the two attributes it reads, so it stays free of the web and auth layers.
+    Tenant isolation itself is the queries' job (every one filtered by ``tenant_id``);
+    these rules come on top, within one tenant.
     """
 
-    tenant_id: str
-    role: str
-    subject_id: str
+    @property
+    def role(self) -> str: ...
 
     @property
-    def is_admin(self) -> bool:
-        return self.role == ROLE_ADMIN
+    def subject_id(self) -> str | None: ...
 
-    def may_write_commitment(self, member_id: str) -> bool:
-        """Admins act on any member; a member token only on its own commitments."""
-        return self.is_admin or (
-            self.role == ROLE_MEMBER and self.subject_id == member_id
-        )
 
-    def may_read_commitment(self, member_id: str, coach_id: str | None) -> bool:
-        """Writers may read; a coach token reads only commitments assigned to that coach."""
-        if self.may_write_commitment(member_id):
-            return True
-        return (
-            self.role == ROLE_COACH
-            and coach_id is not None
-            and coach_id == self.subject_id
-        )
+def may_write_commitment(caller: Caller, member_id: str) -> bool:
+    """Admins act on any member; a member token only on its own commitments."""
+    return caller.role == ROLE_ADMIN or (caller.role == ROLE_MEMBER and caller.subject_id == member_id)
+
+
+def may_read_commitment(caller: Caller, member_id: str, coach_id: str | None) -> bool:
+    """Writers may read; a coach token reads only commitments assigned to that coach."""
+    if may_write_commitment(caller, member_id):
+        return True
+    return caller.role == ROLE_COACH and coach_id is not None and coach_id == caller.subject_id

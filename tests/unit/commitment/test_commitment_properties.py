@@ -140,3 +140,41 @@ def test_status_flips_exactly_at_local_midnight_after_ends_on(
     midnight = datetime.combine(day_after, datetime.min.time(), tzinfo=ZoneInfo(zone))
     assert c.status_at(midnight - timedelta(microseconds=1)) is Status.ACTIVE
     assert c.status_at(midnight) is Status.COMPLETED
+
+
+# Zones whose clocks jump at (or across) local midnight: the hard cases for "first instant
+# of the next day". America/Santiago and America/Havana have switched DST at midnight.
+MIDNIGHT_DST_ZONES = [*ZONES, "America/Santiago", "America/Havana", "Asia/Beirut", "America/Asuncion"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(MIDNIGHT_DST_ZONES),
+    st.integers(1, 3650),
+    st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2036, 1, 1), timezones=st.just(UTC)),
+)
+def test_completes_at_is_the_first_instant_the_period_is_over(zone: str, duration: int, now: datetime) -> None:
+    """Read models filter by `completes_at`; it must agree with `is_over` to the microsecond."""
+    c = Commitment.create(
+        commitment_id="c",
+        member_id="m",
+        contact={"label": "X", "relationship": "other"},
+        timezone=zone,
+        duration_days=duration,
+        now=now,
+    )
+    at = c.completes_at()
+    assert at is not None and at.tzinfo is UTC
+    assert c.is_over(at)
+    assert not c.is_over(at - timedelta(microseconds=1))
+
+
+def test_indefinite_commitments_never_complete() -> None:
+    c = Commitment.create(
+        commitment_id="c",
+        member_id="m",
+        contact={"label": "X", "relationship": "other"},
+        timezone="UTC",
+        now=START,
+    )
+    assert c.completes_at() is None

@@ -17,7 +17,6 @@ from services.commitment.domain.tenancy import (
     InvalidCredentials,
     InvalidTenant,
     InvalidTokenRequest,
-    Principal,
     Tenant,
     TenantConflict,
     TokenClaims,
@@ -25,8 +24,11 @@ from services.commitment.domain.tenancy import (
     generate_api_key,
     hash_api_key,
     is_api_key_format,
+    may_read_commitment,
+    may_write_commitment,
     verify_api_key,
 )
+from shared.auth import Principal
 
 from ._support import record
 
@@ -208,9 +210,18 @@ def test_token_claims() -> None:
     assert TokenClaims.from_payload(claims.to_payload(), now=NOW) == claims
 
 
-@pytest.mark.parametrize("role", ["admin", "coach", "member"])
-def test_every_role_may_be_issued(role: str) -> None:
+@pytest.mark.parametrize("role", ["coach", "member"])
+def test_every_scoped_role_may_be_issued(role: str) -> None:
     assert issue(role=role).role == role
+
+
+def test_admin_tokens_are_refused() -> None:
+    # Admin power comes from revocable API keys only; a token cannot be revoked.
+    with pytest.raises(InvalidTokenRequest) as exc:
+        issue(role="admin")
+    assert exc.value.field == "role"
+    with pytest.raises(InvalidCredentials):
+        TokenClaims.from_payload({**issue().to_payload(), "role": "admin"}, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -267,16 +278,18 @@ def test_expired_or_malformed_claims_are_refused() -> None:
             TokenClaims.from_payload(broken, now=NOW)
 
 
-def test_principal_rules() -> None:
-    admin = Principal("t-1", "admin", "k-1")
-    member = issue(role="member", subject_id="m-1").principal()
-    coach = issue(role="coach", subject_id="coach-1").principal()
+def test_access_rules_on_the_shared_principal() -> None:
+    admin = Principal(role="admin", tenant_id="t-1", credential_id="k-1")
+    member = Principal(role="member", tenant_id="t-1", subject_id="m-1")
+    coach = Principal(role="coach", tenant_id="t-1", subject_id="coach-1")
 
-    assert admin.may_write_commitment("m-9") and admin.may_read_commitment("m-9", None)
-    assert member.may_write_commitment("m-1")
-    assert not member.may_write_commitment("m-2")
-    assert not member.may_read_commitment("m-2", "m-1")
-    assert coach.may_read_commitment("m-1", "coach-1")
-    assert not coach.may_read_commitment("m-1", "coach-2")
-    assert not coach.may_read_commitment("m-1", None)
-    assert not coach.may_write_commitment("m-1")
+    assert may_write_commitment(admin, "m-9") and may_read_commitment(admin, "m-9", None)
+    assert may_write_commitment(member, "m-1")
+    assert not may_write_commitment(member, "m-2")
+    assert not may_read_commitment(member, "m-2", "m-1")
+    assert may_read_commitment(coach, "m-1", "coach-1")
+    assert not may_read_commitment(coach, "m-1", "coach-2")
+    assert not may_read_commitment(coach, "m-1", None)
+    assert not may_write_commitment(coach, "m-1")
+    # A coach whose subject id happens to equal a member id is still not that member.
+    assert not may_write_commitment(Principal(role="coach", tenant_id="t-1", subject_id="m-1"), "m-1")
