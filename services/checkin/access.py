@@ -1,0 +1,46 @@
+"""Who may see and change which commitment's check-ins (the authorization matrix).
+
+- admin key of the tenant: everything in the tenant;
+- member token: only commitments whose member_id is the token's subject;
+- coach token: reads the commitments of their assigned clients, never writes (403);
+- anything else, and every id of another tenant: 404, so existence never leaks.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from services.checkin.projections import KnownCommitment, load_commitment
+from shared.auth import Principal
+from shared.problems import Problem, not_found
+
+
+def tenant_of(caller: Principal) -> str:
+    if caller.tenant_id is None:
+        raise Problem(403, "this requires a tenant credential")
+    return caller.tenant_id
+
+
+def visible_commitment(conn: Connection, caller: Principal, commitment_id: str, *, write: bool) -> KnownCommitment:
+    """The commitment if `caller` may read it (and write to it when `write`); else a problem."""
+    tenant_id = tenant_of(caller)
+    commitment = load_commitment(conn, commitment_id)
+    if commitment is None or commitment.tenant_id != tenant_id:
+        raise not_found("commitment")
+    if caller.role == "admin":
+        return commitment
+    if caller.role == "member" and commitment.member_id == caller.subject_id:
+        return commitment
+    if caller.role == "coach" and commitment.coach_id is not None and commitment.coach_id == caller.subject_id:
+        if write:
+            raise Problem(403, "a coach reads their clients' check-ins but does not record them")
+        return commitment
+    raise not_found("commitment")
+
+
+def may_read_coach(caller: Principal, coach_id: str) -> None:
+    """Admins read every coach's client list; a coach only their own."""
+    tenant_of(caller)
+    if caller.role == "admin" or (caller.role == "coach" and caller.subject_id == coach_id):
+        return
+    raise Problem(403, "only an admin or that coach may read a coach's clients")

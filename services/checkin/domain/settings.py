@@ -1,0 +1,65 @@
+"""Tenant streak settings: the policy, the milestones, the windows and the at-risk thresholds.
+
+Pure values. Stored as ``settings.updated`` events on the stream ``settings-<tenant_id>``
+(the full settings each time, so the latest event alone is the current state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .risk import RiskThresholds
+from .streaks import DEFAULT_MILESTONES, StreakPolicy, normalize_milestones
+
+__all__ = ["SETTINGS_UPDATED", "TenantSettings", "settings_updated_data"]
+
+SETTINGS_UPDATED = "settings.updated"
+
+MAX_BACKDATE_DAYS = 365
+MAX_GRACE_HOURS = 168
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """One tenant's rules for streaks, backdating, missed check-ins and risk."""
+
+    streak_policy: StreakPolicy = StreakPolicy.SINCE_LAST_SLIP
+    milestones: tuple[int, ...] = DEFAULT_MILESTONES
+    backdate_days: int = 7
+    missed_check_in_grace_hours: int = 12
+    at_risk: RiskThresholds = field(default_factory=RiskThresholds)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "streak_policy": str(self.streak_policy),
+            "milestones": list(self.milestones),
+            "backdate_days": self.backdate_days,
+            "missed_check_in_grace_hours": self.missed_check_in_grace_hours,
+            "at_risk": asdict(self.at_risk),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TenantSettings:
+        """Settings from stored data; fields an older event lacks take their defaults."""
+        default = cls()
+        risk = {**asdict(default.at_risk), **(data.get("at_risk") or {})}
+        return cls(
+            streak_policy=StreakPolicy(data.get("streak_policy", default.streak_policy)),
+            milestones=normalize_milestones(data.get("milestones", default.milestones)),
+            backdate_days=int(data.get("backdate_days", default.backdate_days)),
+            missed_check_in_grace_hours=int(
+                data.get("missed_check_in_grace_hours", default.missed_check_in_grace_hours)
+            ),
+            at_risk=RiskThresholds(**{k: int(v) for k, v in risk.items()}),
+        )
+
+    def reprojects_streaks(self, other: TenantSettings) -> bool:
+        """True when going from ``other`` to this changes how streaks are computed."""
+        return self.streak_policy != other.streak_policy or self.milestones != other.milestones
+
+
+def settings_updated_data(*, tenant_id: str, settings: TenantSettings, previous: TenantSettings) -> dict[str, Any]:
+    """The ``data`` of ``settings.updated``: ``tenant_id``, every setting (full, not a patch),
+    and ``reprojected`` (bool: the policy or the milestones changed, streaks were recomputed)."""
+    return {"tenant_id": tenant_id, **settings.as_json(), "reprojected": settings.reprojects_streaks(previous)}

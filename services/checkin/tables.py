@@ -1,0 +1,108 @@
+"""Read models of the check-in service (SQLAlchemy Core), all prefixed ``checkin_``.
+
+Fed from two sides:
+- the inbox (bus events of the commitment service): ``checkin_commitments`` and the
+  credentials tables; no reads of the commitment service's own tables, ever;
+- this service's own events, inline in the command's transaction and by rebuild:
+  ``checkin_check_ins``, ``checkin_streaks``, ``checkin_settings``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.auth import credential_tables
+
+metadata = MetaData()
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+CREDENTIALS = credential_tables(metadata, "checkin")
+
+# What this service knows of each commitment, folded from commitment.* and coach.* events.
+commitments = Table(
+    "checkin_commitments",
+    metadata,
+    Column("commitment_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("coach_id", String(128)),
+    Column("contact_label", String(200), nullable=False),
+    Column("relationship", String(32), nullable=False),
+    Column("channels", Json, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("starts_on", Date, nullable=False),
+    Column("ends_on", Date),
+    Column("status", String(16), nullable=False),  # as recorded by events: active|completed|ended
+    Column("ended_on", Date),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # When the scheduler should look at this commitment next (a day ends, a grace passes).
+    Column("scheduler_due_at", DateTime(timezone=True), nullable=False),
+    Index("checkin_commitments_tenant_member", "tenant_id", "member_id"),
+    Index("checkin_commitments_tenant_coach", "tenant_id", "coach_id"),
+    Index("checkin_commitments_due", "scheduler_due_at"),
+)
+
+# The standing report of each day (the latest of checkin.recorded/corrected for it).
+check_ins = Table(
+    "checkin_check_ins",
+    metadata,
+    Column("commitment_id", String(64), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("urge", Integer),
+    Column("mood", Integer),
+    Column("slip_channel", String(32)),
+    Column("slip_initiated_by", String(8)),
+    Column("note", Text),
+    Column("stream_version", Integer, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The streak of each commitment as of `as_of` (GET streak recomputes for today from the
+# check-in rows; this snapshot feeds lists, event data and the rebuild check).
+streaks = Table(
+    "checkin_streaks",
+    metadata,
+    Column("commitment_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("member_id", String(128), nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("policy", String(32), nullable=False),
+    Column("current_days", Integer, nullable=False),
+    Column("longest_days", Integer, nullable=False),
+    Column("kept_days", Integer, nullable=False),
+    Column("slipped_days", Integer, nullable=False),
+    Column("unreported_days", Integer, nullable=False),
+    Column("streak_started_on", Date),
+    Column("last_slip_on", Date),
+    Column("last_check_in_on", Date),
+    Column("milestones_reached", Json, nullable=False),
+    Column("next_milestone", Integer),
+    Column("at_risk", Boolean, nullable=False),
+    Column("risk_reasons", Json, nullable=False),
+)
+
+settings = Table(
+    "checkin_settings",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("data", Json, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
