@@ -19,7 +19,7 @@ import hmac
 from collections.abc import Callable, Sequence
 from secrets import token_bytes
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+SECRET_PREFIX = "whsec_"
 #: Svix uses 24 bytes, the spec allows 24..64; 32 bytes is a full SHA-256 block key.
 SECRET_BYTES = 32
 MIN_SECRET_BYTES = 24

@@ -62,9 +62,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             verified = False
         with self.received.lock:
-            self.received.requests.append(
-                {"path": self.path, "headers": headers, "body": body, "verified": verified}
-            )
+            self.received.requests.append({"path": self.path, "headers": headers, "body": body, "verified": verified})
         port = self.server.server_address[1]
         if self.path == "/ok":
             self._reply(200 if verified else 401, b'{"ok": true}')
@@ -349,9 +347,7 @@ def test_https_uses_the_host_name_for_sni_and_certificate(
     assert tls_receiver.received.requests[0]["verified"] is True
 
 
-def test_https_certificate_for_another_name_is_rejected(
-    tls_receiver: Receiver, certificate: tuple[Path, Path]
-) -> None:
+def test_https_certificate_for_another_name_is_rejected(tls_receiver: Receiver, certificate: tuple[Path, Path]) -> None:
     trust = ssl.create_default_context(cafile=str(certificate[0]))
     result = deliver(
         tls_receiver.url("/ok", host="evil.test", scheme="https"),
@@ -365,9 +361,7 @@ def test_https_certificate_for_another_name_is_rejected(
 
 def test_https_default_verification_refuses_an_untrusted_certificate(tls_receiver: Receiver) -> None:
     for _ in range(2):  # second call reuses the cached default context
-        result = deliver(
-            tls_receiver.url("/ok", host="hooks.test", scheme="https"), resolve=resolve_to("127.0.0.1")
-        )
+        result = deliver(tls_receiver.url("/ok", host="hooks.test", scheme="https"), resolve=resolve_to("127.0.0.1"))
         assert result.status_code is None
         assert result.error is not None and "certificate" in result.error.lower()
     assert tls_receiver.received.requests == []

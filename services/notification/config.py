@@ -1,0 +1,77 @@
+"""Settings of the notification service, read from the environment when needed.
+
+Strict parsing: a malformed value stops the worker at start-up with the variable named,
+rather than retrying forever, never, or with a surprising timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from services.notification.domain.schedule import parse_schedule
+from shared import config
+
+#: How long the secret replaced by a rotation keeps signing alongside the new one.
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+class SettingError(ValueError):
+    """An environment variable of the notification service is malformed."""
+
+
+def _positive_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise SettingError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    if not (raw.strip().isascii() and raw.strip().isdigit()) or int(raw) < 1:
+        raise SettingError(f"{name}={raw!r} must be a whole number >= 1")
+    return int(raw)
+
+
+def retry_schedule() -> tuple[int, ...]:
+    """NOCONTACT_WEBHOOK_RETRY_SCHEDULE: seconds before each attempt (whole numbers)."""
+    return parse_schedule(config.webhook_retry_schedule())
+
+
+def allow_private() -> bool:
+    """NOCONTACT_WEBHOOK_ALLOW_PRIVATE: loopback/private targets (development, tests)."""
+    return config.webhook_allow_private()
+
+
+def timeout_s() -> float:
+    """NOCONTACT_WEBHOOK_TIMEOUT_S: per-attempt timeout, default 15 seconds."""
+    return _positive_float("NOCONTACT_WEBHOOK_TIMEOUT_S", 15.0)
+
+
+def disable_after() -> timedelta:
+    """NOCONTACT_WEBHOOK_DISABLE_AFTER_DAYS: failing this long disables an endpoint (5)."""
+    return timedelta(days=_positive_float("NOCONTACT_WEBHOOK_DISABLE_AFTER_DAYS", 5.0))
+
+
+def max_in_flight_per_endpoint() -> int:
+    """NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: concurrent attempts to one endpoint (4)."""
+    return _positive_int("NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 4)
+
+
+def delivery_threads() -> int:
+    """NOCONTACT_WEBHOOK_WORKERS: attempts in flight per delivery worker process (16)."""
+    return _positive_int("NOCONTACT_WEBHOOK_WORKERS", 16)
+
+
+def poll_interval_s() -> float:
+    """NOCONTACT_WEBHOOK_POLL_INTERVAL_S: how often an idle worker looks for due deliveries."""
+    return _positive_float("NOCONTACT_WEBHOOK_POLL_INTERVAL_S", 0.25)

@@ -1,0 +1,387 @@
+"""The delivery queue in the database: enqueue, claim, record, redeliver, disable.
+
+``next_attempt_at`` in ``notification_deliveries`` is the truth about what is due, so a
+restart loses no pending delivery; a delivery whose success was recorded is never
+claimed again. A worker claims a due delivery by taking a lease (``leased_until``,
+``lease_token``) in a short transaction, makes the HTTP attempt outside any transaction,
+then records the result only if it still holds the lease. A worker that dies mid-attempt
+leaves a lease that expires: the delivery becomes due again (at-least-once; receivers
+deduplicate on ``webhook-id``).
+
+Per-endpoint concurrency: a claim never leases more than ``per_endpoint`` deliveries of
+one endpoint at a time, counted in the database, so the cap holds across several worker
+processes. On PostgreSQL the claimer locks the endpoint rows it serves with ``FOR UPDATE
+SKIP LOCKED`` (two workers never claim for the same endpoint at once, and neither waits
+for the other); SQLite's single writer lock (BEGIN IMMEDIATE) gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+
+from services.notification.delivery.sender import AttemptResult
+from services.notification.domain import messages as msgs
+from services.notification.domain.outcomes import DEFAULT_DISABLE_AFTER, Verdict, after_attempt, classify
+from services.notification.domain.schedule import RandomSource, next_attempt_at
+from services.notification.events import endpoint_disabled
+from services.notification.tables import attempts, deliveries, endpoints, messages
+from shared.events import RecordedEvent
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED_DISABLED = "skipped_disabled"
+#: States a "redeliver everything failed since T" picks up again.
+REDELIVERABLE = (FAILED, SKIPPED_DISABLED)
+
+ENABLED = "enabled"
+DISABLED = "disabled"
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def signing_secrets(endpoint: Any, now: datetime) -> list[str]:
+    """The secrets that sign now: the current one, and the rotated-out one for 24 h."""
+    secrets = [endpoint.secret]
+    expires = aware(endpoint.previous_secret_expires_at)
+    if endpoint.previous_secret and expires is not None and expires > now:
+        secrets.append(endpoint.previous_secret)
+    return secrets
+
+
+# -- enqueue (inbox consumer) ---------------------------------------------------------------
+
+
+def enqueue(
+    conn: Connection,
+    event: RecordedEvent,
+    *,
+    now: datetime,
+    schedule: Sequence[int],
+    rng: RandomSource,
+) -> int:
+    """Queue the event's message for every endpoint of its tenant that subscribed to it.
+
+    Disabled endpoints get a ``skipped_disabled`` delivery: the event is recorded for
+    them and can be redelivered once the endpoint is enabled. Returns the number of
+    deliveries created. Runs in the consumer's transaction (idempotent with it).
+    """
+    if event.tenant_id is None or event.type not in msgs.WEBHOOK_EVENT_TYPES:
+        return 0
+    rows = conn.execute(
+        select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(
+            endpoints.c.tenant_id == event.tenant_id
+        )
+    ).all()
+    targets = [row for row in rows if msgs.matches(row.event_types, event.type)]
+    if not targets:
+        return 0
+    message_id = msgs.message_id(event.id)
+    if conn.execute(select(messages.c.id).where(messages.c.id == message_id)).first() is None:
+        body = msgs.webhook_body(
+            event_type=event.type,
+            event_id=event.id,
+            occurred_at=event.occurred_at,
+            sequence=event.stream_version,
+            data=event.data,
+        )
+        conn.execute(
+            insert(messages).values(
+                id=message_id,
+                tenant_id=event.tenant_id,
+                event_id=str(event.id),
+                event_type=event.type,
+                body=body.decode(),
+                occurred_at=event.occurred_at,
+                created_at=now,
+            )
+        )
+    existing = set(
+        conn.execute(select(deliveries.c.endpoint_id).where(deliveries.c.message_id == message_id)).scalars()
+    )
+    created = 0
+    for target in targets:
+        if target.id in existing:
+            continue
+        enabled = target.status == ENABLED
+        conn.execute(
+            insert(deliveries).values(
+                tenant_id=event.tenant_id,
+                endpoint_id=target.id,
+                message_id=message_id,
+                event_type=event.type,
+                state=PENDING if enabled else SKIPPED_DISABLED,
+                attempts=0,
+                schedule_step=0,
+                next_attempt_at=next_attempt_at(1, now, schedule, rng) if enabled else None,
+                last_error=None if enabled else "endpoint disabled when the event arrived",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        created += 1
+    return created
+
+
+# -- claim ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A leased delivery with everything one attempt needs (no further reads)."""
+
+    delivery_id: int
+    lease_token: str
+    tenant_id: str
+    endpoint_id: str
+    url: str
+    secrets: tuple[str, ...]
+    message_id: str
+    event_type: str
+    body: bytes
+
+
+def _due(now: datetime) -> Any:
+    return and_(
+        deliveries.c.state == PENDING,
+        deliveries.c.next_attempt_at <= now,
+        or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until <= now),
+    )
+
+
+def claim(
+    engine: Engine,
+    *,
+    now: datetime,
+    limit: int,
+    per_endpoint: int,
+    lease: timedelta,
+) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries, at most ``per_endpoint`` in flight per endpoint.
+
+    Endpoints are served oldest-due first, each up to its remaining budget, so one
+    endpoint with a deep backlog cannot take every slot from the others.
+    """
+    if limit <= 0:
+        return []
+    claims: list[Claim] = []
+    with engine.begin() as conn:
+        oldest = func.min(deliveries.c.next_attempt_at)
+        candidates = (
+            conn.execute(
+                select(deliveries.c.endpoint_id)
+                .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
+                .where(_due(now), endpoints.c.status == ENABLED)
+                .group_by(deliveries.c.endpoint_id)
+                .order_by(oldest)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+        if not candidates:
+            return []
+        locked = conn.execute(
+            select(endpoints)
+            .where(endpoints.c.id.in_(candidates), endpoints.c.status == ENABLED)
+            .with_for_update(skip_locked=True)
+        ).all()
+        by_id = {row.id: row for row in locked}
+        in_flight = dict(
+            conn.execute(
+                select(deliveries.c.endpoint_id, func.count())
+                .where(
+                    deliveries.c.endpoint_id.in_(list(by_id)),
+                    deliveries.c.state == PENDING,
+                    deliveries.c.leased_until > now,
+                )
+                .group_by(deliveries.c.endpoint_id)
+            ).all()
+        )
+        for endpoint_id in candidates:
+            endpoint = by_id.get(endpoint_id)
+            budget = min(per_endpoint - int(in_flight.get(endpoint_id, 0)), limit - len(claims))
+            if endpoint is None or budget <= 0:
+                continue
+            rows = conn.execute(
+                select(deliveries.c.id, deliveries.c.message_id, deliveries.c.event_type, messages.c.body)
+                .join(messages, messages.c.id == deliveries.c.message_id)
+                .where(deliveries.c.endpoint_id == endpoint_id, _due(now))
+                .order_by(deliveries.c.next_attempt_at)
+                .limit(budget)
+                .with_for_update(skip_locked=True, of=deliveries)
+            ).all()
+            secrets = tuple(signing_secrets(endpoint, now))
+            for row in rows:
+                token = uuid.uuid4().hex
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == row.id)
+                    .values(leased_until=now + lease, lease_token=token)
+                )
+                claims.append(
+                    Claim(
+                        delivery_id=row.id,
+                        lease_token=token,
+                        tenant_id=endpoint.tenant_id,
+                        endpoint_id=endpoint_id,
+                        url=endpoint.url,
+                        secrets=secrets,
+                        message_id=row.message_id,
+                        event_type=row.event_type,
+                        body=row.body.encode(),
+                    )
+                )
+            if len(claims) >= limit:
+                break
+    return claims
+
+
+# -- record ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording an attempt decided (for logs, metrics and tests)."""
+
+    state: str
+    attempt: int
+    next_attempt_at: datetime | None
+    endpoint_disabled: bool
+
+
+def record(
+    engine: Engine,
+    claim_: Claim,
+    result: AttemptResult,
+    *,
+    now: datetime,
+    schedule: Sequence[int],
+    rng: RandomSource,
+    disable_after: timedelta = DEFAULT_DISABLE_AFTER,
+) -> Recorded | None:
+    """Log the attempt and move the delivery on; None when the lease was lost.
+
+    A lost lease means the endpoint was deleted, or the delivery was redelivered by hand
+    while this attempt ran: the result no longer decides anything.
+    """
+    outcome = classify(result.status_code, result.error, retry_after=result.retry_after, now=now)
+    with engine.begin() as conn:
+        delivery = conn.execute(
+            select(deliveries)
+            .where(deliveries.c.id == claim_.delivery_id, deliveries.c.lease_token == claim_.lease_token)
+            .with_for_update()
+        ).first()
+        endpoint = conn.execute(select(endpoints).where(endpoints.c.id == claim_.endpoint_id).with_for_update()).first()
+        if delivery is None or endpoint is None:
+            return None
+        number = delivery.attempts + 1
+        step = delivery.schedule_step + 1
+        was_enabled = endpoint.status == ENABLED
+        since, disable = after_attempt(aware(endpoint.failing_since), outcome, now, disable_after)
+        next_at: datetime | None = None
+        if outcome.verdict is Verdict.DELIVERED:
+            state = SUCCEEDED
+        elif disable or not was_enabled:
+            state = FAILED
+        else:
+            next_at = next_attempt_at(step + 1, now, schedule, rng, outcome.retry_after_s)
+            state = PENDING if next_at is not None else FAILED
+        error = result.error if result.error is not None else (None if state == SUCCEEDED else outcome.reason)
+        conn.execute(
+            insert(attempts).values(
+                tenant_id=claim_.tenant_id,
+                endpoint_id=claim_.endpoint_id,
+                delivery_id=claim_.delivery_id,
+                message_id=claim_.message_id,
+                event_type=claim_.event_type,
+                attempt=number,
+                status_code=result.status_code,
+                duration_ms=result.duration_ms,
+                error=error,
+                response_excerpt=result.response_excerpt[:1024] or None,
+                state="retrying" if state == PENDING else state,
+                next_attempt_at=next_at,
+                attempted_at=now,
+            )
+        )
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == claim_.delivery_id)
+            .values(
+                state=state,
+                attempts=number,
+                schedule_step=step,
+                next_attempt_at=next_at,
+                leased_until=None,
+                lease_token=None,
+                last_status_code=result.status_code,
+                last_error=error,
+                last_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since))
+        newly_disabled = disable and was_enabled
+        if newly_disabled:
+            first = aware(endpoint.failing_since) or now
+            reason = (
+                outcome.reason
+                if outcome.verdict is Verdict.DISABLE_ENDPOINT
+                else f"every attempt failed since {first.isoformat()}"
+            )
+            disable_endpoint(conn, endpoint.id, endpoint.tenant_id, reason, now=now, actor="system:delivery")
+    return Recorded(state, number, next_at, newly_disabled)
+
+
+def disable_endpoint(
+    conn: Connection, endpoint_id: str, tenant_id: str, reason: str, *, now: datetime, actor: str
+) -> None:
+    """Disable an endpoint; its pending deliveries fail (redeliverable after enabling)."""
+    conn.execute(
+        update(endpoints)
+        .where(endpoints.c.id == endpoint_id)
+        .values(status=DISABLED, disabled_reason=reason, updated_at=now)
+    )
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.state == PENDING)
+        .values(state=FAILED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}", updated_at=now)
+    )
+    endpoint_disabled(conn, endpoint_id, tenant_id, reason, actor=actor)
+
+
+# -- redelivery -----------------------------------------------------------------------------
+
+
+def requeue(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> int:
+    """Make deliveries due now with a fresh run of the retry schedule.
+
+    The attempt counter keeps counting (the log stays readable); a lease held by a
+    running attempt is dropped, so that attempt's late result is ignored.
+    """
+    if not delivery_ids:
+        return 0
+    return conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(list(delivery_ids)))
+        .values(
+            state=PENDING,
+            schedule_step=0,
+            next_attempt_at=now,
+            leased_until=None,
+            lease_token=None,
+            updated_at=now,
+        )
+    ).rowcount
