@@ -1,0 +1,413 @@
+"""HTTP API of the commitment service: tenants, credentials, commitments, coach assignments.
+
+One flask-smorest Blueprint per resource; each marshmallow schema is the validation, the
+OpenAPI document and the serialisation at once. Views parse, call a handler, shape the
+answer. The domain checks its rules again (it never trusts the edge), and its errors
+become problem+json in app.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Row
+
+from shared.db import read
+from shared.envelope import versions
+from shared.problems import Problem, invalid
+from shared.web import correlation_id, engine, principal, require_role, require_tenant
+
+from . import handlers
+from .domain import coaching, commitment, tenancy
+from .domain.commitment import CHANNELS, RELATIONSHIPS, Status, is_valid_timezone
+from .handlers import Context, etag
+from .tables import commitments
+
+for _type in sorted(commitment.EVENT_TYPES | tenancy.EVENT_TYPES | coaching.EVENT_TYPES):
+    versions.register(_type, 1)
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def context() -> Context:
+    caller = require_tenant()
+    assert caller.tenant_id is not None
+    return Context(tenant_id=caller.tenant_id, actor=caller.actor, correlation_id=correlation_id())
+
+
+def if_match() -> int | None:
+    """The version named by If-Match (``3``, ``"3"`` or ``W/"3"``); None when absent or ``*``."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    try:
+        return int(value)
+    except ValueError:
+        # A tag we never issued cannot match any version.
+        raise Problem(412, "If-Match must name a version this API issued, e.g. \"3\"") from None
+
+
+# -- schemas --------------------------------------------------------------------------------
+
+
+class TenantCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, tenancy.TENANT_NAME_MAX))
+
+
+class TenantCreatedSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    api_key = fields.String(metadata={"description": "shown once; only its hash is kept"})
+
+
+class ApiKeyCreatedSchema(Schema):
+    id = fields.String()
+    api_key = fields.String(metadata={"description": "shown once; only its hash is kept"})
+
+
+class ApiKeySchema(Schema):
+    id = fields.String()
+    prefix = fields.String()
+    role = fields.String()
+    issued_at = fields.AwareDateTime()
+    revoked_at = fields.AwareDateTime(allow_none=True)
+
+
+class ApiKeyListSchema(Schema):
+    items = fields.List(fields.Nested(ApiKeySchema))
+
+
+class TokenRequestSchema(Schema):
+    role = fields.String(required=True, validate=validate.OneOf(tenancy.TOKEN_ROLES))
+    subject_id = fields.String(required=True, validate=validate.Length(1, tenancy.SUBJECT_ID_MAX))
+    ttl_seconds = fields.Integer(strict=True, load_default=3600,
+                                 validate=validate.Range(tenancy.TTL_MIN_SECONDS, tenancy.TTL_MAX_SECONDS))
+
+
+class TokenSchema(Schema):
+    token = fields.String()
+    expires_at = fields.AwareDateTime()
+
+
+class ContactSchema(Schema):
+    label = fields.String(required=True, validate=validate.Length(1, commitment.LABEL_MAX),
+                          metadata={"description": "a label such as 'Alex (ex)', never real data"})
+    relationship = fields.String(required=True, validate=validate.OneOf(RELATIONSHIPS))
+
+
+class CommitmentCreateSchema(Schema):
+    member_id = fields.String(required=True, validate=validate.Length(1, commitment.MEMBER_ID_MAX))
+    contact = fields.Nested(ContactSchema, required=True)
+    channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), validate=validate.Length(min=1),
+                           load_default=None, metadata={"description": "default: all channels"})
+    timezone = fields.String(required=True, metadata={"description": "IANA name, e.g. Europe/Berlin"})
+    starts_on = fields.Date(load_default=None, metadata={"description": "default: today in timezone"})
+    duration_days = fields.Integer(strict=True, allow_none=True, load_default=None,
+                                   validate=validate.Range(commitment.DURATION_MIN, commitment.DURATION_MAX),
+                                   metadata={"description": "null: indefinitely"})
+    motivation = fields.String(allow_none=True, load_default=None,
+                               validate=validate.Length(max=commitment.MOTIVATION_MAX))
+
+    @validates("timezone")
+    def _timezone(self, value: str, **_: Any) -> None:
+        if not is_valid_timezone(value):
+            raise ValidationError("must be an IANA time zone name such as Europe/Berlin")
+
+
+class ExtendSchema(Schema):
+    additional_days = fields.Integer(strict=True, allow_none=True, load_default=None,
+                                     validate=validate.Range(commitment.DURATION_MIN, commitment.DURATION_MAX))
+    # JSON true/false only: marshmallow would otherwise read "yes" or 1 as true.
+    indefinite = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+
+
+class EndSchema(Schema):
+    reason = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=commitment.REASON_MAX))
+
+
+class CommitmentSchema(Schema):
+    id = fields.String()
+    member_id = fields.String()
+    contact = fields.Nested(ContactSchema)
+    channels = fields.List(fields.String())
+    timezone = fields.String()
+    starts_on = fields.Date()
+    duration_days = fields.Integer(allow_none=True)
+    ends_on = fields.Date(allow_none=True, metadata={"description": "last day, or null when indefinite"})
+    motivation = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": "active | completed | ended (completed as soon as "
+                                                    "ends_on has passed in timezone)"})
+    ended_on = fields.Date(allow_none=True)
+    coach_id = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+    version = fields.Integer(metadata={"description": "also the ETag; send it as If-Match"})
+
+
+class CommitmentQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    member_id = fields.String(validate=validate.Length(1, commitment.MEMBER_ID_MAX))
+    status = fields.String(validate=validate.OneOf([s.value for s in Status]))
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    cursor = fields.String()
+
+
+class CommitmentPageSchema(Schema):
+    items = fields.List(fields.Nested(CommitmentSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class EventSchema(Schema):
+    id = fields.UUID()
+    type = fields.String()
+    schema_version = fields.Integer()
+    stream_version = fields.Integer()
+    occurred_at = fields.AwareDateTime()
+    recorded_at = fields.AwareDateTime()
+    actor = fields.String(allow_none=True)
+    correlation_id = fields.String(allow_none=True)
+    causation_id = fields.String(allow_none=True)
+    data = fields.Dict()
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def status_of(row: Row[Any], at: datetime) -> str:
+    """Recorded status, or `completed` once the last day has passed even if the scheduler
+    has not recorded it yet: the answer must not depend on when it last ran."""
+    completes_at = _aware(row.completes_at)
+    if row.recorded_status == Status.ACTIVE and completes_at is not None and completes_at <= at:
+        return Status.COMPLETED.value
+    return row.recorded_status
+
+
+def resource(row: Row[Any], at: datetime) -> dict[str, Any]:
+    return {
+        "id": row.commitment_id,
+        "member_id": row.member_id,
+        "contact": {"label": row.contact_label, "relationship": row.relationship},
+        "channels": row.channels,
+        "timezone": row.timezone,
+        "starts_on": row.starts_on,
+        "duration_days": row.duration_days,
+        "ends_on": row.ends_on,
+        "motivation": row.motivation,
+        "status": status_of(row, at),
+        "ended_on": row.ended_on,
+        "coach_id": row.coach_id,
+        "created_at": _aware(row.created_at),
+        "version": row.version,
+    }
+
+
+def _fetch(commitment_id: str) -> Row[Any]:
+    with read(engine()) as conn:
+        return handlers._visible_row(conn, principal(), commitment_id)
+
+
+def _answer(commitment_id: str, status: int = 200) -> tuple[dict[str, Any], int, dict[str, str]]:
+    body = resource(_fetch(commitment_id), now())
+    headers = {"ETag": etag(body["version"])}
+    if status == 201:
+        headers["Location"] = url_for("commitments.Commitment", commitment_id=commitment_id)
+    return body, status, headers
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid("cursor", "is not a cursor this API returned") from None
+
+
+# -- blueprints ---------------------------------------------------------------------------------
+
+tenants_blp = Blueprint("tenants", __name__, url_prefix="/v1/tenants",
+                        description="Tenants (partner platforms), created by the operator")
+credentials_blp = Blueprint("credentials", __name__, url_prefix="/v1",
+                            description="Admin API keys and scoped coach/member tokens")
+commitments_blp = Blueprint("commitments", __name__, url_prefix="/v1/commitments",
+                            description="Commitments of no contact")
+coaches_blp = Blueprint("coaches", __name__, url_prefix="/v1/coaches", description="Coach assignments")
+
+
+@tenants_blp.route("")
+class Tenants(MethodView):
+    @tenants_blp.arguments(TenantCreateSchema)
+    @tenants_blp.response(201, TenantCreatedSchema)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a tenant and its first admin API key (operator token only)."""
+        require_role("operator")
+        tenant, key = handlers.create_tenant(engine(), name=body["name"], now=now(),
+                                             correlation_id=correlation_id())
+        return {"id": tenant.id, "name": tenant.name, "api_key": key.api_key}
+
+
+@credentials_blp.route("/api-keys")
+class ApiKeys(MethodView):
+    @credentials_blp.response(200, ApiKeyListSchema)
+    def get(self) -> dict[str, Any]:
+        """The tenant's API keys (prefix only; the keys themselves are never kept)."""
+        require_role("admin")
+        return {"items": handlers.api_keys(engine(), context().tenant_id)}
+
+    @credentials_blp.response(201, ApiKeyCreatedSchema)
+    def post(self) -> dict[str, Any]:
+        """Issue another admin API key of the caller's tenant; it is shown this once."""
+        require_role("admin")
+        key = handlers.issue_api_key(engine(), context(), now=now())
+        return {"id": key.key_id, "api_key": key.api_key}
+
+
+@credentials_blp.route("/api-keys/<string:key_id>")
+class ApiKey(MethodView):
+    @credentials_blp.response(204)
+    def delete(self, key_id: str) -> None:
+        """Revoke a key: it stops working at once here, and on the other services as soon
+        as they apply `api_key.revoked` from the bus."""
+        require_role("admin")
+        handlers.revoke_api_key(engine(), context(), key_id, now=now())
+
+
+@credentials_blp.route("/tokens")
+class Tokens(MethodView):
+    @credentials_blp.arguments(TokenRequestSchema)
+    @credentials_blp.response(201, TokenSchema)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A scoped token: a member acts on its own commitments, a coach reads its clients."""
+        caller = require_role("admin")
+        token, expires_at = handlers.issue_token(caller, now=now(), **body)
+        return {"token": token, "expires_at": expires_at}
+
+
+@commitments_blp.route("")
+class Commitments(MethodView):
+    @commitments_blp.arguments(CommitmentCreateSchema)
+    @commitments_blp.response(201, CommitmentSchema)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Open a commitment (admin key, or the member's own token)."""
+        commitment_id = handlers.create_commitment(engine(), principal(), context(), now=now(), **body)
+        return _answer(commitment_id, 201)
+
+    @commitments_blp.arguments(CommitmentQuerySchema, location="query")
+    @commitments_blp.response(200, CommitmentPageSchema)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Commitments visible to the caller, oldest first, `limit` per page."""
+        caller = require_tenant()
+        at = now()
+        conditions = [commitments.c.tenant_id == caller.tenant_id]
+        if caller.role == "member":
+            conditions.append(commitments.c.member_id == caller.subject_id)
+        elif caller.role == "coach":
+            conditions.append(commitments.c.coach_id == caller.subject_id)
+        if "member_id" in query:
+            conditions.append(commitments.c.member_id == query["member_id"])
+        if "cursor" in query:
+            conditions.append(commitments.c.seq > _decode_cursor(query["cursor"]))
+        status = query.get("status")
+        over = and_(commitments.c.completes_at.is_not(None), commitments.c.completes_at <= at)
+        if status == Status.ACTIVE:
+            conditions += [commitments.c.recorded_status == Status.ACTIVE.value, ~over]
+        elif status == Status.COMPLETED:
+            conditions.append(or_(commitments.c.recorded_status == Status.COMPLETED.value,
+                                  and_(commitments.c.recorded_status == Status.ACTIVE.value, over)))
+        elif status == Status.ENDED:
+            conditions.append(commitments.c.recorded_status == Status.ENDED.value)
+        limit = query["limit"]
+        with read(engine()) as conn:
+            rows = conn.execute(
+                select(commitments).where(*conditions).order_by(commitments.c.seq).limit(limit + 1)
+            ).all()
+        page = rows[:limit]
+        more = len(rows) > limit
+        return {"items": [resource(row, at) for row in page],
+                "next_cursor": _encode_cursor(page[-1].seq) if more else None}
+
+
+@commitments_blp.route("/<string:commitment_id>", endpoint="Commitment")
+class CommitmentView(MethodView):
+    @commitments_blp.response(200, CommitmentSchema)
+    def get(self, commitment_id: str) -> Any:
+        """One commitment; its `version` is also the ETag."""
+        require_tenant()
+        return _answer(commitment_id)
+
+
+@commitments_blp.route("/<string:commitment_id>/extend")
+class Extend(MethodView):
+    @commitments_blp.arguments(ExtendSchema)
+    @commitments_blp.response(200, CommitmentSchema)
+    def post(self, body: dict[str, Any], commitment_id: str) -> Any:
+        """Add days, or make it indefinite (409 unless active). Honours If-Match."""
+        caller = require_tenant()
+        at = now()
+        handlers.mutate_commitment(engine(), caller, context(), commitment_id, if_match=if_match(),
+                                   decide=lambda c: c.extend(now=at, **body))
+        return _answer(commitment_id)
+
+
+@commitments_blp.route("/<string:commitment_id>/end")
+class End(MethodView):
+    @commitments_blp.arguments(EndSchema)
+    @commitments_blp.response(200, CommitmentSchema)
+    def post(self, body: dict[str, Any], commitment_id: str) -> Any:
+        """End early (409 unless active). Honours If-Match."""
+        caller = require_tenant()
+        at = now()
+        handlers.mutate_commitment(engine(), caller, context(), commitment_id, if_match=if_match(),
+                                   decide=lambda c: c.end(now=at, reason=body["reason"]))
+        return _answer(commitment_id)
+
+
+@commitments_blp.route("/<string:commitment_id>/history")
+class History(MethodView):
+    @commitments_blp.response(200, EventSchema(many=True))
+    def get(self, commitment_id: str) -> list[Any]:
+        """The commitment's domain events, oldest first."""
+        return handlers.history(engine(), require_tenant(), commitment_id)
+
+
+@coaches_blp.route("/<string:coach_id>/clients/<string:member_id>")
+class CoachClient(MethodView):
+    @coaches_blp.response(204)
+    def put(self, coach_id: str, member_id: str) -> None:
+        """Assign the member (all commitments, also future ones) to the coach."""
+        require_role("admin")
+        handlers.assign_coach(engine(), context(), coach_id=coach_id, member_id=member_id, now=now())
+
+    @coaches_blp.response(204)
+    def delete(self, coach_id: str, member_id: str) -> None:
+        """Remove the member from this coach (no-op if another coach has them)."""
+        require_role("admin")
+        handlers.unassign_coach(engine(), context(), coach_id=coach_id, member_id=member_id, now=now())
+
+
+BLUEPRINTS = (tenants_blp, credentials_blp, commitments_blp, coaches_blp)

@@ -1,0 +1,61 @@
+"""Read models of the commitment service (SQLAlchemy Core), all folded from its events.
+
+Created by the ``commitment`` branch of infra/migrations; rebuilt from the store by
+``nocontact commitment rebuild``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.auth import credential_tables
+
+metadata = MetaData()
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+CREDENTIALS = credential_tables(metadata, "commitment")
+
+# One row per commitment: what GET and list answer from.
+commitments = Table(
+    "commitment_commitments",
+    metadata,
+    Column("commitment_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    # Global position of commitment.created: unique and increasing, so it is the list's
+    # order and its cursor (a stable keyset, unlike offsets or timestamps).
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("member_id", String(128), nullable=False),
+    Column("coach_id", String(128)),
+    Column("contact_label", String(200), nullable=False),
+    Column("relationship", String(32), nullable=False),
+    Column("channels", Json, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("starts_on", Date, nullable=False),
+    Column("duration_days", Integer),
+    Column("ends_on", Date),
+    Column("motivation", Text),
+    # Status as recorded by events; the API combines it with `completes_at` and the clock.
+    Column("recorded_status", String(16), nullable=False),
+    # First instant (UTC) the period is over in the member's zone; null when indefinite.
+    Column("completes_at", DateTime(timezone=True)),
+    Column("ended_on", Date),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("commitment_commitments_tenant_seq", "tenant_id", "seq"),
+    Index("commitment_commitments_tenant_member", "tenant_id", "member_id"),
+    Index("commitment_commitments_tenant_coach", "tenant_id", "coach_id"),
+    Index("commitment_commitments_due", "recorded_status", "completes_at"),
+)
+
+# Which coach each member is assigned to: applies to the member's future commitments too.
+coach_assignments = Table(
+    "commitment_coach_assignments",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("member_id", String(128), primary_key=True),
+    Column("coach_id", String(128), nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    Index("commitment_coach_assignments_coach", "tenant_id", "coach_id"),
+)

@@ -1,0 +1,43 @@
+"""Background parts of the commitment service (`nocontact worker commitment`).
+
+- ``relay``: publishes the tenant and commitment streams to the bus (the ``coaching``
+  stream is internal and stays in the store).
+- ``completions``: every NOCONTACT_SCHEDULER_INTERVAL_S records ``commitment.completed``
+  for commitments whose last day is over in their zone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from shared import config
+from shared.relay import Relay
+
+from . import api  # noqa: F401 - registers the event types with the envelope versions
+from .handlers import complete_due
+
+log = logging.getLogger(__name__)
+
+
+def completions(engine: Engine) -> Callable[[threading.Event], None]:
+    def run(stop: threading.Event) -> None:
+        interval = config.scheduler_interval_s()
+        while not stop.is_set():
+            completed = complete_due(engine, now=datetime.now(UTC))
+            if completed:
+                log.info("completions: %d commitment(s) completed", completed)
+            stop.wait(interval)
+
+    return run
+
+
+def parts(engine: Engine) -> dict[str, Callable[[threading.Event], None]]:
+    return {
+        "relay": Relay(engine, name="relay:commitment", categories=["tenant", "commitment"]).run,
+        "completions": completions(engine),
+    }
