@@ -226,7 +226,7 @@ class EndpointCollection(MethodView):
         """List the tenant's webhook endpoints (oldest first)."""
         caller = _caller()
         after = decode_cursor(args["cursor"])
-        query = select(endpoints, endpoints.c.created_at).where(endpoints.c.tenant_id == caller.tenant_id)
+        query = select(endpoints).where(endpoints.c.tenant_id == caller.tenant_id)
         # Cursor = offset: endpoints are few per tenant, and ids are random uuids.
         with read(engine()) as conn:
             rows = conn.execute(
