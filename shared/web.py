@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import Connection, Engine, text
 from werkzeug.exceptions import HTTPException
 
-from shared import bus, config, metrics
+from shared import bus, config, metrics, ratelimit
 from shared import logging as nclog
 from shared.auth import CredentialTables, Principal, authenticate
 from shared.db import engine_for, read
@@ -170,6 +170,7 @@ def create_app(
         api.register_blueprint(blueprint)
     checks: dict[str, Check] = {"database": database_check, "broker": broker_check, **(extra_checks or {})}
     public = tuple(public_paths)
+    limiter = ratelimit.RateLimiter()  # per app: each service counts its own requests
 
     @app.before_request
     def _before() -> Response | None:
@@ -183,6 +184,7 @@ def create_app(
         if request.path.startswith("/v1/") and not request.path.startswith(public):
             with read(engine()) as conn:
                 g.principal = authenticate(conn, credentials, request.headers.get("Authorization"))
+            limiter.check(g.principal)
         return None
 
     @app.after_request
