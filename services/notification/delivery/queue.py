@@ -178,11 +178,19 @@ def claim(
     claims: list[Claim] = []
     with engine.begin() as conn:
         oldest = func.min(deliveries.c.next_attempt_at)
+        # Endpoints already at their cap are left out here, so they cannot fill the
+        # candidate list and starve endpoints that could be served.
+        at_cap = (
+            select(deliveries.c.endpoint_id)
+            .where(deliveries.c.state == PENDING, deliveries.c.leased_until > now)
+            .group_by(deliveries.c.endpoint_id)
+            .having(func.count() >= per_endpoint)
+        )
         candidates = (
             conn.execute(
                 select(deliveries.c.endpoint_id)
                 .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
-                .where(_due(now), endpoints.c.status == ENABLED)
+                .where(_due(now), endpoints.c.status == ENABLED, deliveries.c.endpoint_id.not_in(at_cap))
                 .group_by(deliveries.c.endpoint_id)
                 .order_by(oldest)
                 .limit(limit)

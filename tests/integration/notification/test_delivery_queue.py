@@ -162,4 +162,11 @@ def test_claims_cap_each_endpoint_and_serve_the_others(engine: Any, receiver: Re
     assert sorted(c.endpoint_id for c in first) == sorted([busy, busy, quiet])
     # The busy endpoint is at its cap until a lease is released.
     assert queue.claim(engine, now=T0, limit=10, per_endpoint=2, lease=lease) == []
+    # Endpoints at their cap do not crowd others out of a small claim.
+    later = _endpoint(engine, receiver.url("/later"), tenant="t3")
+    _event(engine, tenant="t3")
+    with engine.begin() as conn:
+        conn.execute(deliveries.update().where(deliveries.c.endpoint_id == later).values(next_attempt_at=T0))
+    (only,) = queue.claim(engine, now=T0, limit=1, per_endpoint=2, lease=lease)
+    assert only.endpoint_id == later
     assert {c.tenant_id for c in first} == {"t1", "t2"}

@@ -177,3 +177,29 @@ def test_embedded_setup_sqlite_and_filesystem_broker(
     assert request.headers["webhook-id"] == message_id(event.id)
     assert harness.wait_attempts(tenant, endpoint["id"], 1)[0]["state"] == "succeeded"
     assert str(uuid.UUID(endpoint["id"])) == endpoint["id"]
+
+
+def test_openapi_and_cli(sqlite_url: str, monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    from services.cli import main
+    from services.notification.app import create_app
+
+    monkeypatch.setenv("NOCONTACT_DATABASE_URL", sqlite_url)
+    document = create_app().test_client().get("/openapi.json").get_json()
+    paths = document["paths"]
+    for path in (
+        "/v1/webhook-endpoints",
+        "/v1/webhook-endpoints/{endpoint_id}",
+        "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+        "/v1/webhook-endpoints/{endpoint_id}/enable",
+        "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+        "/v1/webhook-endpoints/{endpoint_id}/deliveries/{message_id}/redeliver",
+        "/v1/webhook-endpoints/{endpoint_id}/redeliver-failed",
+        "/v1/coaches/{coach_id}/notifications",
+    ):
+        assert path in paths, path
+    result = CliRunner().invoke(main, ["notification", "stats"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"deliveries": {}, "endpoints": {}}
+    assert "attempted 0" in CliRunner().invoke(main, ["notification", "deliver-due"]).output

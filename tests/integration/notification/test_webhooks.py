@@ -82,6 +82,21 @@ def test_retry_then_success_keeps_the_webhook_id(
     assert log[0]["next_attempt_at"] is not None and log[0]["error"] == "HTTP 500"
 
 
+def test_too_many_requests_honours_retry_after(
+    postgres_url: str, amqp_url: str, receiver: Receiver, start_notification: Any
+) -> None:
+    harness = start_notification(postgres_url, env={"NOCONTACT_WEBHOOK_RETRY_SCHEDULE": "0,1"})
+    tenant = harness.tenant()
+    receiver.script("/limited", Reply(429, b"slow down", {"Retry-After": "2"}), Reply(200))
+    endpoint = harness.create_endpoint(tenant, receiver.url("/limited"))
+    harness.emit(tenant, "checkin.corrected", {**commitment_data(), "outcome": "kept", "previous_outcome": "kept"})
+    log = harness.wait_attempts(tenant, endpoint["id"], 2)
+    first, second = receiver.at("/limited")
+    # The schedule says ~1 s; the receiver asked for 2 s, and it is honoured.
+    assert second.at - first.at >= 1.9
+    assert [(a["status_code"], a["state"]) for a in log] == [(429, "retrying"), (200, "succeeded")]
+
+
 def test_gone_disables_the_endpoint_and_later_events_are_kept_for_redelivery(
     postgres_url: str, amqp_url: str, receiver: Receiver, start_notification: Any
 ) -> None:
