@@ -4,6 +4,11 @@ The same code runs on RabbitMQ (``amqp://``) and on the embedded ``filesystem://
 transport; only the URL differs. On AMQP the publisher puts its channel in confirm mode
 and pipelines: it publishes a whole batch, then waits once for the broker's acks, instead
 of one round trip per message.
+
+Partitioned components (see shared.topology) get, on RabbitMQ only, a headers exchange
+bound to the topic exchange with the component's routing keys, and N single-active-
+consumer quorum queues bound to it by the ``partition_slot`` header every message carries.
+The relay publishes exactly as before (one message per event, routing key = event type).
 """
 
 from __future__ import annotations
@@ -21,7 +26,17 @@ from kombu.transport import filesystem
 from shared import config
 from shared.envelope import encode
 from shared.events import RecordedEvent
-from shared.topology import COMPONENTS, DEAD_LETTER_EXCHANGE, EXCHANGE, Component
+from shared.topology import (
+    COMPONENTS,
+    DEAD_LETTER_EXCHANGE,
+    EXCHANGE,
+    PARTITION_HEADER,
+    Component,
+    parse_partitions,
+    partition_of,
+    partition_slot,
+    slots_of,
+)
 
 
 class _OrderedFilesystemChannel(filesystem.Channel):
@@ -94,6 +109,60 @@ def component_queue(component: Component, connection: Connection) -> Queue:
     )
 
 
+def partition_count(component: Component, connection: Connection) -> int | None:
+    """The component's partitions on this transport (None: its one plain queue)."""
+    # The filesystem transport has no headers exchange and no single active consumer.
+    return component.partition_count() if is_amqp(connection) else None
+
+
+def partition_exchange(component: Component) -> Exchange:
+    return Exchange(config.bus_prefix() + component.partition_exchange_name, type="headers", durable=True)
+
+
+def partition_queue(component: Component, partition: int, count: int) -> Queue:
+    exchange = partition_exchange(component)
+    return Queue(
+        config.bus_prefix() + component.partition_queue_name(partition),
+        bindings=[
+            binding(exchange, arguments={"x-match": "all", PARTITION_HEADER: slot})
+            for slot in slots_of(partition, count)
+        ],
+        durable=True,
+        auto_delete=False,
+        # One consumer at a time per partition keeps each stream in order; the others
+        # attached wait as hot standbys and take over when it goes away.
+        queue_arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
+    )
+
+
+def consumed_partitions(component: Component, connection: Connection, chosen: Sequence[int] | None = None) -> list[int]:
+    """Which partitions this process consumes: `chosen`, else NOCONTACT_CONSUMER_PARTITIONS, else all."""
+    count = partition_count(component, connection)
+    if count is None:
+        return []
+    if chosen is not None:
+        return parse_partitions(",".join(str(p) for p in chosen), count)
+    return parse_partitions(os.environ.get("NOCONTACT_CONSUMER_PARTITIONS", ""), count)
+
+
+def component_queues(
+    component: Component, connection: Connection, partitions: Sequence[int] | None = None
+) -> list[Queue]:
+    """The queues a consumer of `component` reads: its one queue, or its chosen partitions."""
+    count = partition_count(component, connection)
+    if count is None:
+        return [component_queue(component, connection)]
+    return [partition_queue(component, p, count) for p in consumed_partitions(component, connection, partitions)]
+
+
+def queue_for_stream(component: Component, connection: Connection, stream_id: str | None) -> str:
+    """Name of the queue that holds `stream_id`'s messages for `component` (for requeues)."""
+    count = partition_count(component, connection)
+    if count is None:
+        return config.bus_prefix() + component.queue_name
+    return config.bus_prefix() + component.partition_queue_name(partition_of(stream_id or "", count))
+
+
 def dead_letter_queue(component: Component, connection: Connection) -> Queue:
     return Queue(
         config.bus_prefix() + component.dead_letter_queue_name,
@@ -111,7 +180,16 @@ def declare_topology(connection: Connection, components: Sequence[Component] = C
     events_exchange()(channel).declare()
     dead_letter_exchange()(channel).declare()
     for component in components:
-        component_queue(component, connection)(channel).declare()
+        count = partition_count(component, connection)
+        if count is None:
+            component_queue(component, connection)(channel).declare()
+        else:
+            exchange = partition_exchange(component)(channel)
+            exchange.declare()
+            for key in component.routing_keys:
+                exchange.bind_to(events_exchange(), routing_key=key)
+            for partition in range(count):
+                partition_queue(component, partition, count)(channel).declare()
         dead_letter_queue(component, connection)(channel).declare()
 
 
@@ -127,6 +205,7 @@ def message_properties(event: RecordedEvent) -> dict[str, object]:
             "stream_id": event.stream_id,
             "stream_version": event.stream_version,
             "tenant_id": event.tenant_id,
+            PARTITION_HEADER: partition_slot(event.stream_id),
         },
     }
 

@@ -5,6 +5,12 @@ queue with the reason; Kombu's own decoding, which acks and drops on error, is b
 then apply the handler and record the event id as processed in ONE database transaction,
 then ack. A redelivery finds the id recorded and changes nothing. A handler that keeps
 failing is retried a bounded number of times, then dead-lettered; the queue moves on.
+
+While a message is handled, its correlation id, causation id and event id are bound to
+the log context, so every log line of the handler (and of what it calls) carries the
+correlation id that the HTTP request started. A partitioned component (shared.topology)
+is consumed from the partitions this process was given (default: all), one at a time per
+partition across all processes (RabbitMQ's single active consumer).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from kombu import Message, Producer
@@ -24,6 +30,7 @@ from sqlalchemy import Engine, insert, select
 from shared import bus, metrics
 from shared.envelope import MalformedEnvelope, decode, versions
 from shared.events import RecordedEvent
+from shared.logging import bind_context
 from shared.schema import dead_letters, processed_events
 from shared.topology import Component
 
@@ -81,6 +88,7 @@ class Consumer:
         prefetch: int = 50,
         broker_url: str | None = None,
         retry_delay_s: float = 0.2,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self.engine = engine
         self.component = component
@@ -89,7 +97,11 @@ class Consumer:
         self.prefetch = prefetch
         self.broker_url = broker_url
         self.retry_delay_s = retry_delay_s
+        # Which partitions of a partitioned component to consume (None: the environment's
+        # NOCONTACT_CONSUMER_PARTITIONS, else all); ignored for unpartitioned components.
+        self.partitions = partitions
         self._dead_letter_producer: Producer | None = None
+        self._stopping: threading.Event | None = None
 
     # -- one message -------------------------------------------------------------------
 
@@ -108,6 +120,23 @@ class Consumer:
             self.dead_letter(body, reason, headers, attempts=1, event=event)
             return "unknown_version"
         event = versions.upcast(event)
+        with bind_context(
+            component=self.component.name,
+            event_id=str(event.id),
+            event_type=event.type,
+            stream_id=event.stream_id,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            tenant_id=event.tenant_id,
+        ):
+            return self._apply_with_retries(body, headers, event)
+
+    def _apply_with_retries(
+        self,
+        body: bytes | str,
+        headers: dict | None,  # type: ignore[type-arg]
+        event: RecordedEvent,
+    ) -> str:
         last_error = ""
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -164,6 +193,13 @@ class Consumer:
             )
 
     def _on_message(self, message: Message) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            # Stopping: cancelling the subscription waits for the broker's cancel-ok, and
+            # the prefetched deliveries that arrive meanwhile are dispatched here. Handing
+            # them back untouched keeps shutdown to the one message in hand; the next
+            # consumer gets them, in order.
+            message.requeue()
+            return
         outcome = self.handle_body(message.body, dict(message.headers or {}))
         metrics.CONSUMED.labels(self.component.name, outcome).inc()
         message.ack()
@@ -176,6 +212,7 @@ class Consumer:
         The message being handled when SIGTERM sets `stop` is finished and acked first.
         """
         backoff = 0.5
+        self._stopping = stop
         while not stop.is_set():
             try:
                 with bus.connect(self.broker_url) as connection:
@@ -187,9 +224,9 @@ class Consumer:
                     self._dead_letter_producer = Producer(
                         connection.channel(), exchange=bus.dead_letter_exchange(), auto_declare=False
                     )
-                    queue = bus.component_queue(self.component, connection)
+                    queues = bus.component_queues(self.component, connection, self.partitions)
                     with connection.Consumer(
-                        [queue], on_message=self._on_message, prefetch_count=self.prefetch
+                        queues, on_message=self._on_message, prefetch_count=self.prefetch
                     ):
                         if ready is not None:
                             ready.set()

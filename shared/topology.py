@@ -5,16 +5,34 @@ Each consuming component owns one durable queue (a quorum queue on RabbitMQ) bou
 the event types it needs, and a dead-letter queue for messages it gave up on. The relay
 declares all of it before publishing, so no event is ever published before the queue
 that needs it exists.
+
+Scale-out (opt-in per component): with ``NOCONTACT_<COMPONENT>_PARTITIONS=N`` (e.g.
+``NOCONTACT_CHECKIN_INBOX_PARTITIONS=4``) or ``Component(..., partitions=N)`` the
+component's events are spread over N partition queues by a stable hash of the stream id,
+each a single-active-consumer quorum queue: any number of consumer processes may attach,
+one of them at a time handles a partition, so a stream's events are still handled in
+order while different partitions are handled in parallel. Unpartitioned components keep
+their one queue, unchanged. The embedded filesystem transport has no headers exchanges
+and always uses the one queue (one consumer per queue is what it supports anyway).
 """
 
 from __future__ import annotations
 
+import os
+import zlib
 from dataclasses import dataclass
 
 EXCHANGE = "nocontact.events"
 DEAD_LETTER_EXCHANGE = "nocontact.dead-letter"
 
 CREDENTIAL_EVENTS = ("tenant.created", "api_key.issued", "api_key.revoked")
+
+# Every message carries its stream's slot (a stable hash of the stream id, modulo this) in
+# the PARTITION_HEADER header; a partition queue is bound to the slots it owns. 64 slots
+# bound the number of partitions per component, and keep the bindings few.
+PARTITION_SLOTS = 64
+# Not "x-" prefixed: RabbitMQ's headers exchange ignores such headers when matching.
+PARTITION_HEADER = "partition_slot"
 
 
 @dataclass(frozen=True)
@@ -23,6 +41,9 @@ class Component:
 
     name: str
     routing_keys: tuple[str, ...]
+    # None: one plain queue (the default). N >= 1: N single-active-consumer partitions;
+    # the environment (see `partition_count`) overrides it without a code change.
+    partitions: int | None = None
 
     @property
     def queue_name(self) -> str:
@@ -31,6 +52,57 @@ class Component:
     @property
     def dead_letter_queue_name(self) -> str:
         return f"nocontact.{self.name}.dead-letter"
+
+    @property
+    def partitions_variable(self) -> str:
+        """The environment variable that sets this component's partition count."""
+        return "NOCONTACT_" + self.name.upper().replace(".", "_").replace("-", "_") + "_PARTITIONS"
+
+    def partition_count(self) -> int | None:
+        """How many partition queues the component has (None: one plain queue)."""
+        raw = os.environ.get(self.partitions_variable, "").strip()
+        count = int(raw) if raw else self.partitions
+        if count is not None and not 1 <= count <= PARTITION_SLOTS:
+            raise ValueError(f"{self.partitions_variable}: partitions must be 1-{PARTITION_SLOTS}, not {count}")
+        return count
+
+    def partition_queue_name(self, partition: int) -> str:
+        return f"nocontact.{self.name}.p{partition}"
+
+    @property
+    def partition_exchange_name(self) -> str:
+        return f"nocontact.{self.name}.partitions"
+
+
+def partition_slot(stream_id: str) -> int:
+    """The stream's slot: stable across processes and versions (crc32, not hash())."""
+    return zlib.crc32(stream_id.encode("utf-8")) % PARTITION_SLOTS
+
+
+def partition_of(stream_id: str, count: int) -> int:
+    """Which of `count` partitions handles the stream (all its events go there)."""
+    return partition_slot(stream_id) % count
+
+
+def slots_of(partition: int, count: int) -> list[int]:
+    return [slot for slot in range(PARTITION_SLOTS) if slot % count == partition]
+
+
+def parse_partitions(text: str, count: int) -> list[int]:
+    """'0-3,6' -> [0, 1, 2, 3, 6]; empty -> all partitions."""
+    if not text.strip():
+        return list(range(count))
+    chosen: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        first, last = int(low), int(high or low)
+        if first > last or first < 0 or last >= count:
+            raise ValueError(f"partition range {part!r} is outside 0-{count - 1}")
+        chosen.update(range(first, last + 1))
+    return sorted(chosen)
 
 
 CHECKIN_INBOX = Component(

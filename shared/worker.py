@@ -3,14 +3,18 @@
 Each part is a function taking a stop event. SIGTERM or SIGINT sets the event; every part
 finishes what it holds (the message being handled, the batch being published) and returns.
 A part that dies is restarted after a pause, so one bad moment does not stop the others.
+With NOCONTACT_WORKER_METRICS_PORT set, the process serves its Prometheus metrics (relay
+lag, consumer lag, dead letters, webhook attempts...) on that port for scraping.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ def run_parts(parts: Mapping[str, Part], stop: threading.Event | None = None,
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+    metrics_server = _serve_metrics()
     threads = [
         threading.Thread(target=_supervise, args=(name, part, stop), name=name, daemon=True)
         for name, part in parts.items()
@@ -50,4 +55,19 @@ def run_parts(parts: Mapping[str, Part], stop: threading.Event | None = None,
         stop.wait(0.5)
     for thread in threads:
         thread.join(timeout=30)
+    if metrics_server is not None:
+        metrics_server.shutdown()
     log.info("worker stopped")
+
+
+def _serve_metrics() -> WSGIServer | None:
+    """Serve /metrics on NOCONTACT_WORKER_METRICS_PORT (0.0.0.0 unless ..._ADDR says otherwise)."""
+    port = os.environ.get("NOCONTACT_WORKER_METRICS_PORT")
+    if not port:
+        return None
+    from prometheus_client import start_http_server
+
+    address = os.environ.get("NOCONTACT_WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104 - scraped from outside
+    server, _thread = start_http_server(int(port), addr=address)
+    log.info("worker metrics on %s:%s/metrics", address, port)
+    return server
