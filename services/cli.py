@@ -108,6 +108,11 @@ def _register_service_commands() -> None:
 
 _register_service_commands()
 
+from services import ops  # noqa: E402 - operations: dead letters, broker setup (services/ops.py)
+
+for _command in ops.commands:
+    main.add_command(_command)
+
 
 if __name__ == "__main__":
     main()

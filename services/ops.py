@@ -1,0 +1,288 @@
+"""Operations commands: dead letters, and the broker topology.
+
+`nocontact dead-letters list|show|requeue` works on the `dead_letters` table (the record
+of every message a consumer gave up on, with the reason) and on the components'
+dead-letter queues (the same messages, parked on the broker). Requeueing republishes the
+original body to the queue the component consumes (for a partitioned component, the
+partition that holds the event's stream), removes the parked copy from the dead-letter
+queue, and stamps the row's `requeued_at`. Consumers are idempotent, so requeueing a
+message twice, or one that was meanwhile applied, changes nothing.
+
+`nocontact bus setup` declares exchanges and queues (what the relay would do on its first
+publish) and can import infra/rabbitmq/definitions.json through the management API.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from kombu import Connection, Exchange, Producer
+from sqlalchemy import Engine, select, update
+
+from shared import bus, config, topology
+from shared.db import engine_for, read
+from shared.schema import dead_letters
+
+SERVICES = ("commitment", "checkin", "notification")
+
+
+def _engines(service: str | None) -> list[Engine]:
+    """The database(s) holding dead letters: one service's, or every distinct one."""
+    services = [service] if service else SERVICES
+    urls = dict.fromkeys(config.database_url(name) for name in services)
+    return [engine_for(url) for url in urls]
+
+
+def _row_json(row: Any, full: bool) -> dict[str, Any]:
+    out = {
+        "id": row["id"],
+        "component": row["component"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "attempts": row["attempts"],
+        "failed_at": row["failed_at"].isoformat() if row["failed_at"] else None,
+        "requeued_at": row["requeued_at"].isoformat() if row["requeued_at"] else None,
+        "reason": row["reason"] if full else row["reason"].splitlines()[0][:200],
+    }
+    if full:
+        out["headers"] = row["headers"]
+        try:
+            out["body"] = json.loads(row["body"])
+        except ValueError:
+            out["body"] = row["body"]  # a malformed message: shown as it arrived
+    return out
+
+
+def _dead_letter_depths(components: Sequence[topology.Component]) -> dict[str, int | None]:
+    """Messages waiting on each component's dead-letter queue (None: not declared yet)."""
+    depths: dict[str, int | None] = {}
+    with bus.connect() as connection:
+        connection.connect()
+        for component in components:
+            channel = connection.channel()
+            try:
+                _, count, _ = channel.queue_declare(
+                    config.bus_prefix() + component.dead_letter_queue_name, passive=True
+                )
+                depths[component.name] = count
+            except Exception:  # noqa: BLE001 - a missing queue closes the channel: nothing parked
+                depths[component.name] = None
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # noqa: BLE001 - already closed by the broker
+                    pass
+    return depths
+
+
+@click.group("dead-letters")
+def dead_letters_group() -> None:
+    """Inspect and requeue messages the consumers gave up on."""
+
+
+@dead_letters_group.command("list")
+@click.option("--component", help="Only this component (e.g. checkin.inbox).")
+@click.option("--service", type=click.Choice(SERVICES), help="Only this service's database.")
+@click.option("--all", "include_requeued", is_flag=True, help="Include those already requeued.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_command(component: str | None, service: str | None, include_requeued: bool, limit: int,
+                 as_json: bool) -> None:
+    """Dead letters, oldest first, and the depth of each dead-letter queue."""
+    query = select(dead_letters).order_by(dead_letters.c.id).limit(limit)
+    if component:
+        query = query.where(dead_letters.c.component == component)
+    if not include_requeued:
+        query = query.where(dead_letters.c.requeued_at.is_(None))
+    for engine in _engines(service):
+        with read(engine) as conn:
+            rows = conn.execute(query).mappings().all()
+        for row in rows:
+            item = _row_json(row, full=False)
+            if as_json:
+                click.echo(json.dumps(item))
+            else:
+                click.echo(f"{item['id']:>6}  {item['component']:<20} {item['event_type'] or '-':<26} "
+                           f"{item['event_id'] or '-':<36}  x{item['attempts']}  {item['failed_at']}  "
+                           f"{'requeued ' + item['requeued_at'] if item['requeued_at'] else ''}{item['reason']}")
+    if not as_json:
+        chosen = [topology.component(component)] if component else list(topology.COMPONENTS)
+        try:
+            depths = _dead_letter_depths(chosen)
+        except Exception as error:  # noqa: BLE001 - the table is still worth showing without a broker
+            click.echo(f"dead-letter queues: broker unreachable ({error})", err=True)
+            return
+        for name, depth in depths.items():
+            click.echo(f"dead-letter queue of {name}: {'not declared' if depth is None else depth}")
+
+
+@dead_letters_group.command("show")
+@click.argument("dead_letter_id", type=int)
+@click.option("--service", type=click.Choice(SERVICES), help="The service whose database holds it.")
+def show_command(dead_letter_id: int, service: str | None) -> None:
+    """One dead letter in full: reason (with the traceback line), headers and body."""
+    for engine in _engines(service):
+        with read(engine) as conn:
+            row = conn.execute(select(dead_letters).where(dead_letters.c.id == dead_letter_id)).mappings().first()
+        if row is not None:
+            click.echo(json.dumps(_row_json(row, full=True), indent=2))
+            return
+    raise click.ClickException(f"no dead letter {dead_letter_id}")
+
+
+def _stream_of(body: str) -> str | None:
+    try:
+        value = json.loads(body).get("stream_id")
+    except Exception:  # noqa: BLE001 - a malformed body has no stream; any partition will do
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _publishing_connection() -> Connection:
+    connection = bus.connect()
+    if bus.is_amqp(connection):
+        # Wait for the broker's ack on each publish: the row is stamped only after it.
+        connection = Connection(connection.as_uri(include_password=True),
+                                transport_options={"confirm_publish": True}, connect_timeout=5)
+    connection.connect()
+    return connection
+
+
+def _remove_parked_copies(connection: Connection, component: topology.Component, event_ids: set[str]) -> int:
+    """Take the requeued messages off the component's dead-letter queue; keep the rest."""
+    channel = connection.channel()
+    queue = bus.dead_letter_queue(component, connection)(channel)
+    queue.declare()
+    held = []
+    removed = 0
+    # Messages stay unacked (so are not handed out again) until every one has been seen.
+    while (message := queue.get(no_ack=False)) is not None:
+        held.append(message)
+    for message in held:
+        if _guess_event_id(message.body) in event_ids:
+            message.ack()
+            removed += 1
+        else:
+            message.reject(requeue=True)
+    channel.close()
+    return removed
+
+
+def _guess_event_id(body: bytes | str) -> str | None:
+    try:
+        value = json.loads(body).get("id")
+    except Exception:  # noqa: BLE001 - malformed bodies have no id to match
+        return None
+    return str(value) if value is not None else None
+
+
+def _selected(engine: Engine, ids: Sequence[int], component: str | None, all_pending: bool) -> list[Any]:
+    query = select(dead_letters).where(dead_letters.c.requeued_at.is_(None)).order_by(dead_letters.c.id)
+    if ids:
+        query = query.where(dead_letters.c.id.in_(ids))
+    elif not all_pending:
+        return []
+    if component:
+        query = query.where(dead_letters.c.component == component)
+    with read(engine) as conn:
+        return list(conn.execute(query).mappings().all())
+
+
+def requeue(engine: Engine, rows: Sequence[Any]) -> Iterator[tuple[Any, str]]:
+    """Republish each row's body to its component's queue, then stamp `requeued_at`."""
+    with _publishing_connection() as connection:
+        producer = Producer(connection.channel(), exchange=Exchange(""))  # the default exchange
+        by_component: dict[str, set[str]] = {}
+        for row in rows:
+            component = topology.component(row["component"])
+            queue_name = bus.queue_for_stream(component, connection, _stream_of(row["body"]))
+            headers = {key: value for key, value in (row["headers"] or {}).items()
+                       if not key.startswith("x-dead-letter") and key != "x-attempts"}
+            headers["x-requeued-dead-letter"] = row["id"]
+            producer.publish(
+                row["body"].encode("utf-8"),
+                routing_key=queue_name,
+                delivery_mode=2,
+                content_type="application/json",
+                content_encoding="utf-8",
+                headers=headers,
+                **({"message_id": row["event_id"]} if row["event_id"] else {}),
+            )
+            with engine.begin() as conn:
+                conn.execute(update(dead_letters).where(dead_letters.c.id == row["id"])
+                             .values(requeued_at=datetime.now(UTC)))
+            if row["event_id"]:
+                by_component.setdefault(component.name, set()).add(row["event_id"])
+            yield row, queue_name
+        for name, event_ids in by_component.items():
+            _remove_parked_copies(connection, topology.component(name), event_ids)
+
+
+@dead_letters_group.command("requeue")
+@click.argument("dead_letter_ids", type=int, nargs=-1)
+@click.option("--all", "all_pending", is_flag=True, help="Every dead letter not yet requeued.")
+@click.option("--component", help="Only this component's dead letters.")
+@click.option("--service", type=click.Choice(SERVICES), help="Only this service's database.")
+def requeue_command(dead_letter_ids: tuple[int, ...], all_pending: bool, component: str | None,
+                    service: str | None) -> None:
+    """Republish dead letters to their component's queue (after the cause is fixed)."""
+    if not dead_letter_ids and not all_pending:
+        raise click.UsageError("name dead letter ids, or pass --all")
+    count = 0
+    for engine in _engines(service):
+        rows = _selected(engine, dead_letter_ids, component, all_pending)
+        for row, queue_name in requeue(engine, rows):
+            click.echo(f"requeued {row['id']} ({row['event_type'] or 'malformed'} {row['event_id'] or ''}) "
+                       f"to {queue_name}")
+            count += 1
+    click.echo(f"{count} dead letter(s) requeued")
+
+
+@click.group("bus")
+def bus_group() -> None:
+    """The broker: topology and definitions."""
+
+
+@bus_group.command("setup")
+@click.option("--definitions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A RabbitMQ definitions file to import through the management API first.")
+@click.option("--management-url", envvar="NOCONTACT_BROKER_MANAGEMENT_URL",
+              help="e.g. http://rabbitmq:15672 (credentials are taken from the broker URL).")
+def setup_command(definitions: Path | None, management_url: str | None) -> None:
+    """Import definitions (policies, exchanges) and declare every component's queues."""
+    if definitions is not None:
+        if not management_url:
+            raise click.UsageError("--definitions needs --management-url or NOCONTACT_BROKER_MANAGEMENT_URL")
+        import_definitions(management_url, json.loads(definitions.read_text()))
+        click.echo(f"imported {definitions}")
+    with bus.connect() as connection:
+        connection.connect()
+        bus.declare_topology(connection)
+        for component in topology.COMPONENTS:
+            count = bus.partition_count(component, connection)
+            layout = "one queue" if count is None else f"{count} single-active-consumer partitions"
+            click.echo(f"declared {component.name}: {layout}")
+
+
+def import_definitions(management_url: str, definitions: dict[str, Any]) -> None:
+    """POST the definitions to RabbitMQ's management API (what `rabbitmqadmin import` does)."""
+    import httpx
+    from kombu.utils.url import url_to_parts
+
+    parts = url_to_parts(config.broker_url())
+    response = httpx.post(
+        management_url.rstrip("/") + "/api/definitions",
+        json=definitions,
+        auth=(parts.userid or "guest", parts.password or "guest"),
+        timeout=30,
+    )
+    if response.status_code >= 300:
+        raise click.ClickException(f"definitions import failed: {response.status_code} {response.text[:300]}")
+
+
+commands = [dead_letters_group, bus_group]
