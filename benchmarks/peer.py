@@ -1,0 +1,172 @@
+"""Our store against the `eventsourcing` library's PostgreSQL recorder, in the same run.
+
+The reference is `PostgresApplicationRecorder` as `PostgresFactory` builds it from its
+standard settings (POSTGRES_* environment: pool of 5, LOCK TABLE ... IN EXCLUSIVE MODE
+before each insert so readers never skip, no database functions), called directly
+through `insert_events` and `select_notifications`: a like-for-like of the recorders,
+without either side's aggregate or application layer.
+
+Fairness, so the ratio means something:
+- the same events (the check-in payload plus tenant/correlation/actor metadata) and the
+  same transactions; theirs encodes each event to JSON bytes inside the timing, since its
+  transcoder would, as ours hands `data` to the JSONB column inside the timing;
+- ours checks `expected_version` with a read before inserting; theirs relies on the
+  primary key (originator_id, originator_version) alone, one pipelined round trip;
+- our table carries 14 columns, 3 unique/secondary indexes and append-only triggers;
+  theirs 5 columns and 2 indexes;
+- ours and theirs alternate within each run on fresh schemas, so drifting machine load
+  hits both alike.
+The read-model rebuild folds the whole log into "events per stream": ours through
+`read_all` pages in one transaction (as `shared.projection.rebuild` reads), theirs through
+`select_notifications` pages, decoding each state from JSON as its mapper would.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, make_url
+
+from benchmarks import METADATA, Settings, fresh_store, postgres_database_url, schema_of, timed
+from benchmarks.report import Comparison, Section
+from benchmarks.store import (
+    BATCH,
+    AppendJob,
+    append_workloads,
+    batch_jobs,
+    our_writer,
+    run_writers,
+    seed,
+)
+from shared import testing
+from shared.db import engine_for, read
+from shared.eventstore import read_all
+
+REBUILD_EVENTS = 50_000
+PAGE = 5_000
+
+
+@contextmanager
+def their_recorder() -> Iterator[Any]:
+    """A `PostgresApplicationRecorder` on a fresh schema, from the library's own factory."""
+    from eventsourcing.postgres import PostgresFactory
+    from eventsourcing.utils import Environment
+
+    with testing.fresh_postgres_schema(postgres_database_url()) as url:
+        parsed = make_url(url)
+        environment = Environment(
+            "bench",
+            {
+                "POSTGRES_DBNAME": parsed.database or "",
+                "POSTGRES_HOST": parsed.host or "127.0.0.1",
+                "POSTGRES_PORT": str(parsed.port or 5432),
+                "POSTGRES_USER": parsed.username or "postgres",
+                "POSTGRES_PASSWORD": parsed.password or "",
+                "POSTGRES_SCHEMA": schema_of(url),
+            },
+        )
+        factory = PostgresFactory(environment)
+        try:
+            yield factory.application_recorder()
+        finally:
+            factory.close()
+
+
+def their_writer(recorder: Any) -> Callable[[AppendJob], None]:
+    from eventsourcing.persistence import StoredEvent
+
+    def write(job: AppendJob) -> None:
+        originator_id = uuid.UUID(job.stream_id.split("-", 1)[1])
+        stored = [
+            StoredEvent(
+                originator_id=originator_id,
+                originator_version=job.expected_version + offset,
+                topic=event.type,
+                state=json.dumps(
+                    {
+                        "id": str(event.id),
+                        "data": event.data,
+                        "tenant_id": METADATA.tenant_id,
+                        "correlation_id": METADATA.correlation_id,
+                        "actor": METADATA.actor,
+                        "schema_version": event.schema_version,
+                    },
+                    separators=(",", ":"),
+                ).encode(),
+            )
+            for offset, event in enumerate(job.events, start=1)
+        ]
+        recorder.insert_events(stored)
+
+    return write
+
+
+def our_rebuild(engine: Engine) -> int:
+    per_stream: Counter[str] = Counter()
+    position = 0
+    with read(engine) as conn:
+        while batch := read_all(conn, position, limit=PAGE):
+            for event in batch:
+                per_stream[event.stream_id] += 1
+            position = batch[-1].position
+    return sum(per_stream.values())
+
+
+def their_rebuild(recorder: Any) -> int:
+    per_stream: Counter[Any] = Counter()
+    position = 0
+    while batch := recorder.select_notifications(position, PAGE, inclusive_of_start=False):
+        for notification in batch:
+            json.loads(notification.state)
+            per_stream[notification.originator_id] += 1
+        position = batch[-1].id
+    return sum(per_stream.values())
+
+
+def section(settings: Settings) -> Section:
+    result = Section(
+        key="peer",
+        title="2. Against the `eventsourcing` library (PostgreSQL recorder)",
+        description=(
+            "Same events, same transactions, same PostgreSQL, alternating ours/theirs within each run, "
+            "fresh schema each. Theirs: `PostgresApplicationRecorder.insert_events` / "
+            "`select_notifications` with the factory's standard settings."
+        ),
+    )
+    rebuild_size = settings.size(REBUILD_EVENTS, BATCH)
+    samples: dict[str, list[float]] = {}
+    for _ in range(settings.runs):
+        for name, _writers, plan in append_workloads(settings):
+            plans = plan()
+            with fresh_store("postgres") as url:
+                samples.setdefault(f"ours: {name}", []).append(run_writers(plans, our_writer(engine_for(url))))
+            with their_recorder() as recorder:
+                samples.setdefault(f"theirs: {name}", []).append(run_writers(plans, their_writer(recorder)))
+        with fresh_store("postgres") as url:
+            engine = engine_for(url)
+            seed(engine, rebuild_size)
+            samples.setdefault("ours: rebuild events-per-stream", []).append(timed(lambda e=engine: our_rebuild(e)))
+        with their_recorder() as recorder:
+            write = their_writer(recorder)
+            for jobs in batch_jobs(rebuild_size, 1):
+                for job in jobs:
+                    write(job)
+            samples.setdefault("theirs: rebuild events-per-stream", []).append(
+                timed(lambda r=recorder: their_rebuild(r))
+            )
+    for name, values in samples.items():
+        params = {"log": rebuild_size} if "rebuild" in name else {}
+        result.add(name, "events/s", values, **params)
+    for name, _writers, _plan in append_workloads(settings):
+        target = 3.0 if name == "append 1 event/txn, 1 writer" else None
+        result.comparisons.append(Comparison(name, f"ours: {name}", f"theirs: {name}", target))
+    result.comparisons.append(
+        Comparison("rebuild a read model from the whole log", "ours: rebuild events-per-stream",
+                   "theirs: rebuild events-per-stream")
+    )
+    return result
