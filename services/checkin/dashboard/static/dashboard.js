@@ -9,6 +9,7 @@ import {
   commitmentHistory,
   longDate,
   normaliseClients,
+  parseDay,
   reasonText,
   relativeDay,
   reportsByDay,
@@ -309,7 +310,7 @@ function commitmentBlock(c) {
         "div",
         {},
         el("dt", { text: "Next milestone" }),
-        el("dd", { class: "next-milestone", text: toNext === null ? "all reached" : `${c.nextMilestone} d · in ${toNext}` }),
+        el("dd", { class: "next-milestone", text: toNext === null ? "all reached" : `${c.nextMilestone} d · ${toNext} to go` }),
       ),
       el("div", {}, el("dt", { text: "Last check-in" }), el("dd", { class: "last-check-in", title: c.lastCheckIn || "", text: relativeDay(c.lastCheckIn, c.today) })),
     ),
@@ -336,7 +337,10 @@ function dayCell(day, today, extra = "") {
 function strip(c) {
   const kept = c.days.filter((d) => d.state === "kept").length;
   const slipped = c.days.filter((d) => d.state === "slipped").length;
-  const first = c.days[0]?.date;
+  // Younger commitments are padded on the left so every card shares one 30-day axis.
+  const pad = c.days.length ? Math.max(30 - c.days.length, 0) : 0;
+  const first = c.days.length ? addDays(c.days[0].date, -pad) : null;
+  const blanks = Array.from({ length: pad }, () => el("li", { class: "day none", "aria-hidden": "true" }));
   return el(
     "figure",
     { class: "strip-wrap" },
@@ -345,7 +349,7 @@ function strip(c) {
       { class: "visually-hidden" },
       `Last ${c.days.length} days: ${kept} kept, ${slipped} slipped, ${c.days.length - kept - slipped} not reported.`,
     ),
-    el("ol", { class: "strip", "aria-label": `Last ${c.days.length} days` }, c.days.map((d) => dayCell(d, c.today))),
+    el("ol", { class: "strip", "aria-label": `Last ${c.days.length} days` }, blanks, c.days.map((d) => dayCell(d, c.today))),
     el("div", { class: "strip-scale", "aria-hidden": "true" }, el("span", { text: first ? shortDate(first) : "" }), el("span", { text: "today" })),
   );
 }
@@ -468,12 +472,19 @@ function heatmap(reports, startsOn, today) {
   const from = addDays(startsOn, -weekday(startsOn));
   const weeks = Math.ceil((daysBetween(from, today) + 1) / 7);
   const columns = [];
+  let lastMonth = null;
+  let lastLabelled = -2;
   for (let w = 0; w < weeks; w += 1) {
     const cells = [];
     let month = null;
+    const monthKey = addDays(from, w * 7 + 6).slice(0, 7); // the month most of the column belongs to
+    if (monthKey !== lastMonth && w - lastLabelled > 1) {
+      month = new Date(parseDay(`${monthKey}-01`)).toLocaleDateString(undefined, { timeZone: "UTC", month: "short" });
+      lastLabelled = w;
+      lastMonth = monthKey;
+    }
     for (let d = 0; d < 7; d += 1) {
       const date = addDays(from, w * 7 + d);
-      if (date.endsWith("-01") || (w === 0 && d === 0)) month = shortDate(date).replace(/^\d+\s*/, "").replace(/\s*\d+$/, "");
       if (date < startsOn || date > today) {
         cells.push(el("li", { class: "day none", "aria-hidden": "true" }));
         continue;
@@ -488,11 +499,13 @@ function heatmap(reports, startsOn, today) {
     }
     columns.push(el("li", { class: "week" }, el("span", { class: "month", "aria-hidden": "true", text: month || "" }), el("ol", { class: "week-days" }, cells)));
   }
+  const key = (state, text) => el("li", {}, el("span", { class: `day ${state}`, "aria-hidden": "true" }), text);
   return el(
     "figure",
     { class: "heatmap-wrap" },
     el("div", { class: "weekdays", "aria-hidden": "true" }, ["Mon", "", "Wed", "", "Fri", "", "Sun"].map((d) => el("span", { text: d }))),
     el("ol", { class: "heatmap", "aria-label": `Every day since ${longDate(startsOn)}` }, columns),
+    el("figcaption", { class: "heatmap-key" }, el("ul", {}, key("kept", "kept"), key("slipped", "slipped"), key("unreported", "not reported"), key("kept today", "today"))),
   );
 }
 
@@ -567,7 +580,15 @@ function route() {
   refresh();
 }
 
-window.addEventListener("hashchange", () => state.token && route());
+window.addEventListener("hashchange", () => {
+  if (/^#token=/.test(location.hash)) {
+    // A sign-in link opened in a tab that already shows the page.
+    state.cards.clear();
+    $("clients").replaceChildren();
+    state.clients = [];
+    if (loadSession()) start();
+  } else if (state.token) route();
+});
 $("sign-in-form").addEventListener("submit", onSignIn);
 $("token").addEventListener("input", onTokenInput);
 $("sign-out").addEventListener("click", () => showSignIn(null));
