@@ -249,7 +249,7 @@ def apply_check_in_event(conn: Connection, event: RecordedEvent) -> None:
         "stream_version": event.stream_version,
         "updated_at": event.recorded_at,
     }
-    current = conn.execute(select(table.c.stream_version).where(where)).scalar()
+    current = conn.execute(select(table.c.stream_version, table.c.recorded_at).where(where)).first()
     if current is None:
         conn.execute(
             insert(table).values(
@@ -261,8 +261,13 @@ def apply_check_in_event(conn: Connection, event: RecordedEvent) -> None:
                 **values,
             )
         )
-    elif event.stream_version > current:
-        conn.execute(update(table).where(where).values(**values))
+        return
+    # recorded_at is the first report's time whichever event arrives first.
+    first = min(aware(current.recorded_at), event.recorded_at)
+    if event.stream_version > current.stream_version:
+        conn.execute(update(table).where(where).values(recorded_at=first, **values))
+    elif first != aware(current.recorded_at):
+        conn.execute(update(table).where(where).values(recorded_at=first))
 
 
 def check_in_from_row(row: Row[Any]) -> CheckIn:

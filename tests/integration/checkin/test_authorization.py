@@ -22,7 +22,7 @@ def test_authorization_matrix(pg_stack) -> None:  # type: ignore[no-untyped-def]
         "streak": ("GET", f"/v1/commitments/{cid}/streak", None),
         "day": ("GET", f"/v1/commitments/{cid}/check-ins/{yesterday}", None),
         "post": ("POST", f"/v1/commitments/{cid}/check-ins", body("kept", today - timedelta(days=2))),
-        "put": ("PUT", f"/v1/commitments/{cid}/check-ins/{yesterday}", {"outcome": "kept", "urge": 1, "note": "private"}),
+        "put": ("PUT", f"/v1/commitments/{cid}/check-ins/{yesterday}", {"outcome": "kept", "note": "private"}),
     }
     callers = {
         "admin": tenant.headers(),
@@ -43,8 +43,8 @@ def test_authorization_matrix(pg_stack) -> None:  # type: ignore[no-untyped-def]
     }
     denied = {"list": 404, "streak": 404, "day": 404, "post": 404, "put": 404}
     with api(pg_stack.base_url) as client:
-        seeded = client.post(f"/v1/commitments/{cid}/check-ins", json=body("kept", today - timedelta(days=1),
-                                                                               note="private"), headers=tenant.headers())
+        seed = body("kept", today - timedelta(days=1), note="private")
+        seeded = client.post(f"/v1/commitments/{cid}/check-ins", json=seed, headers=tenant.headers())
         assert seeded.status_code == 201
         for caller, headers in callers.items():
             for name, (method, path, payload) in paths.items():
