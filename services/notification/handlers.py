@@ -21,6 +21,7 @@ from services.notification.delivery import queue
 from services.notification.delivery.resolver import UrlRefused, vet_url
 from services.notification.domain import signing
 from services.notification.tables import attempts, deliveries, endpoints
+from shared.db import read
 from shared.problems import Problem, invalid, not_found
 
 
@@ -77,7 +78,8 @@ def _valid_id(endpoint_id: str) -> str:
 
 
 def get_endpoint(engine: Engine, caller: Caller, endpoint_id: str) -> Row[Any]:
-    with engine.connect() as conn:
+    # A read-only transaction: on SQLite it does not take the write lock.
+    with read(engine) as conn:
         return _load(conn, caller, _valid_id(endpoint_id))
 
 
