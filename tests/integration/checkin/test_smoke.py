@@ -47,6 +47,10 @@ def test_check_in_and_streak_over_the_bus(which: str, request: pytest.FixtureReq
         assert streak["current_days"] == 3
         assert streak["as_of"] == today.isoformat()
         assert streak["milestones_reached"] == [1, 3]
+        spec = client.get("/openapi.json").json()
+        assert "/v1/commitments/{commitment_id}/check-ins" in spec["paths"]
+        assert "/v1/coaches/{coach_id}/clients" in spec["paths"]
+        assert client.get("/readyz").status_code == 200
 
     seen: list[str] = []
 
