@@ -31,6 +31,7 @@ from shared.topology import CREDENTIAL_EVENTS
 API_KEY_PREFIX = "nck_"
 TOKEN_ALGORITHM = "HS256"
 ROLES = ("admin", "coach", "member")
+TOKEN_ROLES = ("coach", "member")
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,9 @@ def _decode_token(token: str) -> dict[str, Any]:
         raise unauthorized("the token has expired") from error
     except jwt.PyJWTError as error:
         raise unauthorized("the credential is not valid") from error
-    if claims.get("role") not in ("coach", "member", "admin"):
+    # Only coach and member tokens are ever issued. An "admin" token would be an admin
+    # credential that no revocation reaches (admin rights belong to revocable API keys).
+    if claims.get("role") not in TOKEN_ROLES:
         raise unauthorized("the token's role is not valid")
     return claims
 
