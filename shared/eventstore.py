@@ -23,8 +23,10 @@ from shared.db import read
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.schema import checkpoints, events
 
-# Any 64-bit constant: the key of the advisory lock serialising appends on PostgreSQL.
-APPEND_LOCK_KEY = 0x6E6F636F6E746163  # "noconntac"
+# Class of the advisory lock serialising appends on PostgreSQL; the second key is the
+# schema, so stores in different schemas of one database (tests, benchmarks, a deployment
+# with a schema per service) do not queue behind each other.
+APPEND_LOCK_CLASS = 0x6E6F63  # "noc"
 
 ANY_VERSION = None
 
@@ -45,6 +47,19 @@ def stream_category(stream_id: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def lock_appends(conn: Connection) -> None:
+    """Hold the store's append lock until `conn`'s transaction ends.
+
+    On PostgreSQL a transaction-scoped advisory lock; SQLite's write transaction (BEGIN
+    IMMEDIATE, see shared.db) already excludes every other writer.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:class, hashtext(current_schema()))"),
+            {"class": APPEND_LOCK_CLASS},
+        )
 
 
 def stream_version(conn: Connection, stream_id: str) -> int:
@@ -72,8 +87,7 @@ def append(
     """
     if not new_events:
         return []
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+    lock_appends(conn)
     current = stream_version(conn, stream_id)
     if expected_version is not None and current != expected_version:
         raise ConcurrencyError(stream_id, expected_version, current)

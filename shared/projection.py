@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy import Connection, Engine, Table
 
 from shared.events import RecordedEvent
-from shared.eventstore import APPEND_LOCK_KEY, Checkpoint, head_position, read_all
+from shared.eventstore import Checkpoint, head_position, lock_appends, read_all
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,6 @@ class RebuildReport:
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
-
-
-def lock_appends(conn: Connection) -> None:
-    """Hold the store's append lock until `conn`'s transaction ends (PostgreSQL only;
-    SQLite's write transaction already excludes every other writer)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
 
 
 def rebuild(engine: Engine, projection: Projection, *, batch_size: int = 5000) -> RebuildReport:
