@@ -16,8 +16,20 @@ keepalive = 5
 accesslog = None  # requests are logged as JSON by the app, with correlation ids
 errorlog = "-"
 loglevel = os.environ.get("NOCONTACT_LOG_LEVEL", "info").lower()
-# The service code is imported once in the master: less memory, faster worker restarts.
+# Not preloaded: each worker imports the app after fork, so no connection, thread or
+# metric state is ever inherited from the master.
 preload_app = False
+
+
+def on_starting(server):
+    # Metrics of a previous run's workers must not be summed into this one's: the
+    # multiprocess directory starts empty (make run clears it too; containers need this).
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
 
 
 def post_fork(server, worker):
