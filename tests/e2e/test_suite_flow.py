@@ -1,0 +1,202 @@
+"""The whole suite as it runs in production: gunicorn APIs and worker processes, real
+PostgreSQL and RabbitMQ, a partner's webhook receiver on loopback.
+
+One story, end to end: an operator creates a tenant; a partner subscribes to webhooks; a
+member commits and checks in; the streak, the milestone webhooks (signature verified with
+the standardwebhooks package) and the coach's view follow; a revoked key stops working on
+every service within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from shared import testing
+from shared.db import migrate
+
+SERVICES = ("commitment", "checkin", "notification")
+OPERATOR = "operator-" + uuid.uuid4().hex
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Receiver:
+    """A partner's webhook endpoint: records every delivery with its headers."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, secret: str) -> list[dict]:  # type: ignore[type-arg]
+        """Verified payloads, deduplicated by webhook-id (retries reuse it)."""
+        verifier = Webhook(secret)
+        seen: dict[str, dict] = {}  # type: ignore[type-arg]
+        for headers, body in list(self.deliveries):
+            payload = verifier.verify(body, headers)
+            seen.setdefault(headers["webhook-id"], payload)
+        return list(seen.values())
+
+
+@pytest.fixture
+def suite(postgres_database_url: str, rabbitmq_url: str, amqp_url: str, tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+    from services.runner import start_processes, stop_processes
+
+    with testing.fresh_postgres_schema(postgres_database_url) as database_url:
+        migrate(database_url)
+        env = {
+            "NOCONTACT_DATABASE_URL": database_url,
+            "NOCONTACT_BROKER_URL": rabbitmq_url,
+            "NOCONTACT_OPERATOR_TOKEN": OPERATOR,
+            "NOCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
+            "NOCONTACT_WEBHOOK_RETRY_SCHEDULE": "0,1,1,1",
+            "NOCONTACT_SCHEDULER_INTERVAL_S": "1",
+            "NOCONTACT_WEB_WORKERS": "1",
+        }
+        urls = {}
+        for service in SERVICES:
+            port = _free_port()
+            env[f"NOCONTACT_{service.upper()}_PORT"] = str(port)
+            env[f"NOCONTACT_{service.upper()}_URL"] = f"http://127.0.0.1:{port}"
+            urls[service] = f"http://127.0.0.1:{port}"
+        import os
+
+        os.environ.update(env)  # the fixture's monkeypatch restores NOCONTACT_* afterwards
+        children = start_processes(env)
+        try:
+            for service, url in urls.items():
+                testing.wait_until(lambda url=url: _ready(url), 60, message=f"{service} /readyz")
+            yield urls
+        finally:
+            stop_processes(children)
+            for name, child in children:
+                assert child.returncode in (0, -15), f"{name} exited with {child.returncode}"
+            for name in env:
+                os.environ.pop(name, None)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _auth(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def _eventually(request, expected_status: int, timeout: float = 15.0) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """Repeat a request until it answers `expected_status` (events travel over the bus)."""
+    last: list[httpx.Response] = []
+
+    def attempt() -> bool:
+        response = request()
+        last[:] = [response]
+        return response.status_code == expected_status
+
+    try:
+        testing.wait_until(attempt, timeout, interval=0.1, message=f"status {expected_status}")
+    except AssertionError:
+        raise AssertionError(f"expected {expected_status}, last answer {last[0].status_code}: {last[0].text}")
+    return last[0]
+
+
+def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) -> None:
+    commitment, checkin, notification = (suite[s] for s in SERVICES)
+    client = httpx.Client(timeout=10)
+
+    created = client.post(f"{commitment}/v1/tenants", json={"name": "Acme Support"}, headers=_auth(OPERATOR))
+    assert created.status_code == 201, created.text
+    tenant = created.json()
+    admin = _auth(tenant["api_key"])
+
+    # The partner subscribes to every event type (the key reaches the notification service over the bus).
+    receiver = Receiver()
+    endpoint = _eventually(lambda: client.post(
+        f"{notification}/v1/webhook-endpoints", headers=admin,
+        json={"url": receiver.url, "event_types": ["*"], "description": "partner app"}), 201).json()
+    assert endpoint["secret"].startswith("whsec_")
+
+    # A member commits, starting three days ago.
+    today = date.today()
+    response = client.post(f"{commitment}/v1/commitments", headers=admin, json={
+        "member_id": "m-1", "contact": {"label": "Alex (ex)", "relationship": "romantic"},
+        "channels": ["calls", "texts"], "timezone": "UTC",
+        "starts_on": (today - timedelta(days=3)).isoformat(), "duration_days": 30,
+    })
+    assert response.status_code == 201, response.text
+    commitment_id = response.json()["id"]
+    assert client.put(f"{commitment}/v1/coaches/coach-1/clients/m-1", headers=admin).status_code == 204
+
+    member = _auth(client.post(f"{commitment}/v1/tokens", headers=admin,
+                               json={"role": "member", "subject_id": "m-1", "ttl_seconds": 3600}).json()["token"])
+    coach = _auth(client.post(f"{commitment}/v1/tokens", headers=admin,
+                              json={"role": "coach", "subject_id": "coach-1", "ttl_seconds": 3600}).json()["token"])
+
+    # Four kept days, reported by the member (the checkin service learns of the commitment over the bus).
+    for offset in (3, 2, 1, 0):
+        day = (today - timedelta(days=offset)).isoformat()
+        answer = _eventually(lambda day=day: client.post(
+            f"{checkin}/v1/commitments/{commitment_id}/check-ins", headers=member,
+            json={"date": day, "outcome": "kept", "urge": 4, "mood": 3, "note": "private"}), 201)
+        assert answer.json()["outcome"] == "kept"
+
+    streak = client.get(f"{checkin}/v1/commitments/{commitment_id}/streak", headers=member).json()
+    assert streak["current_days"] == 4 and streak["kept_days"] == 4
+    assert streak["milestones_reached"] == [1, 3] and streak["next_milestone"] == 7
+
+    # The coach sees the client, without the member's private notes.
+    clients = _eventually(lambda: client.get(f"{checkin}/v1/coaches/coach-1/clients", headers=coach), 200)
+    assert "Alex (ex)" in clients.text and "private" not in clients.text
+
+    # The partner received the milestones, signed; notes never leave the member.
+    def milestones() -> list[int]:
+        events = receiver.events(endpoint["secret"])
+        return sorted(e["data"]["milestone"] for e in events if e["type"] == "streak.milestone_reached")
+
+    testing.wait_until(lambda: milestones() == [1, 3], 20, message="milestone webhooks 1 and 3")
+    delivered = receiver.events(endpoint["secret"])
+    assert {"commitment.created", "checkin.recorded"} <= {e["type"] for e in delivered}
+    assert all("private" not in json.dumps(e) for e in delivered)
+    assert all(e["data"].get("commitment_id") in (commitment_id, None) for e in delivered)
+
+    # Revoking a key: it stops working on all three services within a second.
+    second = client.post(f"{commitment}/v1/api-keys", headers=admin)
+    assert second.status_code == 201
+    extra = _auth(second.json()["api_key"])
+    for url in (f"{commitment}/v1/commitments", f"{checkin}/v1/settings", f"{notification}/v1/webhook-endpoints"):
+        _eventually(lambda url=url: client.get(url, headers=extra), 200)
+    assert client.delete(f"{commitment}/v1/api-keys/{second.json()['id']}", headers=admin).status_code == 204
+    revoked_at = time.monotonic()
+    for url in (f"{commitment}/v1/commitments", f"{checkin}/v1/settings", f"{notification}/v1/webhook-endpoints"):
+        _eventually(lambda url=url: client.get(url, headers=extra), 401, timeout=5)
+    assert time.monotonic() - revoked_at < 1.0 + 0.5, "revocation took longer than a second to reach every service"
