@@ -457,6 +457,7 @@ function renderDetail({ c, streak, reports, today, startsOn, past }, first) {
     ),
     el("h2", { text: "History" }),
     heatmap(reports, startsOn, today),
+    urgeChart(reports, startsOn, today),
     el("div", { class: "columns" }, slipsTable(past.slips), runsTable(past.runs)),
     el("h2", { text: "Milestones reached" }),
     past.reached.length
@@ -506,6 +507,36 @@ function heatmap(reports, startsOn, today) {
     el("div", { class: "weekdays", "aria-hidden": "true" }, ["Mon", "", "Wed", "", "Fri", "", "Sun"].map((d) => el("span", { text: d }))),
     el("ol", { class: "heatmap", "aria-label": `Every day since ${longDate(startsOn)}` }, columns),
     el("figcaption", { class: "heatmap-key" }, el("ul", {}, key("kept", "kept"), key("slipped", "slipped"), key("unreported", "not reported"), key("kept today", "today"))),
+  );
+}
+
+function urgeChart(reports, startsOn, today) {
+  // The urge of every reported day over the whole commitment; slips marked with a triangle.
+  const span = Math.max(daysBetween(startsOn, today), 1);
+  const w = 600;
+  const h = 110;
+  const x = (date) => (daysBetween(startsOn, date) / span) * w;
+  const y = (v) => h - (v / 10) * h;
+  const days = Object.keys(reports).filter((d) => d >= startsOn && d <= today && reports[d].urge !== null).sort();
+  if (days.length < 2) return null;
+  const points = days.map((d) => `${x(d).toFixed(1)},${y(reports[d].urge).toFixed(1)}`).join(" ");
+  const slips = days.filter((d) => reports[d].outcome === "slipped");
+  const recent = days.slice(-7).map((d) => reports[d].urge);
+  const average = (recent.reduce((a, b) => a + b, 0) / recent.length).toFixed(1);
+  return el(
+    "figure",
+    { class: "urge-chart" },
+    el("figcaption", {}, el("b", { text: "Urges" }), ` 0–10 · average of the last ${recent.length} check-ins: ${average}`),
+    svg(
+      "svg",
+      { viewBox: `-8 -8 ${w + 16} ${h + 16}`, preserveAspectRatio: "none", role: "img",
+        "aria-label": `Urge levels of ${days.length} check-ins since ${longDate(startsOn)}; recent average ${average} of 10` },
+      svg("line", { x1: 0, x2: w, y1: y(8), y2: y(8), class: "spark-high" }),
+      svg("line", { x1: 0, x2: w, y1: h, y2: h, class: "axis" }),
+      svg("polyline", { points, class: "spark-line" }),
+      ...slips.map((d) => svg("path", { d: `M${x(d)},${y(reports[d].urge) - 9} l6,10 h-12 z`, class: "slip-mark" },
+        svg("title", {}, document.createTextNode(`slip on ${longDate(d)}`)))),
+    ),
   );
 }
 
