@@ -10,7 +10,6 @@ Fed from two sides:
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     Column,
     Date,
@@ -22,12 +21,11 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.auth import credential_tables
+from shared.schema import Json
 
 metadata = MetaData()
-Json = JSON().with_variant(JSONB(), "postgresql")
 
 CREDENTIALS = credential_tables(metadata, "checkin")
 

@@ -6,13 +6,12 @@ Created by the ``commitment`` branch of infra/migrations; rebuilt from the store
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
 
 from shared.auth import credential_tables
+from shared.schema import Json
 
 metadata = MetaData()
-Json = JSON().with_variant(JSONB(), "postgresql")
 
 CREDENTIALS = credential_tables(metadata, "commitment")
 

@@ -9,7 +9,6 @@ loses nothing and the worker never needs the broker to remember a retry.
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -21,15 +20,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.auth import credential_tables
+from shared.schema import Json, Position
 
 metadata = MetaData()
 
-Json = JSON().with_variant(JSONB(), "postgresql")
-# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT.
-Serial = BigInteger().with_variant(Integer(), "sqlite")
 
 CREDENTIALS = credential_tables(metadata, "notification")
 
@@ -71,7 +67,7 @@ messages = Table(
 deliveries = Table(
     "notification_deliveries",
     metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("id", Position, primary_key=True, autoincrement=True),
     Column("tenant_id", String(64), nullable=False),
     Column("endpoint_id", String(64), nullable=False),
     Column("message_id", String(64), nullable=False),
@@ -100,7 +96,7 @@ deliveries = Table(
 attempts = Table(
     "notification_attempts",
     metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("id", Position, primary_key=True, autoincrement=True),
     Column("tenant_id", String(64), nullable=False),
     Column("endpoint_id", String(64), nullable=False),
     Column("delivery_id", BigInteger, nullable=False),
@@ -139,7 +135,7 @@ coaches = Table(
 feed_items = Table(
     "notification_feed_items",
     metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("id", Position, primary_key=True, autoincrement=True),
     Column("tenant_id", String(64), nullable=False),
     Column("coach_id", String(128), nullable=False),
     Column("event_id", String(64), nullable=False),
