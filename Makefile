@@ -26,8 +26,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+# make run ARGS=--no-seed starts without the demo tenant.
 run: $(STAMP)
-	$(BIN)/nocontact run
+	$(BIN)/nocontact run $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
