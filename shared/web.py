@@ -181,6 +181,9 @@ def create_app(
                 raise Problem(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
             if (request.content_length or request.data) and not request.is_json:
                 raise Problem(415, "the body must be application/json")
+            if request.content_length or request.data:
+                _vet_json_body()
+        _vet_nul_characters()
         if request.path.startswith("/v1/") and not request.path.startswith(public):
             with read(engine()) as conn:
                 g.principal = authenticate(conn, credentials, request.headers.get("Authorization"))
@@ -246,6 +249,45 @@ def create_app(
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
 
     return app
+
+
+def _vet_json_body() -> None:
+    """Refuse, as problems, the JSON that would otherwise crash a parser or the database.
+
+    Werkzeug and webargs turn only JSONDecodeError into a 400: a nesting deeper than the
+    interpreter's recursion limit (RecursionError) or an integer of more than 4300 digits
+    (ValueError) escaped as 500s. PostgreSQL text cannot hold NUL: a string with \\u0000
+    would fail at the INSERT, so it is refused here, naming the field.
+    """
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        raise Problem(400, "the request body is not valid JSON") from None
+    pending: list[tuple[str, Any]] = [("", body)]
+    while pending:  # iterative: the body may be nested almost to the recursion limit
+        path, value = pending.pop()
+        if isinstance(value, str) and "\x00" in value:
+            field = path or "_schema"
+            raise Problem(422, f"{field}: must not contain NUL characters",
+                          errors={field: ["must not contain NUL characters"]})
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    raise Problem(422, "field names must not contain NUL characters")
+                pending.append((name, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
+
+
+def _vet_nul_characters() -> None:
+    """A NUL in the path or query would reach PostgreSQL as text and fail there (a 500)."""
+    if "\x00" in request.path:
+        raise Problem(404, "no such resource")
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            raise Problem(422, f"{name}: must not contain NUL characters",
+                          errors={name.replace("\x00", ""): ["must not contain NUL characters"]})
 
 
 def json_body() -> dict[str, Any]:
