@@ -16,13 +16,17 @@ import time
 from collections.abc import Iterable
 
 from kombu import Connection
-from sqlalchemy import Engine
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine, text
 
 from shared import bus, config, metrics
 from shared.db import read
 from shared.eventstore import Checkpoint, head_position, read_all
 
 log = logging.getLogger(__name__)
+
+RELAY_LOCK_CLASS = 0x72656C  # "rel": advisory lock class of relay leadership
+STANDBY_POLL_S = 2.0
 
 
 class Relay:
@@ -49,6 +53,49 @@ class Relay:
         )
         self._connection: Connection | None = None
         self._publisher: bus.ConfirmingPublisher | None = None
+        self._leadership: DbConnection | None = None
+
+    def _lead(self) -> bool:
+        """Whether this copy is the active relay of its name.
+
+        Two copies of one relay would publish every event twice (harmless, consumers are
+        idempotent, but wasteful), so on PostgreSQL one copy holds a session advisory lock
+        on a connection of its own and the others wait as hot standbys; when the active
+        copy dies, its connection closes, the lock is freed and a standby takes over.
+        SQLite is one machine's embedded store: one relay per name by construction.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return True
+        if self._leadership is not None:
+            return True
+        conn = self.engine.connect()
+        try:
+            held = conn.execute(
+                text("SELECT pg_try_advisory_lock(:class, hashtext(current_schema() || :name))"),
+                {"class": RELAY_LOCK_CLASS, "name": self.name},
+            ).scalar()
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
+        if not held:
+            conn.close()
+            return False
+        self._leadership = conn
+        log.info("relay %s is active", self.name)
+        return True
+
+    def _resign(self) -> None:
+        if self._leadership is not None:
+            # Closing a pooled connection only returns it to the pool, session and lock
+            # intact: unlock explicitly, and discard a connection that cannot say so.
+            try:
+                self._leadership.execute(text("SELECT pg_advisory_unlock_all()"))
+                self._leadership.commit()
+                self._leadership.close()
+            except Exception:  # noqa: BLE001 - a dead session has already freed the lock
+                self._leadership.invalidate()
+            self._leadership = None
 
     def _ensure_publisher(self) -> bus.ConfirmingPublisher:
         if self._publisher is None:
@@ -91,11 +138,15 @@ class Relay:
         backoff = 0.5
         while not stop.is_set():
             try:
+                if not self._lead():
+                    stop.wait(STANDBY_POLL_S)
+                    continue
                 published = self.run_once()
             except Exception as error:  # noqa: BLE001 - any failure: reconnect and retry
                 log.warning("relay %s: %s; retrying in %.1fs", self.name, error, backoff)
                 metrics.RELAY_ERRORS.labels(self.name).inc()
                 self._reset()
+                self._resign()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -103,6 +154,7 @@ class Relay:
             if published < self.batch_size:
                 stop.wait(self.poll_interval_s)
         self._reset()
+        self._resign()
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Publish until the log is exhausted (for tests and the CLI)."""

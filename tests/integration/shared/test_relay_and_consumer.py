@@ -208,5 +208,17 @@ def test_consumer_declares_quorum_queues_on_rabbitmq(amqp_url: str) -> None:
         queue: Queue = bus.component_queue(PROBE, connection)
         # Redeclaring as a classic queue must fail: the broker holds it as a quorum queue.
         classic = Queue(queue.name, durable=True)
-        with pytest.raises(Exception, match="x-queue-type|PRECONDITION"):
+        with pytest.raises(Exception, match=r"x-queue-type|PRECONDITION"):
             classic(connection.channel()).declare()
+
+
+def test_a_second_copy_of_a_relay_waits_as_standby_and_takes_over(store, amqp_url: str) -> None:
+    """Only one copy of a relay publishes; when it stops, the standby carries on."""
+    from shared.relay import Relay
+
+    first, second = Relay(store, poll_interval_s=0.02), Relay(store, poll_interval_s=0.02)
+    assert first._lead()
+    assert not second._lead(), "two copies of one relay were active at once"
+    first._resign()
+    assert second._lead()
+    second._resign()
