@@ -51,8 +51,15 @@ def configure(service: str) -> None:
     if _configured:
         return
     _configured = True
+    def add_service(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        # A processor, not a context variable: threads (gunicorn's gthread workers, worker
+        # parts) start with an empty context and would log without it.
+        event_dict.setdefault("service", service)
+        return event_dict
+
     shared = [
         structlog.contextvars.merge_contextvars,
+        add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_processor,
@@ -76,7 +83,6 @@ def configure(service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("NOCONTACT_LOG_LEVEL", "INFO"))
-    structlog.contextvars.bind_contextvars(service=service)
     for noisy in ("amqp", "kombu", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import structlog
 from flask import Flask, Response, current_app, g, json, request, send_from_directory
 from flask_smorest import Api, Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -176,6 +177,12 @@ def create_app(
     def _before() -> Response | None:
         g.started = time.perf_counter()
         g.correlation_id = request.headers.get("X-Correlation-ID") or str(uuid.uuid4())
+        # Every log line of this request carries its correlation id; the events it appends
+        # carry it too, so one id follows the request through the broker to the webhook.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            correlation_id=g.correlation_id, method=request.method, path=request.path
+        )
         if request.method in WRITE_METHODS and request.path.startswith("/v1/"):
             if request.content_length and request.content_length > MAX_BODY_BYTES:
                 raise Problem(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
