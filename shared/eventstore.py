@@ -11,10 +11,12 @@ guarantee from its single writer lock, taken at BEGIN IMMEDIATE (see shared.db).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
@@ -88,6 +90,8 @@ def append(
     if not new_events:
         return []
     lock_appends(conn)
+    if conn.dialect.name == "postgresql":
+        return _append_postgresql(conn, stream_id, new_events, expected_version, metadata, now or utcnow())
     current = stream_version(conn, stream_id)
     if expected_version is not None and current != expected_version:
         raise ConcurrencyError(stream_id, expected_version, current)
@@ -124,11 +128,11 @@ def append(
 def read_stream(conn: Connection, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
     """One stream's events, oldest first."""
     query = (
-        select(events)
+        select(*_COLUMNS)
         .where(events.c.stream_id == stream_id, events.c.stream_version >= from_version)
         .order_by(events.c.stream_version)
     )
-    return [to_recorded(row) for row in conn.execute(query).mappings()]
+    return _recorded_rows(conn, conn.execute(query))
 
 
 def read_all(
@@ -140,13 +144,13 @@ def read_all(
     types: Iterable[str] | None = None,
 ) -> list[RecordedEvent]:
     """The log after `after_position`, in position order, at most `limit` events."""
-    query = select(events).where(events.c.position > after_position)
+    query = select(*_COLUMNS).where(events.c.position > after_position)
     if categories is not None:
         query = query.where(events.c.category.in_(list(categories)))
     if types is not None:
         query = query.where(events.c.type.in_(list(types)))
     query = query.order_by(events.c.position).limit(limit)
-    return [to_recorded(row) for row in conn.execute(query).mappings()]
+    return _recorded_rows(conn, conn.execute(query))
 
 
 def iter_all(
@@ -175,8 +179,30 @@ def head_position(conn: Connection) -> int:
 
 
 def get_event(conn: Connection, event_id: uuid.UUID) -> RecordedEvent | None:
-    row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
-    return to_recorded(row) if row else None
+    rows = _recorded_rows(conn, conn.execute(select(*_COLUMNS).where(events.c.id == event_id)))
+    return rows[0] if rows else None
+
+
+# RecordedEvent's fields in declaration order: a row selected this way builds the event
+# positionally, without a mapping lookup per field.
+_COLUMNS = tuple(
+    events.c[name]
+    for name in (
+        "id", "type", "schema_version", "stream_id", "stream_version", "position", "data", "tenant_id",
+        "correlation_id", "causation_id", "actor", "occurred_at", "recorded_at",
+    )
+)
+
+
+def _recorded_rows(conn: Connection, result: Any) -> list[RecordedEvent]:
+    """RecordedEvents of rows selected with `_COLUMNS`, in the result's order."""
+    if conn.dialect.name != "sqlite":
+        # psycopg returns timestamptz as aware datetimes already.
+        return [RecordedEvent(*row) for row in result]
+    return [
+        RecordedEvent(*row[:11], _aware(row[11]), _aware(row[12]))  # type: ignore[call-arg]
+        for row in result
+    ]
 
 
 def _aware(value: datetime) -> datetime:
@@ -204,6 +230,76 @@ def to_recorded(row) -> RecordedEvent:  # type: ignore[no-untyped-def]
 
 def _recorded(row: dict, position: int) -> RecordedEvent:  # type: ignore[type-arg]
     return to_recorded({**row, "position": position})
+
+
+# PostgreSQL's append: one fixed statement whatever the number of events (arrays, not a
+# VALUES list of n x 13 placeholders that psycopg would send and the server parse anew for
+# every size), which also reads the stream's version, so an append costs two round trips
+# after BEGIN: the lock, then this. It runs after the lock statement, so its snapshot sees
+# every append committed before ours. The version check is the WHERE: a mismatch inserts
+# nothing (and is then reported with the actual version). ORDER BY ord makes the sequence
+# hand out positions in stream-version order; RETURNING gives the version of each row so
+# positions are matched exactly, whatever order the rows come back in.
+_APPEND_POSTGRESQL = """
+WITH head AS (
+    SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = %(stream_id)s
+)
+INSERT INTO events (id, stream_id, stream_version, category, type, schema_version, data, tenant_id,
+                    correlation_id, causation_id, actor, occurred_at, recorded_at)
+SELECT e.id, %(stream_id)s, head.version + e.ord, %(category)s, e.type, e.schema_version, e.data,
+       %(tenant_id)s, %(correlation_id)s, %(causation_id)s, %(actor)s, e.occurred_at, %(recorded_at)s
+FROM head, unnest(%(ids)s::uuid[], %(types)s::text[], %(schema_versions)s::int[], %(data)s::text[]::jsonb[],
+                  %(occurred_at)s::timestamptz[]) WITH ORDINALITY AS e(id, type, schema_version, data, occurred_at, ord)
+WHERE %(expected)s::int IS NULL OR head.version = %(expected)s::int
+ORDER BY e.ord
+RETURNING stream_version, position
+"""
+
+
+def _append_postgresql(
+    conn: Connection,
+    stream_id: str,
+    new_events: Sequence[NewEvent],
+    expected_version: int | None,
+    metadata: Metadata,
+    recorded_at: datetime,
+) -> list[RecordedEvent]:
+    category = stream_category(stream_id)
+    occurred = [event.occurred_at or recorded_at for event in new_events]
+    parameters: dict[str, Any] = {
+        "stream_id": stream_id,
+        "category": category,
+        "tenant_id": metadata.tenant_id,
+        "correlation_id": metadata.correlation_id,
+        "causation_id": metadata.causation_id,
+        "actor": metadata.actor,
+        "recorded_at": recorded_at,
+        "expected": expected_version,
+        "ids": [event.id for event in new_events],
+        "types": [event.type for event in new_events],
+        "schema_versions": [event.schema_version for event in new_events],
+        # The serialiser SQLAlchemy's JSON type uses (the engine sets none of its own).
+        "data": [json.dumps(event.data) for event in new_events],
+        "occurred_at": occurred,
+    }
+    # An IntegrityError (a writer that bypassed the lock, or an event id used twice) propagates
+    # as it is: PostgreSQL has aborted the transaction, so the version cannot be read for a
+    # ConcurrencyError (the previous code's attempt to failed with InFailedSqlTransaction).
+    rows = conn.exec_driver_sql(_APPEND_POSTGRESQL, parameters).all()
+    if not rows:
+        # Nothing written: only the version check refuses every row.
+        assert expected_version is not None
+        raise ConcurrencyError(stream_id, expected_version, stream_version(conn, stream_id))
+    positions = dict(rows)
+    first = min(positions)
+    return [
+        RecordedEvent(
+            event.id, event.type, event.schema_version, stream_id, first + offset, positions[first + offset],
+            event.data, metadata.tenant_id, metadata.correlation_id, metadata.causation_id, metadata.actor,
+            occurred_at, recorded_at,
+        )
+        for offset, (event, occurred_at) in enumerate(zip(new_events, occurred, strict=True))
+    ]
 
 
 @dataclass(frozen=True)
