@@ -8,12 +8,14 @@ of failing when a read transaction tries to upgrade.
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 
 _engines: dict[str, Engine] = {}
@@ -56,12 +58,45 @@ def _create(url: str) -> Engine:
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=int(os.environ.get("NOCONTACT_DB_POOL_SIZE", "5")),
         max_overflow=int(os.environ.get("NOCONTACT_DB_MAX_OVERFLOW", "10")),
-        pool_pre_ping=True,
+        # No pool_pre_ping (a SELECT round trip on every checkout, i.e. every transaction):
+        # `_check_alive` below tells a dead pooled connection without a round trip, and
+        # recycling bounds a connection's age (server or proxy idle timeouts).
+        pool_recycle=int(os.environ.get("NOCONTACT_DB_POOL_RECYCLE_S", "1800")),
     )
+    event.listen(engine, "checkout", _check_alive)
+    return engine
+
+
+def _check_alive(dbapi_conn, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    """Refuse a pooled connection the server has closed, without a round trip.
+
+    An idle connection in the pool has nothing to read; when the server goes away (restart,
+    pg_terminate_backend, failover) it sends its goodbye and closes the socket, which then
+    polls readable. Only then is a real ping made; if it fails, DisconnectionError makes
+    the pool discard the connection and check out another (SQLAlchemy retries 3 times), so
+    the caller never sees the dead one - what pool_pre_ping gave, at no cost when healthy.
+    """
+    if getattr(dbapi_conn, "closed", False) or getattr(dbapi_conn, "broken", False):
+        raise DisconnectionError("connection closed")
+    pgconn = getattr(dbapi_conn, "pgconn", None)
+    if pgconn is None:
+        return
+    try:
+        ready, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError) as error:
+        raise DisconnectionError(str(error)) from error
+    if not ready:
+        return
+    try:  # something arrived while idle: a notice, or the end of the connection
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_conn.rollback()
+    except Exception as error:  # any failure means this connection is unusable
+        raise DisconnectionError(str(error)) from error
 
 
 def _tune_sqlite(engine: Engine) -> None:
