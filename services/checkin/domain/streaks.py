@@ -84,33 +84,47 @@ class CheckInEvent(Protocol):
     def data(self) -> Mapping[str, Any]: ...
 
 
-@dataclass(frozen=True)
+# A dict lookup instead of constructing the enum per event (Outcome(value) runs the
+# EnumType call machinery); unknown values still go through Outcome() and raise as before.
+_OUTCOMES: dict[str, Outcome] = {outcome.value: outcome for outcome in Outcome}
+
+
+def _outcome(value: str) -> Outcome:
+    found = _OUTCOMES.get(value)
+    return found if found is not None else Outcome(value)
+
+
+@dataclass(frozen=True, slots=True)
 class DayReport:
-    """The report that currently stands for one day, and which event said so."""
+    """The report that currently stands for one day, and which event said so.
+
+    ``source_id`` is the event's id as the event carries it (a UUID for stored events);
+    ``event_id`` is its string form, computed only when asked for: a fold of thousands of
+    events compares versions, and needs the string only for an (impossible) tie.
+    """
 
     day: date
     outcome: Outcome
     stream_version: int
-    event_id: str
+    source_id: object
+
+    @property
+    def event_id(self) -> str:
+        return str(self.source_id)
 
     def supersedes(self, other: DayReport) -> bool:
         """The later stream version wins; the event id only breaks an (impossible) tie deterministically."""
-        return (self.stream_version, self.event_id) > (
-            other.stream_version,
-            other.event_id,
-        )
+        if self.stream_version != other.stream_version:
+            return self.stream_version > other.stream_version
+        return str(self.source_id) > str(other.source_id)
 
 
 def report_from_event(event: CheckInEvent) -> DayReport | None:
     """The day report an event carries, or None for events that are not check-ins."""
     if event.type not in CHECK_IN_EVENT_TYPES:
         return None
-    return DayReport(
-        day=date.fromisoformat(event.data["date"]),
-        outcome=Outcome(event.data["outcome"]),
-        stream_version=event.stream_version,
-        event_id=str(event.id),
-    )
+    data = event.data
+    return DayReport(date.fromisoformat(data["date"]), _outcome(data["outcome"]), event.stream_version, event.id)
 
 
 def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[date, DayReport]:
@@ -132,13 +146,21 @@ def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[
 def latest_reports(events: Iterable[CheckInEvent]) -> dict[date, DayReport]:
     """The standing report of every reported day, whatever order ``events`` come in."""
     result: dict[date, DayReport] = {}
+    types = CHECK_IN_EVENT_TYPES
     for event in events:
-        report = report_from_event(event)
-        if report is None:
+        # report_from_event and DayReport.supersedes inlined: this loop is the rebuild's hot path.
+        if event.type not in types:
             continue
-        standing = result.get(report.day)
-        if standing is None or report.supersedes(standing):
-            result[report.day] = report
+        data = event.data
+        day = date.fromisoformat(data["date"])
+        version = event.stream_version
+        standing = result.get(day)
+        if standing is not None and (
+            version < standing.stream_version
+            or (version == standing.stream_version and str(event.id) <= str(standing.source_id))
+        ):
+            continue
+        result[day] = DayReport(day, _outcome(data["outcome"]), version, event.id)
     return result
 
 
@@ -291,17 +313,20 @@ def compute_streak(
     last_check_in: date | None = None
     run_start: date | None = None
     days = date_range(starts_on, through) if through is not None else iter(())
+    # Members looked up once: enum attribute access is not free on Python 3.11.
+    kept_outcome, slipped_outcome = Outcome.KEPT, Outcome.SLIPPED
+    verified = policy == StreakPolicy.VERIFIED
     for day in days:
         outcome = outcomes.get(day)
         if outcome is None:
             unreported += 1
         else:
             last_check_in = day
-            if outcome == Outcome.KEPT:
+            if outcome == kept_outcome:
                 kept += 1
             else:
                 slip_days.append(day)
-        breaks_run = outcome == Outcome.SLIPPED or (outcome is None and policy == StreakPolicy.VERIFIED)
+        breaks_run = outcome == slipped_outcome or (outcome is None and verified)
         if not breaks_run:
             if run_start is None:
                 run_start = day
