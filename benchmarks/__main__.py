@@ -1,4 +1,4 @@
-"""`python -m benchmarks [store] [peer] [rebuild] [--profile]` (``make bench``: all sections).
+"""`python -m benchmarks [store] [peer] [rebuild] [e2e] [--profile]` (``make bench``: all sections).
 
 Writes var/bench/report.md and report.json (or `<stem>.md/.json`), prints the markdown.
 ``--profile`` also records pyinstrument profiles of the append path and of the rebuild
@@ -20,6 +20,7 @@ SECTIONS: dict[str, str] = {
     "store": "benchmarks.store",
     "peer": "benchmarks.peer",
     "rebuild": "benchmarks.rebuild",
+    "e2e": "benchmarks.e2e",
 }
 
 
