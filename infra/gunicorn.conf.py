@@ -19,6 +19,9 @@ loglevel = os.environ.get("NOCONTACT_LOG_LEVEL", "info").lower()
 # Not preloaded: each worker imports the app after fork, so no connection, thread or
 # metric state is ever inherited from the master.
 preload_app = False
+# gunicorn's control socket lives in one file per user; several masters on one host (the
+# three APIs of make run) would collide on it, and nothing here uses it.
+control_socket_disable = True
 
 
 def on_starting(server):

@@ -13,11 +13,14 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
+import marshmallow as ma
 import structlog
 from flask import Flask, Response, current_app, g, json, request, send_from_directory
 from flask_smorest import Api, Blueprint
+from flask_smorest.utils import prepare_response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Connection, Engine, text
 from werkzeug.exceptions import HTTPException
@@ -34,8 +37,33 @@ MAX_BODY_BYTES = 256 * 1024
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
 
 
+class ProblemSchema(ma.Schema):
+    """RFC 9457 problem details, as every error of every service is shaped."""
+
+    type = ma.fields.String(required=True)
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String(required=True)
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+
+
 class ProblemApi(Api):
     """flask-smorest's Api whose errors are RFC 9457 problems naming the fields."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self) -> None:
+        # flask-smorest documents its error responses as application/json; ours are
+        # application/problem+json, and the OpenAPI document must say what is served.
+        for status in HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[no-untyped-def, override]
         data = getattr(error, "data", None) or {}

@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import content_type_conformance, not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from shared.web import MAX_BODY_BYTES
@@ -161,9 +161,10 @@ def test_generated_requests_never_5xx_nor_break_the_schema(world: World, service
                 case.path_parameters = {k: real.get(k, v) for k, v in case.path_parameters.items()}
             response = case.call(headers=world.b.admin, timeout=30)
             try:
-                # content_type_conformance is left out: the documents declare error answers as
-                # application/json while every error is application/problem+json (reported).
-                case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+                case.validate_response(
+                    response,
+                    checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+                )
             except Exception as error:  # schemathesis raises a group of failures
                 failures.append(f"{case.method} {case.path}: {str(error)[:600]}")
 

@@ -29,7 +29,10 @@ Clock = Callable[[], datetime]
 Sender = Callable[..., AttemptResult]
 
 #: How long past the timeout a lease lasts before another worker may retry the delivery.
-LEASE_MARGIN = timedelta(seconds=60)
+#: It bounds how long a crashed worker's deliveries stall (timeout + margin), so it is
+#: short: an attempt outliving it (a receiver trickling its headers) may be sent again by
+#: another worker, with the same webhook-id, which receivers deduplicate anyway.
+LEASE_MARGIN = timedelta(seconds=10)
 
 
 def utcnow() -> datetime:
