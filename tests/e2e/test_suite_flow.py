@@ -43,7 +43,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(204)
@@ -125,8 +125,10 @@ def _eventually(request, expected_status: int, timeout: float = 15.0) -> httpx.R
 
     try:
         testing.wait_until(attempt, timeout, interval=0.1, message=f"status {expected_status}")
-    except AssertionError:
-        raise AssertionError(f"expected {expected_status}, last answer {last[0].status_code}: {last[0].text}")
+    except AssertionError as timeout_error:
+        raise AssertionError(
+            f"expected {expected_status}, last answer {last[0].status_code}: {last[0].text}"
+        ) from timeout_error
     return last[0]
 
 
