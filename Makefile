@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests infra
+	$(BIN)/ruff check shared services tests infra benchmarks
 
 migrate: $(STAMP)
 	$(BIN)/nocontact migrate
