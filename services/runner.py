@@ -36,6 +36,14 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Each child leads a session of its own, so Ctrl-C in the terminal reaches only this
+    # runner, which then stops every child exactly once. A gunicorn gthread worker that
+    # gets the terminal's SIGINT and its master's forwarded signal on top deadlocks in
+    # its quit handler.
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
 def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """Start the API and worker of every service that exists; returns (name, process)."""
     env = {**os.environ, **(env or {})}
@@ -52,10 +60,10 @@ def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subpro
                 f"services.{service}.wsgi:app",
             ]
             child_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-            children.append((f"{service}-api", subprocess.Popen(command, env=child_env)))
+            children.append((f"{service}-api", _spawn(command, child_env)))
         if _has_module(f"services.{service}.worker"):
             command = [sys.executable, "-m", "services.cli", "worker", service]
-            children.append((f"{service}-worker", subprocess.Popen(command, env=env)))
+            children.append((f"{service}-worker", _spawn(command, env)))
     return children
 
 
@@ -88,7 +96,11 @@ def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], timeout_
         try:
             child.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            child.kill()
+            # The whole group: a gunicorn master's workers must not outlive it.
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             child.wait()
 
 
