@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, Table, insert, select, update
 
 from services.checkin import tables
 from services.checkin.domain import (
@@ -68,6 +68,20 @@ def stream_id(commitment_id: str) -> str:
 
 def settings_stream_id(tenant_id: str) -> str:
     return f"settings-{tenant_id}"
+
+
+class FoldedEvent(Protocol):
+    """What the read-model merges read of an event: a RecordedEvent, or the rebuild's slimmer
+    row of the log."""
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+    @property
+    def stream_version(self) -> int: ...
+    @property
+    def tenant_id(self) -> str | None: ...
+    @property
+    def recorded_at(self) -> datetime: ...
 
 
 # -- commitments (from the inbox) --------------------------------------------------------
@@ -208,37 +222,48 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
 # -- settings ------------------------------------------------------------------------------
 
 
-def load_settings(conn: Connection, tenant_id: str) -> tuple[TenantSettings, int]:
+def load_settings(conn: Connection, tenant_id: str, table: Table = tables.settings) -> tuple[TenantSettings, int]:
     """The tenant's settings and their stream version (defaults at version 0)."""
-    row = conn.execute(
-        select(tables.settings.c.data, tables.settings.c.version).where(tables.settings.c.tenant_id == tenant_id)
-    ).first()
+    row = conn.execute(select(table.c.data, table.c.version).where(table.c.tenant_id == tenant_id)).first()
     if row is None:
         return TenantSettings(), 0
     return TenantSettings.from_json(row.data), row.version
 
 
-def apply_settings_event(conn: Connection, event: RecordedEvent) -> None:
-    table = tables.settings
+def merge_settings(current: dict[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
+    """The settings row after `event` (None: unchanged). The highest stream version wins,
+    whatever the order events are applied in. Shared by the SQL and in-memory folds."""
+    if current is not None and event.stream_version <= current["version"]:
+        return None
+    return {
+        "tenant_id": event.data.get("tenant_id") or event.tenant_id,
+        "data": event.data,
+        "version": event.stream_version,
+        "updated_at": event.recorded_at,
+    }
+
+
+def apply_settings_event(conn: Connection, event: RecordedEvent, table: Table = tables.settings) -> None:
     tenant_id = event.data.get("tenant_id") or event.tenant_id
-    current = conn.execute(select(table.c.version).where(table.c.tenant_id == tenant_id)).scalar()
-    values = {"data": event.data, "version": event.stream_version, "updated_at": event.recorded_at}
+    current = conn.execute(select(table.c.version).where(table.c.tenant_id == tenant_id)).first()
+    merged = merge_settings(None if current is None else {"version": current.version}, event)
+    if merged is None:
+        return
     if current is None:
-        conn.execute(insert(table).values(tenant_id=tenant_id, **values))
-    elif event.stream_version > current:
-        conn.execute(update(table).where(table.c.tenant_id == tenant_id).values(**values))
+        conn.execute(insert(table).values(**merged))
+    else:
+        conn.execute(update(table).where(table.c.tenant_id == tenant_id).values(**merged))
 
 
 # -- check-ins -------------------------------------------------------------------------------
 
 
-def apply_check_in_event(conn: Connection, event: RecordedEvent) -> None:
-    """The day's row takes the report of the highest stream version (order-independent)."""
+def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
+    """The day's row after `event` (None: unchanged): the report of the highest stream version,
+    ``recorded_at`` the first report's time whichever event arrives first. Order-independent;
+    shared by the SQL fold (inline, incremental) and the in-memory fold of the rebuild."""
     data = event.data
-    table = tables.check_ins
-    day = date.fromisoformat(data["date"])
     slip = data.get("slip") or {}
-    where = (table.c.commitment_id == data["commitment_id"]) & (table.c.day == day)
     values = {
         "outcome": data["outcome"],
         "urge": data.get("urge"),
@@ -249,25 +274,35 @@ def apply_check_in_event(conn: Connection, event: RecordedEvent) -> None:
         "stream_version": event.stream_version,
         "updated_at": event.recorded_at,
     }
-    current = conn.execute(select(table.c.stream_version, table.c.recorded_at).where(where)).first()
     if current is None:
-        conn.execute(
-            insert(table).values(
-                commitment_id=data["commitment_id"],
-                day=day,
-                tenant_id=event.tenant_id,
-                member_id=data["member_id"],
-                recorded_at=event.recorded_at,
-                **values,
-            )
-        )
+        return {
+            "commitment_id": data["commitment_id"],
+            "day": date.fromisoformat(data["date"]),
+            "tenant_id": event.tenant_id,
+            "member_id": data["member_id"],
+            "recorded_at": event.recorded_at,
+            **values,
+        }
+    first = min(aware(current["recorded_at"]), event.recorded_at)
+    if event.stream_version > current["stream_version"]:
+        return {**current, **values, "recorded_at": first}
+    if first != aware(current["recorded_at"]):
+        return {**current, "recorded_at": first}
+    return None
+
+
+def apply_check_in_event(conn: Connection, event: RecordedEvent, table: Table = tables.check_ins) -> None:
+    """Fold one checkin.recorded/corrected into the day's row (see `merge_check_in`)."""
+    data = event.data
+    where = (table.c.commitment_id == data["commitment_id"]) & (table.c.day == date.fromisoformat(data["date"]))
+    current = conn.execute(select(table).where(where)).mappings().first()
+    merged = merge_check_in(current, event)
+    if merged is None:
         return
-    # recorded_at is the first report's time whichever event arrives first.
-    first = min(aware(current.recorded_at), event.recorded_at)
-    if event.stream_version > current.stream_version:
-        conn.execute(update(table).where(where).values(recorded_at=first, **values))
-    elif first != aware(current.recorded_at):
-        conn.execute(update(table).where(where).values(recorded_at=first))
+    if current is None:
+        conn.execute(insert(table).values(**merged))
+    else:
+        conn.execute(update(table).where(where).values(**merged))
 
 
 def check_in_from_row(row: Row[Any]) -> CheckIn:
@@ -312,18 +347,19 @@ def current_streak(
     return streak, reports
 
 
-def refresh_streak(
-    conn: Connection, commitment: KnownCommitment, now: datetime, settings: TenantSettings | None = None
-) -> Streak:
-    """Recompute and store one commitment's streak snapshot (with its at-risk flag)."""
-    if settings is None:
-        settings, _ = load_settings(conn, commitment.tenant_id)
-    streak, reports = current_streak(conn, commitment, settings, now)
+def streak_row(
+    commitment: KnownCommitment, reports: Sequence[CheckIn], settings: TenantSettings, now: datetime
+) -> tuple[Streak, dict[str, Any]]:
+    """One commitment's streak snapshot row (with its at-risk flag), computed purely from its
+    reports (sorted by day) and settings as of `now`: the inline path and the rebuild's
+    in-memory fold both write exactly this."""
+    streak = streak_of(commitment, {c.day: c.outcome for c in reports}, settings, commitment.today(now))
     risk_reasons: list[str] = []
     if commitment.status_at(now) is CommitmentStatus.ACTIVE:
-        assessment = assess_risk(reports, streak.as_of, settings.at_risk, starts_on=commitment.starts_on)
+        assessment = assess_risk(list(reports), streak.as_of, settings.at_risk, starts_on=commitment.starts_on)
         risk_reasons = [str(reason) for reason in assessment.reasons]
-    values = {
+    return streak, {
+        "commitment_id": commitment.commitment_id,
         "tenant_id": commitment.tenant_id,
         "member_id": commitment.member_id,
         "as_of": streak.as_of,
@@ -341,12 +377,22 @@ def refresh_streak(
         "at_risk": bool(risk_reasons),
         "risk_reasons": risk_reasons,
     }
+
+
+def refresh_streak(
+    conn: Connection, commitment: KnownCommitment, now: datetime, settings: TenantSettings | None = None
+) -> Streak:
+    """Recompute and store one commitment's streak snapshot (with its at-risk flag)."""
+    if settings is None:
+        settings, _ = load_settings(conn, commitment.tenant_id)
+    reports = [check_in_from_row(row) for row in check_in_rows(conn, commitment.commitment_id)]
+    streak, values = streak_row(commitment, reports, settings, now)
     table = tables.streaks
     updated = conn.execute(
         update(table).where(table.c.commitment_id == commitment.commitment_id).values(**values)
     ).rowcount
     if not updated:
-        conn.execute(insert(table).values(commitment_id=commitment.commitment_id, **values))
+        conn.execute(insert(table).values(**values))
     return streak
 
 
