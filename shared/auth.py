@@ -9,12 +9,24 @@
   so a slow KDF would add latency to every request and no security.
 - Scoped tokens (role coach or member) are JWTs signed with NOCONTACT_SECRET_KEY: any
   service verifies them without a lookup, and they expire.
+
+Successful API-key lookups are remembered per process for NOCONTACT_AUTH_CACHE_TTL_S
+(default 0.25 s; 0 turns it off): the lookup was ~10% of a check-in request. The revocation
+bound stays: the bus takes ~100-200 ms to bring `api_key.revoked` to the other services, the
+cache adds at most the TTL, well within the 1 s the suite promises. The process that folds
+a revocation forgets the key at once (see `forget_api_key`); another process of the same
+service (a second gunicorn worker) may accept it for at most the TTL. Failures are never
+cached, so a newly issued key works as soon as its event is folded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +128,7 @@ def credentials_projection(service: str, tables: CredentialTables) -> Projection
                     )
                 )
         elif event.type == "api_key.revoked":
+            forget_api_key(data["key_id"])
             conn.execute(
                 update(tables.api_keys)
                 .where(tables.api_keys.c.key_id == data["key_id"], tables.api_keys.c.revoked_at.is_(None))
@@ -167,6 +180,86 @@ def _decode_token(token: str) -> dict[str, Any]:
 # -- authentication ----------------------------------------------------------------------
 
 
+def auth_cache_ttl_s() -> float:
+    """How long a successful API-key lookup is reused (NOCONTACT_AUTH_CACHE_TTL_S; 0: never)."""
+    try:
+        return max(float(os.environ.get("NOCONTACT_AUTH_CACHE_TTL_S", "0.25")), 0.0)
+    except ValueError:
+        return 0.25
+
+
+class ApiKeyCache:
+    """Per-process, thread-safe, bounded memory of successful API-key lookups.
+
+    Entries expire after the TTL (read when stored, so a test or an operator can change
+    it without a restart). `forget` drops a revoked key's entries and refuses, for a while,
+    to store it again: a lookup that read the row just before the revocation committed
+    must not put it back for another TTL. Lookups that began before a `forget` are not
+    stored either (the generation counter), whichever key they were for.
+    """
+
+    def __init__(self, max_entries: int = 10_000, tombstone_s: float = 5.0) -> None:
+        self.max_entries = max_entries
+        self.tombstone_s = tombstone_s
+        self._entries: OrderedDict[Any, tuple[float, Principal]] = OrderedDict()
+        self._revoked: dict[str, float] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def generation(self) -> int:
+        return self._generation
+
+    def get(self, key: Any) -> Principal | None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= now:
+                del self._entries[key]
+                return None
+            return entry[1]
+
+    def put(self, key: Any, principal: Principal, generation: int) -> None:
+        ttl = auth_cache_ttl_s()
+        if ttl <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if generation != self._generation:
+                return
+            until = self._revoked.get(principal.credential_id or "")
+            if until is not None and until > now:
+                return
+            self._entries[key] = (now + ttl, principal)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._generation += 1
+            for key in [k for k, (_, p) in self._entries.items() if p.credential_id == key_id]:
+                del self._entries[key]
+            self._revoked = {k: t for k, t in self._revoked.items() if t > now}
+            self._revoked[key_id] = now + self.tombstone_s
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+            self._revoked.clear()
+
+
+API_KEY_CACHE = ApiKeyCache()
+
+
+def forget_api_key(key_id: str) -> None:
+    """Stop accepting `key_id` from this process's cache (called as a revocation is folded)."""
+    API_KEY_CACHE.forget(key_id)
+
+
 def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nocontact"'})
 
@@ -187,15 +280,24 @@ def authenticate(conn: Connection, tables: CredentialTables, authorization: str 
     if operator and hmac.compare_digest(credential.encode(), operator.encode()):
         return Principal(role="operator", tenant_id=None)
     if credential.startswith(API_KEY_PREFIX):
+        key_hash = hash_api_key(credential)
+        # The engine's URL and the table tell services (and test schemas) of one process apart.
+        cache_key = (conn.engine.url, tables.api_keys.name, key_hash)
+        found = API_KEY_CACHE.get(cache_key)
+        if found is not None:
+            return found
+        started = API_KEY_CACHE.generation()
         row = conn.execute(
             select(tables.api_keys.c.key_id, tables.api_keys.c.tenant_id).where(
-                tables.api_keys.c.key_hash == hash_api_key(credential),
+                tables.api_keys.c.key_hash == key_hash,
                 tables.api_keys.c.revoked_at.is_(None),
             )
         ).first()
         if row is None:
             raise unauthorized("the API key is not valid")
-        return Principal(role="admin", tenant_id=row.tenant_id, credential_id=row.key_id)
+        found = Principal(role="admin", tenant_id=row.tenant_id, credential_id=row.key_id)
+        API_KEY_CACHE.put(cache_key, found, started)
+        return found
     claims = _decode_token(credential)
     return Principal(role=claims["role"], tenant_id=claims["tid"], subject_id=claims["sub"])
 
