@@ -9,6 +9,12 @@ Optimistic concurrency is what makes the hard promises hold:
 
 Derived facts (milestones, resets, at-risk changes, missed days) are decided by one
 function, `derive_facts`, from the stream alone, whether a check-in or the clock caused them.
+
+The append comes LAST in every transaction: it takes the store's append lock (one for every
+service in the schema, held until COMMIT), so the read-model writes go first, from the
+events as the append will record them (`_Pending`: all but the position, which the read
+models never read). The expected_version check inside the append still refuses a command
+decided on a stale stream, and then everything written before it rolls back with it.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, update
+from sqlalchemy.exc import IntegrityError
 
 from services.checkin import tables
 from services.checkin.access import tenant_of, visible_commitment
 from services.checkin.domain import (
+    CHECK_IN_EVENT_TYPES,
     CHECKIN_CORRECTED,
     CHECKIN_RECORDED,
     CheckIn,
@@ -61,11 +69,12 @@ from services.checkin.projections import (
     refresh_all_streaks,
     refresh_streak,
     settings_stream_id,
+    store_streak,
 )
 from shared.auth import Principal
 from shared.envelope import versions
 from shared.events import Metadata, NewEvent, RecordedEvent
-from shared.eventstore import ConcurrencyError, append, read_stream
+from shared.eventstore import ConcurrencyError, append, read_stream, utcnow
 from shared.problems import Problem, conflict, not_found
 
 STREAK_MILESTONE_REACHED = "streak.milestone_reached"
@@ -114,6 +123,43 @@ class _Candidate:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """An event about to be appended, as the read models will see it once recorded.
+
+    Everything `apply_check_in_event` / `apply_settings_event` read of a RecordedEvent; the
+    position is left out on purpose: the append hands it out last, under the lock.
+    """
+
+    id: uuid.UUID
+    type: str
+    data: dict[str, Any]
+    stream_version: int
+    tenant_id: str | None
+    recorded_at: datetime
+
+
+def _pending(events: Sequence[NewEvent], version: int, metadata: Metadata, recorded_at: datetime) -> list[_Pending]:
+    """`events` as they will be recorded after stream version `version` (append's `now`)."""
+    return [
+        _Pending(e.id, e.type, e.data, version + offset, metadata.tenant_id, recorded_at)
+        for offset, e in enumerate(events, start=1)
+    ]
+
+
+def _guarded(write: Callable[[], T], stream_id: str, expected: int) -> T:
+    """Read-model writes made before the append, under optimistic concurrency.
+
+    A concurrent command on the same stream may insert the same row (the same day's check-in,
+    a first streak row) and commit first: ours then fails on the key. That is the same lost
+    race the append would have reported, so it is reported the same way (and retried).
+    """
+    try:
+        return write()
+    except IntegrityError as error:
+        raise ConcurrencyError(stream_id, expected, expected + 1) from error
+
+
 def streak_figures(streak: Streak) -> dict[str, Any]:
     """The streak numbers every check-in-stream event carries, so a webhook needs no lookup."""
     return streak.as_json()
@@ -138,24 +184,27 @@ def derive_facts(
     now: datetime,
     *,
     include_missed: bool,
+    after: Streak | None = None,
 ) -> list[NewEvent]:
     """The events that `pending` (check-ins about to be appended) and the passing of time add.
 
     Decided from the stream alone, so a repeat (a retry, a second scheduler) derives
     nothing new: milestones are keyed by (threshold, run start), misses by date, and the
-    at-risk state by the last ``client.at_risk`` recorded.
+    at-risk state by the last ``client.at_risk`` recorded. `after`, when the caller has
+    folded stream + pending already, saves folding it again.
     """
     version = stream[-1].stream_version if stream else 0
     candidates = [_Candidate(e.id, version + i, e.type, e.data) for i, e in enumerate(pending, start=1)]
+    everything = [*stream, *candidates]
     today = commitment.today(now)
-    before = _fold(stream, commitment, settings, today)
-    after = _fold([*stream, *candidates], commitment, settings, today)
+    if after is None:
+        after = _fold(everything, commitment, settings, today)
     figures = streak_figures(after)
     ids = {"commitment_id": commitment.commitment_id, "member_id": commitment.member_id}
     derived: list[NewEvent] = []
 
     if pending:
-        reset = streak_reset(before, after)
+        reset = streak_reset(_fold(stream, commitment, settings, today), after)
         if reset is not None:
             derived.append(
                 NewEvent(STREAK_RESET, {**streak_reset_data(**ids, reset=reset), **figures}, occurred_at=now)
@@ -173,10 +222,7 @@ def derive_facts(
             NewEvent(STREAK_MILESTONE_REACHED, {**milestone_reached_data(**ids, hit=hit), **figures}, occurred_at=now)
         )
 
-    by_id = {str(e.id): e.data for e in [*stream, *candidates]}
-    standing = {
-        day: check_in_from_event_data(by_id[r.event_id]) for day, r in latest_reports([*stream, *candidates]).items()
-    }
+    standing = standing_check_ins(everything)
     reasons: list[str] = []
     if commitment.status_at(now) is CommitmentStatus.ACTIVE:
         assessment = assess_risk(standing.values(), today, settings.at_risk, starts_on=commitment.starts_on)
@@ -218,6 +264,13 @@ def derive_facts(
                 )
             )
     return derived
+
+
+def standing_check_ins(events: Sequence[Any]) -> dict[date, CheckIn]:
+    """The report that stands for each reported day, by day (what the check-in rows hold)."""
+    # Keyed by the raw id the reports carry: no string per event of the stream.
+    data_of = {e.id: e.data for e in events if e.type in CHECK_IN_EVENT_TYPES}
+    return {day: check_in_from_event_data(data_of[r.source_id]) for day, r in latest_reports(events).items()}
 
 
 # -- check-ins --------------------------------------------------------------------------------
@@ -262,13 +315,22 @@ def _store(
     settings: TenantSettings,
     now: datetime,
 ) -> list[RecordedEvent]:
+    """Write the inline projections of `events`, then append them (taking the lock last)."""
     version = stream[-1].stream_version if stream else 0
-    recorded = append(conn, commitment.stream_id, events, expected_version=version, metadata=metadata)
-    for event in recorded:
-        if event.type in (CHECKIN_RECORDED, CHECKIN_CORRECTED):
-            apply_check_in_event(conn, event)
-    refresh_streak(conn, commitment, now, settings)
-    return recorded
+    recorded_at = utcnow()
+    pending = _pending(events, version, metadata, recorded_at)
+
+    def project() -> None:
+        for event in pending:
+            if event.type in CHECK_IN_EVENT_TYPES:
+                apply_check_in_event(conn, event)
+        # The rows now hold exactly the standing reports of stream + pending: take them from
+        # there rather than reading the rows back.
+        standing = standing_check_ins([*stream, *pending])
+        store_streak(conn, commitment, [standing[day] for day in sorted(standing)], settings, now)
+
+    _guarded(project, commitment.stream_id, version)
+    return append(conn, commitment.stream_id, events, expected_version=version, metadata=metadata, now=recorded_at)
 
 
 def record_check_in(
@@ -361,7 +423,8 @@ def _with_figures(
         commitment.today(now),
     )
     event = replace(event, data={**event.data, **streak_figures(after)})
-    return [event, *derive_facts(stream, [event], commitment, settings, now, include_missed=False)]
+    # The figures just added change no outcome: `after` is the fold derive_facts would make.
+    return [event, *derive_facts(stream, [event], commitment, settings, now, include_missed=False, after=after)]
 
 
 # -- the scheduler's unit of work -------------------------------------------------------------
@@ -393,28 +456,24 @@ def run_scheduled(engine: Engine, commitment_id: str, now: datetime) -> list[Rec
             if commitment is None:
                 return []
             settings, _ = load_settings(conn, commitment.tenant_id)
-            recorded: list[RecordedEvent] = []
+            stream: list[RecordedEvent] = []
+            derived: list[NewEvent] = []
             if commitment.recorded_status != CommitmentStatus.ENDED:
                 stream = read_stream(conn, commitment.stream_id)
                 derived = derive_facts(stream, [], commitment, settings, now, include_missed=True)
-                if derived:
-                    metadata = Metadata(
-                        tenant_id=commitment.tenant_id, actor=SCHEDULER_ACTOR, correlation_id=str(uuid.uuid4())
-                    )
-                    recorded = append(
-                        conn,
-                        commitment.stream_id,
-                        derived,
-                        expected_version=stream[-1].stream_version if stream else 0,
-                        metadata=metadata,
-                    )
-            refresh_streak(conn, commitment, now, settings)
+            version = stream[-1].stream_version if stream else 0
+            # Derived facts are no check-ins: the streak row does not depend on them, so it
+            # is written before the append, which takes the store's lock last.
+            _guarded(lambda: refresh_streak(conn, commitment, now, settings), commitment.stream_id, version)
             conn.execute(
                 update(tables.commitments)
                 .where(tables.commitments.c.commitment_id == commitment_id)
                 .values(scheduler_due_at=next_due(commitment, settings, now))
             )
-            return recorded
+            if not derived:
+                return []
+            metadata = Metadata(tenant_id=commitment.tenant_id, actor=SCHEDULER_ACTOR, correlation_id=str(uuid.uuid4()))
+            return append(conn, commitment.stream_id, derived, expected_version=version, metadata=metadata)
 
     return with_retry(attempt)
 
@@ -448,16 +507,14 @@ def update_settings(
                 settings_updated_data(tenant_id=tenant_id, settings=new, previous=current),
                 occurred_at=now,
             )
-            recorded = append(
-                conn,
-                settings_stream_id(tenant_id),
-                [event],
-                expected_version=version,
-                metadata=_metadata(caller, correlation_id),
-            )
-            apply_settings_event(conn, recorded[0])
+            stream_id = settings_stream_id(tenant_id)
+            metadata = _metadata(caller, correlation_id)
+            recorded_at = utcnow()
+            # Read models first, the append (and its lock) last: see the module's docstring.
+            pending = _pending([event], version, metadata, recorded_at)[0]
+            _guarded(lambda: apply_settings_event(conn, pending), stream_id, version)
             if new.reprojects_streaks(current):
-                refresh_all_streaks(conn, now, tenant_id)
+                _guarded(lambda: refresh_all_streaks(conn, now, tenant_id), stream_id, version)
             # Grace hours and thresholds move what is due: let the scheduler look again now.
             conn.execute(
                 update(tables.commitments)
@@ -466,6 +523,9 @@ def update_settings(
                     tables.commitments.c.status != CommitmentStatus.ENDED.value,
                 )
                 .values(scheduler_due_at=now)
+            )
+            recorded = append(
+                conn, stream_id, [event], expected_version=version, metadata=metadata, now=recorded_at
             )
             return new, recorded[0].stream_version
 

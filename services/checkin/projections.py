@@ -71,8 +71,8 @@ def settings_stream_id(tenant_id: str) -> str:
 
 
 class FoldedEvent(Protocol):
-    """What the read-model merges read of an event: a RecordedEvent, or the rebuild's slimmer
-    row of the log."""
+    """What the read-model merges read of an event: a RecordedEvent, the rebuild's slimmer
+    row of the log, or a command's event about to be appended (no position yet)."""
 
     @property
     def data(self) -> dict[str, Any]: ...
@@ -243,7 +243,7 @@ def merge_settings(current: dict[str, Any] | None, event: FoldedEvent) -> dict[s
     }
 
 
-def apply_settings_event(conn: Connection, event: RecordedEvent, table: Table = tables.settings) -> None:
+def apply_settings_event(conn: Connection, event: FoldedEvent, table: Table = tables.settings) -> None:
     tenant_id = event.data.get("tenant_id") or event.tenant_id
     current = conn.execute(select(table.c.version).where(table.c.tenant_id == tenant_id)).first()
     merged = merge_settings(None if current is None else {"version": current.version}, event)
@@ -291,7 +291,7 @@ def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dic
     return None
 
 
-def apply_check_in_event(conn: Connection, event: RecordedEvent, table: Table = tables.check_ins) -> None:
+def apply_check_in_event(conn: Connection, event: FoldedEvent, table: Table = tables.check_ins) -> None:
     """Fold one checkin.recorded/corrected into the day's row (see `merge_check_in`)."""
     data = event.data
     where = (table.c.commitment_id == data["commitment_id"]) & (table.c.day == date.fromisoformat(data["date"]))
@@ -386,6 +386,15 @@ def refresh_streak(
     if settings is None:
         settings, _ = load_settings(conn, commitment.tenant_id)
     reports = [check_in_from_row(row) for row in check_in_rows(conn, commitment.commitment_id)]
+    return store_streak(conn, commitment, reports, settings, now)
+
+
+def store_streak(
+    conn: Connection, commitment: KnownCommitment, reports: Sequence[CheckIn], settings: TenantSettings, now: datetime
+) -> Streak:
+    """Store the snapshot computed from `reports` (the standing report of each day, sorted by
+    day: what the check-in rows hold). The command path passes them from the stream it has
+    already read, sparing a second read of the rows."""
     streak, values = streak_row(commitment, reports, settings, now)
     table = tables.streaks
     updated = conn.execute(
