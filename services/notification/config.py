@@ -63,15 +63,28 @@ def disable_after() -> timedelta:
 
 
 def max_in_flight_per_endpoint() -> int:
-    """NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: concurrent attempts to one endpoint (4)."""
-    return _positive_int("NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 4)
+    """NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: concurrent attempts to one endpoint (16).
+
+    With kept-alive connections one attempt to a healthy receiver takes a round trip, so
+    16 in flight carry hundreds per second; a dead endpoint (timeouts) holds 16 threads
+    at most, below ``delivery_threads()``, so other endpoints keep theirs.
+    """
+    return _positive_int("NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 16)
 
 
 def delivery_threads() -> int:
-    """NOCONTACT_WEBHOOK_WORKERS: attempts in flight per delivery worker process (16)."""
-    return _positive_int("NOCONTACT_WEBHOOK_WORKERS", 16)
+    """NOCONTACT_WEBHOOK_WORKERS: attempts in flight per delivery worker process (48).
+
+    Three endpoints' worth of the per-endpoint cap: one or two stuck endpoints never
+    starve the rest. The threads mostly wait on sockets.
+    """
+    return _positive_int("NOCONTACT_WEBHOOK_WORKERS", 48)
 
 
 def poll_interval_s() -> float:
-    """NOCONTACT_WEBHOOK_POLL_INTERVAL_S: how often an idle worker looks for due deliveries."""
-    return _positive_float("NOCONTACT_WEBHOOK_POLL_INTERVAL_S", 0.25)
+    """NOCONTACT_WEBHOOK_POLL_INTERVAL_S: how often an idle worker looks for due deliveries (0.1).
+
+    The inbox of the same process wakes the worker at once; the poll finds what other
+    processes queued and retries coming due. An idle poll is one small query.
+    """
+    return _positive_float("NOCONTACT_WEBHOOK_POLL_INTERVAL_S", 0.1)

@@ -14,9 +14,13 @@ from shared.relay import Relay
 
 
 def parts(engine: Engine) -> dict[str, Callable[[threading.Event], None]]:
-    """inbox (bus -> deliveries and feed), delivery (the sender loop), relay (audit events)."""
+    """inbox (bus -> deliveries and feed), delivery (the sender loop), relay (audit events).
+
+    The inbox wakes the delivery loop as soon as it has committed new deliveries.
+    """
+    delivery = DeliveryWorker(engine)
     return {
-        "inbox": inbox(engine).run,
-        "delivery": DeliveryWorker(engine).run,
+        "inbox": inbox(engine, on_enqueued=delivery.poke).run,
+        "delivery": delivery.run,
         "relay": Relay(engine, name="relay:notification", categories=[events.CATEGORY]).run,
     }

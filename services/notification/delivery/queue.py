@@ -18,12 +18,12 @@ for the other); SQLite's single writer lock (BEGIN IMMEDIATE) gives the same gua
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 
 from services.notification.delivery.sender import AttemptResult
 from services.notification.domain import messages as msgs
@@ -63,6 +63,41 @@ def signing_secrets(endpoint: Any, now: datetime) -> list[str]:
 # -- enqueue (inbox consumer) ---------------------------------------------------------------
 
 
+def endpoints_of(conn: Connection, tenant_id: str) -> Sequence[Any]:
+    """What enqueueing needs of a tenant's endpoints: id, status, event_types."""
+    return conn.execute(
+        select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(endpoints.c.tenant_id == tenant_id)
+    ).all()
+
+
+class Writes:
+    """Deferred enqueue rows: inserted together (one statement per table) by ``flush``.
+
+    For a caller applying many events in one transaction. ``known_messages`` (primed
+    with one query for the whole batch) answers "does this message exist already?".
+    Each message is enqueued at most once per batch (the inbox deduplicates events),
+    so nothing written here is needed by a later read of the same batch.
+    """
+
+    def __init__(self, known_messages: set[str]) -> None:
+        self.known_messages = known_messages
+        self.messages: list[dict[str, Any]] = []
+        self.deliveries: list[dict[str, Any]] = []
+
+    @staticmethod
+    def prime(conn: Connection, events: Sequence[RecordedEvent]) -> Writes:
+        ids = sorted({msgs.message_id(e.id) for e in events if e.type in msgs.WEBHOOK_EVENT_TYPES})
+        known = set(conn.execute(select(messages.c.id).where(messages.c.id.in_(ids))).scalars()) if ids else set()
+        return Writes(known)
+
+    def flush(self, conn: Connection) -> None:
+        if self.messages:
+            conn.execute(insert(messages), self.messages)
+        if self.deliveries:
+            conn.execute(insert(deliveries), self.deliveries)
+        self.messages, self.deliveries = [], []
+
+
 def enqueue(
     conn: Connection,
     event: RecordedEvent,
@@ -70,25 +105,31 @@ def enqueue(
     now: datetime,
     schedule: Sequence[int],
     rng: RandomSource,
+    tenant_endpoints: Callable[[Connection, str], Sequence[Any]] | None = None,
+    writes: Writes | None = None,
 ) -> int:
     """Queue the event's message for every endpoint of its tenant that subscribed to it.
 
     Disabled endpoints get a ``skipped_disabled`` delivery: the event is recorded for
     them and can be redelivered once the endpoint is enabled. Returns the number of
     deliveries created. Runs in the consumer's transaction (idempotent with it).
+    ``tenant_endpoints`` replaces the read of the tenant's endpoints (the inbox caches
+    it for the length of one transaction); with ``writes`` the rows are only collected
+    (the caller flushes them before committing).
     """
     if event.tenant_id is None or event.type not in msgs.WEBHOOK_EVENT_TYPES:
         return 0
-    rows = conn.execute(
-        select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(
-            endpoints.c.tenant_id == event.tenant_id
-        )
-    ).all()
+    rows = (tenant_endpoints or endpoints_of)(conn, event.tenant_id)
     targets = [row for row in rows if msgs.matches(row.event_types, event.type)]
     if not targets:
         return 0
     message_id = msgs.message_id(event.id)
-    if conn.execute(select(messages.c.id).where(messages.c.id == message_id)).first() is None:
+    existing: set[str] = set()
+    if writes is not None:
+        known = message_id in writes.known_messages
+    else:
+        known = conn.execute(select(messages.c.id).where(messages.c.id == message_id)).first() is not None
+    if not known:
         body = msgs.webhook_body(
             event_type=event.type,
             event_id=event.id,
@@ -96,40 +137,47 @@ def enqueue(
             sequence=event.stream_version,
             data=event.data,
         )
-        conn.execute(
-            insert(messages).values(
-                id=message_id,
-                tenant_id=event.tenant_id,
-                event_id=str(event.id),
-                event_type=event.type,
-                body=body.decode(),
-                occurred_at=event.occurred_at,
-                created_at=now,
-            )
+        message_row = {
+            "id": message_id,
+            "tenant_id": event.tenant_id,
+            "event_id": str(event.id),
+            "event_type": event.type,
+            "body": body.decode(),
+            "occurred_at": event.occurred_at,
+            "created_at": now,
+        }
+        if writes is not None:
+            writes.messages.append(message_row)
+        else:
+            conn.execute(insert(messages).values(**message_row))
+    else:
+        # Only a message that existed before can have deliveries already (the usual new
+        # message skips this read).
+        existing = set(
+            conn.execute(select(deliveries.c.endpoint_id).where(deliveries.c.message_id == message_id)).scalars()
         )
-    existing = set(
-        conn.execute(select(deliveries.c.endpoint_id).where(deliveries.c.message_id == message_id)).scalars()
-    )
     created = 0
     for target in targets:
         if target.id in existing:
             continue
         enabled = target.status == ENABLED
-        conn.execute(
-            insert(deliveries).values(
-                tenant_id=event.tenant_id,
-                endpoint_id=target.id,
-                message_id=message_id,
-                event_type=event.type,
-                state=PENDING if enabled else SKIPPED_DISABLED,
-                attempts=0,
-                schedule_step=0,
-                next_attempt_at=next_attempt_at(1, now, schedule, rng) if enabled else None,
-                last_error=None if enabled else "endpoint disabled when the event arrived",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        delivery_row = {
+            "tenant_id": event.tenant_id,
+            "endpoint_id": target.id,
+            "message_id": message_id,
+            "event_type": event.type,
+            "state": PENDING if enabled else SKIPPED_DISABLED,
+            "attempts": 0,
+            "schedule_step": 0,
+            "next_attempt_at": next_attempt_at(1, now, schedule, rng) if enabled else None,
+            "last_error": None if enabled else "endpoint disabled when the event arrived",
+            "created_at": now,
+            "updated_at": now,
+        }
+        if writes is not None:
+            writes.deliveries.append(delivery_row)
+        else:
+            conn.execute(insert(deliveries).values(**delivery_row))
         created += 1
     return created
 
@@ -176,6 +224,10 @@ def claim(
     if limit <= 0:
         return []
     claims: list[Claim] = []
+    leased: list[int] = []
+    # One token for the whole batch: it is checked together with the delivery id, and a
+    # lease taken over (expiry, redelivery) replaces it row by row.
+    token = uuid.uuid4().hex
     with engine.begin() as conn:
         oldest = func.min(deliveries.c.next_attempt_at)
         # Endpoints already at their cap are left out here, so they cannot fill the
@@ -231,13 +283,8 @@ def claim(
                 .with_for_update(skip_locked=True, of=deliveries)
             ).all()
             secrets = tuple(signing_secrets(endpoint, now))
+            leased.extend(row.id for row in rows)
             for row in rows:
-                token = uuid.uuid4().hex
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == row.id)
-                    .values(leased_until=now + lease, lease_token=token)
-                )
                 claims.append(
                     Claim(
                         delivery_id=row.id,
@@ -253,6 +300,12 @@ def claim(
                 )
             if len(claims) >= limit:
                 break
+        if leased:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(leased))
+                .values(leased_until=now + lease, lease_token=token)
+            )
     return claims
 
 
@@ -269,6 +322,16 @@ class Recorded:
     endpoint_disabled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished attempt, waiting to be recorded."""
+
+    claim: Claim
+    result: AttemptResult
+    #: When the attempt finished (the retry schedule counts from here).
+    at: datetime
+
+
 def record(
     engine: Engine,
     claim_: Claim,
@@ -279,78 +342,147 @@ def record(
     rng: RandomSource,
     disable_after: timedelta = DEFAULT_DISABLE_AFTER,
 ) -> Recorded | None:
-    """Log the attempt and move the delivery on; None when the lease was lost.
+    """Log one attempt and move its delivery on; None when the lease was lost."""
+    (recorded,) = record_many(
+        engine, [Outcome(claim_, result, now)], schedule=schedule, rng=rng, disable_after=disable_after
+    )
+    return recorded
+
+
+def record_many(
+    engine: Engine,
+    outcomes: Sequence[Outcome],
+    *,
+    schedule: Sequence[int],
+    rng: RandomSource,
+    disable_after: timedelta = DEFAULT_DISABLE_AFTER,
+) -> list[Recorded | None]:
+    """Log attempts and move their deliveries on, in ONE transaction; None per lost lease.
 
     A lost lease means the endpoint was deleted, or the delivery was redelivered by hand
-    while this attempt ran: the result no longer decides anything.
+    while the attempt ran: the result no longer decides anything. The outcomes are
+    applied one after the other, in order, exactly as separate transactions would have
+    been (an endpoint disabled by one outcome fails the later ones of the batch); only
+    the writes are grouped. The endpoint row is written only when its failure clock or
+    status changes, not on every success: it is the row claims lock.
     """
-    outcome = classify(result.status_code, result.error, retry_after=result.retry_after, now=now)
+    if not outcomes:
+        return []
+    results: list[Recorded | None] = [None] * len(outcomes)
     with engine.begin() as conn:
-        delivery = conn.execute(
-            select(deliveries)
-            .where(deliveries.c.id == claim_.delivery_id, deliveries.c.lease_token == claim_.lease_token)
-            .with_for_update()
-        ).first()
-        endpoint = conn.execute(select(endpoints).where(endpoints.c.id == claim_.endpoint_id).with_for_update()).first()
-        if delivery is None or endpoint is None:
-            return None
-        number = delivery.attempts + 1
-        step = delivery.schedule_step + 1
-        was_enabled = endpoint.status == ENABLED
-        since, disable = after_attempt(aware(endpoint.failing_since), outcome, now, disable_after)
-        next_at: datetime | None = None
-        if outcome.verdict is Verdict.DELIVERED:
-            state = SUCCEEDED
-        elif disable or not was_enabled:
-            state = FAILED
-        else:
-            next_at = next_attempt_at(step + 1, now, schedule, rng, outcome.retry_after_s)
-            state = PENDING if next_at is not None else FAILED
-        error = result.error if result.error is not None else (None if state == SUCCEEDED else outcome.reason)
-        conn.execute(
-            insert(attempts).values(
-                tenant_id=claim_.tenant_id,
-                endpoint_id=claim_.endpoint_id,
-                delivery_id=claim_.delivery_id,
-                message_id=claim_.message_id,
-                event_type=claim_.event_type,
-                attempt=number,
-                status_code=result.status_code,
-                duration_ms=result.duration_ms,
-                error=error,
-                response_excerpt=result.response_excerpt[:1024] or None,
-                state="retrying" if state == PENDING else state,
-                next_attempt_at=next_at,
-                attempted_at=now,
+        ids = sorted({o.claim.delivery_id for o in outcomes})
+        # Locked in id order (and endpoints below in id order): two batches never deadlock.
+        held = {
+            row.id: row
+            for row in conn.execute(
+                select(deliveries.c.id, deliveries.c.lease_token, deliveries.c.attempts, deliveries.c.schedule_step)
+                .where(deliveries.c.id.in_(ids))
+                .order_by(deliveries.c.id)
+                .with_for_update()
             )
-        )
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id == claim_.delivery_id)
-            .values(
-                state=state,
-                attempts=number,
-                schedule_step=step,
-                next_attempt_at=next_at,
-                leased_until=None,
-                lease_token=None,
-                last_status_code=result.status_code,
-                last_error=error,
-                last_attempt_at=now,
-                updated_at=now,
+        }
+        endpoint_ids = sorted({o.claim.endpoint_id for o in outcomes})
+        endpoint_rows = {
+            row.id: row
+            for row in conn.execute(
+                select(
+                    endpoints.c.id,
+                    endpoints.c.tenant_id,
+                    endpoints.c.status,
+                    endpoints.c.failing_since,
+                )
+                .where(endpoints.c.id.in_(endpoint_ids))
+                .order_by(endpoints.c.id)
+                .with_for_update()
             )
-        )
-        conn.execute(update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since))
-        newly_disabled = disable and was_enabled
-        if newly_disabled:
-            first = aware(endpoint.failing_since) or now
-            reason = (
-                outcome.reason
-                if outcome.verdict is Verdict.DISABLE_ENDPOINT
-                else f"every attempt failed since {first.isoformat()}"
+        }
+        # The endpoint state as the outcomes move it: (status, failing_since).
+        state_of = {eid: (row.status, aware(row.failing_since)) for eid, row in endpoint_rows.items()}
+        log_rows: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        disables: list[tuple[str, str, str, datetime]] = []
+        for index, item in enumerate(outcomes):
+            claim_, result, now = item.claim, item.result, item.at
+            delivery = held.get(claim_.delivery_id)
+            endpoint = endpoint_rows.get(claim_.endpoint_id)
+            if delivery is None or endpoint is None or delivery.lease_token != claim_.lease_token:
+                continue
+            # A second outcome of the same lease (never expected) must not count twice.
+            held.pop(claim_.delivery_id)
+            outcome = classify(result.status_code, result.error, retry_after=result.retry_after, now=now)
+            number = delivery.attempts + 1
+            step = delivery.schedule_step + 1
+            status, failing_since = state_of[endpoint.id]
+            was_enabled = status == ENABLED
+            since, disable = after_attempt(failing_since, outcome, now, disable_after)
+            next_at: datetime | None = None
+            if outcome.verdict is Verdict.DELIVERED:
+                state = SUCCEEDED
+            elif disable or not was_enabled:
+                state = FAILED
+            else:
+                next_at = next_attempt_at(step + 1, now, schedule, rng, outcome.retry_after_s)
+                state = PENDING if next_at is not None else FAILED
+            error = result.error if result.error is not None else (None if state == SUCCEEDED else outcome.reason)
+            log_rows.append(
+                {
+                    "tenant_id": claim_.tenant_id,
+                    "endpoint_id": claim_.endpoint_id,
+                    "delivery_id": claim_.delivery_id,
+                    "message_id": claim_.message_id,
+                    "event_type": claim_.event_type,
+                    "attempt": number,
+                    "status_code": result.status_code,
+                    "duration_ms": result.duration_ms,
+                    "error": error,
+                    "response_excerpt": result.response_excerpt[:1024] or None,
+                    "state": "retrying" if state == PENDING else state,
+                    "next_attempt_at": next_at,
+                    "attempted_at": now,
+                }
             )
-            disable_endpoint(conn, endpoint.id, endpoint.tenant_id, reason, now=now, actor="system:delivery")
-    return Recorded(state, number, next_at, newly_disabled)
+            updates.append(
+                {
+                    "b_id": claim_.delivery_id,
+                    "state": state,
+                    "attempts": number,
+                    "schedule_step": step,
+                    "next_attempt_at": next_at,
+                    "leased_until": None,
+                    "lease_token": None,
+                    "last_status_code": result.status_code,
+                    "last_error": error,
+                    "last_attempt_at": now,
+                    "updated_at": now,
+                }
+            )
+            newly_disabled = disable and was_enabled
+            if newly_disabled:
+                first = failing_since or now
+                reason = (
+                    outcome.reason
+                    if outcome.verdict is Verdict.DISABLE_ENDPOINT
+                    else f"every attempt failed since {first.isoformat()}"
+                )
+                disables.append((endpoint.id, endpoint.tenant_id, reason, now))
+                status = DISABLED
+            state_of[endpoint.id] = (status, since)
+            results[index] = Recorded(state, number, next_at, newly_disabled)
+        if log_rows:
+            conn.execute(insert(attempts), log_rows)
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("b_id"))
+                .values({name: bindparam(name) for name in updates[0] if name != "b_id"}),
+                updates,
+            )
+        for endpoint_id, (_status, since) in state_of.items():
+            if since != aware(endpoint_rows[endpoint_id].failing_since):
+                conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(failing_since=since))
+        # After the deliveries' own updates: disabling fails whatever is still pending.
+        for endpoint_id, tenant_id, reason, now in disables:
+            disable_endpoint(conn, endpoint_id, tenant_id, reason, now=now, actor="system:delivery")
+    return results
 
 
 def disable_endpoint(

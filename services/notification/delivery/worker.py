@@ -1,14 +1,26 @@
-"""The delivery worker: claims due deliveries and runs their attempts in a thread pool.
+"""The delivery worker: claims due deliveries in batches, attempts them in a thread pool.
 
-The loop only claims and hands out; HTTP attempts run in pool threads, outside any
-database transaction. A slow or dead endpoint can hold at most ``per_endpoint`` threads
-(the claim's cap), so other endpoints and tenants keep being served. On stop, the loop
-claims nothing more and waits for the attempts in flight to be recorded.
+One loop owns the database work: each turn records every attempt finished since the last
+turn in ONE transaction, then claims what fits in the free threads in ONE transaction.
+HTTP attempts run in pool threads, outside any transaction, over kept-alive connections
+(``sender.ClientPool``). A slow or dead endpoint can hold at most ``per_endpoint`` threads
+(the claim's cap, counted in the database), and ``threads`` is larger than that cap, so
+other endpoints and tenants keep being served. On stop, the loop claims nothing more,
+waits for the attempts in flight and records them.
+
+A finished attempt waits in memory until the loop records it (milliseconds); a crash in
+between leaves its lease to expire and the delivery is tried again with the same
+webhook-id (at-least-once, as for a crash during the attempt).
+
+The loop sleeps until woken: by a finished attempt, by ``poke()`` (the inbox in the same
+process calls it after committing new deliveries), or after ``poll_interval_s`` (work
+queued by other processes, retries coming due).
 """
 
 from __future__ import annotations
 
 import logging
+import queue as queues
 import random
 import threading
 from collections.abc import Callable
@@ -19,7 +31,7 @@ from sqlalchemy import Engine
 
 from services.notification import config
 from services.notification.delivery import queue
-from services.notification.delivery.sender import AttemptResult, send
+from services.notification.delivery.sender import AttemptResult, ClientPool, send
 from services.notification.domain import signing
 from shared import metrics
 
@@ -27,6 +39,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Sender = Callable[..., AttemptResult]
+
+#: The most outcomes recorded in one transaction (a turn records the rest next).
+RECORD_BATCH = 200
 
 #: How long past the timeout a lease lasts before another worker may retry the delivery.
 #: It bounds how long a crashed worker's deliveries stall (timeout + margin), so it is
@@ -54,7 +69,7 @@ class DeliveryWorker:
         schedule: tuple[int, ...] | None = None,
         disable_after: timedelta | None = None,
         clock: Clock = utcnow,
-        sender: Sender = send,
+        sender: Sender | None = None,
         rng: random.Random | None = None,
     ) -> None:
         # Read (and validated) at construction: a bad setting stops the worker at start.
@@ -67,18 +82,28 @@ class DeliveryWorker:
         self.schedule = schedule or config.retry_schedule()
         self.disable_after = disable_after or config.disable_after()
         self.clock = clock
-        self.sender = sender
+        # Kept-alive connections for the default sender; an injected sender brings its own.
+        self.pool = ClientPool()
+        self.sender: Sender = sender or self._pooled_send
         self.rng = rng or random.Random()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._finished: queues.SimpleQueue[queue.Outcome] = queues.SimpleQueue()
+
+    def _pooled_send(self, url: str, headers: dict[str, str], body: bytes, **kwargs: object) -> AttemptResult:
+        return send(url, headers, body, pool=self.pool, **kwargs)  # type: ignore[arg-type]
+
+    def poke(self) -> None:
+        """New deliveries were committed: look for due work now, not at the next poll."""
+        self._wake.set()
 
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.timeout_s) + LEASE_MARGIN
 
-    def attempt(self, claim: queue.Claim) -> queue.Recorded | None:
-        """Make one attempt of a claimed delivery and record it. Never raises."""
+    def _send(self, claim: queue.Claim) -> queue.Outcome:
+        """Make one attempt of a claimed delivery. Never raises."""
         try:
             timestamp = int(self.clock().timestamp())
             headers = signing.headers(claim.secrets, claim.message_id, timestamp, claim.body)
@@ -87,49 +112,69 @@ class DeliveryWorker:
             )
         except Exception as error:  # noqa: BLE001 - a broken attempt is recorded, not lost
             result = AttemptResult(None, 0, f"unexpected: {type(error).__name__}: {error}", None, "")
+        return queue.Outcome(claim, result, self.clock())
+
+    def record(self, outcomes: list[queue.Outcome]) -> list[queue.Recorded | None]:
+        """Record finished attempts in one transaction. Never raises."""
+        if not outcomes:
+            return []
         try:
-            recorded = queue.record(
-                self.engine,
-                claim,
-                result,
-                now=self.clock(),
-                schedule=self.schedule,
-                rng=self.rng,
-                disable_after=self.disable_after,
+            recorded = queue.record_many(
+                self.engine, outcomes, schedule=self.schedule, rng=self.rng, disable_after=self.disable_after
             )
         except Exception:
-            # The lease expires and the delivery is tried again: at-least-once.
-            log.exception("could not record attempt of %s to endpoint %s", claim.message_id, claim.endpoint_id)
-            return None
-        outcome = "lost_lease" if recorded is None else recorded.state
-        metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
-        log.info(
-            "webhook attempt",
-            extra={
-                "endpoint_id": claim.endpoint_id,
-                "message_id": claim.message_id,
-                "status_code": result.status_code,
-                "error": result.error,
-                "duration_ms": result.duration_ms,
-                "state": outcome,
-            },
-        )
+            # The leases expire and the deliveries are tried again: at-least-once.
+            log.exception("could not record %d webhook attempts", len(outcomes))
+            return [None] * len(outcomes)
+        for item, done in zip(outcomes, recorded, strict=True):
+            state = "lost_lease" if done is None else done.state
+            metrics.WEBHOOK_ATTEMPTS.labels(state).inc()
+            result = item.result
+            log.info(
+                "webhook attempt",
+                extra={
+                    "endpoint_id": item.claim.endpoint_id,
+                    "message_id": item.claim.message_id,
+                    "status_code": result.status_code,
+                    "error": result.error,
+                    "duration_ms": result.duration_ms,
+                    "state": state,
+                },
+            )
         return recorded
+
+    def attempt(self, claim: queue.Claim) -> queue.Recorded | None:
+        """Make one attempt of a claimed delivery and record it. Never raises."""
+        return self.record([self._send(claim)])[0]
 
     def _run_one(self, claim: queue.Claim) -> None:
         try:
-            self.attempt(claim)
+            self._finished.put(self._send(claim))
         finally:
             with self._lock:
                 self._in_flight -= 1
             self._wake.set()
 
+    def _record_finished(self) -> int:
+        outcomes: list[queue.Outcome] = []
+        while len(outcomes) < RECORD_BATCH:
+            try:
+                outcomes.append(self._finished.get_nowait())
+            except queues.Empty:
+                break
+        self.record(outcomes)
+        return len(outcomes)
+
     def run_once(self, pool: ThreadPoolExecutor) -> int:
-        """Claim what fits in the free threads and start it; returns how many started."""
+        """Record finished attempts, claim what fits in the free threads and start it.
+
+        Returns how many attempts were recorded or started (0: nothing to do).
+        """
+        recorded = self._record_finished()
         with self._lock:
             free = self.threads - self._in_flight
         if free <= 0:
-            return 0
+            return recorded
         claims = queue.claim(
             self.engine, now=self.clock(), limit=free, per_endpoint=self.per_endpoint, lease=self.lease
         )
@@ -137,34 +182,45 @@ class DeliveryWorker:
             with self._lock:
                 self._in_flight += 1
             pool.submit(self._run_one, claim)
-        return len(claims)
+        return recorded + len(claims)
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set; attempts in flight finish before returning."""
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="webhook") as pool:
-            while not stop.is_set():
-                try:
-                    started = self.run_once(pool)
-                except Exception:
-                    log.exception("claiming due deliveries failed")
-                    started = 0
-                if not started:
-                    self._wake.wait(self.poll_interval_s)
+        """Deliver until ``stop`` is set; attempts in flight finish and are recorded first."""
+        # ``stop`` must end the idle wait too, not only the next poll (which may be long).
+        threading.Thread(target=lambda: (stop.wait(), self._wake.set()), daemon=True).start()
+        try:
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="webhook") as pool:
+                while not stop.is_set():
+                    # Cleared before looking: a wake-up arriving during the turn is kept.
                     self._wake.clear()
+                    try:
+                        busy = self.run_once(pool)
+                    except Exception:
+                        log.exception("claiming due deliveries failed")
+                        busy = 0
+                    if not busy:
+                        self._wake.wait(self.poll_interval_s)
+            while self._record_finished():
+                pass
+        finally:
+            self.pool.close()
 
     def drain(self) -> int:
         """Attempt everything due now, synchronously (tests and the CLI)."""
         total = 0
-        with ThreadPoolExecutor(self.threads) as pool:
-            while True:
-                claims = queue.claim(
-                    self.engine,
-                    now=self.clock(),
-                    limit=self.threads,
-                    per_endpoint=self.per_endpoint,
-                    lease=self.lease,
-                )
-                if not claims:
-                    return total
-                list(pool.map(self.attempt, claims))
-                total += len(claims)
+        try:
+            with ThreadPoolExecutor(self.threads) as pool:
+                while True:
+                    claims = queue.claim(
+                        self.engine,
+                        now=self.clock(),
+                        limit=self.threads,
+                        per_endpoint=self.per_endpoint,
+                        lease=self.lease,
+                    )
+                    if not claims:
+                        return total
+                    self.record(list(pool.map(self._send, claims)))
+                    total += len(claims)
+        finally:
+            self.pool.close()

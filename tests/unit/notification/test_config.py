@@ -22,7 +22,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.retry_schedule() == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     assert config.timeout_s() == 15.0
     assert config.disable_after() == timedelta(days=5)
-    assert config.max_in_flight_per_endpoint() == 4
+    assert config.max_in_flight_per_endpoint() == 16
     assert config.allow_private() is False
 
 

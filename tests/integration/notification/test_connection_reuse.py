@@ -1,0 +1,187 @@
+"""Kept-alive connections (sender.ClientPool) against a real HTTP/1.1 server on loopback.
+
+Reuse must not weaken the SSRF guard: the name is resolved and vetted at every attempt,
+and a connection is reused only for the very address the attempt's vetting allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from services.notification.delivery.sender import AttemptResult, ClientPool, send
+from services.notification.domain import signing
+
+SECRET = signing.generate_secret()
+BODY = json.dumps({"type": "checkin.recorded", "timestamp": "2026-03-01T10:00:00Z", "data": {}}).encode()
+
+
+class KeepAliveServer(ThreadingHTTPServer):
+    """Answers 200 over HTTP/1.1 keep-alive; counts connections and requests."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.hosts: list[str] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                with server.lock:
+                    server.hosts.append(self.headers.get("host", ""))
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+@pytest.fixture
+def server() -> Iterator[KeepAliveServer]:
+    running = KeepAliveServer()
+    thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield running
+    running.shutdown()
+    running.server_close()
+    thread.join(5)
+
+
+class Dns:
+    """A getaddrinfo stand-in whose answer the test changes; counts lookups."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.lookups = 0
+
+    def __call__(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        self.lookups += 1
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (self.address, port))]
+
+
+def deliver(url: str, pool: ClientPool, dns: Dns | None = None) -> AttemptResult:
+    headers = signing.headers([SECRET], "msg_reuse", 1_700_000_000, BODY)
+    extra: dict[str, Any] = {"resolve": dns} if dns is not None else {}
+    return send(url, headers, BODY, timeout_s=5.0, allow_private=True, pool=pool, **extra)
+
+
+def test_a_pool_reuses_one_connection_and_still_resolves_every_attempt(server: KeepAliveServer) -> None:
+    pool = ClientPool()
+    dns = Dns("127.0.0.1")
+    try:
+        for _ in range(5):
+            result = deliver(f"http://hooks.invalid:{server.port}/h", pool, dns)
+            assert result.status_code == 200, result.error
+    finally:
+        pool.close()
+    assert server.connections == 1
+    assert dns.lookups == 5  # no cached answer: every attempt vetted its own resolution
+    assert server.hosts == [f"hooks.invalid:{server.port}"] * 5
+
+
+def test_without_a_pool_every_attempt_has_its_own_connection(server: KeepAliveServer) -> None:
+    headers = signing.headers([SECRET], "msg_reuse", 1_700_000_000, BODY)
+    for _ in range(3):
+        result = send(f"http://127.0.0.1:{server.port}/h", headers, BODY, timeout_s=5.0, allow_private=True)
+        assert result.status_code == 200, result.error
+    assert server.connections == 3
+
+
+def test_a_kept_connection_does_not_outlive_a_changed_dns_answer(server: KeepAliveServer) -> None:
+    # DNS rebinding with a warm connection: the next answer is the metadata address.
+    # The attempt is refused by its own vetting; the open connection is not used.
+    pool = ClientPool()
+    dns = Dns("127.0.0.1")
+    url = f"http://hooks.invalid:{server.port}/h"
+    try:
+        assert deliver(url, pool, dns).status_code == 200
+        dns.address = "169.254.169.254"
+        refused = deliver(url, pool, dns)
+        assert refused.status_code is None
+        assert refused.error is not None and refused.error.startswith("refused:")
+        assert len(server.hosts) == 1
+        # Connections are keyed by the vetted IP: another address never gets this one.
+        dns.address = "127.0.0.2"
+        moved = deliver(url, pool, dns)
+        assert moved.ip == "127.0.0.2"
+    finally:
+        pool.close()
+
+
+def test_clients_are_keyed_by_address_and_tls_name(server: KeepAliveServer) -> None:
+    pool = ClientPool()
+    try:
+        # Plain HTTP: two names on one IP share the client (no TLS identity involved).
+        for name in ("a.invalid", "b.invalid"):
+            assert deliver(f"http://{name}:{server.port}/h", pool, Dns("127.0.0.1")).status_code == 200
+        assert len(pool) == 1 and server.connections == 1
+        # HTTPS: one client per SNI name, so a TLS session verified for one name is never
+        # handed to another (the handshake fails here: the server speaks plain HTTP).
+        for name in ("a.invalid", "b.invalid"):
+            assert deliver(f"https://{name}:{server.port}/h", pool, Dns("127.0.0.1")).status_code is None
+        assert len(pool) == 3
+    finally:
+        pool.close()
+
+
+def test_the_pool_is_bounded_and_evicts_the_least_recently_used(server: KeepAliveServer) -> None:
+    other = KeepAliveServer()
+    thread = threading.Thread(target=other.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    pool = ClientPool(max_clients=1)
+    try:
+        for target in (server, other, server):
+            assert deliver(f"http://127.0.0.1:{target.port}/h", pool).status_code == 200
+        assert len(pool) == 1
+        # The first client was closed on eviction: the third attempt needed a new connection.
+        assert server.connections == 2 and other.connections == 1
+    finally:
+        pool.close()
+        other.shutdown()
+        other.server_close()
+        thread.join(5)
+
+
+def test_concurrent_attempts_share_the_pool(server: KeepAliveServer) -> None:
+    pool = ClientPool()
+    results: list[AttemptResult] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        for _ in range(10):
+            result = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    pool.close()
+    assert [r.status_code for r in results] == [200] * 40
+    assert server.connections <= 4  # at most one per concurrent attempt, then reused
