@@ -268,8 +268,13 @@ def forbidden(detail: str = "this credential may not do that") -> Problem:
     return Problem(403, detail)
 
 
-def authenticate(conn: Connection, tables: CredentialTables, authorization: str | None) -> Principal:
-    """The principal behind an Authorization header; raises a 401 problem otherwise."""
+def authenticate(conn: Connection, tables: CredentialTables, authorization: str | None,
+                 *, cache: bool = True) -> Principal:
+    """The principal behind an Authorization header; raises a 401 problem otherwise.
+
+    `cache=False` for the service that owns revocation (commitment): there a revoked key
+    must stop working at once, on every one of its workers.
+    """
     if not authorization:
         raise unauthorized("an Authorization: Bearer credential is required")
     scheme, _, credential = authorization.strip().partition(" ")
@@ -283,7 +288,7 @@ def authenticate(conn: Connection, tables: CredentialTables, authorization: str 
         key_hash = hash_api_key(credential)
         # The engine's URL and the table tell services (and test schemas) of one process apart.
         cache_key = (conn.engine.url, tables.api_keys.name, key_hash)
-        found = API_KEY_CACHE.get(cache_key)
+        found = API_KEY_CACHE.get(cache_key) if cache else None
         if found is not None:
             return found
         started = API_KEY_CACHE.generation()
@@ -296,7 +301,8 @@ def authenticate(conn: Connection, tables: CredentialTables, authorization: str 
         if row is None:
             raise unauthorized("the API key is not valid")
         found = Principal(role="admin", tenant_id=row.tenant_id, credential_id=row.key_id)
-        API_KEY_CACHE.put(cache_key, found, started)
+        if cache:
+            API_KEY_CACHE.put(cache_key, found, started)
         return found
     claims = _decode_token(credential)
     return Principal(role=claims["role"], tenant_id=claims["tid"], subject_id=claims["sub"])

@@ -166,6 +166,7 @@ def create_app(
     credentials: CredentialTables,
     extra_checks: dict[str, Check] | None = None,
     public_paths: Iterable[str] = (),
+    cache_api_keys: bool = True,
 ) -> Flask:
     """A service's Flask app: API, docs, errors, auth, health and metrics wired once."""
     nclog.configure(service)
@@ -221,7 +222,9 @@ def create_app(
         _vet_nul_characters()
         if request.path.startswith("/v1/") and not request.path.startswith(public):
             with read(engine()) as conn:
-                g.principal = authenticate(conn, credentials, request.headers.get("Authorization"))
+                g.principal = authenticate(
+                    conn, credentials, request.headers.get("Authorization"), cache=cache_api_keys
+                )
             limiter.check(g.principal)
         return None
 

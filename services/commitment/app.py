@@ -36,6 +36,9 @@ def create_app() -> Flask:
         description="Tenants, API keys, scoped tokens, commitments of no contact and coach assignments.",
         blueprints=BLUEPRINTS,
         credentials=CREDENTIALS,
+        # This service revokes keys: here a revoked key stops working at once, on every
+        # worker, so it never answers from the per-process cache of key lookups.
+        cache_api_keys=False,
     )
     app.register_error_handler(DomainError, _domain_problem)
     app.register_error_handler(ConcurrencyError, _concurrency_problem)

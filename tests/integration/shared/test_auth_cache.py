@@ -181,3 +181,15 @@ def test_the_cache_is_bounded_and_thread_safe(monkeypatch: pytest.MonkeyPatch) -
     # The newest entries survive, the oldest were evicted.
     cache.put("last", Principal("admin", "t", credential_id="last"), cache.generation())
     assert cache.get("last") is not None
+
+
+def test_the_owner_of_revocation_reads_through_the_cache(store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache=False (the commitment service): a revocation by another worker counts at once."""
+    monkeypatch.setenv("NOCONTACT_AUTH_CACHE_TTL_S", "60")
+    _issue(store)
+    with read(store) as conn:
+        assert authenticate(conn, CREDENTIALS, f"Bearer {KEY}", cache=False).credential_id == "k1"
+    _revoke_row(store)
+    with read(store) as conn, pytest.raises(Problem) as refused:
+        authenticate(conn, CREDENTIALS, f"Bearer {KEY}", cache=False)
+    assert refused.value.status == 401
