@@ -245,6 +245,9 @@ class Inbox(Consumer):
         self.on_enqueued = on_enqueued
         self.max_batch = max(1, min(max_batch, self.prefetch))
         self._pending: list[Message] = []
+        # RabbitMQ acks a whole batch with one frame; Kombu's virtual transports ignore
+        # ``multiple``, so there each message is acked.
+        self._ack_multiple = False
 
     def _note_queued(self, count: int) -> None:
         self._queued = True
@@ -288,9 +291,15 @@ class Inbox(Consumer):
                 message.ack()
             return
         self._wake_delivery()
-        for (message, _event), outcome in zip(events, outcomes, strict=True):
+        for outcome in outcomes:
             metrics.CONSUMED.labels(self.component.name, outcome).inc()
-            message.ack()
+        if self._ack_multiple:
+            # One frame for the batch: every delivery before it on this channel is in the
+            # batch (or was already settled), since a batch takes all messages in hand.
+            events[-1][0].ack(multiple=True)
+        else:
+            for message, _event in events:
+                message.ack()
         newest = max(event.recorded_at for _, event in events)
         metrics.CONSUMER_LAG.labels(self.component.name).set(max((datetime.now(UTC) - newest).total_seconds(), 0.0))
 
@@ -371,6 +380,7 @@ class Inbox(Consumer):
             try:
                 with bus.connect(self.broker_url) as connection:
                     connection.connect()
+                    self._ack_multiple = bus.is_amqp(connection)
                     bus.declare_topology(connection, [self.component])
                     self._dead_letter_producer = Producer(
                         connection.channel(), exchange=bus.dead_letter_exchange(), auto_declare=False

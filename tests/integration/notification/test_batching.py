@@ -32,6 +32,7 @@ from shared.envelope import encode
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.schema import dead_letters, processed_events
 from shared.testing import wait_until
+from shared.topology import NOTIFICATION_INBOX
 from tests.integration.notification.conftest import Receiver
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -237,6 +238,10 @@ def test_the_inbox_applies_prefetched_messages_together_and_parks_poison(
     assert letter.event_id == str(poison.id) and letter.attempts == 2
     assert max(consumer.batches) > 1  # several messages shared a transaction
     assert pokes  # the delivery worker was woken after the commits
+    # Everything was acked (a batch with one frame): nothing is left for a redelivery.
+    with bus.connect(amqp_url) as connection:
+        declared = bus.component_queue(NOTIFICATION_INBOX, connection)(connection.default_channel)
+        assert declared.queue_declare(passive=True).message_count == 0
 
 
 def _append(engine: Any, tenant: str, stream: str, event_type: str, data: dict[str, Any]) -> RecordedEvent:
