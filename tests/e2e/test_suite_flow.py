@@ -199,6 +199,23 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
         _eventually(lambda url=url: client.get(url, headers=extra), 200)
     assert client.delete(f"{commitment}/v1/api-keys/{second.json()['id']}", headers=admin).status_code == 204
     revoked_at = time.monotonic()
-    for url in (f"{commitment}/v1/commitments", f"{checkin}/v1/settings", f"{notification}/v1/webhook-endpoints"):
-        _eventually(lambda url=url: client.get(url, headers=extra), 401, timeout=5)
-    assert time.monotonic() - revoked_at < 1.0 + 0.5, "revocation took longer than a second to reach every service"
+    refused_after: dict[str, float] = {}
+
+    def watch(name: str, url: str) -> None:
+        # Each service watched by its own poller, so one slow answer does not delay the others' clock.
+        with httpx.Client(timeout=5) as own:
+            _eventually(lambda: own.get(url, headers=extra), 401, timeout=5)
+        refused_after[name] = time.monotonic() - revoked_at
+
+    watchers = [
+        threading.Thread(target=watch, args=(name, url))
+        for name, url in (("commitment", f"{commitment}/v1/commitments"), ("checkin", f"{checkin}/v1/settings"),
+                          ("notification", f"{notification}/v1/webhook-endpoints"))
+    ]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        watcher.join()
+    assert set(refused_after) == {"commitment", "checkin", "notification"}, refused_after
+    # The promise is one second; the margin absorbs a loaded CI machine's scheduling, not the bus.
+    assert max(refused_after.values()) < 1.5, f"revocation reached the services after {refused_after}"
