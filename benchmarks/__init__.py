@@ -92,19 +92,7 @@ def postgres_database_url() -> str:
     """
     global _postgres_database
     if _postgres_database is None:
-        admin = testing.postgres_admin_url()
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": BENCH_DATABASE}
-            ).first()
-            if not exists:
-                try:
-                    conn.execute(text(f"CREATE DATABASE {BENCH_DATABASE}"))
-                except Exception:  # noqa: BLE001 - a parallel run created it first
-                    pass
-        engine.dispose()
-        _postgres_database = admin.rsplit("/", 1)[0] + "/" + BENCH_DATABASE
+        _postgres_database = testing.test_database_url(testing.postgres_admin_url(), BENCH_DATABASE)
     return _postgres_database
 
 

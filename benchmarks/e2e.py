@@ -71,6 +71,7 @@ from benchmarks.report import Section
 from shared import testing
 from shared.config import REPO_ROOT
 from shared.db import migrate
+from shared.testing import bearer, eventually
 
 SERVICES = ("commitment", "checkin", "notification")
 START_DAYS_AGO = 300
@@ -398,24 +399,6 @@ def load_generator(plan_path: str, output_path: str) -> None:
 # -- setup over HTTP --------------------------------------------------------------------------
 
 
-def _auth(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
-
-
-def _eventually(request: Any, expected: int, timeout: float = 60.0) -> httpx.Response:
-    last: list[httpx.Response] = []
-
-    def attempt() -> bool:
-        last[:] = [request()]
-        return last[0].status_code == expected
-
-    try:
-        testing.wait_until(attempt, timeout, interval=0.1, message=f"status {expected}")
-    except AssertionError:
-        raise AssertionError(f"expected {expected}, got {last[0].status_code}: {last[0].text}") from None
-    return last[0]
-
-
 @dataclass
 class Setup:
     api_key: str
@@ -426,14 +409,15 @@ class Setup:
 def set_up(suite: Suite, receiver: Receiver, config: E2EConfig) -> Setup:
     client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=config.concurrency))
     created = client.post(f"{suite.urls['commitment']}/v1/tenants", json={"name": "Bench"},
-                          headers=_auth(suite.env["NOCONTACT_OPERATOR_TOKEN"]))
+                          headers=bearer(suite.env["NOCONTACT_OPERATOR_TOKEN"]))
     created.raise_for_status()
-    admin = _auth(created.json()["api_key"])
-    _eventually(lambda: client.put(f"{suite.urls['checkin']}/v1/settings", headers=admin,
-                                   json={"backdate_days": 365}), 200)
-    endpoint = _eventually(lambda: client.post(
+    admin = bearer(created.json()["api_key"])
+    eventually(lambda: client.put(f"{suite.urls['checkin']}/v1/settings", headers=admin,
+                                   json={"backdate_days": 365}), 200, timeout=60)
+    endpoint = eventually(lambda: client.post(
         f"{suite.urls['notification']}/v1/webhook-endpoints", headers=admin,
-        json={"url": receiver.url, "event_types": ["checkin.recorded"], "description": "bench"}), 201).json()
+        json={"url": receiver.url, "event_types": ["checkin.recorded"], "description": "bench"}), 201,
+        timeout=60).json()
     receiver.set_secret(endpoint["secret"])
 
     starts_on = datetime.now(UTC).date() - timedelta(days=START_DAYS_AGO)
@@ -449,8 +433,8 @@ def set_up(suite: Suite, receiver: Receiver, config: E2EConfig) -> Setup:
         return str(response.json()["id"])
 
     def known(commitment_id: str) -> None:
-        _eventually(lambda: client.get(f"{suite.urls['checkin']}/v1/commitments/{commitment_id}/streak",
-                                       headers=admin), 200)
+        eventually(lambda: client.get(f"{suite.urls['checkin']}/v1/commitments/{commitment_id}/streak",
+                                       headers=admin), 200, timeout=60)
 
     with ThreadPoolExecutor(config.concurrency) as pool:
         commitments = list(pool.map(create, range(config.commitments)))

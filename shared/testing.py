@@ -93,20 +93,21 @@ def stop_containers() -> None:
         _containers.pop().stop()
 
 
-def test_database_url(admin_url: str) -> str:
-    """A database reserved for tests on the server (created once), so `postgres` stays clean."""
+def test_database_url(admin_url: str, name: str = TEST_DATABASE) -> str:
+    """A database reserved for tests (or benchmarks) on the server, created once, so
+    `postgres` stays clean."""
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         exists = conn.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": TEST_DATABASE}
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
         ).first()
         if not exists:
             try:
-                conn.execute(text(f"CREATE DATABASE {TEST_DATABASE}"))
+                conn.execute(text(f"CREATE DATABASE {name}"))
             except Exception:  # noqa: BLE001 - a parallel run created it first
                 pass
     engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + TEST_DATABASE
+    return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
 @contextmanager
@@ -128,6 +129,32 @@ def fresh_postgres_schema(database_url: str) -> Iterator[str]:
             conn.execute(text("SET lock_timeout = '15s'"))
             conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
         engine.dispose()
+
+
+def bearer(credential: str) -> dict[str, str]:
+    """The Authorization header of a credential."""
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def eventually(request: Callable[[], Any], expected_status: int, timeout: float = 15.0) -> Any:
+    """Repeat an HTTP request until it answers `expected_status`.
+
+    Credentials and commitments reach the other services over the bus, so a first answer
+    of 401 or 404 there is expected; returns the matching response.
+    """
+    last: list[Any] = []
+
+    def attempt() -> bool:
+        last[:] = [request()]
+        return last[0].status_code == expected_status
+
+    try:
+        wait_until(attempt, timeout, interval=0.1, message=f"status {expected_status}")
+    except AssertionError:
+        raise AssertionError(
+            f"expected {expected_status}, last answer {last[0].status_code}: {last[0].text}"
+        ) from None
+    return last[0]
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,

@@ -43,7 +43,8 @@ from sqlalchemy import create_engine, select, text
 
 from shared import testing
 from shared.config import REPO_ROOT
-from tests.support.suite import Receiver, Suite, auth, commitment_body, create_tenant, eventually, running_suite
+from shared.testing import bearer, eventually
+from tests.support.suite import Receiver, Suite, commitment_body, create_tenant, running_suite
 
 MALFORMED_MARKER = "chaos-malformed"
 
@@ -80,7 +81,7 @@ def _client_loop(suite: Suite, key: str, commitments: list[str], stop: threading
     rng = random.Random(seed)
     today = date.today()
     slots = [(cid, (today - timedelta(days=back)).isoformat()) for back in range(0, 360) for cid in commitments]
-    with httpx.Client(timeout=30, headers=auth(key)) as client:
+    with httpx.Client(timeout=30, headers=bearer(key)) as client:
         for cid, day in slots:
             if stop.is_set():
                 return
@@ -197,7 +198,7 @@ def _probe(suite: Suite, key: str, probe_commitment: str, receiver: Receiver, se
     """A check-in made right after a fault is healed: seconds until its webhook arrives."""
     started = time.monotonic()
     response = eventually(lambda: httpx.post(suite.url("checkin", f"/v1/commitments/{probe_commitment}/check-ins"),
-                                             headers=auth(key), json={"date": day, "outcome": "kept"}, timeout=30),
+                                             headers=bearer(key), json={"date": day, "outcome": "kept"}, timeout=30),
                           201, timeout=timeout)
     outcomes.add(probe_commitment, day, response.status_code)
 
@@ -217,19 +218,19 @@ def run_chaos(suite: Suite, name: str, seconds: float, faults: list[Fault], clie
               pause_s: float = 0.05) -> dict[str, Any]:
     http = httpx.Client(timeout=30)
     tenant = create_tenant(suite, http, "Chaos Support")
-    settings = http.put(suite.url("checkin", "/v1/settings"), headers=auth(tenant.api_key),
+    settings = http.put(suite.url("checkin", "/v1/settings"), headers=bearer(tenant.api_key),
                         json={"backdate_days": 365})
     assert settings.status_code == 200, settings.text
     receiver = Receiver()
     endpoint = eventually(lambda: http.post(suite.url("notification", "/v1/webhook-endpoints"),
-                                            headers=auth(tenant.api_key),
+                                            headers=bearer(tenant.api_key),
                                             json={"url": receiver.url, "event_types": ["checkin.recorded"]}), 201)
     secret = endpoint.json()["secret"]
     starts_on = (date.today() - timedelta(days=364)).isoformat()
     per_client = max(2, int(seconds / max(pause_s, 0.01) / 300) + 1)
 
     def new_commitment(member: str) -> str:
-        created = http.post(suite.url("commitment", "/v1/commitments"), headers=auth(tenant.api_key),
+        created = http.post(suite.url("commitment", "/v1/commitments"), headers=bearer(tenant.api_key),
                             json=commitment_body(member, starts_on))
         assert created.status_code == 201, created.text
         return str(created.json()["id"])
@@ -239,7 +240,7 @@ def run_chaos(suite: Suite, name: str, seconds: float, faults: list[Fault], clie
     # The check-in service learns of the commitments over the bus.
     for cid in [*(c for cids in plan.values() for c in cids), probe_commitment]:
         eventually(lambda cid=cid: http.get(suite.url("checkin", f"/v1/commitments/{cid}/check-ins"),
-                                            headers=auth(tenant.api_key)), 200)
+                                            headers=bearer(tenant.api_key)), 200)
 
     outcomes = Outcomes()
     stop = threading.Event()

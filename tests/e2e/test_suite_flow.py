@@ -24,6 +24,7 @@ from standardwebhooks import Webhook
 
 from shared import testing
 from shared.db import migrate
+from shared.testing import bearer, eventually
 
 SERVICES = ("commitment", "checkin", "notification")
 OPERATOR = "operator-" + uuid.uuid4().hex
@@ -110,40 +111,18 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _auth(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
-
-
-def _eventually(request, expected_status: int, timeout: float = 15.0) -> httpx.Response:  # type: ignore[no-untyped-def]
-    """Repeat a request until it answers `expected_status` (events travel over the bus)."""
-    last: list[httpx.Response] = []
-
-    def attempt() -> bool:
-        response = request()
-        last[:] = [response]
-        return response.status_code == expected_status
-
-    try:
-        testing.wait_until(attempt, timeout, interval=0.1, message=f"status {expected_status}")
-    except AssertionError as timeout_error:
-        raise AssertionError(
-            f"expected {expected_status}, last answer {last[0].status_code}: {last[0].text}"
-        ) from timeout_error
-    return last[0]
-
-
 def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) -> None:
     commitment, checkin, notification = (suite[s] for s in SERVICES)
     client = httpx.Client(timeout=10)
 
-    created = client.post(f"{commitment}/v1/tenants", json={"name": "Acme Support"}, headers=_auth(OPERATOR))
+    created = client.post(f"{commitment}/v1/tenants", json={"name": "Acme Support"}, headers=bearer(OPERATOR))
     assert created.status_code == 201, created.text
     tenant = created.json()
-    admin = _auth(tenant["api_key"])
+    admin = bearer(tenant["api_key"])
 
     # The partner subscribes to every event type (the key reaches the notification service over the bus).
     receiver = Receiver()
-    endpoint = _eventually(lambda: client.post(
+    endpoint = eventually(lambda: client.post(
         f"{notification}/v1/webhook-endpoints", headers=admin,
         json={"url": receiver.url, "event_types": ["*"], "description": "partner app"}), 201).json()
     assert endpoint["secret"].startswith("whsec_")
@@ -159,15 +138,15 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
     commitment_id = response.json()["id"]
     assert client.put(f"{commitment}/v1/coaches/coach-1/clients/m-1", headers=admin).status_code == 204
 
-    member = _auth(client.post(f"{commitment}/v1/tokens", headers=admin,
+    member = bearer(client.post(f"{commitment}/v1/tokens", headers=admin,
                                json={"role": "member", "subject_id": "m-1", "ttl_seconds": 3600}).json()["token"])
-    coach = _auth(client.post(f"{commitment}/v1/tokens", headers=admin,
+    coach = bearer(client.post(f"{commitment}/v1/tokens", headers=admin,
                               json={"role": "coach", "subject_id": "coach-1", "ttl_seconds": 3600}).json()["token"])
 
     # Four kept days, reported by the member (the checkin service learns of the commitment over the bus).
     for offset in (3, 2, 1, 0):
         day = (today - timedelta(days=offset)).isoformat()
-        answer = _eventually(lambda day=day: client.post(
+        answer = eventually(lambda day=day: client.post(
             f"{checkin}/v1/commitments/{commitment_id}/check-ins", headers=member,
             json={"date": day, "outcome": "kept", "urge": 4, "mood": 3, "note": "private"}), 201)
         assert answer.json()["outcome"] == "kept"
@@ -177,7 +156,7 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
     assert streak["milestones_reached"] == [1, 3] and streak["next_milestone"] == 7
 
     # The coach sees the client, without the member's private notes.
-    clients = _eventually(lambda: client.get(f"{checkin}/v1/coaches/coach-1/clients", headers=coach), 200)
+    clients = eventually(lambda: client.get(f"{checkin}/v1/coaches/coach-1/clients", headers=coach), 200)
     assert "Alex (ex)" in clients.text and "private" not in clients.text
 
     # The partner received the milestones, signed; notes never leave the member.
@@ -194,9 +173,9 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
     # Revoking a key: it stops working on all three services within a second.
     second = client.post(f"{commitment}/v1/api-keys", headers=admin)
     assert second.status_code == 201
-    extra = _auth(second.json()["api_key"])
+    extra = bearer(second.json()["api_key"])
     for url in (f"{commitment}/v1/commitments", f"{checkin}/v1/settings", f"{notification}/v1/webhook-endpoints"):
-        _eventually(lambda url=url: client.get(url, headers=extra), 200)
+        eventually(lambda url=url: client.get(url, headers=extra), 200)
     assert client.delete(f"{commitment}/v1/api-keys/{second.json()['id']}", headers=admin).status_code == 204
     revoked_at = time.monotonic()
     refused_after: dict[str, float] = {}
@@ -204,7 +183,7 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
     def watch(name: str, url: str) -> None:
         # Each service watched by its own poller, so one slow answer does not delay the others' clock.
         with httpx.Client(timeout=5) as own:
-            _eventually(lambda: own.get(url, headers=extra), 401, timeout=5)
+            eventually(lambda: own.get(url, headers=extra), 401, timeout=5)
         refused_after[name] = time.monotonic() - revoked_at
 
     watchers = [

@@ -17,13 +17,12 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
+from shared.testing import bearer, eventually
 from tests.support.suite import (
     Suite,
     Tenant,
-    auth,
     commitment_body,
     create_tenant,
-    eventually,
     issue_token,
     running_suite,
 )
@@ -74,7 +73,7 @@ class Side:
 
     @property
     def admin(self) -> dict[str, str]:
-        return auth(self.tenant.api_key)
+        return bearer(self.tenant.api_key)
 
 
 @dataclass
@@ -90,7 +89,7 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
     tag = uuid.uuid4().hex[:8]
     member, other, coach = f"m-{name}-{tag}", f"m2-{name}-{tag}", f"coach-{name}-{tag}"
     note = f"Note-{name}-{tag}"
-    headers = auth(tenant.api_key)
+    headers = bearer(tenant.api_key)
     ids, texts = [], []
     for who in (member, other):
         label, motivation = f"Label-{who}", f"Motivation-{who}"

@@ -19,8 +19,8 @@ import jwt
 import pytest
 
 from shared import testing
+from shared.testing import bearer, eventually
 from tests.security.conftest import Side, World
-from tests.support.suite import auth, eventually
 
 # Path parameters that name a resource of A (as opposed to a subject id: coach_id and
 # member_id are names inside a tenant's own namespace, which another tenant may also use).
@@ -90,8 +90,8 @@ def test_another_tenant_gets_404_and_never_data(world: World, operations: dict[s
     a, b = world.a, world.b
     suite = world.suite
     with httpx.Client(timeout=15) as client:
-        b_member = auth(_token(suite.env, b.tenant.id, "member", a.member_id))
-        b_coach = auth(_token(suite.env, b.tenant.id, "coach", a.coach_id))
+        b_member = bearer(_token(suite.env, b.tenant.id, "member", a.member_id))
+        b_coach = bearer(_token(suite.env, b.tenant.id, "coach", a.coach_id))
         failures = []
         for service, method, template in _every_operation(operations):
             for who, credential in (("B admin", b.admin), ("B member", b_member), ("B coach", b_coach)):
@@ -127,7 +127,7 @@ def test_members_and_coaches_reach_only_their_own_scope(world: World,
             if method == "DELETE":
                 continue  # admin-only everywhere; the 403s are covered by the services' own matrices
             for who, token in (("other member", a.other_member_token), ("other coach", a.other_coach_token)):
-                response = _call(client, world, a, service, method, template, auth(token))
+                response = _call(client, world, a, service, method, template, bearer(token))
                 leaks = _leaks(response, a.member_markers, str(response.request.url))
                 if leaks and response.is_success:
                     failures.append(f"{who} {method} {response.request.url.path}: leaks {leaks}")
@@ -139,10 +139,10 @@ def test_members_and_coaches_reach_only_their_own_scope(world: World,
         assert not failures, "\n".join(failures)
         # The member's and the coach's own scope does work (the matrix above is not all 401s).
         own = client.get(world.suite.url("checkin", f"/v1/commitments/{a.commitment_id}/streak"),
-                         headers=auth(a.member_token))
+                         headers=bearer(a.member_token))
         assert own.status_code == 200
         clients = client.get(world.suite.url("checkin", f"/v1/coaches/{a.coach_id}/clients"),
-                             headers=auth(a.coach_token))
+                             headers=bearer(a.coach_token))
         assert clients.status_code == 200 and a.member_id in clients.text
         assert a.other_member_id not in clients.text
 
@@ -169,7 +169,7 @@ def test_revoked_keys_and_bad_tokens_are_refused_everywhere_within_a_second(
     with httpx.Client(timeout=15) as client:
         issued = client.post(suite.url("commitment", "/v1/api-keys"), headers=a.admin)
         assert issued.status_code == 201, issued.text
-        key = auth(issued.json()["api_key"])
+        key = bearer(issued.json()["api_key"])
         probes = {"commitment": "/v1/commitments", "checkin": "/v1/settings", "notification": "/v1/webhook-endpoints"}
         for service, path in probes.items():
             eventually(lambda s=service, p=path: client.get(suite.url(s, p), headers=key), 200)
@@ -185,12 +185,12 @@ def test_revoked_keys_and_bad_tokens_are_refused_everywhere_within_a_second(
 
         bad = {
             "revoked key": key,
-            "expired token": auth(_token(suite.env, a.tenant.id, "member", a.member_id, expires_in=-5)),
-            "token signed with another key": auth(_token(suite.env, a.tenant.id, "member", a.member_id,
+            "expired token": bearer(_token(suite.env, a.tenant.id, "member", a.member_id, expires_in=-5)),
+            "token signed with another key": bearer(_token(suite.env, a.tenant.id, "member", a.member_id,
                                                          key="not-the-key")),
-            "unsigned token": auth(_unsigned(a.tenant.id)),
-            "admin role in a token": auth(_token(suite.env, a.tenant.id, "admin", "x")),
-            "unknown key": auth("nck_" + uuid.uuid4().hex),
+            "unsigned token": bearer(_unsigned(a.tenant.id)),
+            "admin role in a token": bearer(_token(suite.env, a.tenant.id, "admin", "x")),
+            "unknown key": bearer("nck_" + uuid.uuid4().hex),
             "no credential": {},
             "basic auth": {"Authorization": "Basic YWxhZGRpbjpvcGVuc2VzYW1l"},
         }

@@ -10,7 +10,7 @@ import pytest
 from shared.auth import Principal
 from shared.problems import Problem
 from shared.ratelimit import RateLimiter, key_of
-from tests.support.suite import eventually
+from shared.testing import eventually
 
 OPERATOR = "operator-" + uuid.uuid4().hex
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import httpx
 
+from shared.testing import bearer
 from tests.security.conftest import World
-from tests.support.suite import auth
 
 
 def test_no_secret_value_appears_in_any_log(world: World) -> None:
@@ -25,7 +25,7 @@ def test_no_secret_value_appears_in_any_log(world: World) -> None:
         secrets["issued key"] = issued["api_key"]
         client.delete(suite.url("commitment", f"/v1/api-keys/{issued['id']}"), headers=a.admin)
         for service in suite.urls:
-            client.get(suite.url(service, "/v1/webhook-endpoints"), headers=auth(issued["api_key"]))
+            client.get(suite.url(service, "/v1/webhook-endpoints"), headers=bearer(issued["api_key"]))
             client.get(suite.url(service, "/v1/settings"), headers={"Authorization": issued["api_key"]})
         rotated = client.post(suite.url("notification", f"/v1/webhook-endpoints/{a.endpoint_id}/rotate-secret"),
                               headers=a.admin)
@@ -34,9 +34,9 @@ def test_no_secret_value_appears_in_any_log(world: World) -> None:
         token = client.post(suite.url("commitment", "/v1/tokens"), headers=a.admin,
                             json={"role": "member", "subject_id": a.member_id, "ttl_seconds": 600}).json()["token"]
         secrets["new token"] = token
-        client.get(suite.url("checkin", "/v1/settings"), headers=auth(token + "x"))
+        client.get(suite.url("checkin", "/v1/settings"), headers=bearer(token + "x"))
         client.post(suite.url("commitment", "/v1/tenants"), json={"name": ""},
-                    headers=auth(suite.env["NOCONTACT_OPERATOR_TOKEN"]))
+                    headers=bearer(suite.env["NOCONTACT_OPERATOR_TOKEN"]))
         # A secret in a place it does not belong (the query string) must not be logged either.
         client.get(suite.url("commitment", "/v1/commitments"), params={"api_key": a.tenant.api_key},
                    headers=a.admin)

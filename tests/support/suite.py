@@ -33,6 +33,7 @@ from standardwebhooks import Webhook
 from shared import testing
 from shared.config import REPO_ROOT
 from shared.db import migrate
+from shared.testing import bearer, eventually
 
 SERVICES = ("commitment", "checkin", "notification")
 
@@ -256,25 +257,6 @@ def delete_bus(broker_url: str, prefix: str) -> None:
 # -- clients ---------------------------------------------------------------------------------
 
 
-def auth(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
-
-
-def eventually(request: Any, expected_status: int, timeout: float = 15.0) -> httpx.Response:
-    """Repeat a request until it answers `expected_status` (credentials travel over the bus)."""
-    last: list[httpx.Response] = []
-
-    def attempt() -> bool:
-        last[:] = [request()]
-        return last[0].status_code == expected_status
-
-    try:
-        testing.wait_until(attempt, timeout, interval=0.1, message=f"status {expected_status}")
-    except AssertionError:
-        raise AssertionError(f"expected {expected_status}, last answer {last[0].status_code}: {last[0].text}") from None
-    return last[0]
-
-
 @dataclass
 class Tenant:
     id: str
@@ -285,17 +267,17 @@ class Tenant:
 def create_tenant(suite: Suite, client: httpx.Client, name: str) -> Tenant:
     """A tenant whose key is known to every service (waits for the bus to carry it)."""
     response = client.post(suite.url("commitment", "/v1/tenants"), json={"name": name},
-                           headers=auth(suite.env["NOCONTACT_OPERATOR_TOKEN"]))
+                           headers=bearer(suite.env["NOCONTACT_OPERATOR_TOKEN"]))
     assert response.status_code == 201, response.text
     body = response.json()
     for service, path in (("checkin", "/v1/settings"), ("notification", "/v1/webhook-endpoints")):
-        eventually(lambda s=service, p=path: client.get(suite.url(s, p), headers=auth(body["api_key"])), 200)
+        eventually(lambda s=service, p=path: client.get(suite.url(s, p), headers=bearer(body["api_key"])), 200)
     return Tenant(body["id"], body["api_key"])
 
 
 def issue_token(suite: Suite, client: httpx.Client, tenant: Tenant, role: str, subject: str,
                 ttl_seconds: int = 3600) -> str:
-    response = client.post(suite.url("commitment", "/v1/tokens"), headers=auth(tenant.api_key),
+    response = client.post(suite.url("commitment", "/v1/tokens"), headers=bearer(tenant.api_key),
                            json={"role": role, "subject_id": subject, "ttl_seconds": ttl_seconds})
     assert response.status_code == 201, response.text
     return str(response.json()["token"])
