@@ -135,7 +135,9 @@ class Relay:
         want_lag = now >= self._lag_due
         head = 0
         with read(self.engine) as conn:
-            if self._position is None:
+            if self._position is None or want_lag:
+                # Read back once a second as well: an operator may move the checkpoint (reset
+                # it to republish); the stored value is never behind ours, _persist commits first.
                 self._position = self.checkpoint.get(conn)
             after = self._position
             batch = read_all(conn, after, limit=self.batch_size, categories=self.categories)
@@ -193,7 +195,8 @@ class Relay:
         self._resign()
 
     def drain(self, timeout_s: float = 30.0) -> None:
-        """Publish until the log is exhausted (for tests and the CLI)."""
+        """Publish from the stored checkpoint until the log is exhausted (tests and the CLI)."""
+        self._position = None
         deadline = time.monotonic() + timeout_s
         while self.run_once():
             if time.monotonic() > deadline:

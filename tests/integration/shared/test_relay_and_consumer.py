@@ -222,3 +222,23 @@ def test_a_second_copy_of_a_relay_waits_as_standby_and_takes_over(store, amqp_ur
     first._resign()
     assert second._lead()
     second._resign()
+
+
+def test_a_running_relay_follows_an_operators_checkpoint_reset(store, filesystem_broker_url: str) -> None:
+    """Resetting the stored checkpoint republishes, even while the relay keeps its own in memory."""
+    from shared.relay import Relay
+
+    events = _append(store, 5)
+    relay = Relay(store, batch_size=100)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: _checkpoint(store, relay) == events[-1].position, 10, message="first publication")
+        with store.begin() as conn:
+            relay.checkpoint.set(conn, 0)
+        received = _drain_queue(PROBE, filesystem_broker_url, 10, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [r["body"]["id"] for r in received] == [str(e.id) for e in events] * 2
