@@ -36,6 +36,7 @@ from shared.consumer import Consumer, Handler
 from shared.envelope import MalformedEnvelope, decode, versions
 from shared.events import RecordedEvent
 from shared.logging import bind_context
+from shared.projection import Projection
 from shared.schema import processed_events
 from shared.topology import CREDENTIAL_EVENTS, NOTIFICATION_INBOX
 
@@ -413,3 +414,32 @@ class Inbox(Consumer):
 
 def inbox(engine: Engine, *, on_enqueued: Callable[[], None] | None = None) -> Inbox:
     return Inbox(engine, on_enqueued=on_enqueued)
+
+
+def _fold_feed(conn: Connection, event: RecordedEvent, cache: _TransactionCache) -> None:
+    """Coach assignments and feed items of one event, as the inbox folds them."""
+    if event.tenant_id is None:
+        return
+    cache = cache.on(conn)
+    if event.type in ("coach.assigned", "coach.unassigned"):
+        _fold_assignment(conn, event)
+        cache.assignments.pop((event.tenant_id, str(event.data["commitment_id"])), None)
+    kind = msgs.feed_kind(event.type, event.data)
+    if kind is not None:
+        _add_feed_item(conn, event, kind, cache)
+
+
+def feed_projection() -> Projection:
+    """The coach feed and the assignments it hangs on, rebuildable from the store.
+
+    The inbox folds the same events from the bus (with the same `_fold_assignment` and
+    `_add_feed_item`); deliveries and attempts are not rebuilt: they are the record of what
+    was sent, not a view of the log.
+    """
+    cache = _TransactionCache()
+    return Projection(
+        name="notification.feed",
+        tables=[coach_assignments, coaches, feed_items],
+        event_types=tuple(sorted({"coach.assigned", "coach.unassigned", *msgs.WEBHOOK_EVENT_TYPES})),
+        apply=lambda conn, event: _fold_feed(conn, event, cache),
+    )

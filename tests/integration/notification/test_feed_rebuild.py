@@ -1,0 +1,74 @@
+"""The coach feed rebuilt from the store equals what the inbox folded from the bus."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from services.cli import main
+from services.notification.consumers import feed_projection, make_handler
+from services.notification.tables import coach_assignments, coaches, feed_items
+from shared import eventstore
+from shared.consumer import apply_once
+from shared.db import engine_for, read
+from shared.events import Metadata, NewEvent
+from shared.projection import rebuild
+
+
+def _state(engine) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def, type-arg]
+    with read(engine) as conn:
+        return {
+            "assignments": sorted(tuple(r) for r in conn.execute(select(coach_assignments))),
+            "coaches": sorted(tuple(r) for r in conn.execute(select(coaches))),
+            "feed": sorted(
+                tuple(r) for r in conn.execute(select(
+                    feed_items.c.tenant_id, feed_items.c.coach_id, feed_items.c.event_id, feed_items.c.kind,
+                    feed_items.c.event_type, feed_items.c.commitment_id, feed_items.c.member_id, feed_items.c.position,
+                ))
+            ),
+        }
+
+
+def test_rebuild_equals_the_inbox_fold(database_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("NOCONTACT_DATABASE_URL", database_url)
+    engine = engine_for(database_url)
+    day = datetime.now(UTC).date().isoformat()
+    script = [
+        ("commitment-c1", "coach.assigned", {"coach_id": "coach-a"}),
+        ("checkin-c1", "checkin.recorded", {"date": day, "outcome": "slipped",
+                                            "slip": {"channel": "texts", "initiated_by": "me"}, "note": "private"}),
+        ("checkin-c1", "streak.milestone_reached", {"milestone": 1, "run_started_on": day, "attempt": 1,
+                                                    "reached_on": day}),
+        ("commitment-c1", "coach.assigned", {"coach_id": "coach-b", "previous_coach_id": "coach-a"}),
+        ("checkin-c1", "checkin.missed", {"date": day, "deadline": "2026-11-22T12:00:00+00:00"}),
+        ("commitment-c2", "coach.assigned", {"coach_id": "coach-a"}),
+        ("checkin-c2", "client.at_risk", {"at_risk": True, "reasons": ["recent_slip"], "previous_reasons": []}),
+        ("commitment-c2", "coach.unassigned", {"coach_id": "coach-a"}),
+        ("checkin-c2", "streak.reset", {"slipped_on": day, "ended_run_days": 4, "ended_run_started_on": day}),
+    ]
+    recorded = []
+    with engine.begin() as conn:
+        for stream, kind, data in script:
+            commitment_id = stream.split("-", 1)[1]
+            recorded += eventstore.append(
+                conn, stream, [NewEvent(kind, {"commitment_id": commitment_id, "member_id": "m-" + commitment_id,
+                                               **data})],
+                metadata=Metadata(tenant_id="t1"),
+            )
+    handler = make_handler()
+    for event in recorded:
+        apply_once(engine, "notification.inbox", handler, event)
+    live = _state(engine)
+    assert live["feed"], "the inbox folded no feed item"
+    assert {row[1] for row in live["feed"]} == {"coach-a", "coach-b"}
+
+    report = rebuild(engine, feed_projection())
+    assert report.events == len(recorded)
+    assert _state(engine) == live
+
+    result = CliRunner().invoke(main, ["notification", "rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "notification.feed" in result.output
+    assert _state(engine) == live
