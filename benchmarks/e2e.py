@@ -211,28 +211,6 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def delete_bus(broker_url: str, prefix: str) -> None:
-    """Delete the bench's queues and exchanges (quorum queues are not free on the broker)."""
-    from shared import bus
-    from shared.topology import COMPONENTS
-
-    names = [n for c in COMPONENTS for n in (c.queue_name, c.dead_letter_queue_name)]
-    for component in COMPONENTS:
-        names.extend(component.partition_queue_name(p) for p in range(component.partition_count() or 0))
-    with bus.connect(broker_url) as connection:
-        channel = connection.channel()
-        for name in names:
-            try:
-                channel.queue_delete(prefix + name)
-            except Exception:  # noqa: BLE001 - a queue this run never declared closes the channel
-                channel = connection.channel()
-        for name in ("nocontact.events", "nocontact.dead-letter"):
-            try:
-                channel.exchange_delete(prefix + name)
-            except Exception:  # noqa: BLE001 - as above
-                channel = connection.channel()
-
-
 @contextmanager
 def running_suite(log_dir: Path) -> Iterator[Suite]:
     broker_url = os.environ.get("NOCONTACT_BENCH_BROKER_URL") or testing.rabbitmq_url()
@@ -270,7 +248,7 @@ def running_suite(log_dir: Path) -> Iterator[Suite]:
         finally:
             suite.stop()
             try:
-                delete_bus(broker_url, prefix)
+                testing.delete_bus(broker_url, prefix)
             except Exception as error:  # noqa: BLE001 - cleanup must not hide the figures
                 print(f"[bench] e2e: could not delete bus {prefix}*: {error}", file=sys.stderr)
 

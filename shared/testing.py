@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 
 from shared.config import flag
 from shared.db import normalise_url
+from shared.topology import Component
 
 T = TypeVar("T")
 
@@ -129,6 +130,43 @@ def fresh_postgres_schema(database_url: str) -> Iterator[str]:
             conn.execute(text("SET lock_timeout = '15s'"))
             conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
         engine.dispose()
+
+
+def delete_bus(broker_url: str, prefix: str, components: Sequence[Component] | None = None) -> None:
+    """Delete what a test or benchmark declared under `prefix` on RabbitMQ.
+
+    Quorum queues are not free on the broker, so every run that declared some removes its
+    own: each component's queue, dead-letter queue and partition queues, and the exchanges
+    (`components`: the topology's, unless a test declared components of its own).
+    Cleanup never masks a run's result: a name never declared (which closes the channel)
+    or a broker gone away is passed over.
+    """
+    if not prefix or not broker_url.startswith("amqp"):
+        return
+    from shared import bus
+    from shared.topology import COMPONENTS
+
+    components = COMPONENTS if components is None else components
+    queues = [name for c in components for name in (c.queue_name, c.dead_letter_queue_name)]
+    exchanges = ["nocontact.events", "nocontact.dead-letter"]
+    for component in components:
+        queues.extend(component.partition_queue_name(p) for p in range(component.partition_count() or 0))
+        exchanges.append(component.partition_exchange_name)
+    try:
+        with bus.connect(broker_url) as connection:
+            channel = connection.channel()
+            for name in queues:
+                try:
+                    channel.queue_delete(prefix + name)
+                except Exception:  # noqa: BLE001 - never declared: the broker closed the channel
+                    channel = connection.channel()
+            for name in exchanges:
+                try:
+                    channel.exchange_delete(prefix + name)
+                except Exception:  # noqa: BLE001 - as above
+                    channel = connection.channel()
+    except Exception:  # noqa: BLE001 - the broker went away: nothing left to clean here
+        pass
 
 
 def bearer(credential: str) -> dict[str, str]:

@@ -83,7 +83,7 @@ def amqp_url(rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     """RabbitMQ for this test; its queues and exchanges are deleted afterwards."""
     monkeypatch.setenv("NOCONTACT_BROKER_URL", rabbitmq_url)
     yield rabbitmq_url
-    testing_cleanup_broker(rabbitmq_url)
+    testing.delete_bus(rabbitmq_url, os.environ.get("NOCONTACT_BUS_PREFIX", ""))
 
 
 @pytest.fixture
@@ -95,32 +95,6 @@ def filesystem_broker_url(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(params=["amqp", "filesystem"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url" if request.param == "amqp" else "filesystem_broker_url")
-
-
-def testing_cleanup_broker(url: str) -> None:
-    """Delete what this test declared (quorum queues are not free on the broker)."""
-    from shared import bus
-    from shared.topology import COMPONENTS
-
-    prefix = os.environ.get("NOCONTACT_BUS_PREFIX", "")
-    if not prefix:
-        return
-    try:
-        with bus.connect(url) as connection:
-            channel = connection.channel()
-            for component in COMPONENTS:
-                for name in (component.queue_name, component.dead_letter_queue_name):
-                    try:
-                        channel.queue_delete(prefix + name)
-                    except Exception:
-                        channel = connection.channel()
-            for name in ("nocontact.events", "nocontact.dead-letter", "test.tap"):
-                try:
-                    channel.exchange_delete(prefix + name)
-                except Exception:
-                    channel = connection.channel()
-    except Exception:
-        pass
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -226,32 +226,7 @@ def running_suite(
             yield suite
         finally:
             suite.stop()
-            delete_bus(broker_url, prefix)
-
-
-def delete_bus(broker_url: str, prefix: str) -> None:
-    """Delete a suite's queues and exchanges (quorum queues are not free on the broker)."""
-    if not broker_url.startswith("amqp"):
-        return
-    from shared import bus
-    from shared.topology import COMPONENTS
-
-    try:
-        with bus.connect(broker_url) as connection:
-            channel = connection.channel()
-            for component in COMPONENTS:
-                for name in (component.queue_name, component.dead_letter_queue_name):
-                    try:
-                        channel.queue_delete(prefix + name)
-                    except Exception:
-                        channel = connection.channel()
-            for name in ("nocontact.events", "nocontact.dead-letter"):
-                try:
-                    channel.exchange_delete(prefix + name)
-                except Exception:
-                    channel = connection.channel()
-    except Exception:
-        pass
+            testing.delete_bus(broker_url, prefix)
 
 
 # -- clients ---------------------------------------------------------------------------------

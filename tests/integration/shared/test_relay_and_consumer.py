@@ -6,18 +6,19 @@ import json
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from kombu import Queue
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, insert, select
 
-from shared import bus, eventstore
+from shared import bus, config, eventstore
 from shared.consumer import Consumer
 from shared.db import engine_for, read
 from shared.envelope import encode
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.schema import dead_letters
-from shared.testing import wait_until
+from shared.testing import delete_bus, wait_until
 from shared.topology import COMPONENTS, Component
 
 # A component of the tests' own, registered so the relay declares its queue before publishing.
@@ -25,9 +26,12 @@ PROBE = Component("tests.probe", ("probe.#",))
 
 
 @pytest.fixture(autouse=True)
-def _probe_component(monkeypatch: pytest.MonkeyPatch) -> None:
+def _probe_component(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr("shared.bus.COMPONENTS", (*COMPONENTS, PROBE))
     monkeypatch.setattr("shared.bus.declare_topology.__defaults__", ((*COMPONENTS, PROBE),))
+    yield
+    # The shared cleanup knows only the topology's components: the probe's queues are ours.
+    delete_bus(config.broker_url(), config.bus_prefix(), [PROBE])
 
 
 applied = MetaData()
