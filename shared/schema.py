@@ -5,6 +5,9 @@ Migrations in infra/migrations create them; this module is what the code queries
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,12 +23,39 @@ from sqlalchemy import (
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); PostgreSQL wants BIGINT.
 Position = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant: written from an aware datetime, always read back aware, in UTC.
+
+    PostgreSQL's timestamptz does this by itself; SQLite stores text without an offset and
+    hands back naive datetimes. One column type instead of an ``aware()`` call wherever a
+    row is read. A naive datetime is refused when written: it names no instant.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, datetime):
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError("a naive datetime names no instant; pass an aware one")
+            if dialect.name == "sqlite":
+                return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 events = Table(
     "events",
@@ -42,8 +72,8 @@ events = Table(
     Column("correlation_id", String(64)),
     Column("causation_id", String(64)),
     Column("actor", String(200)),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
     UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
     Index("events_category_position", "category", "position"),
     Index("events_tenant_position", "tenant_id", "position"),
@@ -55,7 +85,7 @@ checkpoints = Table(
     metadata,
     Column("name", String(200), primary_key=True),
     Column("position", BigInteger, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 # Which bus events a consuming component has applied: written in the handler's own
@@ -67,7 +97,7 @@ processed_events = Table(
     Column("event_id", Uuid(), primary_key=True),
     Column("stream_id", String(200), nullable=False),
     Column("stream_version", Integer, nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("processed_at", UtcDateTime(), nullable=False),
 )
 
 # Messages a consumer gave up on, with the reason; also published to the dead-letter queue.
@@ -82,6 +112,6 @@ dead_letters = Table(
     Column("body", Text, nullable=False),
     Column("headers", Json),
     Column("attempts", Integer, nullable=False),
-    Column("failed_at", DateTime(timezone=True), nullable=False),
-    Column("requeued_at", DateTime(timezone=True)),
+    Column("failed_at", UtcDateTime(), nullable=False),
+    Column("requeued_at", UtcDateTime()),
 )

@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -28,7 +29,11 @@ from werkzeug.exceptions import HTTPException
 from shared import bus, config, metrics, ratelimit
 from shared import logging as nclog
 from shared.auth import CredentialTables, Principal, authenticate
+from shared.clock import Clock, utcnow
+from shared.commands import Context
 from shared.db import engine_for, read
+from shared.errors import Busy, DomainError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from shared.eventstore import ConcurrencyError
 from shared.problems import PROBLEM_JSON, Problem, flatten_errors
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,23 @@ class ProblemApi(Api):
         return problem_response(Problem(status, detail, errors=errors, headers=data.get("headers")))
 
 
+def domain_problem(error: DomainError) -> Problem:
+    """The one mapping from the kind of rule a command broke to its HTTP answer."""
+    if isinstance(error, ValidationFailed):
+        return Problem(422, str(error), errors=error.errors)
+    if isinstance(error, NotFound):
+        return Problem(404, error.message)
+    if isinstance(error, Forbidden):
+        return Problem(403, error.message)
+    if isinstance(error, PreconditionFailed):
+        headers = {} if error.current_version is None else {"ETag": etag(error.current_version)}
+        return Problem(412, error.message, headers=headers)
+    if isinstance(error, Busy):
+        return Problem(409, error.message, headers={"Retry-After": str(error.retry_after_s)})
+    # Conflict, and any other kind a domain adds: the state does not allow it.
+    return Problem(409, error.message)
+
+
 def problem_response(problem: Problem) -> Response:
     response = Response(json.dumps(problem.body()), status=problem.status, mimetype=PROBLEM_JSON)
     for name, value in problem.headers.items():
@@ -118,6 +140,37 @@ def principal() -> Principal:
 
 def correlation_id() -> str:
     return g.get("correlation_id") or str(uuid.uuid4())
+
+
+def now() -> datetime:
+    """The current instant by the app's clock (``NOCONTACT_CLOCK`` in its config, which
+    tests set; the system clock otherwise): the one clock of every service's requests."""
+    clock: Clock = current_app.config.get("NOCONTACT_CLOCK") or utcnow
+    return clock()
+
+
+def context() -> Context:
+    """The command context of this request: the caller's tenant, how events record the
+    caller, and the request's correlation id."""
+    caller = principal()
+    return Context(tenant_id=caller.tenant_id, actor=caller.actor, correlation_id=correlation_id())
+
+
+def etag(version: int) -> str:
+    """The ETag of a resource at `version` (quoted, as RFC 9110 wants)."""
+    return f'"{version}"'
+
+
+def if_match() -> int | None:
+    """The version named by If-Match (``3``, ``"3"`` or ``W/"3"``); None when absent or ``*``."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        # A tag this API never issued cannot match any version.
+        raise Problem(412, 'If-Match must name a version this API issued, e.g. "3"')
+    return int(value)
 
 
 def require_role(*roles: str) -> Principal:
@@ -242,6 +295,16 @@ def create_app(
     @app.errorhandler(Problem)
     def _problem(problem: Problem) -> Response:
         return problem_response(problem)
+
+    @app.errorhandler(DomainError)
+    def _domain(error: DomainError) -> Response:
+        return problem_response(domain_problem(error))
+
+    @app.errorhandler(ConcurrencyError)
+    def _concurrency(_error: ConcurrencyError) -> Response:
+        # The pipeline retries lost races and reports Busy; a ConcurrencyError reaching the
+        # edge comes from outside it, and is the same answer: nothing written, send again.
+        return problem_response(domain_problem(Busy()))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

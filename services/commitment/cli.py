@@ -8,9 +8,8 @@ import click
 
 from shared import config
 from shared.db import engine_for, migrate
+from shared.errors import ValidationFailed
 from shared.projection import rebuild
-
-from .domain.errors import ValidationFailed
 
 
 @click.group("commitment")

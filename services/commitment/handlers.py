@@ -23,6 +23,7 @@ from sqlalchemy.engine import Row
 
 from shared.auth import Principal, encode_token, forbidden
 from shared.db import read
+from shared.errors import NotFound
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.eventstore import ConcurrencyError, append, read_stream
 from shared.problems import Problem
@@ -30,7 +31,6 @@ from shared.projection import lock_appends
 
 from .domain import coaching
 from .domain.commitment import CREATED, EXTENDED, Commitment, Status, stream_id
-from .domain.errors import NotFound
 from .domain.tenancy import Tenant, TokenClaims, generate_api_key, may_read_commitment, may_write_commitment
 from .projections import project
 from .tables import coach_assignments, commitments

@@ -3,7 +3,7 @@
 No I/O here: no database, no clock, no network. Time is always passed in.
 """
 
-from .calendar import (
+from shared.calendar import (
     UnknownTimeZone,
     date_range,
     day_bounds,
@@ -11,6 +11,7 @@ from .calendar import (
     local_today,
     zone,
 )
+
 from .checkins import (
     CHANNELS,
     CHECK_IN_EVENT_TYPES,

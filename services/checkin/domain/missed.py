@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
-from .calendar import date_range, day_bounds, local_today
+from shared.calendar import date_range, day_bounds, local_today
 
 __all__ = ["missed_check_in_data", "missed_days", "missed_deadline"]
 

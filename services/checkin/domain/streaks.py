@@ -32,7 +32,8 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from .calendar import date_range
+from shared.calendar import date_range
+
 from .checkins import CHECK_IN_EVENT_TYPES, Outcome
 
 __all__ = [

@@ -4,6 +4,8 @@ No I/O here (no database, clock or network): adapters load events, pass ``now`` 
 and store/publish the ``pending_events`` the aggregates collect.
 """
 
+from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
+
 from .commitment import (
     Commitment,
     CommitmentConflict,
@@ -13,7 +15,6 @@ from .commitment import (
     is_valid_timezone,
     local_today,
 )
-from .errors import Conflict, DomainError, NotFound, ValidationFailed
 from .tenancy import (
     ApiKey,
     ApiKeyNotFound,

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared.errors import Validator
 from shared.events import NewEvent
 
 from .commitment import COACH_ID_MAX, MEMBER_ID_MAX, InvalidCommitment
-from .errors import Validator
 
 CLIENT_ASSIGNED = "coaching.client_assigned"
 CLIENT_UNASSIGNED = "coaching.client_unassigned"

@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from shared.errors import Conflict, ValidationFailed, Validator
 from shared.events import NewEvent
-
-from .errors import Conflict, ValidationFailed, Validator
 
 CREATED = "commitment.created"
 EXTENDED = "commitment.extended"

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from shared.errors import Conflict, DomainError, NotFound, ValidationFailed, Validator
 from shared.events import NewEvent
 
 from .commitment import EventLike
-from .errors import Conflict, DomainError, NotFound, ValidationFailed, Validator
 
 TENANT_CREATED = "tenant.created"
 API_KEY_ISSUED = "api_key.issued"

@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.checkin.domain.calendar import local_today
 from services.checkin.domain.checkins import CheckIn, CommitmentTerms, Outcome, check_in_problems
 from services.checkin.domain.streaks import fold_streak
+from shared.calendar import local_today
 from tests.unit.checkin.factories import events
 
 STARTS_ON = date(2026, 11, 1)

@@ -18,7 +18,7 @@ from services.commitment.domain.commitment import (
     InvalidCommitment,
     Status,
 )
-from services.commitment.domain.errors import Conflict, ValidationFailed
+from shared.errors import Conflict, ValidationFailed
 from shared.events import NewEvent
 
 from ._support import record

@@ -1,8 +1,10 @@
-"""Domain exceptions of the commitment service.
+"""Domain errors of every service: what kind of rule a command broke.
 
-The domain only says *what kind* of rule was broken; the HTTP layer maps the kind to a
-status code (``ValidationFailed`` -> 422, ``Conflict`` -> 409, ``NotFound`` -> 404), so
-these classes carry no status numbers and no I/O concerns.
+The domains and handlers only say *what kind* of rule was broken; the HTTP edge maps the
+kind to a status code in one place (`shared.web`: ``ValidationFailed`` -> 422,
+``Forbidden`` -> 403, ``NotFound`` -> 404, ``Conflict`` -> 409, ``Busy`` -> 409 with a
+retry hint, ``PreconditionFailed`` -> 412), so these classes carry no status numbers and
+no I/O concerns. Pure: domain modules import it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,48 @@ class Conflict(DomainError):
 
 
 class NotFound(DomainError):
-    """The command names a part of the aggregate that does not exist (HTTP 404)."""
+    """The command names something that does not exist, or that the caller may not know of:
+    an id of another tenant is "not found" too, so existence never leaks (HTTP 404)."""
+
+    def __init__(self, message: str = "no such resource") -> None:
+        super().__init__(message)
+
+
+class Forbidden(DomainError):
+    """The caller is known and may see the resource, but may not do this to it (HTTP 403)."""
+
+    def __init__(self, message: str = "this credential may not do that") -> None:
+        super().__init__(message)
+
+
+class PreconditionFailed(DomainError):
+    """The caller decided on a version (If-Match) that is no longer current (HTTP 412)."""
+
+    def __init__(self, current_version: int | None, message: str | None = None) -> None:
+        if message is None:
+            message = (
+                "the resource changed meanwhile; read it again"
+                if current_version is None
+                else f"If-Match does not match the current version {current_version}"
+            )
+        super().__init__(message)
+        self.current_version = current_version
+
+
+def require_version(if_match: int | None, current_version: int) -> None:
+    """The If-Match rule: a caller that named a version may only change that version."""
+    if if_match is not None and if_match != current_version:
+        raise PreconditionFailed(current_version)
+
+
+class Busy(Conflict):
+    """Concurrent writers kept moving the stream while the command retried (HTTP 409,
+    ``Retry-After``): nothing was written, the same request can simply be sent again."""
+
+    retry_after_s = 1
+
+    def __init__(self, message: str = "the resource changed too often concurrently; retry the request") -> None:
+        super().__init__(message)
 
 
 class Validator:

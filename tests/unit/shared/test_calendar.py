@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.checkin.domain.calendar import (
+from shared.calendar import (
     UnknownTimeZone,
     date_range,
     day_bounds,

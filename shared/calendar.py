@@ -1,8 +1,13 @@
-"""Local-day arithmetic in a member's IANA time zone.
+"""Local-day arithmetic in a member's IANA time zone, for every service.
 
-Every check-in day is a date in the member's own zone: "today", "yesterday" and
-"when a day is over" are decided there, across daylight-saving changes. Nothing
-here reads a clock: the current instant is always passed in, as an aware datetime.
+Every day of a commitment is a date in the member's own zone: "today", "yesterday" and
+"when a day is over" are decided there, across daylight-saving changes. Nothing here
+reads a clock: the current instant is always passed in, as an aware datetime. Pure:
+domain modules import it.
+
+One zone validation for all services (`is_valid_timezone`): a zone the commitment
+service accepts must be one the check-in service can compute days in, or the
+commitment would be dead-lettered there and never usable.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 __all__ = [
+    "MAX_TIMEZONE_LENGTH",
     "UnknownTimeZone",
     "date_range",
     "day_bounds",
@@ -21,8 +27,11 @@ __all__ = [
     "zone",
 ]
 
-# Names the tz database ships that are not places a member lives in.
+# Names the tz database ships that are not places a member lives in ("Factory" has the
+# abbreviation "-00" and no real offset; the others depend on the host's configuration).
 _NOT_MEMBER_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+# The longest IANA name is ~32 characters: refuse junk before looking it up.
+MAX_TIMEZONE_LENGTH = 64
 
 
 class UnknownTimeZone(ValueError):
@@ -41,7 +50,7 @@ def _known_zones() -> frozenset[str]:
 
 def is_valid_timezone(name: object) -> bool:
     """True when ``name`` is an IANA zone name (``Europe/Berlin``), not a path or alias file."""
-    return isinstance(name, str) and name in _known_zones()
+    return isinstance(name, str) and 0 < len(name) <= MAX_TIMEZONE_LENGTH and name in _known_zones()
 
 
 @lru_cache(maxsize=1024)
