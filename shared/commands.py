@@ -3,17 +3,21 @@
 A command is one transaction (DESIGN, "The write path"):
 
 1. load what the decision needs (a state row, a stream: the command's own reads, through
-   ``uow.conn``);
+   ``uow.conn``; reads only: see 3);
 2. decide in pure domain code, which returns events or raises a domain error
    (`shared.errors`);
 3. record the events with the version the decision was made on (`UnitOfWork.record`);
-4. on commit, the service's inline projections are written from the events as they will
-   be recorded (`PendingEvent`: everything but the position), then the events are
-   appended, each stream conditioned on its expected version. The append comes last so
-   whatever the store holds while appending is held for the shortest time.
+4. on commit, every stream recorded is appended, each conditioned on its expected
+   version, as the transaction's FIRST write; then the service's inline projections are
+   written from the recorded events, in the same transaction.
+
+Why the append comes first: appends run in parallel (no lock held through commit), and
+tailing readers see the log in transaction order (`shared.eventstore`); that order keeps
+each stream's versions in order only if a transaction's id is taken by its append, i.e.
+nothing was written before it. The store checks this on PostgreSQL.
 
 A concurrent writer that moved a stream first makes the append (or a read-model row the
-projection inserts, such as the same day's check-in) fail; the attempt is rolled back
+projection inserts) fail; the attempt is rolled back
 whole and the command is decided again on the fresh state, after a jittered pause
 (`RetryPolicy`), so concurrent requests never lose an event and never overwrite each
 other. A caller that named the version it decided on (If-Match) gets `PreconditionFailed`
@@ -39,18 +43,18 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.clock import Clock, utcnow
 from shared.errors import Busy, PreconditionFailed
-from shared.events import Metadata, NewEvent, PendingEvent, RecordedEvent
-from shared.eventstore import ConcurrencyError, append
+from shared.events import Metadata, NewEvent, RecordedEvent
+from shared.eventstore import ConcurrencyError, append_streams
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Writes a service's inline read models from the events a command is about to append.
-Projector = Callable[[Connection, Sequence[PendingEvent]], None]
+#: Writes a service's inline read models from the events a command has just appended.
+Projector = Callable[[Connection, Sequence[RecordedEvent]], None]
 
 
-def no_projections(_conn: Connection, _events: Sequence[PendingEvent]) -> None:
+def no_projections(_conn: Connection, _events: Sequence[RecordedEvent]) -> None:
     """For commands whose events feed no inline read model."""
 
 
@@ -110,79 +114,40 @@ class UnitOfWork:
     context: Context
     now: datetime
     projector: Projector = no_projections
-    _pending: list[PendingEvent] = field(default_factory=list)
-    _expected: dict[str, int | None] = field(default_factory=dict)
+    _decided: dict[str, tuple[int | None, list[NewEvent]]] = field(default_factory=dict)
     recorded: list[RecordedEvent] = field(default_factory=list)
 
-    def record(
-        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None
-    ) -> list[PendingEvent]:
+    def record(self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None) -> None:
         """Decide to append `events` to `stream_id`, whose version the decision saw was
-        `expected_version` (0: a new stream; None: append whatever it is, for streams
-        where order is all that matters). Recording more on the same stream continues
-        from the events recorded before. Returns the events as they will be recorded."""
+        `expected_version` (0: a new stream; None: whatever it is, for streams where only
+        order matters). Recording more on the same stream continues after the events
+        recorded before."""
         if not events:
-            return []
-        before = [e for e in self._pending if e.stream_id == stream_id]
-        if before:
-            version = before[-1].stream_version
+            return
+        if stream_id in self._decided:
+            self._decided[stream_id][1].extend(events)
         else:
-            self._expected[stream_id] = expected_version
-            version = expected_version or 0
-        metadata = self.context.metadata()
-        pending = [
-            PendingEvent(
-                id=event.id,
-                type=event.type,
-                schema_version=event.schema_version,
-                stream_id=stream_id,
-                stream_version=version + offset,
-                data=event.data,
-                tenant_id=metadata.tenant_id,
-                correlation_id=metadata.correlation_id,
-                causation_id=metadata.causation_id,
-                actor=metadata.actor,
-                occurred_at=event.occurred_at or self.now,
-                recorded_at=self.now,
-            )
-            for offset, event in enumerate(events, start=1)
-        ]
-        self._pending.extend(pending)
-        return pending
-
-    @property
-    def pending(self) -> list[PendingEvent]:
-        """Everything recorded so far in this attempt, in order."""
-        return list(self._pending)
+            self._decided[stream_id] = (expected_version, list(events))
 
     def commit(self) -> list[RecordedEvent]:
-        """Project, then append every stream; the caller's transaction commits both."""
-        if not self._pending:
+        """Append every stream, then project; the caller's transaction commits both."""
+        if not self._decided:
             return []
+        recorded = append_streams(
+            self.conn,
+            [(stream_id, events, expected) for stream_id, (expected, events) in self._decided.items()],
+            metadata=self.context.metadata(),
+            now=self.now,
+        )
+        self._decided.clear()
         try:
-            self.projector(self.conn, self._pending)
+            self.projector(self.conn, recorded)
         except IntegrityError as error:
-            # A concurrent command inserted the same read-model row (the same day's
-            # check-in, a first state row) and committed first: the race the append would
-            # have reported, reported the same way.
-            stream = self._pending[0].stream_id
-            raise ConcurrencyError(stream, self._expected.get(stream) or 0, -1) from error
-        metadata = self.context.metadata()
-        for stream_id, expected in self._expected.items():
-            events = [e for e in self._pending if e.stream_id == stream_id]
-            self.recorded.extend(
-                append(
-                    self.conn,
-                    stream_id,
-                    [NewEvent(e.type, e.data, e.schema_version, e.id, e.occurred_at) for e in events],
-                    expected_version=expected,
-                    metadata=metadata,
-                    now=self.now,
-                )
-            )
-        self._pending.clear()
-        self._expected.clear()
-        return self.recorded
+            # A concurrent command inserted the same read-model row and committed first:
+            # the race the append would have reported, reported the same way.
+            raise ConcurrencyError(recorded[0].stream_id, recorded[0].stream_version - 1, -1) from error
+        self.recorded.extend(recorded)
+        return recorded
 
 
 @dataclass(frozen=True)

@@ -37,25 +37,6 @@ class Metadata:
 
 
 @dataclass(frozen=True)
-class PendingEvent:
-    """An event a command has decided, as it will be recorded: all but its position, which
-    the append hands out last. Inline projections read these (`shared.commands`)."""
-
-    id: uuid.UUID
-    type: str
-    schema_version: int
-    stream_id: str
-    stream_version: int
-    data: dict[str, Any]
-    tenant_id: str | None
-    correlation_id: str | None
-    causation_id: str | None
-    actor: str | None
-    occurred_at: datetime
-    recorded_at: datetime
-
-
-@dataclass(frozen=True)
 class RecordedEvent:
     """An event as the store holds it, with its place in its stream and in the log."""
 

@@ -125,6 +125,23 @@ def append(
     return [_recorded(row, position) for row, position in zip(rows, positions, strict=True)]
 
 
+def append_streams(
+    conn: Connection,
+    appends: Sequence[tuple[str, Sequence[NewEvent], int | None]],
+    *,
+    metadata: Metadata = Metadata(),
+    now: datetime | None = None,
+) -> list[RecordedEvent]:
+    """Append to several streams in the caller's transaction, all or nothing: each
+    ``(stream_id, events, expected_version)`` as `append` would."""
+    recorded: list[RecordedEvent] = []
+    for stream_id, new_events, expected_version in appends:
+        recorded.extend(
+            append(conn, stream_id, new_events, expected_version=expected_version, metadata=metadata, now=now)
+        )
+    return recorded
+
+
 def read_stream(conn: Connection, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
     """One stream's events, oldest first."""
     query = (

@@ -14,7 +14,7 @@ from shared import eventstore
 from shared.commands import Context, Pipeline, RetryPolicy, UnitOfWork
 from shared.db import read
 from shared.errors import Busy, PreconditionFailed, require_version
-from shared.events import NewEvent, PendingEvent
+from shared.events import NewEvent, RecordedEvent
 
 _metadata = MetaData()
 counters = Table(
@@ -26,7 +26,7 @@ counters = Table(
 CONTEXT = Context(tenant_id="t1", actor="test", correlation_id="c-1")
 
 
-def _project(conn: Connection, events: Sequence[PendingEvent]) -> None:
+def _project(conn: Connection, events: Sequence[RecordedEvent]) -> None:
     for event in events:
         updated = conn.execute(
             counters.update().where(counters.c.stream_id == event.stream_id).values(count=event.stream_version)
@@ -128,27 +128,23 @@ def test_contention_that_never_ends_is_busy_not_a_crash(engine) -> None:
     assert _count(engine, "counter-2") is None
 
 
-def test_a_read_model_row_inserted_by_a_concurrent_command_is_a_lost_race(engine) -> None:
-    """Two commands inserting the same read-model row: the second is decided again."""
+def test_a_read_model_row_that_already_exists_is_a_lost_race_and_rolls_back_the_append(engine) -> None:
+    """A projection failing on a key (a concurrent command inserted the same row first) is
+    reported like a lost append race: the whole attempt, append included, is rolled back
+    and the command is decided again."""
     _metadata.create_all(engine)
-    seen: list[int] = []
+    calls: list[int] = []
 
-    def project_insert_only(conn: Connection, events: Sequence[PendingEvent]) -> None:
-        for event in events:
-            conn.execute(insert(counters).values(stream_id=event.stream_id, count=event.stream_version))
+    def collides_once(conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            conn.execute(insert(counters).values(stream_id="twice", count=1))
+            conn.execute(insert(counters).values(stream_id="twice", count=1))
+        _project(conn, events)
 
-    def first_write(uow: UnitOfWork) -> None:
-        version = eventstore.stream_version(uow.conn, "counter-3")
-        seen.append(version)
-        if len(seen) == 1:
-            # The row appears before our projection runs: our insert fails on its key.
-            with engine.begin() as other:
-                other.execute(insert(counters).values(stream_id="counter-3", count=1))
-                eventstore.append(other, "counter-3", [NewEvent("counter.incremented", {})], expected_version=0)
-            return uow.record("counter-3", [NewEvent("counter.incremented", {})], expected_version=version)
-        return None
-
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite's single writer lock makes the nested writer wait for us: no race to lose")
-    Pipeline(projector=project_insert_only).run(engine, CONTEXT, first_write)
-    assert seen == [0, 1]
+    assert Pipeline(projector=collides_once).run(engine, CONTEXT, _increment) == 1
+    assert len(calls) == 2
+    with read(engine) as conn:
+        assert [e.stream_version for e in eventstore.read_stream(conn, "counter-1")] == [1]
+    assert _count(engine) == 1
+    assert _count(engine, "twice") is None
