@@ -18,14 +18,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 
 from shared import config
+from shared.calendar import local_today
+from shared.clock import utcnow
 
 TENANT_NAME = "Harbour Support Circle (demo)"
 COACH_ID = "coach-maria"
@@ -103,10 +104,6 @@ STORIES: tuple[Story, ...] = (
 
 
 # -- the story of each day -----------------------------------------------------------------------
-
-
-def local_today(timezone: str, now: datetime) -> date:
-    return now.astimezone(ZoneInfo(timezone)).date()
 
 
 def report_for(story: Story, starts_on: date, day: date, today: date) -> dict[str, Any] | None:
@@ -220,7 +217,7 @@ def _key_works(client: httpx.Client, url: str) -> bool:
 def seed(now: datetime | None = None, *, commitment_url: str | None = None, checkin_url: str | None = None,
          timeout_s: float = 60.0) -> tuple[DemoTenant, int]:
     """Create (or top up) the demo tenant; returns it and how many check-ins were reported now."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     commitment_url = commitment_url or config.service_url("commitment")
     checkin_url = checkin_url or config.service_url("checkin")
     database_url = config.database_url("commitment")

@@ -24,26 +24,33 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import Column, Connection, DateTime, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select, update
 
 from shared import config
 from shared.events import RecordedEvent
 from shared.problems import Problem
 from shared.projection import Projection
+from shared.schema import UtcDateTime
 from shared.topology import CREDENTIAL_EVENTS
 
 API_KEY_PREFIX = "nck_"
+# 32 random bytes = 256 bits, encoded url-safe base64 without padding: 43 characters.
+_API_KEY_RANDOM_BYTES = 32
+_API_KEY_FORMAT = re.compile(r"nck_[A-Za-z0-9_-]{43}", re.ASCII)
 TOKEN_ALGORITHM = "HS256"
-ROLES = ("admin", "coach", "member")
-TOKEN_ROLES = ("coach", "member")
+# Roles a scoped token may carry. Admin power comes only from API keys: a token cannot be
+# revoked, so an admin token would be a standing key that survives every revocation.
+TOKEN_ROLES: tuple[str, ...] = ("coach", "member")
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,30 @@ class Principal:
         return f"{self.role}:{self.subject_id}"
 
 
+# -- API keys ---------------------------------------------------------------------------
+
+
+def generate_api_key() -> str:
+    """A new API key: ``nck_`` + 43 url-safe characters from ``secrets`` (256 bits).
+
+    The fixed prefix tells an API key from a JWT without trying to decode it, and lets
+    secret scanners recognise leaked keys.
+    """
+    return API_KEY_PREFIX + secrets.token_urlsafe(_API_KEY_RANDOM_BYTES)
+
+
+def is_api_key_format(credential: str) -> bool:
+    """True when `credential` is shaped like a key from `generate_api_key`."""
+    return _API_KEY_FORMAT.fullmatch(credential) is not None
+
+
 def hash_api_key(api_key: str) -> str:
+    """The stored form of a key, and what it is looked up by: sha256, hex.
+
+    Deterministic, so a key is found by one indexed query. A slow KDF (bcrypt, argon2)
+    would only add latency: KDFs slow down guessing low-entropy passwords, and these keys
+    carry 256 random bits, so no dictionary or brute force against a leaked hash works.
+    """
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
@@ -85,7 +115,7 @@ def credential_tables(metadata: MetaData, service: str) -> CredentialTables:
         metadata,
         Column("tenant_id", String(64), primary_key=True),
         Column("name", String(200), nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
     )
     api_keys = Table(
         f"{service}_api_keys",
@@ -94,8 +124,8 @@ def credential_tables(metadata: MetaData, service: str) -> CredentialTables:
         Column("tenant_id", String(64), nullable=False, index=True),
         Column("key_hash", String(64), nullable=False, unique=True),
         Column("prefix", String(32)),
-        Column("issued_at", DateTime(timezone=True), nullable=False),
-        Column("revoked_at", DateTime(timezone=True)),
+        Column("issued_at", UtcDateTime(), nullable=False),
+        Column("revoked_at", UtcDateTime()),
     )
     return CredentialTables(tenants, api_keys)
 
@@ -158,7 +188,9 @@ def encode_token(*, tenant_id: str, role: str, subject_id: str, expires_at: date
     return jwt.encode(payload, config.secret_key(), algorithm=TOKEN_ALGORITHM)
 
 
-def _decode_token(token: str) -> dict[str, Any]:
+def token_principal(token: str) -> Principal:
+    """The coach or member a scoped token names; a 401 problem when it is not a token this
+    suite signed, has expired, or claims something no issued token claims."""
     try:
         claims = jwt.decode(
             token,
@@ -174,7 +206,10 @@ def _decode_token(token: str) -> dict[str, Any]:
     # credential that no revocation reaches (admin rights belong to revocable API keys).
     if claims.get("role") not in TOKEN_ROLES:
         raise unauthorized("the token's role is not valid")
-    return claims
+    tenant_id, subject_id = claims.get("tid"), claims.get("sub")
+    if not (isinstance(tenant_id, str) and tenant_id and isinstance(subject_id, str) and subject_id):
+        raise unauthorized("the credential is not valid")
+    return Principal(role=claims["role"], tenant_id=tenant_id, subject_id=subject_id)
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -264,10 +299,6 @@ def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nocontact"'})
 
 
-def forbidden(detail: str = "this credential may not do that") -> Problem:
-    return Problem(403, detail)
-
-
 def authenticate(conn: Connection, tables: CredentialTables, authorization: str | None,
                  *, cache: bool = True) -> Principal:
     """The principal behind an Authorization header; raises a 401 problem otherwise.
@@ -304,9 +335,4 @@ def authenticate(conn: Connection, tables: CredentialTables, authorization: str 
         if cache:
             API_KEY_CACHE.put(cache_key, found, started)
         return found
-    claims = _decode_token(credential)
-    return Principal(role=claims["role"], tenant_id=claims["tid"], subject_id=claims["sub"])
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return token_principal(credential)

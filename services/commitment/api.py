@@ -1,64 +1,33 @@
 """HTTP API of the commitment service: tenants, credentials, commitments, coach assignments.
 
 One flask-smorest Blueprint per resource; each marshmallow schema is the validation, the
-OpenAPI document and the serialisation at once. Views parse, call a handler, shape the
-answer. The domain checks its rules again (it never trusts the edge), and its errors
-become problem+json in app.py.
+OpenAPI document and the serialisation at once. Views parse, call a handler (commands) or
+a query (`queries`), shape the answer. The domain checks its rules again (it never trusts
+the edge), and its errors become problem+json in `shared.web`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from flask import request, url_for
+from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
-from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Row
 
+from shared.auth import TOKEN_ROLES
+from shared.calendar import is_valid_timezone
 from shared.db import read
-from shared.envelope import versions
-from shared.problems import Problem, invalid
-from shared.web import correlation_id, engine, principal, require_role, require_tenant
+from shared.web import context, correlation_id, engine, etag, if_match, now, principal, require_role, require_tenant
 
-from . import handlers
-from .domain import coaching, commitment, tenancy
-from .domain.commitment import CHANNELS, RELATIONSHIPS, Status, is_valid_timezone
-from .handlers import Context, etag
-from .tables import commitments
-
-for _type in sorted(commitment.EVENT_TYPES | tenancy.EVENT_TYPES | coaching.EVENT_TYPES):
-    versions.register(_type, 1)
+from . import handlers, queries
+from .domain import commitment, tenancy
+from .domain.commitment import CHANNELS, RELATIONSHIPS, Status
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def context() -> Context:
-    caller = require_tenant()
-    assert caller.tenant_id is not None
-    return Context(tenant_id=caller.tenant_id, actor=caller.actor, correlation_id=correlation_id())
-
-
-def if_match() -> int | None:
-    """The version named by If-Match (``3``, ``"3"`` or ``W/"3"``); None when absent or ``*``."""
-    header = request.headers.get("If-Match")
-    if header is None or header.strip() == "*":
-        return None
-    value = header.strip().removeprefix("W/").strip('"')
-    try:
-        return int(value)
-    except ValueError:
-        # A tag we never issued cannot match any version.
-        raise Problem(412, "If-Match must name a version this API issued, e.g. \"3\"") from None
 
 
 # -- schemas --------------------------------------------------------------------------------
@@ -92,7 +61,7 @@ class ApiKeyListSchema(Schema):
 
 
 class TokenRequestSchema(Schema):
-    role = fields.String(required=True, validate=validate.OneOf(tenancy.TOKEN_ROLES))
+    role = fields.String(required=True, validate=validate.OneOf(TOKEN_ROLES))
     subject_id = fields.String(required=True, validate=validate.Length(1, tenancy.SUBJECT_ID_MAX))
     ttl_seconds = fields.Integer(strict=True, load_default=3600,
                                  validate=validate.Range(tenancy.TTL_MIN_SECONDS, tenancy.TTL_MAX_SECONDS))
@@ -185,21 +154,7 @@ class EventSchema(Schema):
     data = fields.Dict()
 
 
-# -- reading ------------------------------------------------------------------------------------
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def status_of(row: Row[Any], at: datetime) -> str:
-    """Recorded status, or `completed` once the last day has passed even if the scheduler
-    has not recorded it yet: the answer must not depend on when it last ran."""
-    completes_at = _aware(row.completes_at)
-    if row.recorded_status == Status.ACTIVE and completes_at is not None and completes_at <= at:
-        return Status.COMPLETED.value
-    return row.recorded_status
+# -- shaping ------------------------------------------------------------------------------------
 
 
 def resource(row: Row[Any], at: datetime) -> dict[str, Any]:
@@ -213,39 +168,22 @@ def resource(row: Row[Any], at: datetime) -> dict[str, Any]:
         "duration_days": row.duration_days,
         "ends_on": row.ends_on,
         "motivation": row.motivation,
-        "status": status_of(row, at),
+        "status": queries.status_of(row, at),
         "ended_on": row.ended_on,
         "coach_id": row.coach_id,
-        "created_at": _aware(row.created_at),
+        "created_at": row.created_at,
         "version": row.version,
     }
 
 
-def _fetch(commitment_id: str) -> Row[Any]:
-    with read(engine()) as conn:
-        return handlers._visible_row(conn, principal(), commitment_id)
-
-
 def _answer(commitment_id: str, status: int = 200) -> tuple[dict[str, Any], int, dict[str, str]]:
-    body = resource(_fetch(commitment_id), now())
+    """The commitment as the caller now reads it, with its ETag (and Location when new)."""
+    with read(engine()) as conn:
+        body = resource(queries.visible_commitment(conn, principal(), commitment_id), now())
     headers = {"ETag": etag(body["version"])}
     if status == 201:
         headers["Location"] = url_for("commitments.Commitment", commitment_id=commitment_id)
     return body, status, headers
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
-            raise ValueError(raw)
-        return int(raw[1:])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise invalid("cursor", "is not a cursor this API returned") from None
 
 
 # -- blueprints ---------------------------------------------------------------------------------
@@ -276,8 +214,11 @@ class ApiKeys(MethodView):
     @credentials_blp.response(200, ApiKeyListSchema)
     def get(self) -> dict[str, Any]:
         """The tenant's API keys (prefix only; the keys themselves are never kept)."""
-        require_role("admin")
-        return {"items": handlers.api_keys(engine(), context().tenant_id)}
+        caller = require_role("admin")
+        with read(engine()) as conn:
+            keys = queries.api_keys(conn, caller)
+        return {"items": [{"id": k.key_id, "prefix": k.prefix, "role": k.role, "issued_at": k.issued_at,
+                           "revoked_at": k.revoked_at} for k in keys]}
 
     @credentials_blp.response(201, ApiKeyCreatedSchema)
     def post(self) -> dict[str, Any]:
@@ -323,33 +264,9 @@ class Commitments(MethodView):
         """Commitments visible to the caller, oldest first, `limit` per page."""
         caller = require_tenant()
         at = now()
-        conditions = [commitments.c.tenant_id == caller.tenant_id]
-        if caller.role == "member":
-            conditions.append(commitments.c.member_id == caller.subject_id)
-        elif caller.role == "coach":
-            conditions.append(commitments.c.coach_id == caller.subject_id)
-        if "member_id" in query:
-            conditions.append(commitments.c.member_id == query["member_id"])
-        if "cursor" in query:
-            conditions.append(commitments.c.seq > _decode_cursor(query["cursor"]))
-        status = query.get("status")
-        over = and_(commitments.c.completes_at.is_not(None), commitments.c.completes_at <= at)
-        if status == Status.ACTIVE:
-            conditions += [commitments.c.recorded_status == Status.ACTIVE.value, ~over]
-        elif status == Status.COMPLETED:
-            conditions.append(or_(commitments.c.recorded_status == Status.COMPLETED.value,
-                                  and_(commitments.c.recorded_status == Status.ACTIVE.value, over)))
-        elif status == Status.ENDED:
-            conditions.append(commitments.c.recorded_status == Status.ENDED.value)
-        limit = query["limit"]
         with read(engine()) as conn:
-            rows = conn.execute(
-                select(commitments).where(*conditions).order_by(commitments.c.seq).limit(limit + 1)
-            ).all()
-        page = rows[:limit]
-        more = len(rows) > limit
-        return {"items": [resource(row, at) for row in page],
-                "next_cursor": _encode_cursor(page[-1].seq) if more else None}
+            page = queries.commitments_page(conn, caller, at=at, **query)
+        return {"items": [resource(row, at) for row in page.rows], "next_cursor": page.next_cursor}
 
 
 @commitments_blp.route("/<string:commitment_id>", endpoint="Commitment")
@@ -368,9 +285,7 @@ class Extend(MethodView):
     def post(self, body: dict[str, Any], commitment_id: str) -> Any:
         """Add days, or make it indefinite (409 unless active). Honours If-Match."""
         caller = require_tenant()
-        at = now()
-        handlers.mutate_commitment(engine(), caller, context(), commitment_id, if_match=if_match(),
-                                   decide=lambda c: c.extend(now=at, **body))
+        handlers.extend_commitment(engine(), caller, context(), commitment_id, now=now(), if_match=if_match(), **body)
         return _answer(commitment_id)
 
 
@@ -381,9 +296,7 @@ class End(MethodView):
     def post(self, body: dict[str, Any], commitment_id: str) -> Any:
         """End early (409 unless active). Honours If-Match."""
         caller = require_tenant()
-        at = now()
-        handlers.mutate_commitment(engine(), caller, context(), commitment_id, if_match=if_match(),
-                                   decide=lambda c: c.end(now=at, reason=body["reason"]))
+        handlers.end_commitment(engine(), caller, context(), commitment_id, now=now(), if_match=if_match(), **body)
         return _answer(commitment_id)
 
 
@@ -392,7 +305,9 @@ class History(MethodView):
     @commitments_blp.response(200, EventSchema(many=True))
     def get(self, commitment_id: str) -> list[Any]:
         """The commitment's domain events, oldest first."""
-        return handlers.history(engine(), require_tenant(), commitment_id)
+        caller = require_tenant()
+        with read(engine()) as conn:
+            return queries.history(conn, caller, commitment_id)
 
 
 @coaches_blp.route("/<string:coach_id>/clients/<string:member_id>")

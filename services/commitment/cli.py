@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import click
 
 from shared import config
+from shared.clock import utcnow
 from shared.db import engine_for, migrate
 from shared.errors import ValidationFailed
 from shared.projection import rebuild
@@ -35,7 +34,7 @@ def complete_due_command() -> None:
     from .handlers import complete_due
 
     engine = engine_for(config.database_url("commitment"))
-    click.echo(f"completed {complete_due(engine, now=datetime.now(UTC))} commitment(s)")
+    click.echo(f"completed {complete_due(engine, now=utcnow())} commitment(s)")
 
 
 @click.group("tenants")
@@ -52,7 +51,7 @@ def create_tenant_command(name: str) -> None:
     url = config.database_url("commitment")
     migrate(url)  # idempotent: lets a fresh checkout create its first tenant in one step
     try:
-        tenant, key = create_tenant(engine_for(url), name=name, now=datetime.now(UTC), actor="operator:cli")
+        tenant, key = create_tenant(engine_for(url), name=name, now=utcnow(), actor="operator:cli")
     except ValidationFailed as error:
         raise click.BadParameter(error.message, param_hint=error.field) from error
     click.echo(f"tenant_id: {tenant.id}")

@@ -1,90 +1,66 @@
-"""Commands of the commitment service: load the aggregate from its stream, let the domain
-decide, append with the expected version and update the read models, in ONE transaction.
+"""Commands of the commitment service, each carried out by the command pipeline
+(`shared.commands`): load the aggregate, let the domain decide, record its events with the
+version the decision was made on; the pipeline appends them first and then projects them,
+in one transaction, deciding again after a lost race.
 
-Optimistic concurrency: an append is conditioned on the version the decision was made
-on. When the caller sent ``If-Match`` a conflict is its to resolve (412); otherwise the
-command is simply decided again on the fresh state, so concurrent requests never lose
-an event and never overwrite each other.
+No HTTP here: refusals are domain errors (`shared.errors`), mapped at the edge.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import random
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import date, datetime
 
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.engine import Row
+from sqlalchemy import Connection, Engine, text
 
-from shared.auth import Principal, encode_token, forbidden
+from shared.auth import Principal, encode_token, generate_api_key
+from shared.commands import Context, Pipeline, UnitOfWork
 from shared.db import read
-from shared.errors import NotFound
-from shared.events import Metadata, NewEvent, RecordedEvent
-from shared.eventstore import ConcurrencyError, append, read_stream
-from shared.problems import Problem
-from shared.projection import lock_appends
+from shared.errors import require_version
+from shared.events import NewEvent, RecordedEvent
+from shared.eventstore import ConcurrencyError, read_stream
 
+from . import queries
 from .domain import coaching
-from .domain.commitment import CREATED, EXTENDED, Commitment, Status, stream_id
-from .domain.tenancy import Tenant, TokenClaims, generate_api_key, may_read_commitment, may_write_commitment
+from .domain.commitment import CREATED, EXTENDED, Commitment
+from .domain.tenancy import (
+    Tenant,
+    TokenClaims,
+    require_may_open_commitment,
+    require_may_write_commitment,
+)
 from .projections import project
-from .tables import coach_assignments, commitments
 
 log = logging.getLogger(__name__)
 
-# Enough for dozens of simultaneous writers on one commitment; each retry re-reads the stream.
-MAX_ATTEMPTS = 25
+PIPELINE = Pipeline(projector=project)
+
+# Class of the advisory lock serialising, per member, the commands that read or change
+# the member's coach assignment (see `_lock_member`).
+MEMBER_LOCK_CLASS = 0x6E6F6D  # "nom"
 
 
-@dataclass(frozen=True)
-class Context:
-    """Who issued a command and why: becomes the metadata of every event it appends."""
+def _lock_member(conn: Connection, tenant_id: str, member_id: str) -> None:
+    """Hold a lock on (tenant, member) until the transaction ends, before reading the
+    member's coach assignment.
 
-    tenant_id: str
-    actor: str
-    correlation_id: str | None = None
-    causation_id: str | None = None
-
-    def metadata(self) -> Metadata:
-        return Metadata(tenant_id=self.tenant_id, correlation_id=self.correlation_id,
-                        causation_id=self.causation_id, actor=self.actor)
-
-
-class PreconditionFailed(Problem):
-    """If-Match named another version than the stream's (HTTP 412)."""
-
-    def __init__(self, current: int) -> None:
-        super().__init__(412, f"If-Match does not match the current version {current}",
-                         headers={"ETag": etag(current)})
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def record(conn: Connection, stream: str, new_events: Sequence[NewEvent], *, expected_version: int | None,
-           context: Context) -> list[RecordedEvent]:
-    """Append and project inline; the caller's transaction makes both one unit."""
-    recorded = append(conn, stream, new_events, expected_version=expected_version, metadata=context.metadata())
-    project(conn, recorded)
-    return recorded
-
-
-def _retrying(command: Callable[[], Any], *, if_match: int | None) -> Any:
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            return command()
-        except ConcurrencyError as error:
-            if if_match is not None:
-                raise PreconditionFailed(error.actual) from error
-            # Jittered so a crowd of writers does not collide again in lock step.
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-    raise Problem(409, "the commitment changed too often concurrently; retry the request")
+    Opening a commitment reads the assignment; assigning a coach reads the member's
+    commitments. Under this lock one of them commits before the other reads, so the new
+    commitment either gets the coach or is among those the assignment moves: the coach is
+    never missed. An advisory lock, not a row lock: nothing may be written before the
+    append (`shared.commands`). SQLite: the write transaction (BEGIN IMMEDIATE) already
+    excludes every other writer.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:class, "
+                 "hashtext(current_schema() || ':' || :tenant || ':' || :member))"),
+            {"class": MEMBER_LOCK_CLASS, "tenant": tenant_id, "member": member_id},
+        )
 
 
 # -- tenants and credentials ------------------------------------------------------------
@@ -97,168 +73,157 @@ class IssuedKey:
     api_key: str  # shown to the caller once, never stored
 
 
+def _issue_key(tenant: Tenant, now: datetime) -> IssuedKey:
+    key = IssuedKey(tenant.id, str(uuid.uuid4()), generate_api_key())
+    tenant.issue_api_key(key_id=key.key_id, api_key=key.api_key, now=now)
+    return key
+
+
 def create_tenant(engine: Engine, *, name: object, now: datetime, actor: str = "operator",
                   correlation_id: str | None = None) -> tuple[Tenant, IssuedKey]:
     """A new tenant with its first admin API key, in one append: it never exists locked out."""
     tenant_id = str(uuid.uuid4())
-    tenant = Tenant.create(tenant_id=tenant_id, name=name, now=now)
-    key = IssuedKey(tenant_id, str(uuid.uuid4()), generate_api_key())
-    tenant.issue_api_key(key_id=key.key_id, api_key=key.api_key, now=now)
+
+    def command(uow: UnitOfWork) -> tuple[Tenant, IssuedKey]:
+        tenant = Tenant.create(tenant_id=tenant_id, name=name, now=uow.now)
+        key = _issue_key(tenant, uow.now)
+        uow.record(tenant.stream_id, tenant.pending_events, expected_version=0)
+        return tenant, key
+
     context = Context(tenant_id=tenant_id, actor=actor, correlation_id=correlation_id)
-    with engine.begin() as conn:
-        record(conn, tenant.stream_id, tenant.pending_events, expected_version=0, context=context)
-    return tenant, key
-
-
-def _load_tenant(conn: Connection, tenant_id: str) -> Tenant:
-    events = read_stream(conn, f"tenant-{tenant_id}")
-    if not events:
-        raise NotFound("no such tenant")
-    return Tenant.from_events(events)
+    return PIPELINE.run(engine, context, command, now=now)
 
 
 def issue_api_key(engine: Engine, context: Context, *, now: datetime) -> IssuedKey:
-    def command() -> IssuedKey:
-        with engine.begin() as conn:
-            tenant = _load_tenant(conn, context.tenant_id)
-            key = IssuedKey(tenant.id, str(uuid.uuid4()), generate_api_key())
-            tenant.issue_api_key(key_id=key.key_id, api_key=key.api_key, now=now)
-            record(conn, tenant.stream_id, tenant.pending_events, expected_version=tenant.expected_version,
-                   context=context)
-            return key
+    """Another admin key of the context's tenant."""
 
-    return _retrying(command, if_match=None)
+    def command(uow: UnitOfWork) -> IssuedKey:
+        tenant = queries.load_tenant(uow.conn, _tenant_of(context))
+        key = _issue_key(tenant, uow.now)
+        uow.record(tenant.stream_id, tenant.pending_events, expected_version=tenant.expected_version)
+        return key
+
+    return PIPELINE.run(engine, context, command, now=now)
 
 
 def revoke_api_key(engine: Engine, context: Context, key_id: str, *, now: datetime) -> None:
-    def command() -> None:
-        with engine.begin() as conn:
-            tenant = _load_tenant(conn, context.tenant_id)
-            tenant.revoke_api_key(key_id, now=now)
-            record(conn, tenant.stream_id, tenant.pending_events, expected_version=tenant.expected_version,
-                   context=context)
+    def command(uow: UnitOfWork) -> None:
+        tenant = queries.load_tenant(uow.conn, _tenant_of(context))
+        events = tenant.revoke_api_key(key_id, now=uow.now)
+        uow.record(tenant.stream_id, events, expected_version=tenant.expected_version)
 
-    _retrying(command, if_match=None)
-
-
-def api_keys(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
-    with read(engine) as conn:
-        tenant = _load_tenant(conn, tenant_id)
-    return [
-        {"id": k.key_id, "prefix": k.prefix, "role": k.role, "issued_at": k.issued_at, "revoked_at": k.revoked_at}
-        for k in tenant.api_keys.values()
-    ]
+    PIPELINE.run(engine, context, command, now=now)
 
 
 def issue_token(caller: Principal, *, role: object, subject_id: object, ttl_seconds: object,
                 now: datetime) -> tuple[str, datetime]:
     """A scoped coach/member token of the caller's tenant (signed, expiring, not stored)."""
-    assert caller.tenant_id is not None
-    claims = TokenClaims.issue(tenant_id=caller.tenant_id, role=role, subject_id=subject_id,
+    claims = TokenClaims.issue(tenant_id=_tenant_of(caller), role=role, subject_id=subject_id,
                                ttl_seconds=ttl_seconds, now=now)
     token = encode_token(tenant_id=claims.tenant_id, role=claims.role, subject_id=claims.subject_id,
                          expires_at=claims.expires_at, issued_at=claims.issued_at)
     return token, claims.expires_at
 
 
+def _tenant_of(who: Context | Principal) -> str:
+    # The views admit only tenant credentials to these commands (never the operator).
+    assert who.tenant_id is not None
+    return who.tenant_id
+
+
 # -- commitments --------------------------------------------------------------------------
 
 
 def load_commitment(conn: Connection, commitment_id: str) -> Commitment:
-    return Commitment.from_events(read_stream(conn, stream_id(commitment_id)))
-
-
-def _visible_row(conn: Connection, caller: Principal, commitment_id: str) -> Row[Any]:
-    """The commitment's read-model row if the caller may read it; 404 otherwise (also for
-    another tenant's id, so nobody learns which ids exist)."""
-    row = conn.execute(
-        select(commitments).where(commitments.c.commitment_id == commitment_id,
-                                  commitments.c.tenant_id == caller.tenant_id)
-    ).first()
-    if row is None or not may_read_commitment(caller, row.member_id, row.coach_id):
-        raise NotFound("no such commitment")
-    return row
+    return Commitment.from_events(read_stream(conn, Commitment.stream_of(commitment_id)))
 
 
 def create_commitment(engine: Engine, caller: Principal, context: Context, *, now: datetime,
-                      member_id: object, contact: object, timezone: object, channels: Any = None,
+                      member_id: object, contact: object, timezone: object, channels: object = None,
                       starts_on: date | str | None = None, duration_days: object = None,
                       motivation: object = None) -> str:
-    if caller.role not in ("admin", "member"):
-        raise forbidden("only an admin key or the member's own token may open a commitment")
-    if caller.role == "member" and member_id != caller.subject_id:
-        raise forbidden("a member token may only open commitments for its own member_id")
-    commitment = Commitment.create(
-        commitment_id=str(uuid.uuid4()), member_id=member_id, contact=contact,  # type: ignore[arg-type]
-        timezone=timezone, now=now, channels=channels, starts_on=starts_on,
-        duration_days=duration_days, motivation=motivation,
-    )
-    with engine.begin() as conn:
-        # Taken before reading the assignment, so a concurrent PUT of a coach either sees
-        # this commitment or is seen by it: the member's coach is never missed.
-        lock_appends(conn)
-        coach_id = conn.execute(
-            select(coach_assignments.c.coach_id).where(coach_assignments.c.tenant_id == context.tenant_id,
-                                                       coach_assignments.c.member_id == commitment.member_id)
-        ).scalar()
+    """Open a commitment; it gets the coach its member is assigned to, if any."""
+    require_may_open_commitment(caller, member_id)
+    tenant_id = _tenant_of(context)
+    commitment_id = str(uuid.uuid4())
+
+    def command(uow: UnitOfWork) -> str:
+        commitment = Commitment.create(
+            commitment_id=commitment_id, member_id=member_id, contact=contact,  # type: ignore[arg-type]
+            timezone=timezone, now=uow.now, channels=channels, starts_on=starts_on,  # type: ignore[arg-type]
+            duration_days=duration_days, motivation=motivation,
+        )
+        _lock_member(uow.conn, tenant_id, commitment.member_id)
+        coach_id = queries.assigned_coach(uow.conn, tenant_id, commitment.member_id)
         if coach_id is not None:
-            commitment.assign_coach(coach_id, now=now)
-        record(conn, commitment.stream_id, commitment.pending_events, expected_version=0, context=context)
-    return commitment.id
+            commitment.assign_coach(coach_id, now=uow.now)
+        uow.record(commitment.stream_id, commitment.pending_events, expected_version=0)
+        return commitment.id
+
+    return PIPELINE.run(engine, context, command, now=now)
 
 
-def mutate_commitment(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,
-                      if_match: int | None, decide: Callable[[Commitment], list[NewEvent]]) -> str:
-    """Run one command on a commitment the caller may write; retried on concurrent change."""
-
-    def command() -> str:
-        with engine.begin() as conn:
-            row = _visible_row(conn, caller, commitment_id)
-            if not may_write_commitment(caller, row.member_id):
-                raise forbidden("this credential may only read this commitment")
-            commitment = load_commitment(conn, commitment_id)
-            if if_match is not None and if_match != commitment.version:
-                raise PreconditionFailed(commitment.version)
-            events = decide(commitment)
-            record(conn, commitment.stream_id, events, expected_version=commitment.expected_version,
-                   context=context)
-        return commitment_id
-
-    return _retrying(command, if_match=if_match)
+Decision = Callable[[Commitment, datetime], list[NewEvent]]
 
 
-def history(engine: Engine, caller: Principal, commitment_id: str) -> list[RecordedEvent]:
-    with read(engine) as conn:
-        _visible_row(conn, caller, commitment_id)
-        return read_stream(conn, stream_id(commitment_id))
+def _change_commitment(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,
+                       now: datetime, if_match: int | None, decide: Decision) -> None:
+    """Run one decision on a commitment the caller may change. With `if_match`, only on
+    that version (412 otherwise, also when another writer wins the race)."""
+
+    def command(uow: UnitOfWork) -> None:
+        row = queries.visible_commitment(uow.conn, caller, commitment_id)
+        require_may_write_commitment(caller, row.member_id)
+        commitment = load_commitment(uow.conn, commitment_id)
+        require_version(if_match, commitment.version)
+        uow.record(commitment.stream_id, decide(commitment, uow.now), expected_version=commitment.expected_version)
+
+    PIPELINE.run(engine, context, command, if_match=if_match, now=now)
+
+
+def extend_commitment(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,
+                      now: datetime, if_match: int | None = None, additional_days: object = None,
+                      indefinite: object = False) -> None:
+    """Add days to an active commitment, or make it indefinite."""
+    _change_commitment(
+        engine, caller, context, commitment_id, now=now, if_match=if_match,
+        decide=lambda c, at: c.extend(now=at, additional_days=additional_days, indefinite=indefinite),
+    )
+
+
+def end_commitment(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,
+                   now: datetime, if_match: int | None = None, reason: object = None) -> None:
+    """End an active commitment early."""
+    _change_commitment(
+        engine, caller, context, commitment_id, now=now, if_match=if_match,
+        decide=lambda c, at: c.end(now=at, reason=reason),
+    )
 
 
 def _set_coach(engine: Engine, context: Context, *, coach_id: str, member_id: str, now: datetime,
                assign: bool) -> None:
-    with engine.begin() as conn:
-        # Held to the end: commitments opened meanwhile wait and then see the new assignment.
-        lock_appends(conn)
-        current = conn.execute(
-            select(coach_assignments.c.coach_id).where(coach_assignments.c.tenant_id == context.tenant_id,
-                                                       coach_assignments.c.member_id == member_id)
-        ).scalar()
+    """Record the assignment on the coaching stream and move each of the member's
+    commitments, all in one append."""
+    tenant_id = _tenant_of(context)
+
+    def command(uow: UnitOfWork) -> None:
+        _lock_member(uow.conn, tenant_id, member_id)
+        current = queries.assigned_coach(uow.conn, tenant_id, member_id)
         decide = coaching.assign_client if assign else coaching.unassign_client
-        events = decide(tenant_id=context.tenant_id, member_id=member_id, coach_id=coach_id,
-                        current_coach_id=current, now=now)
-        record(conn, coaching.coaching_stream_id(context.tenant_id), events, expected_version=None, context=context)
-        ids = conn.execute(
-            select(commitments.c.commitment_id)
-            .where(commitments.c.tenant_id == context.tenant_id, commitments.c.member_id == member_id)
-            .order_by(commitments.c.seq)
-        ).scalars().all()
-        for commitment_id in ids:
-            commitment = load_commitment(conn, commitment_id)
+        events = decide(tenant_id=tenant_id, member_id=member_id, coach_id=coach_id, current_coach_id=current,
+                        now=uow.now)
+        # Only the order of the coaching stream matters: the member lock serialises the
+        # decisions on one member, and different members' facts do not depend on each other.
+        uow.record(coaching.coaching_stream_id(tenant_id), events, expected_version=None)
+        for commitment_id in queries.member_commitment_ids(uow.conn, tenant_id, member_id):
+            commitment = load_commitment(uow.conn, commitment_id)
             if assign:
-                commitment.assign_coach(coach_id, now=now)
+                moved = commitment.assign_coach(coach_id, now=uow.now)
             else:
-                commitment.unassign_coach(coach_id=coach_id, now=now)
-            record(conn, commitment.stream_id, commitment.pending_events,
-                   expected_version=commitment.expected_version, context=context)
+                moved = commitment.unassign_coach(coach_id=coach_id, now=uow.now)
+            uow.record(commitment.stream_id, moved, expected_version=commitment.expected_version)
+
+    PIPELINE.run(engine, context, command, now=now)
 
 
 def assign_coach(engine: Engine, context: Context, *, coach_id: str, member_id: str, now: datetime) -> None:
@@ -273,38 +238,39 @@ def unassign_coach(engine: Engine, context: Context, *, coach_id: str, member_id
 
 # -- scheduler ------------------------------------------------------------------------------
 
+SCHEDULER_ACTOR = "scheduler:completions"
+
+
+def _complete(commitment: Commitment, uow: UnitOfWork) -> bool:
+    events = commitment.complete(now=uow.now)
+    uow.record(commitment.stream_id, events, expected_version=commitment.expected_version)
+    return bool(events)
+
+
+def _period_set_by(stream: list[RecordedEvent]) -> RecordedEvent:
+    """The event that set the last day: the creation or the latest extension."""
+    return [event for event in stream if event.type in (CREATED, EXTENDED)][-1]
+
 
 def complete_due(engine: Engine, *, now: datetime, limit: int = 500) -> int:
     """Record commitment.completed for every active commitment whose last day is over.
 
     Safe to run twice or in two processes at once: each append is conditioned on the
-    version the decision was made on, and `complete` emits nothing once completed.
+    version the decision was made on, and `complete` emits nothing once completed. A
+    commitment that changed meanwhile is decided again on the next run.
     """
     with read(engine) as conn:
-        due = conn.execute(
-            select(commitments.c.commitment_id, commitments.c.tenant_id)
-            .where(commitments.c.recorded_status == Status.ACTIVE.value,
-                   commitments.c.completes_at <= now.astimezone(UTC))
-            .order_by(commitments.c.completes_at)
-            .limit(limit)
-        ).all()
+        due = queries.due_for_completion(conn, now, limit)
     run = str(uuid.uuid4())
     completed = 0
     for commitment_id, tenant_id in due:
         try:
             with engine.begin() as conn:
-                stream = read_stream(conn, stream_id(commitment_id))
-                commitment = Commitment.from_events(stream)
-                events = commitment.complete(now=now)
-                if not events:
-                    continue
-                # Caused by the event that set the last day (creation or the latest extension).
-                cause = [e for e in stream if e.type in (CREATED, EXTENDED)][-1]
-                context = Context(tenant_id=tenant_id, actor="scheduler:completions", correlation_id=run,
-                                  causation_id=str(cause.id))
-                record(conn, commitment.stream_id, events, expected_version=commitment.expected_version,
-                       context=context)
-                completed += 1
+                stream = read_stream(conn, Commitment.stream_of(commitment_id))
+                context = Context(tenant_id=tenant_id, actor=SCHEDULER_ACTOR, correlation_id=run,
+                                  causation_id=str(_period_set_by(stream).id))
+                command = functools.partial(_complete, Commitment.from_events(stream))
+                completed += PIPELINE.within(conn, context, command, now=now)
         except ConcurrencyError:
             log.info("commitment %s changed while completing; the next run decides again", commitment_id)
     return completed

@@ -1,15 +1,15 @@
 """Projections of the commitment service: one `apply` per read model, for every path.
 
-They run inline, in the transaction of the command that appended the events (so a 201
-is immediately readable), and in `nocontact commitment rebuild`, which replays the store
-into emptied tables. Updates are guarded by the stream version so applying an event
-twice changes nothing.
+They run inline as the command pipeline's projector (`project`: in the transaction of the
+command, right after its append, so a 201 is immediately readable), and in
+`nocontact commitment rebuild`, which replays the store into emptied tables. Updates are
+guarded by the stream version so applying an event twice changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from datetime import date
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -22,13 +22,8 @@ from .domain import commitment as model
 from .tables import CREDENTIALS, coach_assignments, commitments
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # Stored in UTC so SQLite's naive round trip still compares correctly.
-    return None if value is None else value.astimezone(UTC)
-
-
-def _completes_at(timezone: str, ends_on: date | None) -> datetime | None:
-    return model.Commitment(timezone=timezone, ends_on=ends_on).completes_at()
+def _date(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
 
 
 def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
@@ -37,7 +32,7 @@ def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
         if conn.execute(select(commitments.c.commitment_id).where(
                 commitments.c.commitment_id == data["commitment_id"])).first():
             return
-        ends_on = date.fromisoformat(data["ends_on"]) if data["ends_on"] else None
+        ends_on = _date(data["ends_on"])
         conn.execute(insert(commitments).values(
             commitment_id=data["commitment_id"],
             tenant_id=event.tenant_id,
@@ -53,9 +48,9 @@ def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
             ends_on=ends_on,
             motivation=data.get("motivation"),
             recorded_status=model.Status.ACTIVE.value,
-            completes_at=_utc(_completes_at(data["timezone"], ends_on)),
-            created_at=_utc(event.occurred_at),
-            updated_at=_utc(event.occurred_at),
+            completes_at=model.completes_at(data["timezone"], ends_on),
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
             version=event.stream_version,
         ))
         return
@@ -65,13 +60,13 @@ def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
     ).first()
     if row is None or row.version >= event.stream_version:
         return  # already applied
-    values: dict[str, object] = {"version": event.stream_version, "updated_at": _utc(event.occurred_at)}
+    values: dict[str, object] = {"version": event.stream_version, "updated_at": event.occurred_at}
     if event.type == model.EXTENDED:
-        ends_on = date.fromisoformat(data["ends_on"]) if data["ends_on"] else None
+        ends_on = _date(data["ends_on"])
         values.update(
             ends_on=ends_on,
             duration_days=None if ends_on is None else (ends_on - row.starts_on).days + 1,
-            completes_at=_utc(_completes_at(row.timezone, ends_on)),
+            completes_at=model.completes_at(row.timezone, ends_on),
         )
     elif event.type == model.ENDED:
         values.update(recorded_status=model.Status.ENDED.value, ended_on=date.fromisoformat(data["ended_on"]))
@@ -99,7 +94,7 @@ def _apply_assignment(conn: Connection, event: RecordedEvent) -> None:
         conn.execute(delete(coach_assignments).where(key))
         conn.execute(insert(coach_assignments).values(
             tenant_id=data["tenant_id"], member_id=data["member_id"], coach_id=data["coach_id"],
-            assigned_at=_utc(event.occurred_at),
+            assigned_at=event.occurred_at,
         ))
     elif event.type == coaching.CLIENT_UNASSIGNED:
         conn.execute(delete(coach_assignments).where(key, coach_assignments.c.coach_id == data["coach_id"]))
@@ -118,8 +113,9 @@ CREDENTIALS_PROJECTION = credentials_projection("commitment", CREDENTIALS)
 PROJECTIONS: tuple[Projection, ...] = (CREDENTIALS_PROJECTION, COMMITMENTS, ASSIGNMENTS)
 
 
-def project(conn: Connection, recorded: Iterable[RecordedEvent]) -> None:
-    """Apply just-appended events to every read model that reads them (same transaction)."""
+def project(conn: Connection, recorded: Sequence[RecordedEvent]) -> None:
+    """The pipeline's projector: apply just-appended events to every read model that reads
+    them, in the command's transaction."""
     for event in recorded:
         for projection in PROJECTIONS:
             if event.type in projection.event_types:

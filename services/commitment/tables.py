@@ -6,10 +6,10 @@ Created by the ``commitment`` branch of infra/migrations; rebuilt from the store
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, Index, Integer, MetaData, String, Table, Text
 
 from shared.auth import credential_tables
-from shared.schema import Json
+from shared.schema import Json, UtcDateTime
 
 metadata = MetaData()
 
@@ -37,10 +37,10 @@ commitments = Table(
     # Status as recorded by events; the API combines it with `completes_at` and the clock.
     Column("recorded_status", String(16), nullable=False),
     # First instant (UTC) the period is over in the member's zone; null when indefinite.
-    Column("completes_at", DateTime(timezone=True)),
+    Column("completes_at", UtcDateTime()),
     Column("ended_on", Date),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Index("commitment_commitments_tenant_seq", "tenant_id", "seq"),
     Index("commitment_commitments_tenant_member", "tenant_id", "member_id"),
@@ -55,6 +55,6 @@ coach_assignments = Table(
     Column("tenant_id", String(64), primary_key=True),
     Column("member_id", String(128), primary_key=True),
     Column("coach_id", String(128), nullable=False),
-    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    Column("assigned_at", UtcDateTime(), nullable=False),
     Index("commitment_coach_assignments_coach", "tenant_id", "coach_id"),
 )

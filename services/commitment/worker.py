@@ -11,24 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from shared import config
+from shared.clock import Clock, utcnow
 from shared.relay import Relay
 
-from . import api  # noqa: F401 - registers the event types with the envelope versions
 from .handlers import complete_due
 
 log = logging.getLogger(__name__)
 
 
-def completions(engine: Engine) -> Callable[[threading.Event], None]:
+def completions(engine: Engine, clock: Clock = utcnow) -> Callable[[threading.Event], None]:
     def run(stop: threading.Event) -> None:
         interval = config.scheduler_interval_s()
         while not stop.is_set():
-            completed = complete_due(engine, now=datetime.now(UTC))
+            completed = complete_due(engine, now=clock())
             if completed:
                 log.info("completions: %d commitment(s) completed", completed)
             stop.wait(interval)

@@ -4,11 +4,11 @@ Pure domain: no database, no clock, no network. "Now" is always a parameter (an 
 ``datetime``) because every date rule ("today", "has the period passed") is decided in
 the commitment's own time zone, and tests must be able to stand anywhere in time.
 
-The aggregate follows the cosmicpython pattern: a command checks the rules, builds
-``NewEvent`` values, applies them to itself and appends them to ``pending_events``; it
-never publishes or stores them. State is only ever changed by ``apply``, so the state
-after the commands and the state rebuilt from the stored events are the same by
-construction (the unit tests check this property).
+The aggregate follows the cosmicpython pattern (`shared.aggregate`): a command checks
+the rules, builds ``NewEvent`` values, applies them to itself and appends them to
+``pending_events``; it never publishes or stores them. State is only ever changed by
+``apply``, so the state after the commands and the state rebuilt from the stored events
+are the same by construction (the unit tests check this property).
 
 Stream: ``commitment-<commitment_id>``. Events (``schema_version`` 1, dates as ISO
 ``YYYY-MM-DD`` strings, every payload JSON-serialisable):
@@ -36,14 +36,14 @@ Stream: ``commitment-<commitment_id>``. Events (``schema_version`` 1, dates as I
 from __future__ import annotations
 
 import enum
-import functools
 import re
-import zoneinfo
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
+from shared.aggregate import Aggregate, EventLike, applies, require_aware
+from shared.calendar import is_valid_timezone, local_today, zone
 from shared.errors import Conflict, ValidationFailed, Validator
 from shared.events import NewEvent
 
@@ -80,11 +80,6 @@ DURATION_MIN = 1
 DURATION_MAX = 3650
 STARTS_ON_MAX_PAST_DAYS = 365
 STARTS_ON_MAX_FUTURE_DAYS = 30
-TIMEZONE_MAX = 64  # longest IANA name is ~32 chars; refuse junk before touching disk
-
-# Names zoneinfo can load from the host's /usr/share/zoneinfo that are not IANA zone
-# names: they depend on how the machine is configured, not on the member.
-_NON_IANA_ZONES = frozenset({"localtime", "posixrules"})
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
@@ -103,58 +98,6 @@ class Status(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     ENDED = "ended"
-
-
-class EventLike(Protocol):
-    """What ``apply`` needs of an event: both ``NewEvent`` and ``RecordedEvent`` fit."""
-
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def data(self) -> dict[str, Any]: ...
-
-    @property
-    def occurred_at(self) -> datetime | None: ...
-
-
-# --------------------------------------------------------------------------- time
-
-
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones() - _NON_IANA_ZONES)
-
-
-def is_valid_timezone(name: object) -> bool:
-    """True when ``name`` is an IANA zone name this process can compute dates in.
-
-    Checked against the list of known names rather than by trying to load the file, so
-    the answer does not depend on the file system's case sensitivity or on paths.
-    """
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= TIMEZONE_MAX
-        and name in _known_zones()
-    )
-
-
-def _require_aware(now: datetime) -> None:
-    # A naive datetime would silently mean "server local time": a programming error,
-    # not a client error, hence ValueError and not a domain exception.
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
-
-
-def local_today(now: datetime, timezone: str) -> date:
-    """The calendar date it is at instant ``now`` in ``timezone`` (DST-safe)."""
-    _require_aware(now)
-    return now.astimezone(zoneinfo.ZoneInfo(timezone)).date()
-
-
-def stream_id(commitment_id: str) -> str:
-    """The event-store stream of a commitment."""
-    return f"{STREAM_CATEGORY}-{commitment_id}"
 
 
 def _iso(d: date | None) -> str | None:
@@ -180,19 +123,31 @@ class Contact:
     relationship: str
 
 
-@dataclass(eq=True)
-class Commitment:
-    """State of one commitment, changed only by applying its events.
+def completes_at(timezone: str, ends_on: date | None) -> datetime | None:
+    """The first instant (UTC) a commitment ending on ``ends_on`` is over, or None when
+    it is indefinite.
 
-    ``version`` is the number of events applied, i.e. the stream version after the
-    last one (including events emitted by commands and not yet stored);
-    ``expected_version`` is the version the stream had when it was loaded, which is
-    what an append must be conditioned on (and what ``If-Match`` is compared to).
-    ``pending_events`` is left out of equality: two aggregates are equal when their
-    state is, however they were obtained.
+    Local midnight after ``ends_on``: read models store it so "which commitments are over"
+    is one indexed comparison with the current time, whatever each one's zone. A midnight
+    skipped by a DST jump resolves (fold=0) with the offset before the jump, which is
+    exactly when the clock leaves the last day.
     """
+    if ends_on is None:
+        return None
+    try:
+        midnight = datetime.combine(ends_on + timedelta(days=1), time(), zone(timezone))
+        return midnight.astimezone(UTC)
+    except OverflowError:  # extended to the last representable day: never over
+        return None
 
-    id: str = ""
+
+@dataclass(eq=True)
+class Commitment(Aggregate):
+    """State of one commitment, changed only by applying its events (`shared.aggregate`)."""
+
+    category: ClassVar[str] = STREAM_CATEGORY
+    created: ClassVar[str] = CREATED
+
     member_id: str = ""
     contact: Contact = Contact(label="", relationship="")
     channels: tuple[str, ...] = ()
@@ -211,50 +166,10 @@ class Commitment:
     end_reason: str | None = field(default=None, repr=False)
     completed_at: datetime | None = None
     ended_at: datetime | None = None
-    version: int = 0
-    pending_events: list[NewEvent] = field(
-        default_factory=list, compare=False, repr=False
-    )
 
-    # ------------------------------------------------------------- rebuilding
+    # ------------------------------------------------------------- folding
 
-    @classmethod
-    def from_events(cls, events: Iterable[EventLike]) -> Commitment:
-        """Rebuild a commitment from its stream, oldest first.
-
-        Raises ``ValueError`` when the stream is empty or does not start with
-        ``commitment.created``: that is corrupt data, not a client mistake.
-        """
-        commitment = cls()
-        for event in events:
-            commitment.apply(event)
-        if commitment.version == 0:
-            raise ValueError("a commitment needs at least its commitment.created event")
-        return commitment
-
-    @property
-    def expected_version(self) -> int:
-        return self.version - len(self.pending_events)
-
-    @property
-    def stream_id(self) -> str:
-        return stream_id(self.id)
-
-    def apply(self, event: EventLike) -> None:
-        """Fold one event into the state; the only place state changes.
-
-        Every event counts towards ``version`` so it stays equal to the stream version,
-        but types this code does not know (written by a newer release) change nothing.
-        """
-        if self.version == 0 and event.type != CREATED:
-            raise ValueError(f"first event must be {CREATED}, got {event.type}")
-        if self.version > 0 and event.type == CREATED:
-            raise ValueError("commitment.created may only be the first event")
-        handler = _APPLIERS.get(event.type)
-        if handler is not None:
-            handler(self, event)
-        self.version += 1
-
+    @applies(CREATED)
     def _apply_created(self, event: EventLike) -> None:
         d = event.data
         self.id = d["commitment_id"]
@@ -271,25 +186,30 @@ class Commitment:
         self.created_at = event.occurred_at
         self.recorded_status = Status.ACTIVE
 
+    @applies(EXTENDED)
     def _apply_extended(self, event: EventLike) -> None:
         self.ends_on = _parse_date(event.data["ends_on"])
         self.duration_days = (
             None if self.ends_on is None else (self.ends_on - self.starts_on).days + 1
         )
 
+    @applies(ENDED)
     def _apply_ended(self, event: EventLike) -> None:
         self.recorded_status = Status.ENDED
         self.ended_on = date.fromisoformat(event.data["ended_on"])
         self.end_reason = event.data.get("reason")
         self.ended_at = event.occurred_at
 
+    @applies(COMPLETED)
     def _apply_completed(self, event: EventLike) -> None:
         self.recorded_status = Status.COMPLETED
         self.completed_at = event.occurred_at
 
+    @applies(COACH_ASSIGNED)
     def _apply_coach_assigned(self, event: EventLike) -> None:
         self.coach_id = event.data["coach_id"]
 
+    @applies(COACH_UNASSIGNED)
     def _apply_coach_unassigned(self, event: EventLike) -> None:
         self.coach_id = None
 
@@ -297,27 +217,15 @@ class Commitment:
 
     def today(self, now: datetime) -> date:
         """The member's local date at ``now``."""
-        return local_today(now, self.timezone)
+        return local_today(self.timezone, now)
 
     def is_over(self, now: datetime) -> bool:
         """True when the last day has passed in the commitment's own time zone."""
         return self.ends_on is not None and self.ends_on < self.today(now)
 
     def completes_at(self) -> datetime | None:
-        """The first instant (UTC) at which ``is_over`` holds, or None when indefinite.
-
-        Local midnight after ``ends_on``: read models store it so "which commitments are
-        over" is one indexed comparison with the current time, whatever each one's zone.
-        A midnight skipped by a DST jump resolves (fold=0) with the offset before the
-        jump, which is exactly when the clock leaves the last day.
-        """
-        if self.ends_on is None:
-            return None
-        try:
-            midnight = datetime.combine(self.ends_on + timedelta(days=1), time(), zoneinfo.ZoneInfo(self.timezone))
-            return midnight.astimezone(UTC)
-        except OverflowError:  # extended to the last representable day: never over
-            return None
+        """The first instant (UTC) at which ``is_over`` holds, or None when indefinite."""
+        return completes_at(self.timezone, self.ends_on)
 
     def status_at(self, now: datetime) -> Status:
         """Status as the contract defines it: recorded events plus the passage of time.
@@ -336,12 +244,6 @@ class Commitment:
             raise CommitmentConflict(f"cannot {action} a commitment that is {status}")
 
     # --------------------------------------------------------------- commands
-
-    def _emit(self, event_type: str, data: dict[str, Any], now: datetime) -> NewEvent:
-        event = NewEvent(type=event_type, data=data, occurred_at=now)
-        self.apply(event)
-        self.pending_events.append(event)
-        return event
 
     def _ids(self) -> dict[str, Any]:
         return {"commitment_id": self.id, "member_id": self.member_id}
@@ -368,7 +270,7 @@ class Commitment:
         ``starts_on`` accepts a date or an ISO string and defaults to today in
         ``timezone``; it may lie at most 365 days back and 30 ahead of that today.
         """
-        _require_aware(now)
+        require_aware(now)
         v = Validator(InvalidCommitment)
         member = v.text("member_id", member_id, min_len=1, max_len=MEMBER_ID_MAX)
 
@@ -394,13 +296,13 @@ class Commitment:
 
         chosen = _validate_channels(v, channels)
 
-        zone: str | None = None
+        tz: str | None = None
         if timezone is None:
             v.add("timezone", "is required")
         elif not is_valid_timezone(timezone):
             v.add("timezone", "must be an IANA time zone name such as Europe/Berlin")
         else:
-            zone = str(timezone)
+            tz = str(timezone)
 
         duration: int | None = None
         if duration_days is not None:
@@ -416,12 +318,12 @@ class Commitment:
         )
 
         start: date | None = None
-        if zone is not None:  # without a zone there is no "today" to check against
-            start = _validate_starts_on(v, starts_on, local_today(now, zone))
+        if tz is not None:  # without a zone there is no "today" to check against
+            start = _validate_starts_on(v, starts_on, local_today(tz, now))
 
         v.raise_if_any()
         assert member is not None and label is not None and relationship is not None
-        assert zone is not None and start is not None and chosen is not None
+        assert tz is not None and start is not None and chosen is not None
 
         ends_on = None if duration is None else start + timedelta(days=duration - 1)
         commitment = cls()
@@ -432,7 +334,7 @@ class Commitment:
                 "member_id": member,
                 "contact": {"label": label, "relationship": relationship},
                 "channels": list(chosen),
-                "timezone": zone,
+                "timezone": tz,
                 "starts_on": start.isoformat(),
                 "duration_days": duration,
                 "ends_on": _iso(ends_on),
@@ -456,7 +358,7 @@ class Commitment:
         completed, or its period already passed), or it is already indefinite: there is
         no day to add to and nothing to make "more indefinite".
         """
-        _require_aware(now)
+        require_aware(now)
         v = Validator(InvalidCommitment)
         if not isinstance(indefinite, bool):
             v.add("indefinite", "must be true or false")
@@ -508,7 +410,7 @@ class Commitment:
         Ending is allowed only while active (409 otherwise): a completed commitment was
         kept in full and must not be rewritten as abandoned.
         """
-        _require_aware(now)
+        require_aware(now)
         v = Validator(InvalidCommitment)
         text = v.text("reason", reason, min_len=0, max_len=REASON_MAX, required=False)
         v.raise_if_any()
@@ -526,7 +428,7 @@ class Commitment:
         Idempotent and safe to call from a periodic scheduler: returns no event when the
         period is not over, when it is indefinite, or when already completed or ended.
         """
-        _require_aware(now)
+        require_aware(now)
         if self.recorded_status is not Status.ACTIVE or not self.is_over(now):
             return []
         assert self.ends_on is not None
@@ -543,7 +445,7 @@ class Commitment:
         member). Assigning the coach already assigned emits nothing, so the PUT of the
         contract can be repeated safely.
         """
-        _require_aware(now)
+        require_aware(now)
         v = Validator(InvalidCommitment)
         coach = v.text("coach_id", coach_id, min_len=1, max_len=COACH_ID_MAX)
         v.raise_if_any()
@@ -564,7 +466,7 @@ class Commitment:
         Emits nothing when there is no (matching) coach: DELETE is idempotent, and
         removing coach A must never detach the member from coach B.
         """
-        _require_aware(now)
+        require_aware(now)
         if self.coach_id is None or (
             coach_id is not None and coach_id != self.coach_id
         ):
@@ -574,16 +476,6 @@ class Commitment:
                 COACH_UNASSIGNED, {**self._ids(), "coach_id": self.coach_id}, now
             )
         ]
-
-
-_APPLIERS: dict[str, Callable[[Commitment, EventLike], None]] = {
-    CREATED: Commitment._apply_created,
-    EXTENDED: Commitment._apply_extended,
-    ENDED: Commitment._apply_ended,
-    COMPLETED: Commitment._apply_completed,
-    COACH_ASSIGNED: Commitment._apply_coach_assigned,
-    COACH_UNASSIGNED: Commitment._apply_coach_unassigned,
-}
 
 
 def _validate_channels(

@@ -3,8 +3,9 @@
 Every partner platform is a tenant; nothing of one tenant is visible to another. A
 tenant authenticates with admin API keys (shown once, stored only as a hash,
 revocable), and an admin mints short-lived scoped tokens for coaches and members. The
-JWT encoding/signing of those tokens belongs to the adapter layer; here are only the
-claims and what they allow. Coach assignment is a rule of the commitment, not here.
+key format, its hash and the JWT encoding of tokens belong to `shared.auth`, which is what
+authenticates every request of every service; here are the tenant's rules, the claims a
+token may carry and what a caller may do. Coach assignment is a rule of the commitment.
 
 Stream: ``tenant-<tenant_id>``. Events (``schema_version`` 1, JSON-serialisable):
 
@@ -20,19 +21,14 @@ Stream: ``tenant-<tenant_id>``. Events (``schema_version`` 1, JSON-serialisable)
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import ClassVar
 
-from shared.errors import Conflict, DomainError, NotFound, ValidationFailed, Validator
+from shared.aggregate import Aggregate, EventLike, applies, require_aware
+from shared.auth import API_KEY_PREFIX, TOKEN_ROLES, Principal, hash_api_key, is_api_key_format
+from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed, Validator
 from shared.events import NewEvent
-
-from .commitment import EventLike
 
 TENANT_CREATED = "tenant.created"
 API_KEY_ISSUED = "api_key.issued"
@@ -45,10 +41,6 @@ STREAM_CATEGORY = "tenant"
 TENANT_NAME_MAX = 200
 KEY_ID_MAX = 128
 
-API_KEY_PREFIX = "nck_"
-# 32 random bytes = 256 bits, encoded url-safe base64 without padding: 43 characters.
-_API_KEY_RANDOM_BYTES = 32
-_API_KEY_RE = re.compile(r"nck_[A-Za-z0-9_-]{43}", re.ASCII)
 # Shown prefix: the fixed "nck_" plus 8 random characters (48 bits): enough to tell
 # keys apart in a list, far too little to help guess the remaining 210 bits.
 DISPLAY_PREFIX_LEN = len(API_KEY_PREFIX) + 8
@@ -56,10 +48,6 @@ DISPLAY_PREFIX_LEN = len(API_KEY_PREFIX) + 8
 ROLE_ADMIN = "admin"
 ROLE_COACH = "coach"
 ROLE_MEMBER = "member"
-ROLES: tuple[str, ...] = (ROLE_ADMIN, ROLE_COACH, ROLE_MEMBER)
-# Roles a scoped token may carry. Admin power comes only from API keys: a token cannot
-# be revoked, so an admin token would be a standing key that survives every revocation.
-TOKEN_ROLES: tuple[str, ...] = (ROLE_COACH, ROLE_MEMBER)
 SUBJECT_ID_MAX = 128
 TTL_MIN_SECONDS = 60
 TTL_MAX_SECONDS = 86400 * 30
@@ -81,52 +69,12 @@ class InvalidTokenRequest(ValidationFailed):
     """A request for a scoped token names a bad role, subject or lifetime (HTTP 422)."""
 
 
-class InvalidCredentials(DomainError):
-    """Claims that cannot be trusted: malformed or expired (HTTP 401)."""
-
-
-def tenant_stream_id(tenant_id: str) -> str:
-    """The event-store stream of a tenant."""
-    return f"{STREAM_CATEGORY}-{tenant_id}"
-
-
 # -------------------------------------------------------------------- API keys
-
-
-def generate_api_key() -> str:
-    """A new API key: ``nck_`` + 43 url-safe characters from ``secrets`` (256 bits).
-
-    The fixed prefix lets the auth layer tell an API key from a JWT without trying to
-    decode it, and lets secret scanners recognise leaked keys.
-    """
-    return API_KEY_PREFIX + secrets.token_urlsafe(_API_KEY_RANDOM_BYTES)
-
-
-def is_api_key_format(credential: str) -> bool:
-    """True when ``credential`` is shaped like a key from ``generate_api_key``."""
-    return _API_KEY_RE.fullmatch(credential) is not None
-
-
-def hash_api_key(api_key: str) -> str:
-    """The stored form of a key: sha256, hex.
-
-    A plain fast hash is enough here and a slow KDF (bcrypt, argon2) would only cost
-    latency on every request: KDFs exist to slow down guessing of low-entropy
-    passwords, but these keys carry 256 random bits, so no dictionary or brute force
-    against a leaked hash is feasible. Being deterministic also lets the auth layer
-    look a key up by its hash in one indexed query.
-    """
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
 def api_key_display_prefix(api_key: str) -> str:
     """The part of a key that may be stored and shown in clear."""
     return api_key[:DISPLAY_PREFIX_LEN]
-
-
-def verify_api_key(presented: str, key_hash: str) -> bool:
-    """Compare a presented key to a stored hash in constant time."""
-    return hmac.compare_digest(hash_api_key(presented), key_hash)
 
 
 @dataclass(frozen=True)
@@ -146,80 +94,37 @@ class ApiKey:
 
 
 @dataclass(eq=True)
-class Tenant:
-    """A partner platform and its admin API keys, rebuilt from its events.
+class Tenant(Aggregate):
+    """A partner platform and its admin API keys, rebuilt from its events (`shared.aggregate`)."""
 
-    Same conventions as ``Commitment``: commands apply their events and collect them in
-    ``pending_events``; ``version`` counts every applied event; ``expected_version`` is
-    the stream version the tenant was loaded at.
-    """
+    category: ClassVar[str] = STREAM_CATEGORY
+    created: ClassVar[str] = TENANT_CREATED
 
-    id: str = ""
     name: str = ""
     created_at: datetime | None = None
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
-    version: int = 0
-    pending_events: list[NewEvent] = field(
-        default_factory=list, compare=False, repr=False
-    )
 
-    @classmethod
-    def from_events(cls, events: Iterable[EventLike]) -> Tenant:
-        """Rebuild a tenant from its stream (``ValueError`` when empty or not created first)."""
-        tenant = cls()
-        for event in events:
-            tenant.apply(event)
-        if tenant.version == 0:
-            raise ValueError("a tenant needs at least its tenant.created event")
-        return tenant
+    @applies(TENANT_CREATED)
+    def _apply_created(self, event: EventLike) -> None:
+        self.id = event.data["tenant_id"]
+        self.name = event.data["name"]
+        self.created_at = event.occurred_at
 
-    @property
-    def expected_version(self) -> int:
-        return self.version - len(self.pending_events)
-
-    @property
-    def stream_id(self) -> str:
-        return tenant_stream_id(self.id)
-
-    def apply(self, event: EventLike) -> None:
-        """Fold one event into the state; unknown types only advance ``version``."""
-        if self.version == 0 and event.type != TENANT_CREATED:
-            raise ValueError(f"first event must be {TENANT_CREATED}, got {event.type}")
-        if self.version > 0 and event.type == TENANT_CREATED:
-            raise ValueError("tenant.created may only be the first event")
+    @applies(API_KEY_ISSUED)
+    def _apply_key_issued(self, event: EventLike) -> None:
         d = event.data
-        if event.type == TENANT_CREATED:
-            self.id = d["tenant_id"]
-            self.name = d["name"]
-            self.created_at = event.occurred_at
-        elif event.type == API_KEY_ISSUED:
-            self.api_keys[d["key_id"]] = ApiKey(
-                key_id=d["key_id"],
-                key_hash=d["key_hash"],
-                prefix=d["prefix"],
-                role=d["role"],
-                issued_at=event.occurred_at,
-            )
-        elif event.type == API_KEY_REVOKED:
-            key = self.api_keys[d["key_id"]]
-            self.api_keys[d["key_id"]] = ApiKey(
-                key_id=key.key_id,
-                key_hash=key.key_hash,
-                prefix=key.prefix,
-                role=key.role,
-                issued_at=key.issued_at,
-                revoked_at=event.occurred_at,
-                revoked=True,
-            )
-        self.version += 1
+        self.api_keys[d["key_id"]] = ApiKey(
+            key_id=d["key_id"],
+            key_hash=d["key_hash"],
+            prefix=d["prefix"],
+            role=d["role"],
+            issued_at=event.occurred_at,
+        )
 
-    def _emit(self, event_type: str, data: dict[str, Any], now: datetime) -> NewEvent:
-        if now.tzinfo is None or now.utcoffset() is None:
-            raise ValueError("now must be a timezone-aware datetime")
-        event = NewEvent(type=event_type, data=data, occurred_at=now)
-        self.apply(event)
-        self.pending_events.append(event)
-        return event
+    @applies(API_KEY_REVOKED)
+    def _apply_key_revoked(self, event: EventLike) -> None:
+        key = self.api_keys[event.data["key_id"]]
+        self.api_keys[key.key_id] = replace(key, revoked_at=event.occurred_at, revoked=True)
 
     @classmethod
     def create(cls, *, tenant_id: str, name: object, now: datetime) -> Tenant:
@@ -240,8 +145,8 @@ class Tenant:
     ) -> list[NewEvent]:
         """Record a new admin key by its hash; the caller shows ``api_key`` once, then forgets it.
 
-        The plaintext comes from ``generate_api_key()`` in the caller, so this method
-        stays deterministic and testable and the plaintext never enters an event.
+        The plaintext comes from ``shared.auth.generate_api_key()`` in the caller, so this
+        method stays deterministic and testable and the plaintext never enters an event.
         """
         v = Validator(InvalidTenant)
         v.text("key_id", key_id, min_len=1, max_len=KEY_ID_MAX)
@@ -281,17 +186,6 @@ class Tenant:
             self._emit(API_KEY_REVOKED, {"tenant_id": self.id, "key_id": key_id}, now)
         ]
 
-    def active_api_keys(self) -> list[ApiKey]:
-        """Keys that still open the door, in issue order."""
-        return [k for k in self.api_keys.values() if not k.revoked]
-
-    def authenticate(self, presented: str) -> ApiKey | None:
-        """The active key matching ``presented``, or None (revoked keys never match)."""
-        for key in self.active_api_keys():
-            if verify_api_key(presented, key.key_hash):
-                return key
-        return None
-
 
 # --------------------------------------------------------------- scoped tokens
 
@@ -300,8 +194,8 @@ class Tenant:
 class TokenClaims:
     """What a scoped token asserts: who (``role`` + ``subject_id``), where, until when.
 
-    Times are whole seconds in UTC because JWT ``iat``/``exp`` are integer seconds; this
-    keeps ``from_payload(to_payload())`` an exact round trip.
+    Times are whole seconds in UTC because JWT ``iat``/``exp`` are integer seconds, so
+    the token (`shared.auth.encode_token`) says exactly what these claims say.
     """
 
     tenant_id: str
@@ -325,8 +219,7 @@ class TokenClaims:
         TTL is 60 s .. 30 days: shorter would expire in transit, longer would make a
         leaked token a standing key (tokens cannot be revoked, only API keys can).
         """
-        if now.tzinfo is None or now.utcoffset() is None:
-            raise ValueError("now must be a timezone-aware datetime")
+        require_aware(now)
         v = Validator(InvalidTokenRequest)
         if role is None:
             v.add("role", "is required")
@@ -347,81 +240,36 @@ class TokenClaims:
             expires_at=issued + timedelta(seconds=ttl),
         )
 
-    def to_payload(self) -> dict[str, Any]:
-        """JWT claims: ``sub``, ``role``, ``tid`` (tenant), ``iat``, ``exp`` (epoch seconds)."""
-        return {
-            "sub": self.subject_id,
-            "role": self.role,
-            "tid": self.tenant_id,
-            "iat": int(self.issued_at.timestamp()),
-            "exp": int(self.expires_at.timestamp()),
-        }
-
-    @classmethod
-    def from_payload(cls, payload: Mapping[str, Any], *, now: datetime) -> TokenClaims:
-        """Check decoded (signature-verified) claims; ``InvalidCredentials`` if unusable.
-
-        The JWT library checks the signature; this checks the meaning, so a token with a
-        role or subject this code does not know never becomes a principal.
-        """
-        try:
-            sub, role, tid = payload["sub"], payload["role"], payload["tid"]
-            iat, exp = payload["iat"], payload["exp"]
-        except (KeyError, TypeError):
-            raise InvalidCredentials("token claims are incomplete") from None
-        if role not in TOKEN_ROLES:
-            raise InvalidCredentials("token role is unknown")
-        if not (isinstance(sub, str) and 1 <= len(sub) <= SUBJECT_ID_MAX):
-            raise InvalidCredentials("token subject is invalid")
-        if not (isinstance(tid, str) and tid):
-            raise InvalidCredentials("token tenant is invalid")
-        for value in (iat, exp):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidCredentials("token times are invalid")
-        try:
-            claims = cls(
-                tenant_id=tid,
-                role=role,
-                subject_id=sub,
-                issued_at=datetime.fromtimestamp(iat, UTC),
-                expires_at=datetime.fromtimestamp(exp, UTC),
-            )
-        except (OverflowError, OSError, ValueError):
-            raise InvalidCredentials("token times are invalid") from None
-        if claims.is_expired(now):
-            raise InvalidCredentials("token has expired")
-        return claims
-
-    def is_expired(self, now: datetime) -> bool:
-        return now >= self.expires_at
-
 
 # ----------------------------------------------------------------- access rules
 
 
-class Caller(Protocol):
-    """What the access rules need of an authenticated caller.
-
-    ``shared.auth.Principal`` (the one principal type of every service) fits; the domain
-    names only the two attributes it reads, so it stays free of the web and auth layers.
-    Tenant isolation itself is the queries' job (every one filtered by ``tenant_id``);
-    these rules come on top, within one tenant.
-    """
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def subject_id(self) -> str | None: ...
+# Tenant isolation itself is the queries' job (every one filtered by ``tenant_id``); these
+# rules come on top, within one tenant.
 
 
-def may_write_commitment(caller: Caller, member_id: str) -> bool:
+def may_write_commitment(caller: Principal, member_id: object) -> bool:
     """Admins act on any member; a member token only on its own commitments."""
     return caller.role == ROLE_ADMIN or (caller.role == ROLE_MEMBER and caller.subject_id == member_id)
 
 
-def may_read_commitment(caller: Caller, member_id: str, coach_id: str | None) -> bool:
+def may_read_commitment(caller: Principal, member_id: str, coach_id: str | None) -> bool:
     """Writers may read; a coach token reads only commitments assigned to that coach."""
     if may_write_commitment(caller, member_id):
         return True
     return caller.role == ROLE_COACH and coach_id is not None and coach_id == caller.subject_id
+
+
+def require_may_open_commitment(caller: Principal, member_id: object) -> None:
+    """Who may open a commitment for `member_id`: whoever may write it (a coach never)."""
+    if may_write_commitment(caller, member_id):
+        return
+    if caller.role == ROLE_MEMBER:
+        raise Forbidden("a member token may only open commitments for its own member_id")
+    raise Forbidden("only an admin key or the member's own token may open a commitment")
+
+
+def require_may_write_commitment(caller: Principal, member_id: str) -> None:
+    """A caller who may read a commitment but not change it (a coach) is refused (403)."""
+    if not may_write_commitment(caller, member_id):
+        raise Forbidden("this credential may only read this commitment")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
+from services.commitment import handlers
+from shared.commands import RetryPolicy
 from shared.testing import wait_until
 
 from .conftest import Client
@@ -227,3 +233,74 @@ def test_status_reflects_time_and_the_scheduler_records_completion_once(service:
     final = admin.get(path).json()
     assert final["status"] == "completed"
     assert len(completed()) == 1
+
+
+@pytest.mark.parametrize("attempts", [RetryPolicy().attempts, 2])
+def test_a_crowd_on_one_commitment_gets_answers_never_a_server_error(service: Client, monkeypatch: Any,
+                                                                     attempts: int) -> None:
+    """20 extends and ends at once, with the service's retries and with retries that run
+    out quickly: each request is either carried out (200), refused by the state (409:
+    already ended) or busy (409 with Retry-After: nothing written, send again); never a
+    5xx, and nothing half-written."""
+    monkeypatch.setattr(handlers, "PIPELINE", replace(handlers.PIPELINE, retry=RetryPolicy(attempts=attempts)))
+    admin = service.tenant()
+    c = admin.commit(duration_days=30)
+    path = f"/v1/commitments/{c['id']}"
+
+    def act(i: int) -> Any:
+        if i % 5 == 4:
+            return admin.post(path + "/end", json={})
+        return admin.post(path + "/extend", json={"additional_days": 1})
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(act, range(20)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 409}, [(r.status_code, r.text) for r in responses if r.status_code not in (200, 409)]
+    for refused in (r for r in responses if r.status_code == 409):
+        assert refused.headers["Content-Type"].startswith(PROBLEM)
+        if "concurrently" in refused.json()["detail"]:
+            assert refused.headers["Retry-After"]
+    history = admin.get(path + "/history").json()
+    assert statuses.count(200) == len(history) - 1  # every 200 is one event, every 409 none
+    types = [e["type"] for e in history]
+    assert types.count("commitment.ended") <= 1
+    assert "commitment.ended" not in types[:-1]  # nothing after the end
+    extensions = [e["data"] for e in history if e["type"] == "commitment.extended"]
+    assert all(a["ends_on"] == b["previous_ends_on"] for a, b in itertools.pairwise(extensions))
+
+
+def test_cursors_are_sealed_to_their_list(service: Client) -> None:
+    admin, other = service.tenant(), service.tenant("Other")
+    for _ in range(2):
+        admin.commit()
+        other.commit()
+    cursor = admin.get("/v1/commitments", params={"limit": 1}).json()["next_cursor"]
+    assert len(admin.get("/v1/commitments", params={"cursor": cursor}).json()["items"]) == 1
+    foreign = other.get("/v1/commitments", params={"limit": 1}).json()["next_cursor"]
+
+    def legacy(value: int) -> str:  # the old, unsealed format: base64 of "s<seq>"
+        return base64.urlsafe_b64encode(f"s{value}".encode()).decode().rstrip("=")
+
+    for bad in ("-1", legacy(-1), legacy(0), legacy(2**70), str(2**64), "9" * 400, cursor[:-2], cursor + "AA",
+                foreign):
+        response = admin.get("/v1/commitments", params={"cursor": bad})
+        assert response.status_code == 422, (bad, response.text)
+        assert response.headers["Content-Type"].startswith(PROBLEM)
+        assert list(response.json()["errors"]) == ["cursor"], (bad, response.text)
+
+
+def test_a_coach_assigned_while_commitments_open_is_never_missed(service: Client) -> None:
+    """Opening a commitment reads the member's assignment; assigning a coach reads the
+    member's commitments. Racing each other, neither may miss the other."""
+    admin = service.tenant()
+    opened: list[str] = []
+    for coach in ("coach-1", "coach-2", "coach-3"):
+        with ThreadPoolExecutor(7) as pool:
+            creations = [pool.submit(admin.commit, "m-1") for _ in range(6)]
+            assignment = pool.submit(admin.put, f"/v1/coaches/{coach}/clients/m-1")
+            opened += [future.result()["id"] for future in creations]
+        assert assignment.result().status_code == 204
+        coaches = {admin.get(f"/v1/commitments/{cid}").json()["coach_id"] for cid in opened}
+        assert coaches == {coach}, coach
+    coach = admin.token("coach", "coach-3")
+    assert {item["id"] for item in coach.get("/v1/commitments", params={"limit": 200}).json()["items"]} == set(opened)

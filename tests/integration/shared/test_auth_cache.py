@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -111,7 +112,7 @@ def test_folding_a_revocation_forgets_the_key_at_once(store: Engine, monkeypatch
     projection = credentials_projection("checkin", CREDENTIALS)
     now = datetime.now(UTC)
     revoked = RecordedEvent(
-        __import__("uuid").uuid4(), "api_key.revoked", 1, "tenant-t1", 2, 2, {"tenant_id": "t1", "key_id": "k1"},
+        uuid.uuid4(), "api_key.revoked", 1, "tenant-t1", 2, 2, {"tenant_id": "t1", "key_id": "k1"},
         "t1", None, None, "test", now, now,
     )
     with store.begin() as conn:

@@ -14,9 +14,8 @@ from services.commitment.domain.commitment import (
     Contact,
     InvalidCommitment,
     Status,
-    is_valid_timezone,
-    local_today,
 )
+from shared.calendar import is_valid_timezone, local_today
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # 13:00 in Berlin, same date
 
@@ -259,16 +258,17 @@ def test_timezone_helpers() -> None:
     assert is_valid_timezone("Europe/Berlin")
     assert not is_valid_timezone("Europe/Atlantis")
     assert not is_valid_timezone(None)
+    assert not is_valid_timezone("Factory")  # one zone validation with the check-in service
     # Across the spring-forward night in Berlin (2026-03-29, 02:00 -> 03:00).
     assert local_today(
-        datetime(2026, 3, 28, 22, 59, tzinfo=UTC), "Europe/Berlin"
+        "Europe/Berlin", datetime(2026, 3, 28, 22, 59, tzinfo=UTC)
     ) == date(2026, 3, 28)
     assert local_today(
-        datetime(2026, 3, 28, 23, 0, tzinfo=UTC), "Europe/Berlin"
+        "Europe/Berlin", datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
     ) == date(2026, 3, 29)
     # After it, midnight is 22:00Z.
     assert local_today(
-        datetime(2026, 3, 29, 22, 0, tzinfo=UTC), "Europe/Berlin"
+        "Europe/Berlin", datetime(2026, 3, 29, 22, 0, tzinfo=UTC)
     ) == date(2026, 3, 30)
     with pytest.raises(ValueError):
-        local_today(datetime(2026, 3, 29), "Europe/Berlin")
+        local_today("Europe/Berlin", datetime(2026, 3, 29))
