@@ -19,6 +19,7 @@ SERVICES = ("commitment", "checkin", "notification")
 
 
 @click.group()
+@click.version_option(config.version(), prog_name="nocontact", message="%(prog)s %(version)s")
 def main() -> None:
     """nocontact: keep no contact, with the platforms that support it."""
 

@@ -33,6 +33,7 @@ COACH_ID = "coach-maria"
 TOKEN_TTL_SECONDS = 7 * 86400
 BACKDATE_DAYS = 90
 STATE_FILE = "demo.json"
+CREDENTIALS_FILE = "demo-credentials.json"  # what make run prints only to a terminal
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,16 @@ def _load_state() -> DemoTenant | None:
         return None
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner can read, from its first byte (it holds credentials)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file left by an older run may have looser bits
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
 def _save_state(demo: DemoTenant) -> None:
-    path = _state_path()
-    path.write_text(json.dumps(demo.as_json(), indent=2))
-    os.chmod(path, 0o600)  # it holds the demo tenant's admin key
+    _write_private(_state_path(), json.dumps(demo.as_json(), indent=2))  # it holds the admin key
 
 
 def _wait(what: str, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -313,24 +320,54 @@ def coach_token(demo: DemoTenant, *, commitment_url: str | None = None, coach_id
     return _expect(response, 201).json()["token"]
 
 
-def seed_demo() -> str:
-    """`make run`'s seed: the text to print (the dashboard URL and a coach token)."""
+def seed_demo(*, show_credentials: bool) -> str:
+    """`make run`'s seed: the text to print about the demo tenant (see `report`)."""
     try:
         demo, reported = seed()
         token = coach_token(demo)
     except (SeedError, httpx.HTTPError) as error:
         return (f"\nThe demo tenant could not be seeded ({error}). "
                 "The services run; `nocontact run --no-seed` skips the demo.")
+    return report(demo, token, reported, show_credentials=show_credentials)
+
+
+def report(demo: DemoTenant, token: str, reported: int, *, show_credentials: bool) -> str:
+    """Write the demo credentials to var/demo-credentials.json (mode 600) and say where they are.
+
+    The admin key and the coach token are in the returned text only with
+    `show_credentials`, which `make run` sets when its standard output is a terminal: they
+    never go through the logging pipeline, and never into a file that output is sent to.
+    """
     dashboard = f"{config.service_url('checkin')}/dashboard"
+    sign_in = f"{dashboard}#token={token}"
+    path = config.var_dir() / CREDENTIALS_FILE
+    _write_private(path, json.dumps({
+        "tenant_id": demo.tenant_id,
+        "tenant_name": TENANT_NAME,
+        "admin_api_key": demo.api_key,
+        "coach_id": demo.coach_id,
+        "coach_token": token,
+        "coach_token_ttl_days": TOKEN_TTL_SECONDS // 86400,
+        "dashboard_sign_in_url": sign_in,
+    }, indent=2))
     clients = len({story.member_id for story in STORIES})
-    return "\n".join([
+    lines = [
         "",
         f"Demo tenant \"{TENANT_NAME}\": coach {demo.coach_id} with {clients} clients "
-        f"({reported} check-ins reported just now; state in {_state_path()}).",
-        "  Coach dashboard (signs in with the token below, then forgets the link):",
-        f"    {dashboard}#token={token}",
-        f"  Coach token ({TOKEN_TTL_SECONDS // 86400} days): {token}",
-        f"  Admin API key of the demo tenant: {demo.api_key}",
-        "  Skip the demo next time: nocontact run --no-seed",
-        "",
-    ])
+        f"({reported} check-ins reported just now).",
+    ]
+    if show_credentials:
+        lines += [
+            "  Sign in as the coach (the page takes the token from the link, then forgets the link):",
+            f"    {sign_in}",
+            f"  Coach token ({TOKEN_TTL_SECONDS // 86400} days): {token}",
+            f"  Admin API key of the demo tenant: {demo.api_key}",
+            f"  The same credentials, readable by you only: {path}",
+        ]
+    else:
+        lines += [
+            f"  Demo credentials (admin API key, coach token, sign-in link), readable by you only: {path}",
+            "  (not printed here: standard output is not a terminal, and logs are no place for them)",
+        ]
+    lines += ["  Skip the demo next time: nocontact run --no-seed (make run ARGS=--no-seed)", ""]
+    return "\n".join(lines)

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+import infra
 from shared import config
 from shared.db import migrate
 
@@ -46,7 +48,8 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """Start the API and worker of every service that exists; returns (name, process)."""
-    env = {**os.environ, **(env or {})}
+    # Every child keeps its data where this process does, whatever its working directory.
+    env = {**os.environ, "NOCONTACT_VAR_DIR": str(config.var_dir()), **(env or {})}
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     for service in SERVICES:
         if _has_module(f"services.{service}.wsgi"):
@@ -55,7 +58,7 @@ def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subpro
             metrics_dir.mkdir(parents=True)
             command = [
                 _bin("gunicorn"),
-                "-c", str(config.REPO_ROOT / "infra" / "gunicorn.conf.py"),
+                "-c", str(infra.path("gunicorn.conf.py")),
                 "--bind", f"127.0.0.1:{config.port(service)}",
                 f"services.{service}.wsgi:app",
             ]
@@ -104,6 +107,32 @@ def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], timeout_
             child.wait()
 
 
+def _without_password(url: str) -> str:
+    """A database or broker URL fit to print: the password masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def banner(ready: dict[str, bool]) -> str:
+    """What `make run` prints once the services answer: where everything is."""
+    lines = [
+        "",
+        f"nocontact {config.version()} is running:",
+        f"  database: {_without_password(config.database_url())}",
+        f"  broker:   {_without_password(config.broker_url())}",
+        f"  data:     {config.var_dir()}",
+    ]
+    for service, ok in ready.items():
+        url = config.service_url(service)
+        lines.append(f"  {service:<13} {url:<24} {'ready' if ok else 'NOT READY':<9}  API docs: {url}/docs")
+    if "checkin" in ready:
+        lines.append(f"  Coach dashboard: {config.service_url('checkin')}/dashboard")
+    return "\n".join(lines)
+
+
 def run_suite(seed: bool = True) -> int:
     """Run until Ctrl-C; returns the exit code."""
     for url in sorted({config.database_url(service) for service in SERVICES}):
@@ -119,16 +148,13 @@ def run_suite(seed: bool = True) -> int:
     children = start_processes()
     try:
         ready = wait_ready()
-        print("\nnocontact is running:")
-        print(f"  database: {config.database_url()}")
-        print(f"  broker:   {config.broker_url()}")
-        for service, ok in ready.items():
-            state = "ready" if ok else "NOT READY"
-            print(f"  {service:<13} {config.service_url(service)}  (docs: /docs)  {state}")
+        print(banner(ready))
         if seed and _has_module("services.demo"):
             from services.demo import seed_demo
 
-            print(seed_demo())
+            # The demo's admin key and coach token go to a terminal only, never into a
+            # log that standard output is redirected to (they are in var/ either way).
+            print(seed_demo(show_credentials=sys.stdout.isatty()))
         print("Ctrl-C stops the suite.\n", flush=True)
         while not stopping:
             for name, child in children:

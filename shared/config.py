@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import os
 import secrets
+from importlib.metadata import version as _distribution_version
 from pathlib import Path
 
+# The source checkout, for the tests and benchmarks that run from it. Installed code never
+# reads files through it: package data is found with importlib.resources (infra/__init__.py)
+# and data lives in var_dir().
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def version() -> str:
+    """The installed nocontact's version, from the package metadata (pyproject.toml)."""
+    return _distribution_version("nocontact")
+
+
 def var_dir() -> Path:
-    """Where embedded data lives: the SQLite store, the filesystem broker, the secret key."""
-    path = Path(os.environ.get("NOCONTACT_VAR_DIR", REPO_ROOT / "var"))
+    """Where embedded data lives: the SQLite store, the filesystem broker, the secret key.
+
+    `./var` of the working directory unless NOCONTACT_VAR_DIR says otherwise: never inside
+    the installed package (a wheel's site-packages is no place for a database).
+    """
+    path = Path(os.environ.get("NOCONTACT_VAR_DIR") or Path.cwd() / "var").absolute()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -143,10 +143,10 @@ def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from shared.config import REPO_ROOT
+    import infra
 
     config = Config()
-    config.set_main_option("script_location", str(REPO_ROOT / "infra" / "migrations"))
+    config.set_main_option("script_location", str(infra.path("migrations")))
     engine = engine_for(url)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":

@@ -194,18 +194,27 @@ def test_mounted_infra_files_exist() -> None:
                 assert (REPO_ROOT / source).is_file(), source
 
 
-def test_the_dockerfile_installs_what_make_run_uses() -> None:
+def test_the_image_runs_on_the_pins_make_run_uses_and_resolves_compose_paths() -> None:
     dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text()
     makefile = (REPO_ROOT / "Makefile").read_text()
-    assert "pip install -r requirements.lock" in dockerfile and "-r requirements.lock" in makefile
-    assert "--no-deps --no-build-isolation -e ." in dockerfile and "--no-deps --no-build-isolation -e ." in makefile
-    python = re.search(r"^FROM python:(\d+\.\d+)", dockerfile, re.M)
+    # The same runtime pins (tests/infra/test_packaging.py checks the image's build in detail).
+    assert "-r requirements-runtime.lock" in dockerfile and "-r requirements-runtime.lock" in makefile
+    python = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)-slim", dockerfile, re.M)
     assert python and python.group(1) == "3.11"
-    for copied in ("requirements.lock", "pyproject.toml", "shared", "services", "infra"):
-        assert re.search(rf"^COPY {re.escape(copied)} ", dockerfile, re.M), copied
+    # Compose names infra/gunicorn.conf.py and infra/rabbitmq/definitions.json relative to the
+    # working directory: /app, where infra/ is the installed package's own (package data).
+    runtime = re.split(r"^FROM ", dockerfile, flags=re.M)[-1]
+    assert re.search(r"^WORKDIR /app$", runtime, re.M)
+    assert re.search(r"ln -s .*import infra.* /app/infra", runtime)
+    named = {value for spec in APP_SERVICES.values() for value in _command(spec) if value.startswith("infra/")}
+    assert named == {"infra/gunicorn.conf.py", "infra/rabbitmq/definitions.json"}, named
+    import infra
+
+    for value in named:
+        assert infra.path(value.removeprefix("infra/")).is_file(), value
     ignored = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
-    for needed in ("shared", "services", "infra", "requirements.lock", "pyproject.toml"):
+    for needed in ("shared", "services", "infra", "requirements-runtime.lock", "pyproject.toml"):
         assert needed not in ignored, f".dockerignore drops {needed}"
     assert "USER nocontact" in dockerfile
 
