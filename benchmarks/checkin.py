@@ -130,7 +130,7 @@ def crud_peer(log_dir: Path, config: CheckinConfig) -> Iterator[Contender]:
         processes.gunicorn("crud-peer-api", base, "benchmarks.crud_peer:create_app()",
                            {**passed_through_environment(), peer_app.DATABASE_ENV: database})
         try:
-            wait_ready({PEER: base})
+            wait_ready({PEER: base}, processes)
             last_day = datetime.now(UTC).date() - timedelta(days=1)
             yield Contender(PEER, base, api_key, plan_pairs(commitments, starts_on, last_day, config.concurrency),
                             processes)
@@ -211,7 +211,7 @@ def build_section(contenders: Sequence[Contender], config: CheckinConfig) -> Sec
     peer, variants = contenders[0], contenders[1:]
     out = Section(
         key="checkin",
-        title="Check-ins through nocontact against a plain CRUD app, alternating runs",
+        title="4. Check-ins through nocontact against a plain CRUD app, alternating runs",
         description=(
             f"The same closed-loop client for every contender: {config.concurrency} keep-alive threads POSTing "
             f"nocontact's check-in payload on distinct (commitment, date) pairs ({config.commitments:,} commitments, "

@@ -210,8 +210,12 @@ def cpu_used(before: Mapping[str, float | None], after: Mapping[str, float | Non
             if end is not None and (start := before.get(name)) is not None}
 
 
-def wait_ready(urls: Mapping[str, str], timeout: float = 90.0) -> None:
+def wait_ready(urls: Mapping[str, str], processes: Processes, timeout: float = 90.0) -> None:
+    """Until every API answers /readyz; a process that died meanwhile ends the wait at once."""
     def ready(url: str) -> bool:
+        dead = processes.dead()
+        if dead:
+            raise RuntimeError(f"processes exited while starting: {dead} (logs in {processes.log_dir})")
         try:
             return httpx.get(url + "/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -267,7 +271,7 @@ def running_suite(log_dir: Path, extra_env: Mapping[str, str] | None = None) -> 
         suite = Suite(env, urls, log_dir)
         try:
             suite.start()
-            wait_ready(urls)
+            wait_ready(urls, suite.processes)
             yield suite
         finally:
             suite.processes.stop()
@@ -542,7 +546,7 @@ def section(settings: Settings) -> Section:
 
     out = Section(
         key="e2e",
-        title="End to end at a sustained rate: check-ins through the whole suite to signed webhooks",
+        title="5. End to end at a sustained rate: check-ins through the whole suite to signed webhooks",
         description=(
             "Three gunicorn APIs + three `nocontact worker` processes on PostgreSQL and RabbitMQ; a separate load "
             f"process sends check-ins in an open loop, {config.rate:g} due per second for {config.seconds:.0f} s "
