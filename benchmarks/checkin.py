@@ -23,8 +23,8 @@ machine's drifting load over every contender alike; after a nocontact run the ne
 waits until every webhook of it arrived, so no backlog is measured twice.
 
 Figures per contender and run: check-ins/s (201 answers over the window), latency
-p50/p95/p99 (client side), CPU per check-in (its own processes); after the rounds, peak
-RSS of every process. Ratios: each variant / the crud peer (aims from issue 14:
+p50/p95/p99 (client side), CPU per check-in (its own processes, until the run's webhooks
+were delivered); after the rounds, peak RSS of every process. Ratios: each variant / the crud peer (aims from issue 14:
 throughput >= 0.5x, p99 <= 2x) and each variant / the first variant; from medians, and
 round by round.
 
@@ -94,7 +94,8 @@ class CheckinConfig:
 class RunFigures:
     load: LoadFigures
     cpu_ms_per_check_in: float | None
-    """CPU of the contender's own processes (not PostgreSQL's, not RabbitMQ's) per accepted check-in."""
+    """CPU of the contender's own processes (not PostgreSQL's, not RabbitMQ's) per accepted check-in,
+    from the start of the run until its webhooks were delivered."""
     idle_cpu_s: float
     """CPU the other contenders' processes used meanwhile (idle servers, a backlog)."""
     drain_s: float | None = None
@@ -170,13 +171,14 @@ def run_once(contender: Contender, everyone: Sequence[Contender], config: Checki
     pids = {(c.name, process): pid for c in everyone for process, pid in c.processes.pids().items()}
     before = {key: cpu_seconds(pid) for key, pid in pids.items()}
     generated = run_load("closed", plan, log_dir, name)
-    used = cpu_used(before, {key: cpu_seconds(pid) for key, pid in pids.items()})
     contender.pairs = remaining(contender.pairs, sent_pairs(generated["requests"]))
     figures = load_figures([Request.of(row) for row in generated["requests"]])
     contender.statuses.update(figures.statuses)
+    drain = contender.wait_drained(figures.accepted)
+    # Read after the drain: the work a check-in causes after its 201 (relay, webhooks) is its cost too.
+    used = cpu_used(before, {key: cpu_seconds(pid) for key, pid in pids.items()})
     own = sum(seconds for (owner, _), seconds in used.items() if owner == contender.name)
     idle = sum(seconds for (owner, _), seconds in used.items() if owner != contender.name)
-    drain = contender.wait_drained(figures.accepted)
     dead = contender.processes.dead()
     if dead:
         raise RuntimeError(f"{contender.name}: processes died during the run: {dead} "
