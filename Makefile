@@ -11,7 +11,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 LOCK_VENVS := /tmp/nocontact-lock
 
-.PHONY: run test lint bench bench-store chaos migrate clean lock help venv venv-runtime
+.PHONY: run test lint bench bench-store bench-checkin bench-e2e chaos migrate clean lock help venv venv-runtime
 
 help:
 	@echo "make run          the whole suite in the foreground (embedded SQLite + filesystem broker by default)"
@@ -19,6 +19,9 @@ help:
 	@echo "make lint         ruff"
 	@echo "make bench        benchmarks; figures in var/bench/report.md"
 	@echo "make bench-store  event store append and replay figures"
+	@echo "make bench-checkin  check-ins/s and p99 of nocontact against a plain CRUD app, alternating runs"
+	@echo "                  (a feature's cost: BENCH_ARGS=\"--variant off= --variant on='NOCONTACT_X=1'\")"
+	@echo "make bench-e2e    event-to-webhook latency at a sustained 100 check-ins/s, peak RSS"
 	@echo "make chaos        long fault-injection run"
 	@echo "make migrate      bring the database to the newest schema"
 	@echo "make lock         regenerate requirements.lock and requirements-runtime.lock from pyproject.toml"
@@ -63,7 +66,13 @@ bench-store: $(STAMP)
 	$(BIN)/python -m benchmarks.store
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-checkin: $(STAMP)
+	$(BIN)/python -m benchmarks checkin --stem checkin $(BENCH_ARGS)
+
+bench-e2e: $(STAMP)
+	$(BIN)/python -m benchmarks e2e --stem e2e $(BENCH_ARGS)
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -m chaos tests/chaos $(PYTEST_ARGS)

@@ -9,6 +9,9 @@ fails on a number. Environment:
 - ``NOCONTACT_BENCH_BACKENDS`` (default ``postgres,sqlite``).
 - ``NOCONTACT_TEST_POSTGRES_URL``: the PostgreSQL server (default the local 5432).
 
+The check-in comparison (`benchmarks.checkin`) and the end-to-end section (`benchmarks.e2e`)
+have settings of their own, described there.
+
 Every run gets a fresh PostgreSQL schema (in database ``nocontact_bench``) or a fresh SQLite file,
 migrated with `shared.db.migrate`, so runs never see each other's rows.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sqlite3
 import subprocess
 import tempfile
@@ -24,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -42,10 +46,38 @@ BENCH_DIR = REPO_ROOT / "var" / "bench"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """nocontact started with extra environment variables, measured beside the others (a feature's cost)."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``NAME=VAR=value VAR2=value2`` (shell quoting) or ``NAME=`` for the code as it is."""
+        name, separator, assignments = text.partition("=")
+        name = name.strip()
+        if not separator or not name:
+            raise ValueError(f"a variant is NAME=VAR=value ..., got {text!r}")
+        env: dict[str, str] = {}
+        for assignment in shlex.split(assignments):
+            variable, equals, value = assignment.partition("=")
+            if not equals or not variable.isidentifier():
+                raise ValueError(f"variant {name}: {assignment!r} is not VAR=value")
+            env[variable] = value
+        return cls(name, env)
+
+    def describe(self) -> str:
+        return " ".join(f"{key}={shlex.quote(value)}" for key, value in self.env.items()) or "(as is)"
+
+
+@dataclass(frozen=True)
 class Settings:
     runs: int
     scale: float
     backends: tuple[str, ...]
+    variants: tuple[Variant, ...] = ()
+    """nocontact's variants for the check-in comparison; none means one: the code as it is."""
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -67,7 +99,10 @@ class Settings:
         return max(minimum, round(base * self.scale))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "scale": self.scale, "backends": ",".join(self.backends)}
+        settings: dict[str, Any] = {"runs": self.runs, "scale": self.scale, "backends": ",".join(self.backends)}
+        for variant in self.variants:
+            settings[f"variant {variant.name}"] = variant.describe()
+        return settings
 
 
 def timed(fn: Callable[[], int]) -> float:

@@ -1,6 +1,10 @@
-"""`python -m benchmarks [store] [peer] [rebuild] [e2e] [--profile]` (``make bench``: all sections).
+"""`python -m benchmarks [store] [peer] [rebuild] [checkin] [e2e] [--profile]` (``make bench``: all sections).
 
 Writes var/bench/report.md and report.json (or `<stem>.md/.json`), prints the markdown.
+``--variant NAME=VAR=value ...`` (repeatable) measures nocontact once per variant in the
+check-in comparison, each suite started with those extra environment variables, e.g.
+``python -m benchmarks checkin --variant plain= --variant sealed='NOCONTACT_SOME_FEATURE=on'``:
+the report gives each variant's ratio to the first (a feature's cost) and to the CRUD peer.
 ``--profile`` also records pyinstrument profiles of the append path and of the rebuild
 path (var/bench/profile-*.txt and .html), outside the timed runs.
 """
@@ -11,15 +15,17 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from benchmarks import BENCH_DIR, Settings, fresh_store, load_average, machine_info
+from benchmarks import BENCH_DIR, Settings, Variant, fresh_store, load_average, machine_info
 from benchmarks.report import Report, Section, render_markdown, write
 
 SECTIONS: dict[str, str] = {
     "store": "benchmarks.store",
     "peer": "benchmarks.peer",
     "rebuild": "benchmarks.rebuild",
+    "checkin": "benchmarks.checkin",
     "e2e": "benchmarks.e2e",
 }
 
@@ -30,8 +36,9 @@ def _section_builder(key: str) -> Callable[[Settings], Section]:
     return importlib.import_module(SECTIONS[key]).section  # type: ignore[no-any-return]
 
 
-def run_sections(keys: Sequence[str], *, stem: str = "report", output: Path = BENCH_DIR) -> Report:
-    settings = Settings.from_environment()
+def run_sections(keys: Sequence[str], *, stem: str = "report", output: Path = BENCH_DIR,
+                 variants: Sequence[Variant] = ()) -> Report:
+    settings = replace(Settings.from_environment(), variants=tuple(variants))
     report = Report(machine=machine_info(), config=settings.as_dict())
     started = time.perf_counter()
     for key in keys:
@@ -96,13 +103,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="also profile the append and rebuild paths")
     parser.add_argument("--profile-only", action="store_true", help="only profile, no figures")
     parser.add_argument("--stem", default="report", help="report file names (default: report)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=VAR=value ...",
+                        help="check-in comparison: measure nocontact with these environment variables (repeatable)")
     args = parser.parse_args(argv)
     unknown = [key for key in args.sections if key not in SECTIONS]
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    try:
+        variants = [Variant.parse(text) for text in args.variant]
+    except ValueError as error:
+        parser.error(str(error))
+    names = [variant.name for variant in variants]
+    from benchmarks.checkin import PEER
+
+    if len(set(names)) != len(names) or PEER in names:
+        parser.error(f"variant names must be distinct (and not {PEER!r})")
     settings = Settings.from_environment()
     if not args.profile_only:
-        run_sections(args.sections or list(SECTIONS), stem=args.stem)
+        run_sections(args.sections or list(SECTIONS), stem=args.stem, variants=variants)
     if args.profile or args.profile_only:
         for path in profile(settings):
             print(f"[bench] profile: {path}", file=sys.stderr)

@@ -65,6 +65,13 @@ class Comparison:
     theirs: str
     target: float | None = None
     """The ratio ours/theirs aimed at; a direction, not a pass mark."""
+    at_most: bool = False
+    """The aim is a ceiling (a latency ratio) rather than a floor (a throughput ratio)."""
+
+    def aim(self) -> str:
+        if self.target is None:
+            return ""
+        return f"{'<=' if self.at_most else '>='} {self.target:g}x"
 
 
 @dataclass
@@ -182,7 +189,7 @@ def render_markdown(report: Report) -> str:
                     comparison.ours,
                     comparison.theirs,
                     "n/a" if ratio is None else f"{ratio:.2f}x",
-                    "" if comparison.target is None else f">= {comparison.target:g}x",
+                    comparison.aim(),
                 ])
             lines.extend(_table(["ratio (medians)", "ours", "theirs", "ours / theirs", "aim"], comparison_rows,
                                 right_from=3))
