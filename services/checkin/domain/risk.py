@@ -14,12 +14,16 @@ from enum import StrEnum
 from .checkins import CheckIn, Outcome
 
 __all__ = [
+    "CLIENT_AT_RISK",
     "DEFAULT_RISK_THRESHOLDS",
     "RiskAssessment",
     "RiskReason",
     "RiskThresholds",
     "assess_risk",
+    "client_at_risk_data",
 ]
+
+CLIENT_AT_RISK = "client.at_risk"
 
 
 class RiskReason(StrEnum):
