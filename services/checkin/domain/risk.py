@@ -108,7 +108,8 @@ def assess_risk(
 def client_at_risk_data(
     *, commitment_id: str, member_id: str, assessment: RiskAssessment
 ) -> dict[str, object]:
-    """The ``data`` of a ``client.at_risk`` event: ``commitment_id``, ``member_id``, ``reasons`` (codes)."""
+    """Who and why of a ``client.at_risk`` event: ``commitment_id``, ``member_id``, ``reasons``
+    (codes); `derive_facts` adds ``at_risk``, ``previous_reasons`` and the streak figures."""
     return {
         "commitment_id": commitment_id,
         "member_id": member_id,
