@@ -10,37 +10,46 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from services.checkin.projections import KnownCommitment, load_commitment
+from services.checkin.domain import KnownCommitment
+from services.checkin.queries import load_commitment
 from shared.auth import Principal
-from shared.problems import Problem, not_found
+from shared.errors import Forbidden, NotFound
 
 
 def tenant_of(caller: Principal) -> str:
     if caller.tenant_id is None:
-        raise Problem(403, "this requires a tenant credential")
+        raise Forbidden("this requires a tenant credential")
     return caller.tenant_id
 
 
 def visible_commitment(conn: Connection, caller: Principal, commitment_id: str, *, write: bool) -> KnownCommitment:
-    """The commitment if `caller` may read it (and write to it when `write`); else a problem."""
+    """The commitment if `caller` may read it (and write to it when `write`)."""
     tenant_id = tenant_of(caller)
     commitment = load_commitment(conn, commitment_id)
     if commitment is None or commitment.tenant_id != tenant_id:
-        raise not_found("commitment")
+        raise NotFound("no such commitment")
     if caller.role == "admin":
         return commitment
     if caller.role == "member" and commitment.member_id == caller.subject_id:
         return commitment
     if caller.role == "coach" and commitment.coach_id is not None and commitment.coach_id == caller.subject_id:
         if write:
-            raise Problem(403, "a coach reads their clients' check-ins but does not record them")
+            raise Forbidden("a coach reads their clients' check-ins but does not record them")
         return commitment
-    raise not_found("commitment")
+    raise NotFound("no such commitment")
 
 
-def may_read_coach(caller: Principal, coach_id: str) -> None:
-    """Admins read every coach's client list; a coach only their own."""
-    tenant_of(caller)
+def may_read_coach(caller: Principal, coach_id: str) -> str:
+    """Admins read every coach's client list; a coach only their own. Returns the tenant."""
+    tenant_id = tenant_of(caller)
     if caller.role == "admin" or (caller.role == "coach" and caller.subject_id == coach_id):
-        return
-    raise Problem(403, "only an admin or that coach may read a coach's clients")
+        return tenant_id
+    raise Forbidden("only an admin or that coach may read a coach's clients")
+
+
+def may_change_settings(caller: Principal) -> str:
+    """Only the tenant's admin key changes its settings. Returns the tenant."""
+    tenant_id = tenant_of(caller)
+    if caller.role != "admin":
+        raise Forbidden("only an admin key may change settings")
+    return tenant_id

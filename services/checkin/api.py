@@ -5,39 +5,24 @@ Views are thin: parse (the schema), authorize and call a handler, shape the answ
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import Any
 
-from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import select
 
-from services.checkin import handlers, tables
+from services.checkin import handlers, queries
 from services.checkin.access import may_read_coach, tenant_of, visible_commitment
-from services.checkin.domain import CHANNELS, CommitmentStatus, Outcome, assess_risk
+from services.checkin.domain import CHANNELS, Outcome
 from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
-from services.checkin.projections import (
-    KnownCommitment,
-    check_in_from_row,
-    check_in_rows,
-    current_streak,
-    load_settings,
-    utcnow,
-)
-from shared.problems import Problem, invalid
-from shared.web import correlation_id, engine, principal, read_transaction
+from shared.db import read
+from shared.errors import NotFound, ValidationFailed
+from shared.web import context, engine, etag, if_match, now, principal
 
 checkins_blp = Blueprint("check-ins", __name__, url_prefix="/v1", description="Daily check-ins and streaks")
 settings_blp = Blueprint("settings", __name__, url_prefix="/v1", description="Tenant streak settings (admin)")
 coaches_blp = Blueprint("coaches", __name__, url_prefix="/v1", description="A coach's clients at a glance")
-
-
-def now() -> datetime:
-    """The current instant; tests may put a clock into the app config."""
-    clock = current_app.config.get("CHECKIN_CLOCK") or utcnow
-    return clock()
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -193,17 +178,11 @@ def check_in_json(row: Any, *, with_note: bool) -> dict[str, Any]:
     }
 
 
-def _one_row(commitment: KnownCommitment, day: date) -> Any:
-    with read_transaction() as conn:
-        rows = check_in_rows(conn, commitment.commitment_id, day, day)
-    return rows[0]
-
-
 def parse_day(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise invalid("date", "must be a calendar date (YYYY-MM-DD)") from None
+        raise ValidationFailed("date", "must be a calendar date (YYYY-MM-DD)") from None
 
 
 # -- check-ins -----------------------------------------------------------------------------------
@@ -216,10 +195,7 @@ class CheckIns(MethodView):
     @checkins_blp.alt_response(409, description="the day already has a check-in, or the commitment is not active")
     def post(self, body: dict[str, Any], commitment_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Record a day's check-in (date defaults to today in the commitment's zone)."""
-        commitment, event = handlers.record_check_in(
-            engine(), principal(), commitment_id, body, now=now(), correlation_id=correlation_id()
-        )
-        row = _one_row(commitment, date.fromisoformat(event.data["date"]))
+        row = handlers.record_check_in(engine(), principal(), context(), commitment_id, body, now=now())
         location = f"/v1/commitments/{commitment_id}/check-ins/{row.day.isoformat()}"
         return check_in_json(row, with_note=True), 201, {"Location": location}
 
@@ -228,9 +204,9 @@ class CheckIns(MethodView):
     def get(self, query: dict[str, Any], commitment_id: str) -> dict[str, Any]:
         """The check-ins of a date range (inclusive), oldest first."""
         caller = principal()
-        with read_transaction() as conn:
+        with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
-            rows = check_in_rows(conn, commitment.commitment_id, query.get("from_"), query.get("to"))
+            rows = queries.check_in_rows(conn, commitment.commitment_id, query.get("from_"), query.get("to"))
         return {"items": [check_in_json(row, with_note=caller.role != "coach") for row in rows]}
 
 
@@ -241,22 +217,20 @@ class CheckInOfDay(MethodView):
         """One day's check-in."""
         caller = principal()
         parsed = parse_day(day)
-        with read_transaction() as conn:
+        with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
-            rows = check_in_rows(conn, commitment.commitment_id, parsed, parsed)
-        if not rows:
-            raise Problem(404, "no check-in for that date")
-        return check_in_json(rows[0], with_note=caller.role != "coach")
+            row = queries.check_in_row(conn, commitment.commitment_id, parsed)
+        if row is None:
+            raise NotFound("no check-in for that date")
+        return check_in_json(row, with_note=caller.role != "coach")
 
     @checkins_blp.arguments(CheckInBody)
     @checkins_blp.response(200, CheckInOut)
     def put(self, body: dict[str, Any], commitment_id: str, day: str) -> dict[str, Any]:
         """Replace a day's report (a correction)."""
         parsed = parse_day(day)
-        commitment, _ = handlers.correct_check_in(
-            engine(), principal(), commitment_id, parsed, body, now=now(), correlation_id=correlation_id()
-        )
-        return check_in_json(_one_row(commitment, parsed), with_note=True)
+        row = handlers.correct_check_in(engine(), principal(), context(), commitment_id, parsed, body, now=now())
+        return check_in_json(row, with_note=True)
 
 
 @checkins_blp.route("/commitments/<commitment_id>/streak")
@@ -264,11 +238,9 @@ class StreakView(MethodView):
     @checkins_blp.response(200, StreakOut)
     def get(self, commitment_id: str) -> dict[str, Any]:
         """The streak as of today in the commitment's zone (CONTRACT's streak rules)."""
-        with read_transaction() as conn:
+        with read(engine()) as conn:
             commitment = visible_commitment(conn, principal(), commitment_id, write=False)
-            settings, _ = load_settings(conn, commitment.tenant_id)
-            streak, _ = current_streak(conn, commitment, settings, now())
-        return streak.as_json(commitment.commitment_id)
+            return queries.streak_document(conn, commitment, now())
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -280,65 +252,21 @@ class SettingsView(MethodView):
     def get(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """The tenant's streak settings (defaults until first changed)."""
         tenant_id = tenant_of(principal())
-        with read_transaction() as conn:
-            settings, version = load_settings(conn, tenant_id)
-        return {**settings.as_json(), "version": version}, 200, {"ETag": f'"{version}"'}
+        with read(engine()) as conn:
+            settings, version = queries.load_settings(conn, tenant_id)
+        return {**settings.as_json(), "version": version}, 200, {"ETag": etag(version)}
 
     @settings_blp.arguments(SettingsBody)
     @settings_blp.response(200, SettingsOut)
     def put(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Change settings (admin). A new policy or milestone list re-projects every streak."""
-        caller = principal()
-        tenant_of(caller)
-        if caller.role != "admin":
-            raise Problem(403, "only an admin key may change settings")
         settings, version = handlers.update_settings(
-            engine(),
-            caller,
-            body,
-            now=now(),
-            correlation_id=correlation_id(),
-            if_match=request.headers.get("If-Match"),
+            engine(), principal(), context(), body, now=now(), if_match=if_match()
         )
-        return {**settings.as_json(), "version": version}, 200, {"ETag": f'"{version}"'}
+        return {**settings.as_json(), "version": version}, 200, {"ETag": etag(version)}
 
 
 # -- a coach's clients -------------------------------------------------------------------------------
-
-
-def client_commitment(conn: Any, commitment: KnownCommitment, at: datetime) -> dict[str, Any]:
-    settings, _ = load_settings(conn, commitment.tenant_id)
-    streak, reports = current_streak(conn, commitment, settings, at)
-    today = streak.as_of
-    by_day = {c.day: c for c in reports}
-    last = min(today, commitment.last_day) if commitment.last_day else today
-    first = max(commitment.starts_on, today - timedelta(days=29))
-    days = []
-    for offset in range((last - first).days + 1):
-        day = first + timedelta(days=offset)
-        report = by_day.get(day)
-        if report is None and day == today:
-            continue  # today is not over: not yet unreported
-        days.append({"date": day, "state": str(report.outcome) if report else "unreported"})
-    urges = [{"date": c.day, "urge": c.urge} for c in reports if c.urge is not None][-7:]
-    status = commitment.status_at(at)
-    reasons: list[str] = []
-    if status is CommitmentStatus.ACTIVE:
-        reasons = [
-            str(r) for r in assess_risk(reports, today, settings.at_risk, starts_on=commitment.starts_on).reasons
-        ]
-    return {
-        "commitment_id": commitment.commitment_id,
-        "contact_label": commitment.contact_label,
-        "relationship": commitment.relationship,
-        "status": str(status),
-        "streak": streak.as_json(commitment.commitment_id),
-        "last_check_in_on": streak.last_check_in_on,
-        "last_30_days": days,
-        "recent_urges": urges,
-        "at_risk": bool(reasons),
-        "reasons": reasons,
-    }
 
 
 @coaches_blp.route("/coaches/<coach_id>/clients")
@@ -346,32 +274,11 @@ class CoachClients(MethodView):
     @coaches_blp.response(200, ClientsOut)
     def get(self, coach_id: str) -> dict[str, Any]:
         """Each client of the coach with each commitment's streak, last 30 days, urges and risk."""
-        caller = principal()
-        may_read_coach(caller, coach_id)
+        tenant_id = may_read_coach(principal(), coach_id)
         at = now()
-        table = tables.commitments
-        clients: dict[str, dict[str, Any]] = {}
-        with read_transaction() as conn:
-            rows = conn.execute(
-                select(table)
-                .where(table.c.tenant_id == caller.tenant_id, table.c.coach_id == coach_id)
-                .order_by(table.c.member_id, table.c.created_at)
-            ).all()
-            for row in rows:
-                commitment = KnownCommitment.from_row(row)
-                entry = clients.setdefault(
-                    commitment.member_id,
-                    {"member_id": commitment.member_id, "at_risk": False, "reasons": [], "commitments": []},
-                )
-                view = client_commitment(conn, commitment, at)
-                entry["commitments"].append(view)
-                for reason in view["reasons"]:
-                    if reason not in entry["reasons"]:
-                        entry["reasons"].append(reason)
-                entry["at_risk"] = bool(entry["reasons"])
-        return {"coach_id": coach_id, "as_of": at, "items": list(clients.values())}
+        with read(engine()) as conn:
+            items = queries.coach_clients(conn, tenant_id, coach_id, at)
+        return {"coach_id": coach_id, "as_of": at, "items": items}
 
 
 BLUEPRINTS = [checkins_blp, settings_blp, coaches_blp]
-
-__all__ = ["BLUEPRINTS", "check_in_from_row"]

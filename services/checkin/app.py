@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from flask import Flask
 from flask_smorest import Blueprint
 
-from services.checkin import handlers  # noqa: F401 - registers the event types
 from services.checkin.api import BLUEPRINTS
 from services.checkin.dashboard import blueprint as dashboard
 from services.checkin.tables import CREDENTIALS

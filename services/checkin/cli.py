@@ -29,7 +29,6 @@ def rebuild_command(with_inbox: bool) -> None:
     --with-inbox the commitments and credentials (small: about one event per commitment and
     key) are replayed first by the lock-based rebuild, which pauses appends while it runs.
     """
-    from services.checkin import handlers  # noqa: F401 - event types
     from services.checkin.projections import CREDENTIALS_PROJECTION, inbox_projection
     from services.checkin.rebuild import rebuild_checkin
     from shared.projection import rebuild

@@ -11,21 +11,24 @@ the relay and the inbox usually close that gap within a fraction of a second.
 
 from __future__ import annotations
 
+from functools import partial
+
 from sqlalchemy import Connection, Engine
 
 from services.checkin.projections import COMMITMENT_EVENTS, CREDENTIALS_PROJECTION, apply_commitment_event
+from shared.clock import Clock, utcnow
 from shared.consumer import Consumer
 from shared.events import RecordedEvent
 from shared.topology import CHECKIN_INBOX, CREDENTIAL_EVENTS
 
 
-def handle_inbox(conn: Connection, event: RecordedEvent) -> None:
+def handle_inbox(conn: Connection, event: RecordedEvent, clock: Clock = utcnow) -> None:
     if event.type in CREDENTIAL_EVENTS:
         CREDENTIALS_PROJECTION.apply(conn, event)
     elif event.type in COMMITMENT_EVENTS:
-        apply_commitment_event(conn, event)
+        apply_commitment_event(conn, event, clock())
     # Anything else bound to the queue later (commitment.*) is not ours to know: ignored.
 
 
-def inbox_consumer(engine: Engine, broker_url: str | None = None) -> Consumer:
-    return Consumer(engine, CHECKIN_INBOX, handle_inbox, broker_url=broker_url)
+def inbox_consumer(engine: Engine, broker_url: str | None = None, clock: Clock = utcnow) -> Consumer:
+    return Consumer(engine, CHECKIN_INBOX, partial(handle_inbox, clock=clock), broker_url=broker_url)

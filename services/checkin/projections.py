@@ -1,39 +1,40 @@
 """Events -> read models. One set of apply functions for the inline, inbox and rebuild paths.
 
 - `apply_commitment_event`: the inbox's fold of commitment.* / coach.* events.
-- `apply_check_in_event`, `apply_settings_event`: this service's own events, applied inline
-  in the command's transaction and replayed by `rebuild`.
-- `refresh_streak`: recomputes one commitment's streak snapshot from its check-in rows
-  (inline after each check-in, by the scheduler as days pass, after a settings change,
-  and for every commitment once at the end of a rebuild).
+- `apply_own_event` (`apply_check_in_event`, `apply_settings_event`): this service's own
+  events; `project` applies them inline, in the command's transaction right after its
+  append, and `own_projection` replays them on a rebuild.
+- `store_streak` / `refresh_streak`: one commitment's streak snapshot, computed from its
+  standing reports and settings as of an instant (after each command, by the scheduler as
+  days pass, after a settings change, on an inbox event, and for every commitment once at
+  the end of a rebuild).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Collection, Mapping, Sequence
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from services.checkin import tables
 from services.checkin.domain import (
+    CHECK_IN_EVENT_TYPES,
     CHECKIN_CORRECTED,
     CHECKIN_RECORDED,
+    SETTINGS_UPDATED,
     CheckIn,
     CommitmentStatus,
-    CommitmentTerms,
-    Initiator,
-    Outcome,
-    Slip,
+    KnownCommitment,
     Streak,
-    assess_risk,
-    compute_streak,
-    local_today,
+    TenantSettings,
+    standing_risk,
+    streak_of,
 )
-from services.checkin.domain.settings import SETTINGS_UPDATED, TenantSettings
+from services.checkin.queries import commitment_from_row, load_commitment, load_settings, standing_reports
 from shared.auth import credentials_projection
+from shared.clock import Clock, utcnow
 from shared.events import RecordedEvent
 from shared.projection import Projection
 
@@ -46,33 +47,11 @@ COMMITMENT_EVENTS = (
     "coach.unassigned",
 )
 OWN_EVENTS = (CHECKIN_RECORDED, CHECKIN_CORRECTED, SETTINGS_UPDATED)
-# Nothing left for the scheduler to do: the column is NOT NULL, so "never" is a far date.
-NEVER = datetime(2999, 1, 1, tzinfo=UTC)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def stream_id(commitment_id: str) -> str:
-    """The stream of a commitment's check-ins and the facts derived from them."""
-    return f"checkin-{commitment_id}"
-
-
-def settings_stream_id(tenant_id: str) -> str:
-    return f"settings-{tenant_id}"
 
 
 class FoldedEvent(Protocol):
-    """What the read-model merges read of an event: a RecordedEvent, the rebuild's slimmer
-    row of the log, or a command's event about to be appended (no position yet)."""
+    """What the read-model merges read of an event: a RecordedEvent, or the rebuild's
+    slimmer row of the log."""
 
     @property
     def data(self) -> dict[str, Any]: ...
@@ -87,86 +66,13 @@ class FoldedEvent(Protocol):
 # -- commitments (from the inbox) --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KnownCommitment:
-    """A commitment as this service learnt it from the commitment service's events."""
-
-    commitment_id: str
-    tenant_id: str
-    member_id: str
-    coach_id: str | None
-    contact_label: str
-    relationship: str
-    channels: tuple[str, ...]
-    timezone: str
-    starts_on: date
-    ends_on: date | None
-    recorded_status: str
-    ended_on: date | None
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Row[Any]) -> KnownCommitment:
-        return cls(
-            commitment_id=row.commitment_id,
-            tenant_id=row.tenant_id,
-            member_id=row.member_id,
-            coach_id=row.coach_id,
-            contact_label=row.contact_label,
-            relationship=row.relationship,
-            channels=tuple(row.channels),
-            timezone=row.timezone,
-            starts_on=row.starts_on,
-            ends_on=row.ends_on,
-            recorded_status=row.status,
-            ended_on=row.ended_on,
-            created_at=aware(row.created_at),
-        )
-
-    @property
-    def stream_id(self) -> str:
-        return stream_id(self.commitment_id)
-
-    def today(self, now: datetime) -> date:
-        return local_today(self.timezone, now)
-
-    def status_at(self, now: datetime) -> CommitmentStatus:
-        """As the commitment service defines it: a passed ``ends_on`` means completed, even
-        before ``commitment.completed`` has reached this service."""
-        status = CommitmentStatus(self.recorded_status)
-        if status is CommitmentStatus.ACTIVE and self.ends_on is not None and self.ends_on < self.today(now):
-            return CommitmentStatus.COMPLETED
-        return status
-
-    @property
-    def last_day(self) -> date | None:
-        """The last day that counts: ``ends_on``, or the day it was ended early."""
-        if self.recorded_status == CommitmentStatus.ENDED and self.ended_on is not None:
-            return self.ended_on if self.ends_on is None else min(self.ends_on, self.ended_on)
-        return self.ends_on
-
-    def terms(self, now: datetime) -> CommitmentTerms:
-        return CommitmentTerms(
-            starts_on=self.starts_on,
-            ends_on=self.ends_on,
-            timezone=self.timezone,
-            channels=frozenset(self.channels),
-            status=self.status_at(now),
-        )
-
-
-def load_commitment(conn: Connection, commitment_id: str) -> KnownCommitment | None:
-    row = conn.execute(select(tables.commitments).where(tables.commitments.c.commitment_id == commitment_id)).first()
-    return KnownCommitment.from_row(row) if row else None
-
-
 def _date(value: Any) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime | None = None) -> None:
-    """Fold one commitment.* / coach.* event into ``checkin_commitments`` (idempotent)."""
-    now = now or utcnow()
+def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime) -> None:
+    """Fold one commitment.* / coach.* event into ``checkin_commitments`` (idempotent); `now`
+    files the commitment as due to the scheduler and dates its streak snapshot."""
     data = event.data
     table = tables.commitments
     commitment_id = str(data.get("commitment_id") or "")
@@ -222,14 +128,6 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
 # -- settings ------------------------------------------------------------------------------
 
 
-def load_settings(conn: Connection, tenant_id: str, table: Table = tables.settings) -> tuple[TenantSettings, int]:
-    """The tenant's settings and their stream version (defaults at version 0)."""
-    row = conn.execute(select(table.c.data, table.c.version).where(table.c.tenant_id == tenant_id)).first()
-    if row is None:
-        return TenantSettings(), 0
-    return TenantSettings.from_json(row.data), row.version
-
-
 def merge_settings(current: dict[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
     """The settings row after `event` (None: unchanged). The highest stream version wins,
     whatever the order events are applied in. Shared by the SQL and in-memory folds."""
@@ -243,7 +141,8 @@ def merge_settings(current: dict[str, Any] | None, event: FoldedEvent) -> dict[s
     }
 
 
-def apply_settings_event(conn: Connection, event: FoldedEvent, table: Table = tables.settings) -> None:
+def apply_settings_event(conn: Connection, event: FoldedEvent) -> None:
+    table = tables.settings
     tenant_id = event.data.get("tenant_id") or event.tenant_id
     current = conn.execute(select(table.c.version).where(table.c.tenant_id == tenant_id)).first()
     merged = merge_settings(None if current is None else {"version": current.version}, event)
@@ -283,16 +182,17 @@ def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dic
             "recorded_at": event.recorded_at,
             **values,
         }
-    first = min(aware(current["recorded_at"]), event.recorded_at)
+    first = min(current["recorded_at"], event.recorded_at)
     if event.stream_version > current["stream_version"]:
         return {**current, **values, "recorded_at": first}
-    if first != aware(current["recorded_at"]):
+    if first != current["recorded_at"]:
         return {**current, "recorded_at": first}
     return None
 
 
-def apply_check_in_event(conn: Connection, event: FoldedEvent, table: Table = tables.check_ins) -> None:
+def apply_check_in_event(conn: Connection, event: FoldedEvent) -> None:
     """Fold one checkin.recorded/corrected into the day's row (see `merge_check_in`)."""
+    table = tables.check_ins
     data = event.data
     where = (table.c.commitment_id == data["commitment_id"]) & (table.c.day == date.fromisoformat(data["date"]))
     current = conn.execute(select(table).where(where)).mappings().first()
@@ -305,59 +205,32 @@ def apply_check_in_event(conn: Connection, event: FoldedEvent, table: Table = ta
         conn.execute(update(table).where(where).values(**merged))
 
 
-def check_in_from_row(row: Row[Any]) -> CheckIn:
-    slip = Slip(row.slip_channel, Initiator(row.slip_initiated_by)) if row.slip_channel else None
-    return CheckIn(day=row.day, outcome=Outcome(row.outcome), urge=row.urge, mood=row.mood, slip=slip, note=row.note)
+def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
+    """Fold one of this service's own events into its read model."""
+    if event.type == SETTINGS_UPDATED:
+        apply_settings_event(conn, event)
+    elif event.type in CHECK_IN_EVENT_TYPES:
+        apply_check_in_event(conn, event)
 
 
-def check_in_rows(
-    conn: Connection, commitment_id: str, first: date | None = None, last: date | None = None
-) -> list[Row[Any]]:
-    table = tables.check_ins
-    query = select(table).where(table.c.commitment_id == commitment_id)
-    if first is not None:
-        query = query.where(table.c.day >= first)
-    if last is not None:
-        query = query.where(table.c.day <= last)
-    return list(conn.execute(query.order_by(table.c.day)))
+def project(conn: Connection, events: Sequence[RecordedEvent]) -> None:
+    """The inline projector of every command (`shared.commands.Pipeline`): the events it has
+    just appended, into the check-in and settings rows, in its transaction."""
+    for event in events:
+        apply_own_event(conn, event)
 
 
 # -- streaks -----------------------------------------------------------------------------------
 
 
-def streak_of(
-    commitment: KnownCommitment, outcomes: dict[date, Outcome], settings: TenantSettings, today: date
-) -> Streak:
-    return compute_streak(
-        outcomes,
-        starts_on=commitment.starts_on,
-        ends_on=commitment.last_day,
-        today=today,
-        policy=settings.streak_policy,
-        milestones=settings.milestones,
-    )
-
-
-def current_streak(
-    conn: Connection, commitment: KnownCommitment, settings: TenantSettings, now: datetime
-) -> tuple[Streak, list[CheckIn]]:
-    """The streak as of today in the commitment's zone, from the check-in rows."""
-    reports = [check_in_from_row(row) for row in check_in_rows(conn, commitment.commitment_id)]
-    streak = streak_of(commitment, {c.day: c.outcome for c in reports}, settings, commitment.today(now))
-    return streak, reports
-
-
 def streak_row(
-    commitment: KnownCommitment, reports: Sequence[CheckIn], settings: TenantSettings, now: datetime
+    commitment: KnownCommitment, reports: Collection[CheckIn], settings: TenantSettings, now: datetime
 ) -> tuple[Streak, dict[str, Any]]:
     """One commitment's streak snapshot row (with its at-risk flag), computed purely from its
-    reports (sorted by day) and settings as of `now`: the inline path and the rebuild's
+    standing reports and settings as of `now`: the inline path and the rebuild's
     in-memory fold both write exactly this."""
-    streak = streak_of(commitment, {c.day: c.outcome for c in reports}, settings, commitment.today(now))
-    risk_reasons: list[str] = []
-    if commitment.status_at(now) is CommitmentStatus.ACTIVE:
-        assessment = assess_risk(list(reports), streak.as_of, settings.at_risk, starts_on=commitment.starts_on)
-        risk_reasons = [str(reason) for reason in assessment.reasons]
+    streak = streak_of(commitment, {c.day: c for c in reports}, settings, commitment.today(now))
+    risk_reasons = [str(reason) for reason in standing_risk(commitment, reports, settings, now).reasons]
     return streak, {
         "commitment_id": commitment.commitment_id,
         "tenant_id": commitment.tenant_id,
@@ -379,22 +252,12 @@ def streak_row(
     }
 
 
-def refresh_streak(
-    conn: Connection, commitment: KnownCommitment, now: datetime, settings: TenantSettings | None = None
-) -> Streak:
-    """Recompute and store one commitment's streak snapshot (with its at-risk flag)."""
-    if settings is None:
-        settings, _ = load_settings(conn, commitment.tenant_id)
-    reports = [check_in_from_row(row) for row in check_in_rows(conn, commitment.commitment_id)]
-    return store_streak(conn, commitment, reports, settings, now)
-
-
 def store_streak(
-    conn: Connection, commitment: KnownCommitment, reports: Sequence[CheckIn], settings: TenantSettings, now: datetime
+    conn: Connection, commitment: KnownCommitment, reports: Collection[CheckIn], settings: TenantSettings, now: datetime
 ) -> Streak:
-    """Store the snapshot computed from `reports` (the standing report of each day, sorted by
-    day: what the check-in rows hold). The command path passes them from the stream it has
-    already read, sparing a second read of the rows."""
+    """Store the snapshot computed from `reports` (the standing report of each day: what the
+    check-in rows hold). Commands pass them from the history they decided
+    on, sparing a read of the rows."""
     streak, values = streak_row(commitment, reports, settings, now)
     table = tables.streaks
     updated = conn.execute(
@@ -405,6 +268,15 @@ def store_streak(
     return streak
 
 
+def refresh_streak(
+    conn: Connection, commitment: KnownCommitment, now: datetime, settings: TenantSettings | None = None
+) -> Streak:
+    """Recompute and store one commitment's streak snapshot (with its at-risk flag)."""
+    if settings is None:
+        settings, _ = load_settings(conn, commitment.tenant_id)
+    return store_streak(conn, commitment, standing_reports(conn, commitment.commitment_id), settings, now)
+
+
 def refresh_all_streaks(conn: Connection, now: datetime, tenant_id: str | None = None) -> int:
     """Recompute the snapshot of every commitment (of one tenant); returns how many."""
     query = select(tables.commitments)
@@ -413,7 +285,7 @@ def refresh_all_streaks(conn: Connection, now: datetime, tenant_id: str | None =
     cache: dict[str, TenantSettings] = {}
     count = 0
     for row in conn.execute(query).all():
-        commitment = KnownCommitment.from_row(row)
+        commitment = commitment_from_row(row)
         if commitment.tenant_id not in cache:
             cache[commitment.tenant_id] = load_settings(conn, commitment.tenant_id)[0]
         refresh_streak(conn, commitment, now, cache[commitment.tenant_id])
@@ -427,12 +299,6 @@ def refresh_all_streaks(conn: Connection, now: datetime, tenant_id: str | None =
 def own_projection(clock: Clock = utcnow) -> Projection:
     """Check-in rows, streak snapshots and settings, from this service's own events."""
 
-    def apply(conn: Connection, event: RecordedEvent) -> None:
-        if event.type == SETTINGS_UPDATED:
-            apply_settings_event(conn, event)
-        else:
-            apply_check_in_event(conn, event)
-
     def finish(conn: Connection) -> None:
         refresh_all_streaks(conn, clock())
 
@@ -440,7 +306,7 @@ def own_projection(clock: Clock = utcnow) -> Projection:
         name="checkin.read_models",
         tables=[tables.settings, tables.streaks, tables.check_ins],
         event_types=OWN_EVENTS,
-        apply=apply,
+        apply=apply_own_event,
         finish=finish,
     )
 
@@ -465,7 +331,3 @@ def inbox_projection(clock: Clock = utcnow) -> Projection:
 
 CREDENTIALS_PROJECTION = credentials_projection("checkin", tables.CREDENTIALS)
 
-
-def day_window(today: date, days: int) -> list[date]:
-    """The ``days`` local dates ending with ``today``, oldest first."""
-    return [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]

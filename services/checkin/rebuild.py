@@ -23,23 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, select
 
 from services.checkin import tables
-from services.checkin.domain import CheckIn, Initiator, Outcome, Slip
-from services.checkin.domain.settings import SETTINGS_UPDATED, TenantSettings
-from services.checkin.projections import (
-    OWN_EVENTS,
-    Clock,
-    KnownCommitment,
-    merge_check_in,
-    merge_settings,
-    streak_row,
-    utcnow,
-)
+from services.checkin.domain import CHECK_IN_EVENT_TYPES, SETTINGS_UPDATED, KnownCommitment, TenantSettings
+from services.checkin.projections import merge_check_in, merge_settings, streak_row
+from services.checkin.queries import check_in_from_row, commitment_from_row
+from shared.clock import Clock, utcnow
 from shared.db import read
 from shared.eventstore import head_position
 from shared.projection import AsideReport, bulk_insert, rebuild_aside
@@ -62,10 +55,6 @@ class _Event:
     settings: bool = False  # settings.updated; else checkin.recorded / checkin.corrected
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 _DATA = events.c.data
 # The check-in fields picked out by the database (->> / json_extract, in C) rather than
 # the whole document decoded in Python: reading is most of a rebuild's time.
@@ -84,13 +73,12 @@ _CHECK_IN_COLUMNS = (
     _DATA[("slip", "initiated_by")].as_string(),
     _DATA["note"].as_string(),
 )
-CHECK_IN_EVENTS = tuple(t for t in OWN_EVENTS if t != SETTINGS_UPDATED)
 
 
 def _read_check_ins(conn: Connection, after: int, up_to: int, limit: int | None) -> list[_Event]:
     query = (
         select(*_CHECK_IN_COLUMNS)
-        .where(events.c.position > after, events.c.position <= up_to, events.c.type.in_(CHECK_IN_EVENTS))
+        .where(events.c.position > after, events.c.position <= up_to, events.c.type.in_(CHECK_IN_EVENT_TYPES))
         .order_by(events.c.position)
         .limit(limit)
     )
@@ -98,7 +86,7 @@ def _read_check_ins(conn: Connection, after: int, up_to: int, limit: int | None)
         _Event(position, version, {
             "commitment_id": cid, "member_id": member, "date": day, "outcome": outcome, "urge": urge,
             "mood": mood, "slip": {"channel": channel, "initiated_by": by} if channel else None, "note": note,
-        }, tenant_id, _aware(recorded_at))
+        }, tenant_id, recorded_at)
         for (position, version, tenant_id, recorded_at, cid, member, day, outcome, urge, mood, channel, by, note)
         in conn.execute(query)
     ]
@@ -110,18 +98,12 @@ def _read_settings(conn: Connection, after: int, up_to: int) -> list[_Event]:
         .where(events.c.position > after, events.c.position <= up_to, events.c.type == SETTINGS_UPDATED)
         .order_by(events.c.position)
     )
-    return [_Event(r[0], r[1], r[2], r[3], _aware(r[4]), settings=True) for r in conn.execute(query)]
+    return [_Event(r[0], r[1], r[2], r[3], r[4], settings=True) for r in conn.execute(query)]
 
 
 def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
-
-
-def _report(row: Mapping[str, Any]) -> CheckIn:
-    slip = Slip(row["slip_channel"], Initiator(row["slip_initiated_by"])) if row["slip_channel"] else None
-    return CheckIn(day=row["day"], outcome=Outcome(row["outcome"]), urge=row["urge"], mood=row["mood"],
-                   slip=slip, note=row["note"])
 
 
 class CheckinRebuild:
@@ -167,13 +149,13 @@ class CheckinRebuild:
 
     def _streak(self, commitment: KnownCommitment, now: datetime) -> dict[str, Any]:
         rows = self.days.get(commitment.commitment_id, {})
-        reports = [_report(rows[day]) for day in sorted(rows)]
+        reports = [check_in_from_row(row) for row in rows.values()]
         self.projected_on[commitment.commitment_id] = commitment.today(now)
         return streak_row(commitment, reports, self._tenant_settings(commitment.tenant_id), now)[1]
 
     @staticmethod
     def _load_commitments(conn: Connection) -> dict[str, KnownCommitment]:
-        return {row.commitment_id: KnownCommitment.from_row(row) for row in conn.execute(select(tables.commitments))}
+        return {row.commitment_id: commitment_from_row(row) for row in conn.execute(select(tables.commitments))}
 
     # -- AsideProjection ---------------------------------------------------------------------
 

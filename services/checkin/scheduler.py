@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 
 from services.checkin import tables
 from services.checkin.handlers import run_scheduled
-from services.checkin.projections import utcnow
 from shared import config
+from shared.clock import Clock, utcnow
 from shared.db import read
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class Scheduler:
         self,
         engine: Engine,
         *,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
         interval_s: float | None = None,
         batch_size: int = 500,
     ) -> None:
@@ -40,16 +40,17 @@ class Scheduler:
         self.interval_s = config.scheduler_interval_s() if interval_s is None else interval_s
         self.batch_size = batch_size
 
-    def due(self, now: datetime) -> list[str]:
+    def due(self, now: datetime) -> list[Row[Any]]:
+        """The commitments due at `now` (id and tenant), the longest due first."""
         table = tables.commitments
         with read(self.engine) as conn:
             return list(
                 conn.execute(
-                    select(table.c.commitment_id)
+                    select(table.c.commitment_id, table.c.tenant_id)
                     .where(table.c.scheduler_due_at <= now)
                     .order_by(table.c.scheduler_due_at)
                     .limit(self.batch_size)
-                ).scalars()
+                )
             )
 
     def tick(self, now: datetime | None = None) -> int:
@@ -58,12 +59,12 @@ class Scheduler:
         recorded = 0
         while True:
             due = self.due(now)
-            for commitment_id in due:
+            for commitment in due:
                 try:
-                    recorded += len(run_scheduled(self.engine, commitment_id, now))
+                    recorded += len(run_scheduled(self.engine, commitment.tenant_id, commitment.commitment_id, now))
                 except Exception:
                     # One broken commitment must not stall every other one; it stays due.
-                    log.exception("scheduler: commitment %s failed", commitment_id)
+                    log.exception("scheduler: commitment %s failed", commitment.commitment_id)
             if len(due) < self.batch_size:
                 return recorded
 

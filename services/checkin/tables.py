@@ -13,7 +13,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 )
 
 from shared.auth import credential_tables
-from shared.schema import Json
+from shared.schema import Json, UtcDateTime
 
 metadata = MetaData()
 
@@ -45,9 +44,9 @@ commitments = Table(
     Column("ends_on", Date),
     Column("status", String(16), nullable=False),  # as recorded by events: active|completed|ended
     Column("ended_on", Date),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     # When the scheduler should look at this commitment next (a day ends, a grace passes).
-    Column("scheduler_due_at", DateTime(timezone=True), nullable=False),
+    Column("scheduler_due_at", UtcDateTime(), nullable=False),
     Index("checkin_commitments_tenant_member", "tenant_id", "member_id"),
     Index("checkin_commitments_tenant_coach", "tenant_id", "coach_id"),
     Index("checkin_commitments_due", "scheduler_due_at"),
@@ -68,12 +67,13 @@ check_ins = Table(
     Column("slip_initiated_by", String(8)),
     Column("note", Text),
     Column("stream_version", Integer, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 
-# The streak of each commitment as of `as_of` (GET streak recomputes for today from the
-# check-in rows; this snapshot feeds lists, event data and the rebuild check).
+# The streak of each commitment as of `as_of`, with its at-risk flag: refreshed by every
+# command, by the scheduler when the commitment's day ends and on a settings change; the
+# API serves it while `as_of` is the commitment's today (see queries.streak_documents).
 streaks = Table(
     "checkin_streaks",
     metadata,
@@ -102,5 +102,5 @@ settings = Table(
     Column("tenant_id", String(64), primary_key=True),
     Column("data", Json, nullable=False),
     Column("version", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from services.checkin import handlers  # noqa: F401 - registers the event types
 from services.checkin.consumers import inbox_consumer
 from services.checkin.scheduler import Scheduler
 from shared.relay import Relay
 
-CATEGORIES = ("checkin", "settings")
+# The check-in streams only: settings.updated feeds this service's own read model, and no
+# other component consumes it (shared.topology).
+CATEGORIES = ("checkin",)
 
 
 def parts(engine: Engine) -> dict[str, Callable[[threading.Event], None]]:

@@ -2,7 +2,7 @@
 
 A member reports each local day of a commitment as kept or slipped. The rules here
 are pure: the caller passes the commitment's terms and "today" in the commitment's
-zone (see `calendar.local_today`), and gets back every field problem at once so the
+zone (see `calendar.local_today`), and gets back every violated rule at once so the
 API can answer one 422 listing all of them.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from shared.errors import Conflict, ValidationFailed
 
 __all__ = [
     "CHANNELS",
@@ -28,12 +30,13 @@ __all__ = [
     "CommitmentTerms",
     "Initiator",
     "Outcome",
-    "Problem",
     "Slip",
+    "Violation",
     "check_in_from_event_data",
-    "check_in_problems",
+    "check_in_violations",
     "checkin_corrected_data",
     "checkin_recorded_data",
+    "reported_check_in",
     "validate_check_in",
 ]
 
@@ -84,7 +87,7 @@ class Slip:
 
 @dataclass(frozen=True)
 class CheckIn:
-    """One member's report of one local day. Unvalidated: see `check_in_problems`."""
+    """One member's report of one local day. Unvalidated: see `check_in_violations`."""
 
     day: date
     outcome: Outcome
@@ -106,30 +109,32 @@ class CommitmentTerms:
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One field-level reason a report is refused (a 422 ``errors`` entry)."""
+class Violation:
+    """One rule a report breaks, and the field it concerns (an ``errors`` entry of the 422)."""
 
     field: str
     message: str
 
 
-class CheckInRejected(ValueError):
-    """The report breaks one or more rules; ``problems`` lists every one (HTTP 422)."""
+class CheckInRejected(ValidationFailed):
+    """The report breaks one or more rules; ``violations`` lists every one, ``errors`` groups
+    their messages by field."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
-        self.problems = problems
-
-    def errors(self) -> dict[str, list[str]]:
-        """The problems shaped as the problem+json ``errors`` member: ``{field: [messages]}``."""
+    def __init__(self, violations: list[Violation]) -> None:
         grouped: dict[str, list[str]] = {}
-        for problem in self.problems:
-            grouped.setdefault(problem.field, []).append(problem.message)
-        return grouped
+        for violation in violations:
+            grouped.setdefault(violation.field, []).append(violation.message)
+        first = violations[0]
+        super().__init__(first.field, first.message, grouped)
+        self.violations = violations
+
+    def __str__(self) -> str:
+        # Every violation, not only the first: the problem's detail reads as the whole answer.
+        return "; ".join(f"{v.field}: {v.message}" for v in self.violations)
 
 
-class CommitmentNotActive(Exception):
-    """The commitment is completed or ended and takes no more check-ins (HTTP 409)."""
+class CommitmentNotActive(Conflict):
+    """The commitment is completed or ended and takes no more check-ins."""
 
     def __init__(self, status: CommitmentStatus | str) -> None:
         super().__init__(f"the commitment is {status}, not active")
@@ -141,106 +146,106 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _date_problems(
+def _date_violations(
     day: object, commitment: CommitmentTerms, today: date, backdate_days: int
-) -> list[Problem]:
+) -> list[Violation]:
     if not isinstance(day, date) or isinstance(day, datetime):
-        return [Problem("date", "must be a calendar date (YYYY-MM-DD)")]
-    problems = []
+        return [Violation("date", "must be a calendar date (YYYY-MM-DD)")]
+    violations = []
     if day > today:
-        problems.append(
-            Problem(
+        violations.append(
+            Violation(
                 "date",
                 f"is in the future in the commitment's time zone ({commitment.timezone})",
             )
         )
     if day < commitment.starts_on:
-        problems.append(
-            Problem(
+        violations.append(
+            Violation(
                 "date",
                 f"is before the commitment starts ({commitment.starts_on.isoformat()})",
             )
         )
     if commitment.ends_on is not None and day > commitment.ends_on:
-        problems.append(
-            Problem(
+        violations.append(
+            Violation(
                 "date",
                 f"is after the commitment ends ({commitment.ends_on.isoformat()})",
             )
         )
     earliest = today - timedelta(days=backdate_days)
     if day < earliest:
-        problems.append(
-            Problem(
+        violations.append(
+            Violation(
                 "date",
                 f"is older than the backdating window of {backdate_days} days"
                 f" (earliest {earliest.isoformat()})",
             )
         )
-    return problems
+    return violations
 
 
-def _slip_problems(check_in: CheckIn, commitment: CommitmentTerms) -> list[Problem]:
+def _slip_violations(check_in: CheckIn, commitment: CommitmentTerms) -> list[Violation]:
     if check_in.outcome == Outcome.SLIPPED and check_in.slip is None:
-        return [Problem("slip", "is required when the outcome is slipped")]
+        return [Violation("slip", "is required when the outcome is slipped")]
     if check_in.outcome == Outcome.KEPT and check_in.slip is not None:
-        return [Problem("slip", "must be omitted when the outcome is kept")]
+        return [Violation("slip", "must be omitted when the outcome is kept")]
     slip = check_in.slip
     if slip is None:
         return []
     if not isinstance(slip, Slip):
-        return [Problem("slip", "must be an object with channel and initiated_by")]
-    problems = []
+        return [Violation("slip", "must be an object with channel and initiated_by")]
+    violations = []
     if slip.channel not in commitment.channels:
         allowed = ", ".join(sorted(commitment.channels))
-        problems.append(Problem("slip.channel", f"must be one of the commitment's channels: {allowed}"))
+        violations.append(Violation("slip.channel", f"must be one of the commitment's channels: {allowed}"))
     if slip.initiated_by not in tuple(Initiator):
-        problems.append(Problem("slip.initiated_by", "must be one of: me, them"))
-    return problems
+        violations.append(Violation("slip.initiated_by", "must be one of: me, them"))
+    return violations
 
 
-def check_in_problems(
+def check_in_violations(
     check_in: CheckIn, *, commitment: CommitmentTerms, today: date, backdate_days: int
-) -> list[Problem]:
+) -> list[Violation]:
     """Every rule the report breaks, in field order; empty when it may be recorded.
 
     ``today`` is the current local date in ``commitment.timezone``; a report may be for
     ``today - backdate_days`` up to ``today`` (both included), within the commitment's
     ``starts_on``..``ends_on``. Whether the commitment is still active is a conflict, not
-    a field problem: see `validate_check_in`.
+    a field violation: see `validate_check_in`.
     """
     if backdate_days < 0:
         raise ValueError("backdate_days must be >= 0")
-    problems = _date_problems(check_in.day, commitment, today, backdate_days)
+    violations = _date_violations(check_in.day, commitment, today, backdate_days)
     if check_in.outcome not in tuple(Outcome):
-        problems.append(Problem("outcome", "must be one of: kept, slipped"))
+        violations.append(Violation("outcome", "must be one of: kept, slipped"))
     else:
-        problems.extend(_slip_problems(check_in, commitment))
+        violations.extend(_slip_violations(check_in, commitment))
     if check_in.urge is not None and not (_is_int(check_in.urge) and check_in.urge in URGE_RANGE):
-        problems.append(Problem("urge", "must be an integer from 0 to 10"))
+        violations.append(Violation("urge", "must be an integer from 0 to 10"))
     if check_in.mood is not None and not (_is_int(check_in.mood) and check_in.mood in MOOD_RANGE):
-        problems.append(Problem("mood", "must be an integer from 1 to 5"))
+        violations.append(Violation("mood", "must be an integer from 1 to 5"))
     if check_in.note is not None:
         if not isinstance(check_in.note, str):
-            problems.append(Problem("note", "must be a string"))
+            violations.append(Violation("note", "must be a string"))
         elif len(check_in.note) > MAX_NOTE_LENGTH:
-            problems.append(Problem("note", f"must be at most {MAX_NOTE_LENGTH} characters"))
-    return problems
+            violations.append(Violation("note", f"must be at most {MAX_NOTE_LENGTH} characters"))
+    return violations
 
 
 def validate_check_in(
     check_in: CheckIn, *, commitment: CommitmentTerms, today: date, backdate_days: int
 ) -> None:
-    """Accept the report or raise: `CommitmentNotActive` (409) first, then `CheckInRejected` (422).
+    """Accept the report or raise: `CommitmentNotActive` first, then `CheckInRejected`.
 
     Whether that date already has a report (409 on create, fine on correct) needs the
     stored reports and is decided by the caller.
     """
     if commitment.status != CommitmentStatus.ACTIVE:
         raise CommitmentNotActive(commitment.status)
-    problems = check_in_problems(check_in, commitment=commitment, today=today, backdate_days=backdate_days)
-    if problems:
-        raise CheckInRejected(problems)
+    violations = check_in_violations(check_in, commitment=commitment, today=today, backdate_days=backdate_days)
+    if violations:
+        raise CheckInRejected(violations)
 
 
 def _slip_data(slip: Slip | None) -> dict[str, str] | None:
@@ -300,7 +305,14 @@ def check_in_from_event_data(data: Mapping[str, Any]) -> CheckIn:
     Optional fields may be missing (older schema versions); unknown fields are ignored.
     Raises ValueError/KeyError on data no check-in event could carry.
     """
-    raw_slip = data.get("slip")
+    return reported_check_in(data, date.fromisoformat(data["date"]))
+
+
+def reported_check_in(report: Mapping[str, Any], day: date) -> CheckIn:
+    """The `CheckIn` of ``day`` from a report shaped as the event data (``outcome``,
+    ``urge``, ``mood``, ``slip`` as ``{"channel", "initiated_by"}``, ``note``): a request's
+    body or a stored event's data. Unvalidated: see `validate_check_in`."""
+    raw_slip = report.get("slip")
     slip = None
     if raw_slip is not None:
         slip = Slip(
@@ -308,10 +320,10 @@ def check_in_from_event_data(data: Mapping[str, Any]) -> CheckIn:
             initiated_by=Initiator(raw_slip["initiated_by"]),
         )
     return CheckIn(
-        day=date.fromisoformat(data["date"]),
-        outcome=Outcome(data["outcome"]),
-        urge=data.get("urge"),
-        mood=data.get("mood"),
+        day=day,
+        outcome=Outcome(report["outcome"]),
+        urge=report.get("urge"),
+        mood=report.get("mood"),
         slip=slip,
-        note=data.get("note"),
+        note=report.get("note"),
     )

@@ -11,7 +11,9 @@ from datetime import date, datetime, timedelta
 
 from shared.calendar import date_range, day_bounds, local_today
 
-__all__ = ["missed_check_in_data", "missed_days", "missed_deadline"]
+__all__ = ["CHECKIN_MISSED", "missed_check_in_data", "missed_days", "missed_deadline"]
+
+CHECKIN_MISSED = "checkin.missed"
 
 
 def missed_deadline(tz: str, day: date, grace_hours: float) -> datetime:

@@ -14,12 +14,16 @@ from enum import StrEnum
 from .checkins import CheckIn, Outcome
 
 __all__ = [
+    "CLIENT_AT_RISK",
     "DEFAULT_RISK_THRESHOLDS",
     "RiskAssessment",
     "RiskReason",
     "RiskThresholds",
     "assess_risk",
+    "client_at_risk_data",
 ]
+
+CLIENT_AT_RISK = "client.at_risk"
 
 
 class RiskReason(StrEnum):
@@ -104,7 +108,8 @@ def assess_risk(
 def client_at_risk_data(
     *, commitment_id: str, member_id: str, assessment: RiskAssessment
 ) -> dict[str, object]:
-    """The ``data`` of a ``client.at_risk`` event: ``commitment_id``, ``member_id``, ``reasons`` (codes)."""
+    """Who and why of a ``client.at_risk`` event: ``commitment_id``, ``member_id``, ``reasons``
+    (codes); `derive_facts` adds ``at_risk``, ``previous_reasons`` and the streak figures."""
     return {
         "commitment_id": commitment_id,
         "member_id": member_id,

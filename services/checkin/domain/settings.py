@@ -6,15 +6,29 @@ Pure values. Stored as ``settings.updated`` events on the stream ``settings-<ten
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
+
+from shared.events import NewEvent
 
 from .risk import RiskThresholds
 from .streaks import DEFAULT_MILESTONES, StreakPolicy, normalize_milestones
 
-__all__ = ["SETTINGS_UPDATED", "TenantSettings", "settings_updated_data"]
+__all__ = [
+    "SETTINGS_UPDATED",
+    "TenantSettings",
+    "change_settings",
+    "settings_stream_id",
+    "settings_updated_data",
+]
 
 SETTINGS_UPDATED = "settings.updated"
+
+
+def settings_stream_id(tenant_id: str) -> str:
+    return f"settings-{tenant_id}"
 
 MAX_BACKDATE_DAYS = 365
 MAX_GRACE_HOURS = 168
@@ -58,8 +72,25 @@ class TenantSettings:
         """True when going from ``other`` to this changes how streaks are computed."""
         return self.streak_policy != other.streak_policy or self.milestones != other.milestones
 
+    def changes_snapshots(self, other: TenantSettings) -> bool:
+        """True when going from ``other`` to this changes a streak snapshot: its figures, or
+        the at-risk flag it keeps beside them."""
+        return self.reprojects_streaks(other) or self.at_risk != other.at_risk
+
 
 def settings_updated_data(*, tenant_id: str, settings: TenantSettings, previous: TenantSettings) -> dict[str, Any]:
     """The ``data`` of ``settings.updated``: ``tenant_id``, every setting (full, not a patch),
     and ``reprojected`` (bool: the policy or the milestones changed, streaks were recomputed)."""
     return {"tenant_id": tenant_id, **settings.as_json(), "reprojected": settings.reprojects_streaks(previous)}
+
+
+def change_settings(
+    tenant_id: str, current: TenantSettings, changes: Mapping[str, Any], now: datetime
+) -> tuple[TenantSettings, NewEvent]:
+    """The settings after `changes` (fields left out keep their value; ``at_risk`` merges
+    field by field) and the ``settings.updated`` event that records them."""
+    merged = {**current.as_json(), **changes}
+    merged["at_risk"] = {**current.as_json()["at_risk"], **(changes.get("at_risk") or {})}
+    new = TenantSettings.from_json(merged)
+    data = settings_updated_data(tenant_id=tenant_id, settings=new, previous=current)
+    return new, NewEvent(SETTINGS_UPDATED, data, occurred_at=now)

@@ -38,6 +38,8 @@ from .checkins import CHECK_IN_EVENT_TYPES, Outcome
 
 __all__ = [
     "DEFAULT_MILESTONES",
+    "STREAK_MILESTONE_REACHED",
+    "STREAK_RESET",
     "CheckInEvent",
     "DayReport",
     "MilestoneHit",
@@ -47,6 +49,7 @@ __all__ = [
     "StreakReset",
     "apply_event",
     "compute_streak",
+    "counted_through",
     "fold_streak",
     "latest_reports",
     "milestone_reached_data",
@@ -56,6 +59,9 @@ __all__ = [
     "streak_reset",
     "streak_reset_data",
 ]
+
+STREAK_MILESTONE_REACHED = "streak.milestone_reached"
+STREAK_RESET = "streak.reset"
 
 DEFAULT_MILESTONES: tuple[int, ...] = (1, 3, 7, 14, 21, 30, 60, 90, 180, 365)
 
@@ -281,11 +287,10 @@ def normalize_milestones(milestones: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
-def _counted_through(
-    outcomes: Mapping[date, Outcome], starts_on: date, ends_on: date | None, today: date
-) -> date | None:
+def counted_through(starts_on: date, ends_on: date | None, today: date, *, today_reported: bool) -> date | None:
+    """The last counted day (see the module rules); None when no day is counted yet."""
     last = today if ends_on is None else min(today, ends_on)
-    if last == today and today not in outcomes:
+    if last == today and not today_reported:
         last = today - timedelta(days=1)
     return last if last >= starts_on else None
 
@@ -306,7 +311,7 @@ def compute_streak(
     """
     policy = StreakPolicy(policy)
     thresholds = normalize_milestones(milestones)
-    through = _counted_through(outcomes, starts_on, ends_on, today)
+    through = counted_through(starts_on, ends_on, today, today_reported=today in outcomes)
 
     runs: list[Run] = []
     slip_days: list[date] = []

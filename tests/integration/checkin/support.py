@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from services.checkin.consumers import handle_inbox
 from shared.auth import API_KEY_PREFIX, Principal, encode_token, hash_api_key
+from shared.commands import Context
 from shared.consumer import apply_once
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.eventstore import append
@@ -37,6 +38,11 @@ class Tenant:
     @property
     def admin(self) -> Principal:
         return Principal(role="admin", tenant_id=self.tenant_id, credential_id=self.key_id)
+
+    @property
+    def context(self) -> Context:
+        """The context of a command the admin key issues (what its events record)."""
+        return Context(tenant_id=self.tenant_id, actor=self.admin.actor)
 
     def member(self, member_id: str) -> Principal:
         return Principal(role="member", tenant_id=self.tenant_id, subject_id=member_id)

@@ -13,19 +13,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
 from services.checkin import handlers, tables
-from services.checkin.domain import fold_streak
+from services.checkin.domain import DayAlreadyReported, fold_streak
 from services.checkin.domain.settings import TenantSettings
-from services.checkin.projections import (
-    apply_check_in_event,
-    current_streak,
-    load_commitment,
-    load_settings,
-    own_projection,
-    refresh_streak,
-)
+from services.checkin.projections import apply_check_in_event, own_projection, refresh_streak
+from services.checkin.queries import current_streak, load_commitment, load_settings, streak_document
 from shared.db import read
 from shared.eventstore import read_stream
-from shared.problems import Problem
 from shared.projection import rebuild
 from tests.integration.checkin.support import deliver, new_commitment, new_tenant
 
@@ -50,19 +43,19 @@ def play(engine: Engine, ops: list[tuple[int, str, bool]], policy: str) -> tuple
     cid, events = new_commitment(engine, tenant, timezone="Europe/Berlin", starts_on=START, duration_days=60,
                                  created_at=datetime(2027, 5, 31, tzinfo=UTC), coach_id="coach")
     deliver(engine, tenant.events + events)
-    handlers.update_settings(engine, tenant.admin, {"backdate_days": 365, "streak_policy": policy}, now=NOW)
+    handlers.update_settings(engine, tenant.admin, tenant.context, {"backdate_days": 365, "streak_policy": policy},
+                             now=NOW)
     for offset, outcome, scheduler_first in ops:
         if scheduler_first:
-            handlers.run_scheduled(engine, cid, NOW)
+            handlers.run_scheduled(engine, tenant.tenant_id, cid, NOW)
         day = START + timedelta(days=offset)
         report = {"outcome": outcome, "urge": offset % 11}
         if outcome == "slipped":
             report["slip"] = {"channel": "texts", "initiated_by": "them"}
         try:
-            handlers.record_check_in(engine, tenant.admin, cid, {**report, "date": day}, now=NOW)
-        except Problem as problem:
-            assert problem.status == 409
-            handlers.correct_check_in(engine, tenant.admin, cid, day, report, now=NOW)
+            handlers.record_check_in(engine, tenant.admin, tenant.context, cid, {**report, "date": day}, now=NOW)
+        except DayAlreadyReported:
+            handlers.correct_check_in(engine, tenant.admin, tenant.context, cid, day, report, now=NOW)
     return cid, tenant
 
 
@@ -75,11 +68,13 @@ def test_incremental_equals_rebuild_and_the_fold(engine: Engine, ops, policy: st
         commitment = load_commitment(conn, cid)
         assert commitment is not None
         tenant_settings, _ = load_settings(conn, commitment.tenant_id)
-        served, _ = current_streak(conn, commitment, tenant_settings, NOW)
-    # What GET streak serves is THE fold of the stream.
+        served = current_streak(conn, commitment, tenant_settings, NOW)
+        snapshot_served = streak_document(conn, commitment, NOW)
+    # What GET streak serves is THE fold of the stream, from the rows and from the snapshot.
     folded = fold_streak(stream, starts_on=START, ends_on=commitment.ends_on, today=date(2027, 6, 30),
                          policy=policy, milestones=tenant_settings.milestones)
     assert served == folded
+    assert snapshot_served == folded.as_json(cid)
 
     before = snapshot(engine)
     report = rebuild(engine, own_projection(lambda: NOW))

@@ -114,7 +114,7 @@ class Traffic:
             deliver(engine, events)
             self.commitments.append(cid)
         deliver(engine, self.tenant.events)
-        handlers.update_settings(engine, self.tenant.admin, {"backdate_days": 365}, now=NOW)
+        handlers.update_settings(engine, self.tenant.admin, self.tenant.context, {"backdate_days": 365}, now=NOW)
         self.committed: dict[tuple[str, str], str] = {}  # (commitment, day) -> the outcome last committed
         self.writes = 0  # check-ins and corrections committed
         self.first = 60  # check-ins made before the rebuild starts
@@ -149,7 +149,8 @@ class Traffic:
         lost (no later write to the same day could put the row back)."""
         cid, day = self._key(n)
         report = self._report(n)
-        handlers.record_check_in(self.engine, self.tenant.admin, cid, {**report, "date": day}, now=NOW)
+        handlers.record_check_in(self.engine, self.tenant.admin, self.tenant.context, cid, {**report, "date": day},
+                                 now=NOW)
         self.committed[(cid, day.isoformat())] = report["outcome"]
         self.writes += 1
 
@@ -157,7 +158,7 @@ class Traffic:
         """Correct check-in `of` (made before the rebuild began: its row is in the fill)."""
         cid, day = self._key(of)
         report = self._report(n + 1)
-        handlers.correct_check_in(self.engine, self.tenant.admin, cid, day, report, now=NOW)
+        handlers.correct_check_in(self.engine, self.tenant.admin, self.tenant.context, cid, day, report, now=NOW)
         self.committed[(cid, day.isoformat())] = report["outcome"]
         self.writes += 1
 
@@ -168,7 +169,8 @@ class Traffic:
             if n % 5 == 0:
                 self.correct_one(n, of=n % self.first)
             if n == self.first + 30:  # re-projects every streak of the tenant, during the rebuild
-                handlers.update_settings(self.engine, self.tenant.admin, {"streak_policy": "verified"}, now=NOW)
+                handlers.update_settings(self.engine, self.tenant.admin, self.tenant.context,
+                                         {"streak_policy": "verified"}, now=NOW)
             n += 1
         self.exhausted = n >= self.capacity
 

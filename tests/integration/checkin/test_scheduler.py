@@ -63,8 +63,8 @@ def test_missed_after_the_grace_in_the_members_zone(engine, zone: str, day: date
     assert len(_of(engine, cid, "checkin.missed")) == 1
 
     # A report made in time is not missed: the next day, reported before its deadline.
-    handlers.record_check_in(engine, tenant.admin, cid, {"outcome": "kept", "date": day + timedelta(days=1)},
-                             now=deadline + timedelta(hours=1))
+    handlers.record_check_in(engine, tenant.admin, tenant.context, cid,
+                             {"outcome": "kept", "date": day + timedelta(days=1)}, now=deadline + timedelta(hours=1))
     scheduler.tick(deadline + timedelta(days=1, hours=1))
     assert [m["date"] for m in _of(engine, cid, "checkin.missed")] == [day.isoformat()]
 
@@ -108,7 +108,8 @@ def test_milestones_and_risk_by_time_passing(engine) -> None:  # type: ignore[no
 def test_verified_policy_reaches_no_milestone_by_time(engine) -> None:  # type: ignore[no-untyped-def]
     start = date(2027, 2, 1)
     tenant, cid = _setup(engine, "Europe/Berlin", start, created_at=datetime(2027, 1, 31, 23, 30, tzinfo=UTC))
-    handlers.update_settings(engine, tenant.admin, {"streak_policy": "verified"}, now=datetime(2027, 2, 1, tzinfo=UTC))
+    handlers.update_settings(engine, tenant.admin, tenant.context, {"streak_policy": "verified"},
+                             now=datetime(2027, 2, 1, tzinfo=UTC))
     Scheduler(engine).tick(datetime(2027, 2, 10, tzinfo=UTC))
     assert _of(engine, cid, "streak.milestone_reached") == []
     assert len(_of(engine, cid, "checkin.missed")) == 8
@@ -119,7 +120,7 @@ def test_two_schedulers_at_once_record_each_fact_once(postgres_url: str) -> None
 
     engine = engine_for(postgres_url)
     commitments = [
-        _setup(engine, zone, date(2027, 4, 1), created_at=datetime(2027, 3, 31, 12, 0, tzinfo=UTC))[1]
+        _setup(engine, zone, date(2027, 4, 1), created_at=datetime(2027, 3, 31, 12, 0, tzinfo=UTC))
         for zone in ("Pacific/Auckland", "America/Los_Angeles", "Europe/Berlin", "Asia/Kolkata")
     ]
     now = datetime(2027, 4, 15, 12, 0, tzinfo=UTC)
@@ -129,8 +130,8 @@ def test_two_schedulers_at_once_record_each_fact_once(postgres_url: str) -> None
     def run() -> None:
         try:
             barrier.wait()
-            for commitment_id in commitments:
-                handlers.run_scheduled(engine, commitment_id, now)
+            for tenant, commitment_id in commitments:
+                handlers.run_scheduled(engine, tenant.tenant_id, commitment_id, now)
             Scheduler(engine).tick(now)
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
@@ -141,7 +142,7 @@ def test_two_schedulers_at_once_record_each_fact_once(postgres_url: str) -> None
     for thread in threads:
         thread.join()
     assert errors == []
-    for commitment_id in commitments:
+    for _, commitment_id in commitments:
         stream = _stream(engine, commitment_id)
         missed = [e.data["date"] for e in stream if e.type == "checkin.missed"]
         assert len(missed) == len(set(missed)) >= 13

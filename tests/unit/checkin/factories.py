@@ -15,7 +15,7 @@ from services.checkin.domain.checkins import (
     checkin_corrected_data,
     checkin_recorded_data,
 )
-from shared.events import RecordedEvent
+from shared.events import NewEvent, RecordedEvent
 
 STREAM = "checkin-c1"
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,4 +64,17 @@ def events(reports: dict[date, str]) -> list[RecordedEvent]:
     return [
         event(day, outcome, version)
         for version, (day, outcome) in enumerate(sorted(reports.items()), start=1)
+    ]
+
+
+def stored(stream: list[RecordedEvent], new: list[NewEvent]) -> list[RecordedEvent]:
+    """`stream` with `new` appended as the store records them (the next versions)."""
+    version = len(stream)
+    return stream + [
+        RecordedEvent(
+            id=e.id, type=e.type, schema_version=e.schema_version, stream_id=STREAM, stream_version=version + offset,
+            position=version + offset, data=e.data, tenant_id="t1", correlation_id=None, causation_id=None,
+            actor="m1", occurred_at=e.occurred_at or EPOCH, recorded_at=e.occurred_at or EPOCH,
+        )
+        for offset, e in enumerate(new, start=1)
     ]

@@ -17,10 +17,10 @@ from services.checkin.domain.checkins import (
     CommitmentTerms,
     Initiator,
     Outcome,
-    Problem,
     Slip,
+    Violation,
     check_in_from_event_data,
-    check_in_problems,
+    check_in_violations,
     checkin_corrected_data,
     checkin_recorded_data,
     validate_check_in,
@@ -37,8 +37,8 @@ KEPT = CheckIn(day=TODAY, outcome=Outcome.KEPT, urge=3, mood=4, note="fine")
 SLIPPED = CheckIn(day=TODAY, outcome=Outcome.SLIPPED, urge=9, mood=1, slip=Slip("texts", Initiator.ME))
 
 
-def problems(check_in: CheckIn, terms: CommitmentTerms = TERMS, backdate_days: int = 7) -> list[Problem]:
-    return check_in_problems(check_in, commitment=terms, today=TODAY, backdate_days=backdate_days)
+def problems(check_in: CheckIn, terms: CommitmentTerms = TERMS, backdate_days: int = 7) -> list[Violation]:
+    return check_in_violations(check_in, commitment=terms, today=TODAY, backdate_days=backdate_days)
 
 
 def fields(check_in: CheckIn, terms: CommitmentTerms = TERMS, backdate_days: int = 7) -> list[str]:
@@ -142,8 +142,8 @@ class TestValidate:
         bad = CheckIn(day=date(2026, 11, 22), outcome=Outcome.SLIPPED, urge=12, mood=0, note="x" * 2001)
         with pytest.raises(CheckInRejected) as caught:
             validate_check_in(bad, commitment=TERMS, today=TODAY, backdate_days=7)
-        assert set(caught.value.errors()) == {"date", "slip", "urge", "mood", "note"}
-        assert all(isinstance(m, list) and m for m in caught.value.errors().values())
+        assert set(caught.value.errors) == {"date", "slip", "urge", "mood", "note"}
+        assert all(isinstance(m, list) and m for m in caught.value.errors.values())
 
     @pytest.mark.parametrize("status", [CommitmentStatus.COMPLETED, CommitmentStatus.ENDED])
     def test_inactive_commitment_is_a_conflict_before_field_problems(self, status: CommitmentStatus) -> None:

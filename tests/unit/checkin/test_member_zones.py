@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.checkin.domain.checkins import CheckIn, CommitmentTerms, Outcome, check_in_problems
+from services.checkin.domain.checkins import CheckIn, CommitmentTerms, Outcome, check_in_violations
 from services.checkin.domain.streaks import fold_streak
 from shared.calendar import local_today
 from tests.unit.checkin.factories import events
@@ -29,20 +29,20 @@ def test_auckland_may_report_the_22nd_los_angeles_may_not_yet(now: datetime) -> 
     report = CheckIn(day=date(2026, 11, 22), outcome=Outcome.KEPT)
     for tz, allowed in (("Pacific/Auckland", True), ("America/Los_Angeles", False)):
         today = local_today(tz, now)
-        problems = check_in_problems(report, commitment=terms(tz), today=today, backdate_days=7)
+        problems = check_in_violations(report, commitment=terms(tz), today=today, backdate_days=7)
         assert (problems == []) is allowed, (tz, problems)
 
 
 def test_backdating_window_is_counted_from_the_members_today() -> None:
     report = CheckIn(day=date(2026, 11, 14), outcome=Outcome.KEPT)
     now = JUST_AFTER_MIDNIGHT_UTC
-    auckland = check_in_problems(
+    auckland = check_in_violations(
         report,
         commitment=terms("Pacific/Auckland"),
         today=local_today("Pacific/Auckland", now),
         backdate_days=7,
     )
-    la = check_in_problems(
+    la = check_in_violations(
         report,
         commitment=terms("America/Los_Angeles"),
         today=local_today("America/Los_Angeles", now),

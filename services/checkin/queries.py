@@ -1,0 +1,300 @@
+"""Read-model queries of the check-in service: what the API and the commands read.
+
+The streak of a commitment is served from its snapshot (``checkin_streaks``), which every
+command, the scheduler (when the commitment's local day ends) and a settings change keep
+current. A snapshot whose ``as_of`` is not the commitment's today (the scheduler lags, or
+the snapshot was taken at another instant) is not served: the streak is then computed
+from the check-in rows, as the snapshot itself would be.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, func, select
+
+from services.checkin import tables
+from services.checkin.domain import (
+    CheckIn,
+    Initiator,
+    KnownCommitment,
+    Outcome,
+    Slip,
+    Streak,
+    TenantSettings,
+    counted_through,
+    standing_risk,
+    streak_of,
+)
+
+# What a coach's client list shows of each commitment.
+DAYS_SHOWN = 30
+URGES_SHOWN = 7
+
+
+# -- commitments and settings ---------------------------------------------------------------
+
+
+def commitment_from_row(row: Row[Any]) -> KnownCommitment:
+    return KnownCommitment(
+        commitment_id=row.commitment_id,
+        tenant_id=row.tenant_id,
+        member_id=row.member_id,
+        coach_id=row.coach_id,
+        contact_label=row.contact_label,
+        relationship=row.relationship,
+        channels=tuple(row.channels),
+        timezone=row.timezone,
+        starts_on=row.starts_on,
+        ends_on=row.ends_on,
+        recorded_status=row.status,
+        ended_on=row.ended_on,
+        created_at=row.created_at,
+    )
+
+
+def load_commitment(conn: Connection, commitment_id: str) -> KnownCommitment | None:
+    row = conn.execute(select(tables.commitments).where(tables.commitments.c.commitment_id == commitment_id)).first()
+    return commitment_from_row(row) if row else None
+
+
+def load_settings(conn: Connection, tenant_id: str) -> tuple[TenantSettings, int]:
+    """The tenant's settings and their stream version (defaults at version 0)."""
+    table = tables.settings
+    row = conn.execute(select(table.c.data, table.c.version).where(table.c.tenant_id == tenant_id)).first()
+    if row is None:
+        return TenantSettings(), 0
+    return TenantSettings.from_json(row.data), row.version
+
+
+# -- check-ins ---------------------------------------------------------------------------------
+
+
+def check_in_rows(
+    conn: Connection, commitment_id: str, first: date | None = None, last: date | None = None
+) -> list[Row[Any]]:
+    """The check-in rows of a commitment between `first` and `last` (inclusive), oldest first."""
+    table = tables.check_ins
+    query = select(table).where(table.c.commitment_id == commitment_id)
+    if first is not None:
+        query = query.where(table.c.day >= first)
+    if last is not None:
+        query = query.where(table.c.day <= last)
+    return list(conn.execute(query.order_by(table.c.day)))
+
+
+def check_in_row(conn: Connection, commitment_id: str, day: date) -> Row[Any] | None:
+    rows = check_in_rows(conn, commitment_id, day, day)
+    return rows[0] if rows else None
+
+
+def check_in_from_row(row: Mapping[str, Any]) -> CheckIn:
+    """The report a check-in row holds (a row's mapping, or the rebuild's row in memory)."""
+    slip = Slip(row["slip_channel"], Initiator(row["slip_initiated_by"])) if row["slip_channel"] else None
+    return CheckIn(day=row["day"], outcome=Outcome(row["outcome"]), urge=row["urge"], mood=row["mood"],
+                   slip=slip, note=row["note"])
+
+
+def standing_reports(conn: Connection, commitment_id: str) -> list[CheckIn]:
+    """The report standing for each reported day, oldest first."""
+    return [check_in_from_row(row._mapping) for row in check_in_rows(conn, commitment_id)]
+
+
+# -- streaks -----------------------------------------------------------------------------------
+
+
+def current_streak(conn: Connection, commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> Streak:
+    """The streak as of today in the commitment's zone, computed from the check-in rows."""
+    reports = standing_reports(conn, commitment.commitment_id)
+    return streak_of(commitment, {c.day: c for c in reports}, settings, commitment.today(now))
+
+
+_SNAPSHOT_DAYS = ("as_of", "streak_started_on", "last_slip_on", "last_check_in_on")
+_SNAPSHOT_FIGURES = (
+    "policy",
+    "current_days",
+    "longest_days",
+    "kept_days",
+    "slipped_days",
+    "unreported_days",
+    "milestones_reached",
+    "next_milestone",
+)
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _snapshot_document(row: Row[Any], commitment: KnownCommitment) -> dict[str, Any]:
+    """The streak document (`Streak.as_json`) of a current snapshot row."""
+    document: dict[str, Any] = {"commitment_id": commitment.commitment_id}
+    document.update({name: _iso(getattr(row, name)) for name in _SNAPSHOT_DAYS})
+    document.update({name: getattr(row, name) for name in _SNAPSHOT_FIGURES})
+    # A reported today is the only way today's report is the last one counted.
+    through = counted_through(
+        commitment.starts_on, commitment.last_day, row.as_of, today_reported=row.last_check_in_on == row.as_of
+    )
+    document["counted_through"] = _iso(through)
+    return document
+
+
+def _snapshots(
+    conn: Connection, commitments: Iterable[KnownCommitment], now: datetime, where: Any
+) -> dict[str, Row[Any]]:
+    """The snapshot rows `where` selects that were taken on their commitment's today."""
+    rows = {row.commitment_id: row for row in conn.execute(select(tables.streaks).where(where))}
+    return {
+        c.commitment_id: rows[c.commitment_id]
+        for c in commitments
+        if c.commitment_id in rows and rows[c.commitment_id].as_of == c.today(now)
+    }
+
+
+def streak_document(conn: Connection, commitment: KnownCommitment, now: datetime) -> dict[str, Any]:
+    """GET .../streak: the snapshot while it is today's, else computed from the rows."""
+    cid = commitment.commitment_id
+    snapshot = _snapshots(conn, [commitment], now, tables.streaks.c.commitment_id == cid).get(cid)
+    if snapshot is not None:
+        return _snapshot_document(snapshot, commitment)
+    settings, _ = load_settings(conn, commitment.tenant_id)
+    return current_streak(conn, commitment, settings, now).as_json(cid)
+
+
+# -- a coach's clients -------------------------------------------------------------------------
+
+
+def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime) -> list[dict[str, Any]]:
+    """Each client of the coach, with each commitment's status, streak, last 30 days, recent
+    urges and risk: a fixed number of queries however many clients (snapshots, the last
+    30 days' rows, the last urges), plus the rows of commitments whose snapshot is not today's."""
+    table = tables.commitments
+    coached = select(table.c.commitment_id).where(table.c.tenant_id == tenant_id, table.c.coach_id == coach_id)
+    commitments = [
+        commitment_from_row(row)
+        for row in conn.execute(
+            select(table)
+            .where(table.c.tenant_id == tenant_id, table.c.coach_id == coach_id)
+            .order_by(table.c.member_id, table.c.created_at)
+        )
+    ]
+    if not commitments:
+        return []
+    snapshots = _snapshots(conn, commitments, now, tables.streaks.c.commitment_id.in_(coached))
+    windows = {c.commitment_id: _window(c, now) for c in commitments}
+    outcomes = _outcomes_since(conn, coached, min(first for first, _ in windows.values()))
+    urges = _recent_urges(conn, coached)
+    stale = [c for c in commitments if c.commitment_id not in snapshots]
+    recomputed = _recompute(conn, tenant_id, stale, now) if stale else {}
+
+    clients: dict[str, dict[str, Any]] = {}
+    for commitment in commitments:
+        cid = commitment.commitment_id
+        if cid in snapshots:
+            streak = _snapshot_document(snapshots[cid], commitment)
+            last_check_in_on = snapshots[cid].last_check_in_on
+            reasons = list(snapshots[cid].risk_reasons)
+        else:
+            computed, reasons = recomputed[cid]
+            streak = computed.as_json(cid)
+            last_check_in_on = computed.last_check_in_on
+        entry = clients.setdefault(
+            commitment.member_id,
+            {"member_id": commitment.member_id, "at_risk": False, "reasons": [], "commitments": []},
+        )
+        entry["commitments"].append({
+            "commitment_id": cid,
+            "contact_label": commitment.contact_label,
+            "relationship": commitment.relationship,
+            "status": str(commitment.status_at(now)),
+            "streak": streak,
+            "last_check_in_on": last_check_in_on,
+            "last_30_days": _day_states(commitment, now, windows[cid], outcomes.get(cid, {})),
+            "recent_urges": urges.get(cid, []),
+            "at_risk": bool(reasons),
+            "reasons": reasons,
+        })
+        for reason in reasons:
+            if reason not in entry["reasons"]:
+                entry["reasons"].append(reason)
+        entry["at_risk"] = bool(entry["reasons"])
+    return list(clients.values())
+
+
+def _window(commitment: KnownCommitment, now: datetime) -> tuple[date, date]:
+    """The days a client list shows: the last 30 up to today (or the commitment's last day)."""
+    today = commitment.today(now)
+    last = min(today, commitment.last_day) if commitment.last_day else today
+    return max(commitment.starts_on, today - timedelta(days=DAYS_SHOWN - 1)), last
+
+
+def _day_states(
+    commitment: KnownCommitment, now: datetime, window: tuple[date, date], outcomes: dict[date, str]
+) -> list[dict[str, Any]]:
+    today = commitment.today(now)
+    first, last = window
+    states = []
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        outcome = outcomes.get(day)
+        if outcome is None and day == today:
+            continue  # today is not over: not yet unreported
+        states.append({"date": day, "state": outcome or "unreported"})
+    return states
+
+
+def _outcomes_since(conn: Connection, coached: Select[Any], first: date) -> dict[str, dict[date, str]]:
+    table = tables.check_ins
+    found: dict[str, dict[date, str]] = defaultdict(dict)
+    query = select(table.c.commitment_id, table.c.day, table.c.outcome).where(
+        table.c.commitment_id.in_(coached), table.c.day >= first
+    )
+    for row in conn.execute(query):
+        found[row.commitment_id][row.day] = row.outcome
+    return found
+
+
+def _recent_urges(conn: Connection, coached: Select[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The last reported urges of each commitment (whatever their age), oldest first."""
+    table = tables.check_ins
+    ranked = (
+        select(
+            table.c.commitment_id,
+            table.c.day,
+            table.c.urge,
+            func.row_number().over(partition_by=table.c.commitment_id, order_by=table.c.day.desc()).label("rank"),
+        )
+        .where(table.c.commitment_id.in_(coached), table.c.urge.is_not(None))
+        .subquery()
+    )
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    query = (
+        select(ranked.c.commitment_id, ranked.c.day, ranked.c.urge)
+        .where(ranked.c.rank <= URGES_SHOWN)
+        .order_by(ranked.c.commitment_id, ranked.c.day)
+    )
+    for row in conn.execute(query):
+        found[row.commitment_id].append({"date": row.day, "urge": row.urge})
+    return found
+
+
+def _recompute(
+    conn: Connection, tenant_id: str, commitments: list[KnownCommitment], now: datetime
+) -> dict[str, tuple[Streak, list[str]]]:
+    """Streak and risk reasons of commitments without a current snapshot, from their rows."""
+    settings, _ = load_settings(conn, tenant_id)
+    reports: dict[str, list[CheckIn]] = defaultdict(list)
+    table = tables.check_ins
+    query = select(table).where(table.c.commitment_id.in_([c.commitment_id for c in commitments]))
+    for row in conn.execute(query.order_by(table.c.day)):
+        reports[row.commitment_id].append(check_in_from_row(row._mapping))
+    result = {}
+    for commitment in commitments:
+        standing = reports[commitment.commitment_id]
+        streak = streak_of(commitment, {c.day: c for c in standing}, settings, commitment.today(now))
+        assessment = standing_risk(commitment, standing, settings, now)
+        result[commitment.commitment_id] = (streak, [str(reason) for reason in assessment.reasons])
+    return result
