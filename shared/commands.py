@@ -130,7 +130,11 @@ class UnitOfWork:
             self._decided[stream_id] = (expected_version, list(events))
 
     def commit(self) -> list[RecordedEvent]:
-        """Append every stream, then project; the caller's transaction commits both."""
+        """Append every stream, then project; the caller's transaction commits both.
+
+        The pipeline calls it after the command. A command may call it itself, to write
+        after the append what it computed from the recorded events (a snapshot row, a due
+        time): the pipeline's own call then finds nothing left and does nothing."""
         if not self._decided:
             return []
         recorded = append_streams(
