@@ -102,8 +102,10 @@ def settle_deliveries(conn: Connection, event: RecordedEvent) -> None:
 def project(conn: Connection, events: Sequence[RecordedEvent]) -> None:
     """The inline projector of the service's commands (shared.commands.Pipeline)."""
     for event in events:
-        apply_endpoint_event(conn, event)
+        # Deliveries before the endpoint row: the order the delivery worker locks them in
+        # (queue.record_many), so the two never wait for each other in a cycle.
         settle_deliveries(conn, event)
+        apply_endpoint_event(conn, event)
 
 
 def endpoints_projection() -> Projection:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, select
 
 from services.notification.domain.endpoints import EndpointNotFound, parse_id
 from services.notification.tables import attempts, coaches, deliveries, endpoints, feed_items
@@ -66,33 +66,37 @@ def attempts_page(
     engine: Engine, tenant_id: str, endpoint_id: str, *, message_id: str | None, limit: int, cursor: str | None
 ) -> Page:
     """The endpoint's attempt log, newest first: one item per HTTP attempt."""
-    query = select(attempts).where(attempts.c.endpoint_id == endpoint_id, attempts.c.tenant_id == tenant_id)
-    if message_id:
-        query = query.where(attempts.c.message_id == message_id)
-    scope = f"{tenant_id}:webhook-endpoints:{endpoint_id}:deliveries"
-    with read(engine) as conn:
-        _endpoint_row(conn, tenant_id, endpoint_id)  # 404 first: a cursor of no list is moot
-        before = decode_cursor(scope, cursor)
-        if before is not None:
-            query = query.where(attempts.c.id < before)
-        rows = conn.execute(query.order_by(attempts.c.id.desc()).limit(limit + 1)).all()
-    return _page(rows, limit, scope, "id")
+    only = [attempts.c.message_id == message_id] if message_id else []
+    return _newest_at_endpoint(engine, tenant_id, endpoint_id, attempts, "deliveries", only, limit, cursor)
 
 
 def messages_page(
     engine: Engine, tenant_id: str, endpoint_id: str, *, state: str | None, limit: int, cursor: str | None
 ) -> Page:
     """Each message routed to the endpoint with its delivery state, newest first."""
-    query = select(deliveries).where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.tenant_id == tenant_id)
-    if state:
-        query = query.where(deliveries.c.state == state)
-    scope = f"{tenant_id}:webhook-endpoints:{endpoint_id}:messages"
+    only = [deliveries.c.state == state] if state else []
+    return _newest_at_endpoint(engine, tenant_id, endpoint_id, deliveries, "messages", only, limit, cursor)
+
+
+def _newest_at_endpoint(
+    engine: Engine,
+    tenant_id: str,
+    endpoint_id: str,
+    table: Table,
+    list_name: str,
+    only: Sequence[ColumnElement[bool]],
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """A page of an endpoint's rows in `table`, newest (highest id) first."""
+    scope = f"{tenant_id}:webhook-endpoints:{endpoint_id}:{list_name}"
+    query = select(table).where(table.c.endpoint_id == endpoint_id, table.c.tenant_id == tenant_id, *only)
     with read(engine) as conn:
-        _endpoint_row(conn, tenant_id, endpoint_id)
+        _endpoint_row(conn, tenant_id, endpoint_id)  # 404 first: a cursor of no list is moot
         before = decode_cursor(scope, cursor)
         if before is not None:
-            query = query.where(deliveries.c.id < before)
-        rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit + 1)).all()
+            query = query.where(table.c.id < before)
+        rows = conn.execute(query.order_by(table.c.id.desc()).limit(limit + 1)).all()
     return _page(rows, limit, scope, "id")
 
 

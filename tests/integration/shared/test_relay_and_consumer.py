@@ -167,6 +167,25 @@ def _publish_raw(url: str, bodies: list[bytes]) -> None:
                              content_encoding="utf-8", delivery_mode=2)
 
 
+def _consume_until(store, consumer: Consumer, *, effects: int, letters: int) -> None:  # type: ignore[no-untyped-def]
+    """Run `consumer` until the probe's effects and the dead letters reach these counts."""
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop, ready))
+    thread.start()
+    try:
+        def settled() -> bool:
+            with read(store) as conn:
+                applied = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
+                parked = conn.execute(select(func.count()).select_from(dead_letters)).scalar()
+            return applied == effects and parked == letters
+
+        wait_until(settled, 30, message=f"{effects} effects and {letters} dead letters")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_consumer_applies_once_dead_letters_poison_and_keeps_going(store, broker_url: str) -> None:
     events = _append(store, 5)
     with store.begin() as conn:
@@ -181,20 +200,7 @@ def test_consumer_applies_once_dead_letters_poison_and_keeps_going(store, broker
     _publish_raw(broker_url, bodies)
 
     consumer = Consumer(store, PROBE, _record_effect, max_attempts=3, retry_delay_s=0.01)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop, ready))
-    thread.start()
-    try:
-        def settled() -> bool:
-            with read(store) as conn:
-                effects = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
-                letters = conn.execute(select(func.count()).select_from(dead_letters)).scalar()
-            return effects == 6 and letters == 3
-
-        wait_until(settled, 30, message="6 effects and 3 dead letters")
-    finally:
-        stop.set()
-        thread.join(30)
+    _consume_until(store, consumer, effects=6, letters=3)
     with read(store) as conn:
         letters = conn.execute(select(dead_letters).order_by(dead_letters.c.id)).mappings().all()
         effects = conn.execute(select(probe_effects)).mappings().all()
@@ -228,21 +234,7 @@ def test_a_batching_consumer_applies_prefetched_messages_in_one_transaction(stor
     commits: list[int] = []
     consumer = Consumer(store, PROBE, handle, batch_size=5, max_attempts=2, retry_delay_s=0.01,
                         on_commit=lambda: commits.append(1))
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop, ready))
-    thread.start()
-    try:
-        def settled() -> bool:
-            with read(store) as conn:
-                effects = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
-                letters = conn.execute(select(func.count()).select_from(dead_letters)).scalar()
-            return effects == 20 and letters == 1
-
-        wait_until(settled, 30, message="20 effects and 1 dead letter")
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
+    _consume_until(store, consumer, effects=20, letters=1)
     with read(store) as conn:
         effects = set(conn.execute(select(probe_effects.c.event_id)).scalars())
         per_transaction = conn.execute(
