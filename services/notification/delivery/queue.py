@@ -342,9 +342,9 @@ def record_many(
     while the attempt ran: the result no longer decides anything. The outcomes are
     applied one after the other, in order, exactly as separate transactions would have
     been (an endpoint to be disabled by one outcome fails the later ones of the batch);
-    only the writes are grouped. Disabling the endpoint itself is a command on its stream,
-    which the caller runs next (services.notification.handlers.record_attempts): this
-    transaction has locked and written rows, and an append must come first in its own.
+    only the writes are grouped. Disabling the endpoint itself is a command on its stream
+    that the caller runs next (``Recorded.disable_reason``; DeliveryWorker.record): this
+    transaction locks and writes rows, and an append must be the first write of its own.
     """
     if not outcomes:
         return []
