@@ -12,9 +12,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+import infra
 from services.notification.domain.endpoints import secret_associated_data
 from shared import crypto, eventstore, testing
-from shared.config import REPO_ROOT
 from shared.db import engine_for, migrate
 from shared.events import Metadata, NewEvent
 
@@ -34,7 +34,7 @@ def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _upgrade(url: str, revision: str) -> None:
     config = Config()
-    config.set_main_option("script_location", str(REPO_ROOT / "infra" / "migrations"))
+    config.set_main_option("script_location", str(infra.path("migrations")))
     with engine_for(url).begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
