@@ -6,8 +6,11 @@ it needs a value (after gunicorn forks, in tests that set variables per test).
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
+import time
+from collections.abc import Callable
 from importlib.metadata import version as _distribution_version
 from pathlib import Path
 
@@ -87,27 +90,36 @@ def operator_token() -> str | None:
 
 def secret_key() -> str:
     """Key that signs scoped tokens: from the environment, else generated once into var/."""
-    key = os.environ.get("NOCONTACT_SECRET_KEY")
-    if key:
-        return key
-    path = var_dir() / "secret_key"
+    return os.environ.get("NOCONTACT_SECRET_KEY") or _generated_once("secret_key", lambda: secrets.token_urlsafe(48))
+
+
+def master_key() -> str:
+    """NOCONTACT_MASTER_KEY: base64 of 32 bytes, the key that seals what must not be stored
+    in clear (shared.crypto); from the environment, else generated once into var/."""
+    return os.environ.get("NOCONTACT_MASTER_KEY") or _generated_once(
+        "master_key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+
+
+def _generated_once(name: str, generate: Callable[[], str]) -> str:
+    """The value kept in var/<name>, generated on first use (mode 600)."""
+    path = var_dir() / name
     if not path.exists():
-        # O_EXCL so that two processes starting together agree on one key.
+        # O_EXCL so that two processes starting together agree on one value.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
         else:
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
+                handle.write(generate())
     for _ in range(50):
         value = path.read_text().strip()
         if value:
             return value
-        import time
-
+        # Another process has created the file and is about to write it.
         time.sleep(0.01)
-    raise RuntimeError(f"secret key file {path} is empty")
+    raise RuntimeError(f"{path} is empty")
 
 
 PORT_DEFAULTS = {"commitment": 8001, "checkin": 8002, "notification": 8003}

@@ -6,6 +6,15 @@ then apply the handler and record the event id as processed in ONE database tran
 then ack. A redelivery finds the id recorded and changes nothing. A handler that keeps
 failing is retried a bounded number of times, then dead-lettered; the queue moves on.
 
+Batches (``batch_size`` > 1): the messages already prefetched from the broker are applied
+in ONE transaction (a commit, i.e. a WAL flush, per message can be most of a consumer's
+cost), each still recorded in processed_events under its event id, and acked only after
+that commit. If anything in a batch fails, the batch is rolled back and its messages are
+applied one by one with the retries and dead-lettering above, so one poison message costs
+the batch a second try, never its neighbours' effects. ``batch_handler`` applies a batch
+with exactly the effects ``handler`` would have had on each event in turn, only cheaper
+(reads shared, writes grouped).
+
 While a message is handled, its correlation id, causation id and event id are bound to
 the log context, so every log line of the handler (and of what it calls) carries the
 correlation id that the HTTP request started. A partitioned component (shared.topology)
@@ -20,14 +29,16 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from kombu import Message, Producer
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
+from shared.clock import utcnow
 from shared.envelope import MalformedEnvelope, decode, versions
 from shared.events import RecordedEvent
 from shared.logging import bind_context
@@ -37,6 +48,12 @@ from shared.topology import Component
 log = logging.getLogger(__name__)
 
 Handler = Callable[[DbConnection, RecordedEvent], None]
+#: Applies several events in one transaction, in order, as a `Handler` would one by one.
+BatchHandler = Callable[[DbConnection, Sequence[RecordedEvent]], None]
+
+#: How long a batching consumer waits for a further message that may be on its way before
+#: applying what it holds. Only the socket read waits; prefetched messages are in hand.
+GATHER_S = 0.002
 
 
 class UnknownSchemaVersion(Exception):
@@ -52,27 +69,66 @@ def already_processed(conn: DbConnection, component: str, event: RecordedEvent) 
     return found is not None
 
 
-def mark_processed(conn: DbConnection, component: str, event: RecordedEvent) -> None:
-    conn.execute(
-        insert(processed_events).values(
-            component=component,
-            event_id=event.id,
-            stream_id=event.stream_id,
-            stream_version=event.stream_version,
-            processed_at=datetime.now(UTC),
+class AppliedConcurrently(Exception):
+    """Another transaction recorded the same event as processed first."""
+
+
+def mark_processed(conn: DbConnection, component: str, events: Sequence[RecordedEvent]) -> None:
+    """Record `events` as processed; `AppliedConcurrently` if one already is (the caller's
+    transaction must then roll back: the other one's effects are the ones that count)."""
+    now = utcnow()
+    try:
+        conn.execute(
+            insert(processed_events),
+            [
+                {
+                    "component": component,
+                    "event_id": event.id,
+                    "stream_id": event.stream_id,
+                    "stream_version": event.stream_version,
+                    "processed_at": now,
+                }
+                for event in events
+            ],
         )
-    )
+    except IntegrityError as error:
+        raise AppliedConcurrently() from error
 
 
 def apply_once(engine: Engine, component: str, handler: Handler, event: RecordedEvent) -> bool:
-    """Apply `event` unless already applied; returns False for a duplicate."""
-    with engine.begin() as conn:
-        if already_processed(conn, component, event):
-            return False
-        # Recorded first: on PostgreSQL a concurrent duplicate waits on this row, then fails.
-        mark_processed(conn, component, event)
-        handler(conn, event)
+    """Apply `event` unless already applied; returns False for a duplicate.
+
+    "Already applied?" is a read, and the processed_events row is written AFTER the
+    handler: a handler may append to the store, and an append must be its transaction's
+    first write (shared.commands). A duplicate running concurrently passes the read too,
+    then fails on that row's key (on PostgreSQL it waits for the first transaction to
+    commit) and its whole transaction rolls back: exactly once in effect.
+    """
+    try:
+        with engine.begin() as conn:
+            if already_processed(conn, component, event):
+                return False
+            handler(conn, event)
+            mark_processed(conn, component, [event])
+    except AppliedConcurrently:
+        return False
     return True
+
+
+@contextmanager
+def event_log_context(component: str, event: RecordedEvent) -> Iterator[None]:
+    """While `event` is handled, every log line carries its ids and the request's
+    correlation id."""
+    with bind_context(
+        component=component,
+        event_id=str(event.id),
+        event_type=event.type,
+        stream_id=event.stream_id,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        tenant_id=event.tenant_id,
+    ):
+        yield
 
 
 class Consumer:
@@ -89,6 +145,9 @@ class Consumer:
         broker_url: str | None = None,
         retry_delay_s: float = 0.2,
         partitions: Sequence[int] | None = None,
+        batch_size: int = 1,
+        batch_handler: BatchHandler | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.component = component
@@ -100,8 +159,18 @@ class Consumer:
         # Which partitions of a partitioned component to consume (None: the environment's
         # NOCONTACT_CONSUMER_PARTITIONS, else all); ignored for unpartitioned components.
         self.partitions = partitions
+        # At most what the broker sends ahead: a batch is made of prefetched messages.
+        self.batch_size = max(1, min(batch_size, prefetch))
+        self.batch_handler = batch_handler or self._apply_each
+        # Told after every commit that applied events (e.g. to wake a worker that acts on
+        # what they wrote); it may also hear of a rolled-back batch's events, never miss one.
+        self.on_commit = on_commit
         self._dead_letter_producer: Producer | None = None
         self._stopping: threading.Event | None = None
+        self._pending: list[Message] = []
+        # RabbitMQ acks a whole batch with one frame; Kombu's virtual transports ignore
+        # ``multiple``, so there each message is acked.
+        self._ack_multiple = False
 
     # -- one message -------------------------------------------------------------------
 
@@ -120,15 +189,7 @@ class Consumer:
             self.dead_letter(body, reason, headers, attempts=1, event=event)
             return "unknown_version"
         event = versions.upcast(event)
-        with bind_context(
-            component=self.component.name,
-            event_id=str(event.id),
-            event_type=event.type,
-            stream_id=event.stream_id,
-            correlation_id=event.correlation_id,
-            causation_id=event.causation_id,
-            tenant_id=event.tenant_id,
-        ):
+        with event_log_context(self.component.name, event):
             return self._apply_with_retries(body, headers, event)
 
     def _apply_with_retries(
@@ -150,11 +211,16 @@ class Consumer:
                 if attempt < self.max_attempts:
                     time.sleep(min(self.retry_delay_s * 2 ** (attempt - 1), 5.0))
                 continue
-            age = (datetime.now(UTC) - event.recorded_at).total_seconds()
-            metrics.CONSUMER_LAG.labels(self.component.name).set(max(age, 0.0))
+            if applied and self.on_commit is not None:
+                self.on_commit()
+            self._note_lag([event])
             return "applied" if applied else "duplicate"
         self.dead_letter(body, last_error, headers, attempts=self.max_attempts, event=event)
         return "failed"
+
+    def _note_lag(self, events: Sequence[RecordedEvent]) -> None:
+        newest = max(event.recorded_at for event in events)
+        metrics.CONSUMER_LAG.labels(self.component.name).set(max((utcnow() - newest).total_seconds(), 0.0))
 
     def dead_letter(
         self,
@@ -188,28 +254,111 @@ class Consumer:
                     body=text,
                     headers=_jsonable(headers),
                     attempts=attempts,
-                    failed_at=datetime.now(UTC),
+                    failed_at=utcnow(),
                 )
             )
+
+    def _handle(self, message: Message) -> None:
+        outcome = self.handle_body(message.body, dict(message.headers or {}))
+        metrics.CONSUMED.labels(self.component.name, outcome).inc()
+        message.ack()
 
     def _on_message(self, message: Message) -> None:
         if self._stopping is not None and self._stopping.is_set():
             # Stopping: cancelling the subscription waits for the broker's cancel-ok, and
             # the prefetched deliveries that arrive meanwhile are dispatched here. Handing
-            # them back untouched keeps shutdown to the one message in hand; the next
+            # them back untouched keeps shutdown to the message(s) in hand; the next
             # consumer gets them, in order.
             message.requeue()
             return
-        outcome = self.handle_body(message.body, dict(message.headers or {}))
-        metrics.CONSUMED.labels(self.component.name, outcome).inc()
-        message.ack()
+        if self.batch_size > 1:
+            self._pending.append(message)
+        else:
+            self._handle(message)
+
+    # -- batches -----------------------------------------------------------------------
+
+    def _apply_each(self, conn: DbConnection, events: Sequence[RecordedEvent]) -> None:
+        for event in events:
+            with event_log_context(self.component.name, event):
+                self.handler(conn, event)
+
+    def apply_batch(self, events: Sequence[RecordedEvent]) -> list[str] | None:
+        """Apply `events` in one transaction: each one's outcome ("applied", "duplicate"),
+        or None if the transaction rolled back (nothing of the batch was committed)."""
+        name = self.component.name
+        fresh: dict[object, RecordedEvent] = {}
+        outcomes: list[str] = []
+        try:
+            with self.engine.begin() as conn:
+                done = set(
+                    conn.execute(
+                        select(processed_events.c.event_id).where(
+                            processed_events.c.component == name,
+                            processed_events.c.event_id.in_({event.id for event in events}),
+                        )
+                    ).scalars()
+                )
+                for event in events:
+                    if event.id in done or event.id in fresh:
+                        outcomes.append("duplicate")
+                    else:
+                        fresh[event.id] = event
+                        outcomes.append("applied")
+                if fresh:
+                    self.batch_handler(conn, list(fresh.values()))
+                    # After the handler, as in apply_once (a handler's append comes first).
+                    mark_processed(conn, name, list(fresh.values()))
+        except Exception as error:  # noqa: BLE001 - retried message by message
+            log.warning(
+                "%s: batch of %d failed (%s); applying one by one",
+                name, len(events), "".join(traceback.format_exception_only(error)).strip(),
+            )
+            return None
+        if fresh and self.on_commit is not None:
+            self.on_commit()
+        return outcomes
+
+    def flush(self) -> None:
+        """Apply the gathered messages (one transaction if all goes well), then ack them."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        events: list[RecordedEvent] = []
+        for message in batch:
+            try:
+                event = decode(message.body)
+            except MalformedEnvelope:
+                event = None
+            if event is None or not versions.is_known(event):
+                events = []
+                break  # parked by the one-by-one path, which says why
+            events.append(versions.upcast(event))
+        outcomes = self.apply_batch(events) if events else None
+        if outcomes is None:
+            # Nothing of the batch was committed: each message on its own (retries, dead
+            # letters, duplicates found in processed_events).
+            for message in batch:
+                self._handle(message)
+            return
+        for outcome in outcomes:
+            metrics.CONSUMED.labels(self.component.name, outcome).inc()
+        if self._ack_multiple:
+            # One frame for the batch: every delivery before it on this channel is in the
+            # batch (or was already settled), since a batch takes all messages in hand.
+            batch[-1].ack(multiple=True)
+        else:
+            for message in batch:
+                message.ack()
+        self._note_lag(events)
 
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Consume until `stop` is set; reconnects with backoff when the broker goes away.
 
-        The message being handled when SIGTERM sets `stop` is finished and acked first.
+        The message (or batch) being handled when SIGTERM sets `stop` is finished and
+        acked first.
         """
         backoff = 0.5
         self._stopping = stop
@@ -217,6 +366,7 @@ class Consumer:
             try:
                 with bus.connect(self.broker_url) as connection:
                     connection.connect()
+                    self._ack_multiple = bus.is_amqp(connection)
                     bus.declare_topology(connection, [self.component])
                     # Made (and its exchange known) before consuming: a declare inside a
                     # message callback would wait on the socket and dispatch the next
@@ -233,10 +383,18 @@ class Consumer:
                         backoff = 0.5
                         while not stop.is_set():
                             try:
-                                connection.drain_events(timeout=0.5)
+                                # Waiting long only with nothing in hand; with messages in
+                                # hand, only for ones already arriving.
+                                connection.drain_events(timeout=GATHER_S if self._pending else 0.5)
                             except TimeoutError:
-                                pass
+                                self.flush()
+                                continue
+                            if len(self._pending) >= self.batch_size:
+                                self.flush()
+                        self.flush()
             except Exception as error:  # noqa: BLE001 - reconnect on any broker failure
+                # Unacked messages of a lost connection are redelivered by the broker.
+                self._pending = []
                 log.warning("%s: broker connection lost (%s); retrying in %.1fs", self.component.name, error, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)

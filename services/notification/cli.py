@@ -39,12 +39,14 @@ def deliver_due() -> None:
 
 @commands.command("rebuild")
 def rebuild_command() -> None:
-    """Rebuild the coach feed and coach assignments from the event store (needs the
-    services to share one database, as by default); prints events/s."""
-    from services.notification.consumers import feed_projection
+    """Rebuild the webhook endpoints, the coach feed and coach assignments from the event
+    store (the feed needs the services to share one database, as by default); prints
+    events/s."""
+    from services.notification.projections import endpoints_projection, feed_projection
     from shared.projection import rebuild
 
     engine = engine_for(config.database_url("notification"))
-    report = rebuild(engine, feed_projection())
-    click.echo(f"{report.projection}: {report.events} events in {report.seconds:.3f}s "
-               f"({report.events_per_second:,.0f} events/s)")
+    for projection in (endpoints_projection(), feed_projection()):
+        report = rebuild(engine, projection)
+        click.echo(f"{report.projection}: {report.events} events in {report.seconds:.3f}s "
+                   f"({report.events_per_second:,.0f} events/s)")

@@ -12,9 +12,6 @@ from datetime import timedelta
 from services.notification.domain.schedule import parse_schedule
 from shared import config
 
-#: How long the secret replaced by a rotation keeps signing alongside the new one.
-ROTATION_OVERLAP = timedelta(hours=24)
-
 
 class SettingError(ValueError):
     """An environment variable of the notification service is malformed."""

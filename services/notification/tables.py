@@ -1,9 +1,11 @@
 """Read models and working tables of the notification service.
 
-Endpoint configuration and secrets live here and only here: secrets are not event data
-(they must never reach the bus or the log). Messages, deliveries and attempts are the
-delivery queue itself: ``next_attempt_at`` in the database is the truth, so a restart
-loses nothing and the worker never needs the broker to remember a retry.
+``notification_endpoints`` is the projection of the ``webhook_endpoint`` streams
+(services.notification.projections), rebuildable from the store; its secrets are sealed
+under the master key, as in the events. Messages, deliveries, attempts and the failure
+clocks are the delivery queue itself, not views of the log: ``next_attempt_at`` in the
+database is the truth, so a restart loses nothing and the worker never needs the broker
+to remember a retry.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -22,7 +23,7 @@ from sqlalchemy import (
 )
 
 from shared.auth import credential_tables
-from shared.schema import Json, Position
+from shared.schema import Json, Position, UtcDateTime
 
 metadata = MetaData()
 
@@ -39,15 +40,26 @@ endpoints = Table(
     Column("event_types", Json, nullable=False),
     Column("status", String(16), nullable=False),  # enabled | disabled
     Column("disabled_reason", Text),
+    # Sealed (shared.crypto, bound to the endpoint): opened only to sign a message.
     Column("secret", String(200), nullable=False),
     # The secret replaced by the last rotation keeps signing until this time.
     Column("previous_secret", String(200)),
-    Column("previous_secret_expires_at", DateTime(timezone=True)),
-    # Start of the current run of failed attempts (None after a success): the 5-day rule.
-    Column("failing_since", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("previous_secret_expires_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # The endpoint stream's version: what a command on the endpoint decided on.
+    Column("version", Integer, nullable=False),
     Index("notification_endpoints_tenant", "tenant_id", "created_at"),
+)
+
+# Endpoints whose attempts have all failed since ``failing_since`` (no row: the last
+# attempt succeeded, or none failed yet): the 5-day rule. Moved by the delivery worker's
+# attempts, which are not events.
+failing_endpoints = Table(
+    "notification_failing_endpoints",
+    metadata,
+    Column("endpoint_id", String(64), primary_key=True),
+    Column("failing_since", UtcDateTime(), nullable=False),
 )
 
 # One webhook message per source event (the same body and webhook-id on every attempt).
@@ -59,8 +71,8 @@ messages = Table(
     Column("event_id", String(64), nullable=False),
     Column("event_type", String(100), nullable=False),
     Column("body", Text, nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 # One row per (endpoint, message): the message's delivery state at that endpoint.
@@ -77,16 +89,16 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     # Attempts made in the current run of the schedule (a manual redelivery restarts it).
     Column("schedule_step", Integer, nullable=False, default=0),
-    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("next_attempt_at", UtcDateTime()),
     # A worker holds the delivery while its HTTP attempt runs; an expired lease (crash)
     # makes it due again. The token guards the result against a lease taken over.
-    Column("leased_until", DateTime(timezone=True)),
+    Column("leased_until", UtcDateTime()),
     Column("lease_token", String(64)),
     Column("last_status_code", Integer),
     Column("last_error", Text),
-    Column("last_attempt_at", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("endpoint_id", "message_id", name="notification_deliveries_endpoint_message"),
     Index("notification_deliveries_due", "state", "next_attempt_at"),
     Index("notification_deliveries_endpoint", "endpoint_id", "state", "created_at"),
@@ -109,8 +121,8 @@ attempts = Table(
     Column("response_excerpt", Text),
     # The delivery's state after this attempt: succeeded | retrying | failed
     Column("state", String(20), nullable=False),
-    Column("next_attempt_at", DateTime(timezone=True)),
-    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("attempted_at", UtcDateTime(), nullable=False),
     Index("notification_attempts_endpoint", "endpoint_id", "id"),
 )
 
@@ -145,7 +157,7 @@ feed_items = Table(
     Column("commitment_id", String(64), nullable=False),
     Column("member_id", String(128), nullable=False),
     Column("data", Json, nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
     UniqueConstraint("coach_id", "tenant_id", "event_id", name="notification_feed_items_once"),
     Index("notification_feed_coach", "tenant_id", "coach_id", "position"),
 )

@@ -1,4 +1,4 @@
-"""The delivery queue in the database: enqueue, claim, record, redeliver, disable.
+"""The delivery queue in the database: enqueue, claim, record, redeliver.
 
 ``next_attempt_at`` in ``notification_deliveries`` is the truth about what is due, so a
 restart loses no pending delivery; a delivery whose success was recorded is never
@@ -20,17 +20,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
 
 from services.notification.delivery.sender import AttemptResult
 from services.notification.domain import messages as msgs
+from services.notification.domain.endpoints import Status
 from services.notification.domain.outcomes import DEFAULT_DISABLE_AFTER, Verdict, after_attempt, classify
 from services.notification.domain.schedule import RandomSource, next_attempt_at
-from services.notification.events import endpoint_disabled
-from services.notification.tables import attempts, deliveries, endpoints, messages
+from services.notification.tables import attempts, deliveries, endpoints, failing_endpoints, messages
 from shared.events import RecordedEvent
 
 PENDING = "pending"
@@ -40,21 +40,11 @@ SKIPPED_DISABLED = "skipped_disabled"
 #: States a "redeliver everything failed since T" picks up again.
 REDELIVERABLE = (FAILED, SKIPPED_DISABLED)
 
-ENABLED = "enabled"
-DISABLED = "disabled"
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def signing_secrets(endpoint: Any, now: datetime) -> list[str]:
-    """The secrets that sign now: the current one, and the rotated-out one for 24 h."""
+    """The secrets that sign now, sealed: the current one, and the rotated-out one for 24 h."""
     secrets = [endpoint.secret]
-    expires = aware(endpoint.previous_secret_expires_at)
+    expires = endpoint.previous_secret_expires_at
     if endpoint.previous_secret and expires is not None and expires > now:
         secrets.append(endpoint.previous_secret)
     return secrets
@@ -160,7 +150,7 @@ def enqueue(
     for target in targets:
         if target.id in existing:
             continue
-        enabled = target.status == ENABLED
+        enabled = target.status == Status.ENABLED
         delivery_row = {
             "tenant_id": event.tenant_id,
             "endpoint_id": target.id,
@@ -194,6 +184,7 @@ class Claim:
     tenant_id: str
     endpoint_id: str
     url: str
+    #: Sealed: opened by the worker right before it signs.
     secrets: tuple[str, ...]
     message_id: str
     event_type: str
@@ -242,7 +233,7 @@ def claim(
             conn.execute(
                 select(deliveries.c.endpoint_id)
                 .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
-                .where(_due(now), endpoints.c.status == ENABLED, deliveries.c.endpoint_id.not_in(at_cap))
+                .where(_due(now), endpoints.c.status == Status.ENABLED, deliveries.c.endpoint_id.not_in(at_cap))
                 .group_by(deliveries.c.endpoint_id)
                 .order_by(oldest)
                 .limit(limit)
@@ -254,7 +245,7 @@ def claim(
             return []
         locked = conn.execute(
             select(endpoints)
-            .where(endpoints.c.id.in_(candidates), endpoints.c.status == ENABLED)
+            .where(endpoints.c.id.in_(candidates), endpoints.c.status == Status.ENABLED)
             .with_for_update(skip_locked=True)
         ).all()
         by_id = {row.id: row for row in locked}
@@ -319,7 +310,12 @@ class Recorded:
     state: str
     attempt: int
     next_attempt_at: datetime | None
-    endpoint_disabled: bool
+    #: Why the endpoint is to be disabled after this attempt (None: it is not).
+    disable_reason: str | None = None
+
+    @property
+    def endpoint_disabled(self) -> bool:
+        return self.disable_reason is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,23 +326,6 @@ class Outcome:
     result: AttemptResult
     #: When the attempt finished (the retry schedule counts from here).
     at: datetime
-
-
-def record(
-    engine: Engine,
-    claim_: Claim,
-    result: AttemptResult,
-    *,
-    now: datetime,
-    schedule: Sequence[int],
-    rng: RandomSource,
-    disable_after: timedelta = DEFAULT_DISABLE_AFTER,
-) -> Recorded | None:
-    """Log one attempt and move its delivery on; None when the lease was lost."""
-    (recorded,) = record_many(
-        engine, [Outcome(claim_, result, now)], schedule=schedule, rng=rng, disable_after=disable_after
-    )
-    return recorded
 
 
 def record_many(
@@ -362,9 +341,10 @@ def record_many(
     A lost lease means the endpoint was deleted, or the delivery was redelivered by hand
     while the attempt ran: the result no longer decides anything. The outcomes are
     applied one after the other, in order, exactly as separate transactions would have
-    been (an endpoint disabled by one outcome fails the later ones of the batch); only
-    the writes are grouped. The endpoint row is written only when its failure clock or
-    status changes, not on every success: it is the row claims lock.
+    been (an endpoint to be disabled by one outcome fails the later ones of the batch);
+    only the writes are grouped. Disabling the endpoint itself is a command on its stream
+    that the caller runs next (``Recorded.disable_reason``; DeliveryWorker.record): this
+    transaction locks and writes rows, and an append must be the first write of its own.
     """
     if not outcomes:
         return []
@@ -382,25 +362,21 @@ def record_many(
             )
         }
         endpoint_ids = sorted({o.claim.endpoint_id for o in outcomes})
+        # Locked: recorders of one endpoint take turns moving its failure clock.
         endpoint_rows = {
             row.id: row
             for row in conn.execute(
-                select(
-                    endpoints.c.id,
-                    endpoints.c.tenant_id,
-                    endpoints.c.status,
-                    endpoints.c.failing_since,
-                )
+                select(endpoints.c.id, endpoints.c.status, failing_endpoints.c.failing_since)
+                .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
                 .where(endpoints.c.id.in_(endpoint_ids))
                 .order_by(endpoints.c.id)
-                .with_for_update()
+                .with_for_update(of=endpoints)
             )
         }
         # The endpoint state as the outcomes move it: (status, failing_since).
-        state_of = {eid: (row.status, aware(row.failing_since)) for eid, row in endpoint_rows.items()}
+        state_of = {eid: (row.status, row.failing_since) for eid, row in endpoint_rows.items()}
         log_rows: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
-        disables: list[tuple[str, str, str, datetime]] = []
         for index, item in enumerate(outcomes):
             claim_, result, now = item.claim, item.result, item.at
             delivery = held.get(claim_.delivery_id)
@@ -413,7 +389,7 @@ def record_many(
             number = delivery.attempts + 1
             step = delivery.schedule_step + 1
             status, failing_since = state_of[endpoint.id]
-            was_enabled = status == ENABLED
+            was_enabled = status == Status.ENABLED
             since, disable = after_attempt(failing_since, outcome, now, disable_after)
             next_at: datetime | None = None
             if outcome.verdict is Verdict.DELIVERED:
@@ -456,18 +432,17 @@ def record_many(
                     "updated_at": now,
                 }
             )
-            newly_disabled = disable and was_enabled
-            if newly_disabled:
+            disable_reason: str | None = None
+            if disable and was_enabled:
                 first = failing_since or now
-                reason = (
+                disable_reason = (
                     outcome.reason
                     if outcome.verdict is Verdict.DISABLE_ENDPOINT
                     else f"every attempt failed since {first.isoformat()}"
                 )
-                disables.append((endpoint.id, endpoint.tenant_id, reason, now))
-                status = DISABLED
+                status = Status.DISABLED
             state_of[endpoint.id] = (status, since)
-            results[index] = Recorded(state, number, next_at, newly_disabled)
+            results[index] = Recorded(state, number, next_at, disable_reason)
         if log_rows:
             conn.execute(insert(attempts), log_rows)
             conn.execute(
@@ -477,29 +452,42 @@ def record_many(
                 updates,
             )
         for endpoint_id, (_status, since) in state_of.items():
-            if since != aware(endpoint_rows[endpoint_id].failing_since):
-                conn.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(failing_since=since))
-        # After the deliveries' own updates: disabling fails whatever is still pending.
-        for endpoint_id, tenant_id, reason, now in disables:
-            disable_endpoint(conn, endpoint_id, tenant_id, reason, now=now, actor="system:delivery")
+            before = endpoint_rows[endpoint_id].failing_since
+            if since == before:
+                continue
+            key = failing_endpoints.c.endpoint_id == endpoint_id
+            if since is None:
+                conn.execute(delete(failing_endpoints).where(key))
+            elif before is None:
+                conn.execute(insert(failing_endpoints).values(endpoint_id=endpoint_id, failing_since=since))
+            else:
+                conn.execute(update(failing_endpoints).where(key).values(failing_since=since))
     return results
 
 
-def disable_endpoint(
-    conn: Connection, endpoint_id: str, tenant_id: str, reason: str, *, now: datetime, actor: str
-) -> None:
-    """Disable an endpoint; its pending deliveries fail (redeliverable after enabling)."""
-    conn.execute(
-        update(endpoints)
-        .where(endpoints.c.id == endpoint_id)
-        .values(status=DISABLED, disabled_reason=reason, updated_at=now)
-    )
+# -- what an endpoint's events mean for its deliveries (services.notification.projections) ----
+
+
+def fail_pending(conn: Connection, endpoint_id: str, reason: str, *, now: datetime) -> None:
+    """The endpoint was disabled: its pending deliveries fail (redeliverable after enabling)."""
     conn.execute(
         update(deliveries)
         .where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.state == PENDING)
         .values(state=FAILED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}", updated_at=now)
     )
-    endpoint_disabled(conn, endpoint_id, tenant_id, reason, actor=actor)
+
+
+def restart_failure_clock(conn: Connection, endpoint_id: str) -> None:
+    """The endpoint was enabled again: the 5-day rule counts from its next failure."""
+    conn.execute(delete(failing_endpoints).where(failing_endpoints.c.endpoint_id == endpoint_id))
+
+
+def forget_endpoint(conn: Connection, endpoint_id: str) -> None:
+    """The endpoint was deleted: its deliveries, attempt log and failure clock go with it;
+    an attempt in flight loses its lease and its result is ignored."""
+    conn.execute(delete(attempts).where(attempts.c.endpoint_id == endpoint_id))
+    conn.execute(delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
+    conn.execute(delete(failing_endpoints).where(failing_endpoints.c.endpoint_id == endpoint_id))
 
 
 # -- redelivery -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ waits for the attempts in flight and records them.
 
 A finished attempt waits in memory until the loop records it (milliseconds); a crash in
 between leaves its lease to expire and the delivery is tried again with the same
-webhook-id (at-least-once, as for a crash during the attempt).
+webhook-id (at-least-once, as for a crash during the attempt). Secrets stay sealed until
+the thread that signs opens them.
 
 The loop sleeps until woken: by a finished attempt, by ``poke()`` (the inbox in the same
 process calls it after committing new deliveries), or after ``poll_interval_s`` (work
@@ -25,19 +26,20 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from services.notification import config
+from services.notification import config, handlers
 from services.notification.delivery import queue
 from services.notification.delivery.sender import AttemptResult, ClientPool, send
 from services.notification.domain import signing
-from shared import metrics
+from services.notification.domain.endpoints import secret_associated_data
+from shared import crypto, metrics
+from shared.clock import Clock, utcnow
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Sender = Callable[..., AttemptResult]
 
 #: The most outcomes recorded in one transaction (a turn records the rest next).
@@ -48,10 +50,6 @@ RECORD_BATCH = 200
 #: short: an attempt outliving it (a receiver trickling its headers) may be sent again by
 #: another worker, with the same webhook-id, which receivers deduplicate anyway.
 LEASE_MARGIN = timedelta(seconds=10)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class DeliveryWorker:
@@ -106,7 +104,9 @@ class DeliveryWorker:
         """Make one attempt of a claimed delivery. Never raises."""
         try:
             timestamp = int(self.clock().timestamp())
-            headers = signing.headers(claim.secrets, claim.message_id, timestamp, claim.body)
+            associated_data = secret_associated_data(claim.endpoint_id)
+            secrets = [crypto.unseal_text(sealed, associated_data) for sealed in claim.secrets]
+            headers = signing.headers(secrets, claim.message_id, timestamp, claim.body)
             result = self.sender(
                 claim.url, headers, claim.body, timeout_s=self.timeout_s, allow_private=self.allow_private
             )
@@ -115,7 +115,8 @@ class DeliveryWorker:
         return queue.Outcome(claim, result, self.clock())
 
     def record(self, outcomes: list[queue.Outcome]) -> list[queue.Recorded | None]:
-        """Record finished attempts in one transaction. Never raises."""
+        """Record finished attempts in one transaction, then disable the endpoints they
+        gave up on (each a command on its stream). Never raises."""
         if not outcomes:
             return []
         try:
@@ -126,6 +127,9 @@ class DeliveryWorker:
             # The leases expire and the deliveries are tried again: at-least-once.
             log.exception("could not record %d webhook attempts", len(outcomes))
             return [None] * len(outcomes)
+        for item, done in zip(outcomes, recorded, strict=True):
+            if done is not None and done.disable_reason is not None:
+                self._disable(item, done.disable_reason)
         for item, done in zip(outcomes, recorded, strict=True):
             state = "lost_lease" if done is None else done.state
             metrics.WEBHOOK_ATTEMPTS.labels(state).inc()
@@ -143,9 +147,13 @@ class DeliveryWorker:
             )
         return recorded
 
-    def attempt(self, claim: queue.Claim) -> queue.Recorded | None:
-        """Make one attempt of a claimed delivery and record it. Never raises."""
-        return self.record([self._send(claim)])[0]
+    def _disable(self, item: queue.Outcome, reason: str) -> None:
+        claim = item.claim
+        try:
+            handlers.disable_failing_endpoint(self.engine, claim.tenant_id, claim.endpoint_id, reason, now=item.at)
+        except Exception:
+            # The attempts are recorded; the endpoint's next failing attempt decides again.
+            log.exception("could not disable webhook endpoint %s (%s)", claim.endpoint_id, reason)
 
     def _run_one(self, claim: queue.Claim) -> None:
         try:

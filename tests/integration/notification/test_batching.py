@@ -19,13 +19,15 @@ import pytest
 from sqlalchemy import func, select
 
 from services.notification import handlers
-from services.notification.consumers import Inbox, make_handler
+from services.notification.consumers import InboxHandler, inbox
 from services.notification.delivery import queue
 from services.notification.delivery.sender import AttemptResult
 from services.notification.delivery.worker import DeliveryWorker
+from services.notification.domain.endpoints import Status
 from services.notification.domain.messages import message_id
-from services.notification.tables import attempts, deliveries, endpoints, feed_items
+from services.notification.tables import attempts, deliveries, endpoints, failing_endpoints, feed_items
 from shared import bus, eventstore
+from shared.commands import Context
 from shared.consumer import apply_once
 from shared.db import engine_for, read
 from shared.envelope import encode
@@ -46,10 +48,10 @@ def engine(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _endpoint(engine: Any, url: str, tenant: str) -> str:
-    row, _secret = handlers.create_endpoint(
-        engine, handlers.Caller(tenant, "test"), url=url, event_types=["*"], description=""
+    endpoint_id, _secret = handlers.create_endpoint(
+        engine, Context(tenant, "test"), url=url, event_types=["*"], description=""
     )
-    return str(row.id)
+    return endpoint_id
 
 
 def _checkin(engine: Any, tenant: str, *, consume: bool = True) -> RecordedEvent:
@@ -62,7 +64,7 @@ def _checkin(engine: Any, tenant: str, *, consume: bool = True) -> RecordedEvent
             metadata=Metadata(tenant_id=tenant),
         )
     if consume:
-        apply_once(engine, "notification.inbox", make_handler(rng=random.Random(1)), event)
+        apply_once(engine, "notification.inbox", InboxHandler(rng=random.Random(1)), event)
     return event
 
 
@@ -87,7 +89,8 @@ def test_a_batch_of_outcomes_decides_what_one_at_a_time_would(engine: Any) -> No
         queue.Outcome(claims[2], _result(410), later),  # disables the endpoint ...
         queue.Outcome(claims[3], _result(500), later),  # ... so this one fails for good
     ]
-    recorded = queue.record_many(engine, batch, schedule=(0, 5, 5), rng=random.Random(1))
+    # The worker records the batch in one transaction, then disables the endpoint.
+    recorded = DeliveryWorker(engine, schedule=(0, 5, 5), rng=random.Random(1)).record(batch)
 
     assert recorded[0] is None
     assert [r.state if r else None for r in recorded[1:]] == [
@@ -98,12 +101,16 @@ def test_a_batch_of_outcomes_decides_what_one_at_a_time_would(engine: Any) -> No
     ]
     assert [r.endpoint_disabled for r in recorded[1:] if r] == [False, False, True, False]
     with read(engine) as conn:
-        row = conn.execute(select(endpoints).where(endpoints.c.id == endpoint)).one()
+        row = conn.execute(
+            select(endpoints.c.status, failing_endpoints.c.failing_since)
+            .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
+            .where(endpoints.c.id == endpoint)
+        ).one()
         states = dict(conn.execute(select(deliveries.c.id, deliveries.c.state)).all())
         logged = conn.execute(select(attempts.c.delivery_id, attempts.c.state).order_by(attempts.c.id)).all()
         leased = conn.execute(select(func.count()).where(deliveries.c.lease_token.is_not(None))).scalar()
         audit = [e.type for e in eventstore.read_stream(conn, f"webhook_endpoint-{endpoint}")]
-    assert row.status == queue.DISABLED and queue.aware(row.failing_since) == later
+    assert row.status == Status.DISABLED and row.failing_since == later
     # The retrying delivery was failed by the disable, as a later transaction would have.
     assert [states[c.delivery_id] for c in claims] == [queue.SUCCEEDED, queue.FAILED, queue.FAILED, queue.FAILED]
     assert [(d, s) for d, s in logged] == [
@@ -173,18 +180,6 @@ def test_a_poke_wakes_an_idle_worker_before_its_poll(
         assert conn.execute(select(deliveries.c.state)).scalar() == queue.SUCCEEDED
 
 
-class CountingInbox(Inbox):
-    """The inbox, noting how many messages each batch transaction carried."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    def _apply_batch(self, events: list[Any]) -> list[str] | None:
-        self.batches.append(len(events))
-        return super()._apply_batch(events)
-
-
 def test_the_inbox_applies_prefetched_messages_together_and_parks_poison(
     postgres_url: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,7 +203,16 @@ def test_the_inbox_applies_prefetched_messages_together_and_parks_poison(
             producer.publish(body, **bus.message_properties(event))  # type: ignore[arg-type]
 
     pokes: list[int] = []
-    consumer = CountingInbox(engine, on_enqueued=lambda: pokes.append(1), max_attempts=2, retry_delay_s=0.01)
+    consumer = inbox(engine, on_enqueued=lambda: pokes.append(1), max_attempts=2, retry_delay_s=0.01)
+    # How many messages each batch transaction carried.
+    batches: list[int] = []
+    apply_batch = consumer.apply_batch
+
+    def counted(events: Any) -> list[str] | None:
+        batches.append(len(events))
+        return apply_batch(events)
+
+    monkeypatch.setattr(consumer, "apply_batch", counted)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop, ready), daemon=True)
     thread.start()
@@ -236,7 +240,7 @@ def test_the_inbox_applies_prefetched_messages_together_and_parks_poison(
         assert {n for _, n in per_message} == {1}
     assert done == {e.id for e in events}
     assert letter.event_id == str(poison.id) and letter.attempts == 2
-    assert max(consumer.batches) > 1  # several messages shared a transaction
+    assert max(batches) > 1  # several messages shared a transaction
     assert pokes  # the delivery worker was woken after the commits
     # Everything was acked (a batch with one frame): nothing is left for a redelivery.
     with bus.connect(amqp_url) as connection:
@@ -261,12 +265,12 @@ def test_a_batch_sees_its_own_assignments_and_writes_each_delivery_once(engine: 
     )
     after = _append(engine, tenant, stream, "streak.milestone_reached", milestone)
     checkins = [_checkin(engine, tenant, consume=False) for _ in range(3)]
-    inbox = Inbox(engine)
+    consumer = inbox(engine)
     batch = [before, assigned, after, *checkins, checkins[0]]  # the last one twice
-    outcomes = inbox._apply_batch([(None, e) for e in batch])  # type: ignore[misc]
+    outcomes = consumer.apply_batch(batch)
     assert outcomes == ["applied"] * 6 + ["duplicate"]
     # The same events again (a redelivered batch) change nothing.
-    assert inbox._apply_batch([(None, e) for e in batch]) == ["duplicate"] * 7  # type: ignore[misc]
+    assert consumer.apply_batch(batch) == ["duplicate"] * 7
     with read(engine) as conn:
         feed = conn.execute(select(feed_items.c.event_id, feed_items.c.coach_id)).all()
         queued = conn.execute(select(deliveries.c.endpoint_id, deliveries.c.message_id)).all()

@@ -17,11 +17,12 @@ import pytest
 from sqlalchemy import select
 
 from services.notification import handlers
-from services.notification.consumers import make_handler
+from services.notification.consumers import InboxHandler
 from services.notification.delivery import queue
 from services.notification.delivery.worker import DeliveryWorker
-from services.notification.tables import deliveries, endpoints
+from services.notification.tables import deliveries, endpoints, failing_endpoints
 from shared import eventstore
+from shared.commands import Context
 from shared.consumer import apply_once
 from shared.db import engine_for, read
 from shared.events import Metadata, NewEvent, RecordedEvent
@@ -47,10 +48,10 @@ def engine(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _endpoint(engine: Any, url: str, tenant: str = "t1") -> str:
-    row, _secret = handlers.create_endpoint(
-        engine, handlers.Caller(tenant, "test"), url=url, event_types=["*"], description=""
+    endpoint_id, _secret = handlers.create_endpoint(
+        engine, Context(tenant, "test"), url=url, event_types=["*"], description=""
     )
-    return str(row.id)
+    return endpoint_id
 
 
 def _event(engine: Any, tenant: str = "t1") -> RecordedEvent:
@@ -62,7 +63,7 @@ def _event(engine: Any, tenant: str = "t1") -> RecordedEvent:
             [NewEvent("checkin.missed", {"commitment_id": commitment_id, "member_id": "m", "date": "2026-03-01"})],
             metadata=Metadata(tenant_id=tenant),
         )
-    apply_once(engine, "notification.inbox", make_handler(rng=random.Random(1)), event)
+    apply_once(engine, "notification.inbox", InboxHandler(rng=random.Random(1)), event)
     return event
 
 
@@ -79,8 +80,13 @@ def _make_due(engine: Any, when: datetime) -> None:
 
 
 def _endpoint_row(engine: Any, endpoint_id: str) -> Any:
+    """The endpoint with its failure clock."""
     with read(engine) as conn:
-        return conn.execute(select(endpoints).where(endpoints.c.id == endpoint_id)).one()
+        return conn.execute(
+            select(endpoints, failing_endpoints.c.failing_since)
+            .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
+            .where(endpoints.c.id == endpoint_id)
+        ).one()
 
 
 def test_failing_for_five_days_disables_and_a_success_resets_the_clock(engine: Any, receiver: Receiver) -> None:
@@ -98,7 +104,7 @@ def test_failing_for_five_days_disables_and_a_success_resets_the_clock(engine: A
         worker.drain()
 
     attempt_all_at(T0)  # both fail: the clock starts at T0
-    assert queue.aware(_endpoint_row(engine, dead).failing_since) == T0
+    assert _endpoint_row(engine, dead).failing_since == T0
     attempt_all_at(T0 + timedelta(days=3))  # shaky succeeds: its clock resets
     assert _endpoint_row(engine, shaky).failing_since is None
     attempt_all_at(T0 + timedelta(days=4))  # both fail
@@ -108,7 +114,7 @@ def test_failing_for_five_days_disables_and_a_success_resets_the_clock(engine: A
     assert gone.status == "disabled" and "every attempt failed since" in gone.disabled_reason
     kept = _endpoint_row(engine, shaky)
     assert kept.status == "enabled"
-    assert queue.aware(kept.failing_since) == T0 + timedelta(days=4)
+    assert kept.failing_since == T0 + timedelta(days=4)
     # Nothing of the disabled endpoint stays pending, and its events say why.
     with read(engine) as conn:
         states = set(conn.execute(select(deliveries.c.state).where(deliveries.c.endpoint_id == dead)).scalars())
@@ -134,7 +140,8 @@ def test_a_worker_that_dies_mid_attempt_loses_nothing_and_success_is_final(engin
     from services.notification.delivery.sender import AttemptResult
 
     late = AttemptResult(500, 5, None, None, "")
-    assert queue.record(engine, claimed, late, now=clock.now, schedule=(0, 1), rng=random.Random()) is None
+    outcome = queue.Outcome(claimed, late, clock.now)
+    assert queue.record_many(engine, [outcome], schedule=(0, 1), rng=random.Random()) == [None]
 
     # Whatever the time, a succeeded delivery is never claimed again ("restart").
     clock.now = T0 + timedelta(days=30)

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from services.cli import main
-from services.notification.consumers import feed_projection, make_handler
+from services.notification.consumers import InboxHandler
+from services.notification.projections import feed_projection
 from services.notification.tables import coach_assignments, coaches, feed_items
 from shared import eventstore
 from shared.consumer import apply_once
@@ -57,7 +58,7 @@ def test_rebuild_equals_the_inbox_fold(database_url: str, monkeypatch) -> None: 
                                                **data})],
                 metadata=Metadata(tenant_id="t1"),
             )
-    handler = make_handler()
+    handler = InboxHandler()
     for event in recorded:
         apply_once(engine, "notification.inbox", handler, event)
     live = _state(engine)

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from kombu import Queue
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, func, insert, select, text
 
 from shared import bus, config, eventstore
-from shared.consumer import Consumer
+from shared.consumer import Consumer, apply_once
 from shared.db import engine_for, read
 from shared.envelope import encode
 from shared.events import Metadata, NewEvent, RecordedEvent
@@ -40,6 +40,12 @@ probe_effects = Table(
     Column("event_id", String(64), primary_key=True),
     Column("stream_id", String(200)),
     Column("n", Integer),
+)
+# Which database transaction applied which event (only committed ones remain).
+probe_transactions = Table(
+    "probe_transactions", applied,
+    Column("event_id", String(64), primary_key=True),
+    Column("txid", BigInteger, nullable=False),
 )
 
 
@@ -161,6 +167,25 @@ def _publish_raw(url: str, bodies: list[bytes]) -> None:
                              content_encoding="utf-8", delivery_mode=2)
 
 
+def _consume_until(store, consumer: Consumer, *, effects: int, letters: int) -> None:  # type: ignore[no-untyped-def]
+    """Run `consumer` until the probe's effects and the dead letters reach these counts."""
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop, ready))
+    thread.start()
+    try:
+        def settled() -> bool:
+            with read(store) as conn:
+                applied = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
+                parked = conn.execute(select(func.count()).select_from(dead_letters)).scalar()
+            return applied == effects and parked == letters
+
+        wait_until(settled, 30, message=f"{effects} effects and {letters} dead letters")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_consumer_applies_once_dead_letters_poison_and_keeps_going(store, broker_url: str) -> None:
     events = _append(store, 5)
     with store.begin() as conn:
@@ -175,20 +200,7 @@ def test_consumer_applies_once_dead_letters_poison_and_keeps_going(store, broker
     _publish_raw(broker_url, bodies)
 
     consumer = Consumer(store, PROBE, _record_effect, max_attempts=3, retry_delay_s=0.01)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop, ready))
-    thread.start()
-    try:
-        def settled() -> bool:
-            with read(store) as conn:
-                effects = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
-                letters = conn.execute(select(func.count()).select_from(dead_letters)).scalar()
-            return effects == 6 and letters == 3
-
-        wait_until(settled, 30, message="6 effects and 3 dead letters")
-    finally:
-        stop.set()
-        thread.join(30)
+    _consume_until(store, consumer, effects=6, letters=3)
     with read(store) as conn:
         letters = conn.execute(select(dead_letters).order_by(dead_letters.c.id)).mappings().all()
         effects = conn.execute(select(probe_effects)).mappings().all()
@@ -204,6 +216,72 @@ def test_consumer_applies_once_dead_letters_poison_and_keeps_going(store, broker
         while (message := dlq.get(no_ack=True)) is not None:
             parked.append(message.headers["x-dead-letter-reason"])
     assert len(parked) == 3 and "handler cannot cope" in parked[2]
+
+
+def test_a_batching_consumer_applies_prefetched_messages_in_one_transaction(store, broker_url: str) -> None:
+    events = _append(store, 20)
+    with store.begin() as conn:
+        (poison,) = eventstore.append(conn, "probe-x", [NewEvent("probe.happened", {"n": 99, "explode": True})])
+    # Batches of 5 from the queue's order: two whole ones, then one holding the poison.
+    order = [*events[:10], poison, *events[10:], *events[:3]]
+    _publish_raw(broker_url, [encode(e) for e in order])
+
+    def handle(conn: Connection, event: RecordedEvent) -> None:
+        txid = conn.execute(text("SELECT txid_current()")).scalar()
+        conn.execute(insert(probe_transactions).values(event_id=str(event.id), txid=txid))
+        _record_effect(conn, event)
+
+    commits: list[int] = []
+    consumer = Consumer(store, PROBE, handle, batch_size=5, max_attempts=2, retry_delay_s=0.01,
+                        on_commit=lambda: commits.append(1))
+    _consume_until(store, consumer, effects=20, letters=1)
+    with read(store) as conn:
+        effects = set(conn.execute(select(probe_effects.c.event_id)).scalars())
+        per_transaction = conn.execute(
+            select(probe_transactions.c.txid, func.count()).group_by(probe_transactions.c.txid)
+        ).all()
+        processed = conn.execute(text("SELECT count(*) FROM processed_events WHERE component = :c"),
+                                 {"c": PROBE.name}).scalar()
+        letter = conn.execute(select(dead_letters)).one()
+    assert effects == {str(e.id) for e in events}  # each once, the redelivered three too
+    assert processed == 20 and letter.event_id == str(poison.id) and letter.attempts == 2
+    assert max(n for _, n in per_transaction) == 5  # a whole batch shared one transaction
+    assert commits  # told after the commits
+    if broker_url.startswith("amqp"):
+        # Everything was acked (a batch with one frame): nothing is left for a redelivery.
+        with bus.connect(broker_url) as connection:
+            declared = bus.component_queue(PROBE, connection)(connection.default_channel)
+            assert declared.queue_declare(passive=True).message_count == 0
+
+
+def test_a_concurrent_duplicate_rolls_back_whole_even_when_its_handler_appends(store) -> None:
+    """Both copies of an event pass "not processed yet"; the handler appends (its first
+    write), the processed_events row comes after: the second copy fails on that row and
+    its append is rolled back with it."""
+    (event,) = _append(store, 1)
+    both_checked = threading.Barrier(2, timeout=20)
+
+    def handle(conn: Connection, event: RecordedEvent) -> None:
+        both_checked.wait()
+        eventstore.append(conn, f"probe_effect-{event.id}", [NewEvent("probe.effect", {"n": event.data["n"]})])
+
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(apply_once(store, PROBE.name, handle, event)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False, True]
+    with read(store) as conn:
+        effects = eventstore.read_stream(conn, f"probe_effect-{event.id}")
+        processed = conn.execute(text("SELECT count(*) FROM processed_events WHERE component = :c"),
+                                 {"c": PROBE.name}).scalar()
+    assert [e.data for e in effects] == [{"n": 0}] and processed == 1
+    # A later redelivery finds it applied and changes nothing.
+    assert apply_once(store, PROBE.name, handle, event) is False
 
 
 def test_consumer_declares_quorum_queues_on_rabbitmq(amqp_url: str) -> None:

@@ -1,0 +1,211 @@
+"""Events -> the notification service's read models.
+
+- ``notification_endpoints``, the projection of the ``webhook_endpoint`` streams, written
+  inline by the commands (`project`, the pipeline's projector) and rebuildable from the
+  store (`endpoints_projection`) with the same `apply_endpoint_event`. What an endpoint's
+  events mean for its deliveries (`settle_deliveries`: disabling fails what is pending,
+  deleting drops them) follows inline only: deliveries are the record of what was sent,
+  not a view of the log.
+- The coach feed and the coach assignments it hangs on, folded by the inbox from the bus
+  and rebuildable from the store (`feed_projection`) with the same `fold_assignment` and
+  `add_feed_item`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from services.notification.delivery import queue
+from services.notification.domain import messages as msgs
+from services.notification.domain.endpoints import (
+    CREATED,
+    DELETED,
+    DISABLED,
+    ENABLED,
+    EVENT_TYPES,
+    SECRET_ROTATED,
+    UPDATED,
+    Status,
+    url_associated_data,
+)
+from services.notification.tables import coach_assignments, coaches, endpoints, feed_items
+from shared import crypto
+from shared.events import RecordedEvent
+from shared.projection import Projection
+
+# -- webhook endpoints -----------------------------------------------------------------------
+
+
+def apply_endpoint_event(conn: Connection, event: RecordedEvent) -> None:
+    """One ``webhook_endpoint`` event into ``notification_endpoints``."""
+    data = event.data
+    endpoint_id = str(data["endpoint_id"])
+    at = event.occurred_at
+    if event.type == CREATED:
+        conn.execute(
+            insert(endpoints).values(
+                id=endpoint_id,
+                tenant_id=event.tenant_id,
+                url=crypto.unseal_text(data["sealed_url"], url_associated_data(endpoint_id)),
+                description=data["description"],
+                event_types=list(data["event_types"]),
+                status=Status.ENABLED,
+                secret=data["sealed_secret"],
+                created_at=at,
+                updated_at=at,
+                version=event.stream_version,
+            )
+        )
+        return
+    row = endpoints.c.id == endpoint_id
+    if event.type == DELETED:
+        conn.execute(delete(endpoints).where(row))
+        return
+    values: dict[str, Any] = {"updated_at": at, "version": event.stream_version}
+    if event.type == UPDATED:
+        changes = data["changes"]
+        if "url" in changes:
+            values["url"] = crypto.unseal_text(data["sealed_url"], url_associated_data(endpoint_id))
+        if "event_types" in changes:
+            values["event_types"] = list(changes["event_types"])
+        if "description" in changes:
+            values["description"] = changes["description"]
+    elif event.type == SECRET_ROTATED:
+        # The secret signing until now keeps signing until the expiry (SET reads the old row).
+        values.update(
+            secret=data["sealed_secret"],
+            previous_secret=endpoints.c.secret,
+            previous_secret_expires_at=datetime.fromisoformat(data["previous_secret_expires_at"]),
+        )
+    elif event.type == ENABLED:
+        values.update(status=Status.ENABLED, disabled_reason=None)
+    elif event.type == DISABLED:
+        values.update(status=Status.DISABLED, disabled_reason=data["reason"])
+    conn.execute(update(endpoints).where(row).values(**values))
+
+
+def settle_deliveries(conn: Connection, event: RecordedEvent) -> None:
+    """What an endpoint's event means for the delivery queue."""
+    endpoint_id = str(event.data["endpoint_id"])
+    if event.type == DISABLED:
+        queue.fail_pending(conn, endpoint_id, event.data["reason"], now=event.occurred_at)
+    elif event.type == ENABLED:
+        queue.restart_failure_clock(conn, endpoint_id)
+    elif event.type == DELETED:
+        queue.forget_endpoint(conn, endpoint_id)
+
+
+def project(conn: Connection, events: Sequence[RecordedEvent]) -> None:
+    """The inline projector of the service's commands (shared.commands.Pipeline)."""
+    for event in events:
+        # Deliveries before the endpoint row: the order the delivery worker locks them in
+        # (queue.record_many), so the two never wait for each other in a cycle.
+        settle_deliveries(conn, event)
+        apply_endpoint_event(conn, event)
+
+
+def endpoints_projection() -> Projection:
+    return Projection(
+        name="notification.endpoints",
+        tables=[endpoints],
+        event_types=EVENT_TYPES,
+        apply=apply_endpoint_event,
+    )
+
+
+# -- the coach feed ----------------------------------------------------------------------------
+
+ASSIGNMENT_EVENTS = ("coach.assigned", "coach.unassigned")
+
+#: The coach assignment of (tenant, commitment): a row with ``coach_id`` and ``member_id``.
+AssignmentLookup = Callable[[Connection, str, str], Any]
+
+
+def read_assignment(conn: Connection, tenant_id: str, commitment_id: str) -> Any:
+    return conn.execute(
+        select(coach_assignments.c.coach_id, coach_assignments.c.member_id).where(
+            coach_assignments.c.tenant_id == tenant_id,
+            coach_assignments.c.commitment_id == commitment_id,
+        )
+    ).first()
+
+
+def fold_assignment(conn: Connection, event: RecordedEvent) -> None:
+    """``coach.assigned`` / ``coach.unassigned`` into the assignments and known coaches."""
+    data = event.data
+    tenant, commitment_id = event.tenant_id, str(data["commitment_id"])
+    key = (coach_assignments.c.tenant_id == tenant) & (coach_assignments.c.commitment_id == commitment_id)
+    if event.type == "coach.assigned":
+        coach_id = str(data["coach_id"])
+        if conn.execute(select(coach_assignments.c.coach_id).where(key)).first() is None:
+            conn.execute(
+                insert(coach_assignments).values(
+                    tenant_id=tenant,
+                    commitment_id=commitment_id,
+                    member_id=str(data["member_id"]),
+                    coach_id=coach_id,
+                )
+            )
+        else:
+            conn.execute(update(coach_assignments).where(key).values(coach_id=coach_id))
+        known = (coaches.c.tenant_id == tenant) & (coaches.c.coach_id == coach_id)
+        if conn.execute(select(coaches.c.coach_id).where(known)).first() is None:
+            conn.execute(insert(coaches).values(tenant_id=tenant, coach_id=coach_id))
+    else:
+        # Only the coach named: unassigning an older coach never detaches the current one.
+        conn.execute(
+            update(coach_assignments)
+            .where(key, coach_assignments.c.coach_id == str(data["coach_id"]))
+            .values(coach_id=None)
+        )
+
+
+def add_feed_item(
+    conn: Connection, event: RecordedEvent, kind: str, assignment: AssignmentLookup = read_assignment
+) -> None:
+    """The feed item of an event for the coach of its commitment (if it has one)."""
+    commitment_id = event.data.get("commitment_id")
+    if commitment_id is None:
+        return
+    found = assignment(conn, str(event.tenant_id), str(commitment_id))
+    if found is None or found.coach_id is None:
+        return
+    conn.execute(
+        insert(feed_items).values(
+            tenant_id=event.tenant_id,
+            coach_id=found.coach_id,
+            event_id=str(event.id),
+            position=event.position,
+            kind=kind,
+            event_type=event.type,
+            commitment_id=str(commitment_id),
+            member_id=str(event.data.get("member_id") or found.member_id),
+            data={**msgs.public_data(event.data), "sequence": event.stream_version},
+            occurred_at=event.occurred_at,
+        )
+    )
+
+
+def _fold_feed(conn: Connection, event: RecordedEvent) -> None:
+    if event.tenant_id is None:
+        return
+    if event.type in ASSIGNMENT_EVENTS:
+        fold_assignment(conn, event)
+    kind = msgs.feed_kind(event.type, event.data)
+    if kind is not None:
+        add_feed_item(conn, event, kind)
+
+
+def feed_projection() -> Projection:
+    """The coach feed and the assignments it hangs on, rebuilt from the store as the inbox
+    folds them from the bus."""
+    return Projection(
+        name="notification.feed",
+        tables=[coach_assignments, coaches, feed_items],
+        event_types=tuple(sorted({*ASSIGNMENT_EVENTS, *msgs.WEBHOOK_EVENT_TYPES})),
+        apply=_fold_feed,
+    )
