@@ -9,7 +9,7 @@ events and no bus. ``POST /v1/commitments/<id>/check-ins`` takes nocontact's pay
    nocontact stores it; nocontact caches the answer, this app asks every time);
 2. in one transaction: reads the commitment with its tenant's settings (backdating
    window, streak policy, milestones), validates the report with the domain's own rules
-   (`check_in_problems`), inserts the row (unique (commitment, day): 409 on a duplicate),
+   (`check_in_violations`), inserts the row (unique (commitment, day): 409 on a duplicate),
    reads every row of that commitment and recomputes the streak with the domain's pure
    fold (`compute_streak`, the rules nocontact's projections use), and upserts it into
    ``streaks``;
@@ -42,7 +42,7 @@ from services.checkin.domain import (
     Outcome,
     Slip,
     StreakPolicy,
-    check_in_problems,
+    check_in_violations,
     compute_streak,
     local_today,
 )
@@ -179,7 +179,7 @@ def parse_check_in(body: Any, today: date) -> CheckIn | Problem:
         try:
             day = date.fromisoformat(raw_day)
         except (TypeError, ValueError):
-            day = raw_day  # `check_in_problems` names the field
+            day = raw_day  # `check_in_violations` names the field
     slip = body.get("slip")
     if isinstance(slip, dict):
         slip = Slip(channel=slip.get("channel"), initiated_by=slip.get("initiated_by"))
@@ -232,7 +232,7 @@ def create_app(database: str | None = None) -> Flask:
                 return _problem(report)
             terms = CommitmentTerms(starts_on=starts_on, ends_on=ends_on, timezone=timezone,
                                     channels=frozenset(channels))
-            problems = check_in_problems(report, commitment=terms, today=today, backdate_days=backdate_days)
+            problems = check_in_violations(report, commitment=terms, today=today, backdate_days=backdate_days)
             if problems:
                 conn.rollback()
                 errors: dict[str, list[str]] = {}

@@ -53,7 +53,7 @@ def _command(spec: dict[str, Any]) -> list[str]:
 
 
 def test_every_app_process_uses_the_one_image_built_by_infra_dockerfile() -> None:
-    assert len(APP_SERVICES) >= 13
+    assert len(APP_SERVICES) >= 12  # migrate, broker-setup, 3 APIs, 7 worker parts
     for name, spec in APP_SERVICES.items():
         assert spec["build"] == {"context": ".", "dockerfile": "infra/Dockerfile"}, name
         assert spec["image"] == APP_SERVICES["migrate"]["image"], name
@@ -125,7 +125,7 @@ def _resolve(args: list[str]) -> click.Context:
 
 def test_every_nocontact_command_parses_with_the_real_cli() -> None:
     commands = [_command(spec) for spec in APP_SERVICES.values() if _command(spec)[0] == "nocontact"]
-    assert len(commands) >= 10
+    assert len(commands) >= 9  # migrate, bus setup, 7 worker parts
     for command in commands:
         context = _resolve(command[1:])
         for value in context.params.values():
