@@ -84,11 +84,16 @@ class IncomingRequest:
         self._skip_empty_lines()
         return self._start < len(self.data)
 
-    def head_too_long(self) -> bool:
-        return self.head_end is None and len(self.data) - self._start > HEAD_LIMIT_BYTES
-
-    def request_line_complete(self) -> bool:
-        return self.data.find(b"\n", self._start) >= 0
+    def head_too_long(self) -> tuple[int, str] | None:
+        """The status refusing a head longer than HEAD_LIMIT_BYTES (414 when its request
+        line alone is), if it is."""
+        end = len(self.data) if self.head_end is None else self.head_end
+        if end - self._start <= HEAD_LIMIT_BYTES:
+            return None
+        line_end = self.data.find(b"\n", self._start, self._start + HEAD_LIMIT_BYTES + 1)
+        if line_end < 0:
+            return 414, "URI Too Long"
+        return 431, "Request Header Fields Too Large"
 
     def complete(self, now: float) -> bool:
         """Whether the head and a body of known framing (up to the buffer) are all here."""
@@ -203,18 +208,18 @@ class RequestBufferingWorker(ThreadWorker):
 
     def _advance(self, conn: TConn, incoming: IncomingRequest) -> bool:
         """Hand the connection to a thread, or refuse its request, if either is due."""
-        if incoming.complete(time.monotonic()):
+        complete = incoming.complete(time.monotonic())
+        too_long = incoming.head_too_long()
+        if too_long:
+            self._refuse(conn, *too_long, f"the request head may be at most {HEAD_LIMIT_BYTES} bytes")
+            return True
+        if complete:
             self._forget(conn)
             if conn.parser is None:
                 conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
             conn.parser.unreader.unread(bytes(incoming.data))
             conn.data_ready = True
             super().enqueue_req(conn)
-            return True
-        if incoming.head_too_long():
-            status, reason = ((431, "Request Header Fields Too Large") if incoming.request_line_complete()
-                              else (414, "URI Too Long"))
-            self._refuse(conn, status, reason, f"the request head may be at most {HEAD_LIMIT_BYTES} bytes")
             return True
         return False
 

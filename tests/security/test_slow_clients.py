@@ -171,10 +171,15 @@ def test_a_chunked_body_is_waited_for_up_to_its_last_chunk_and_trailers() -> Non
 
 
 def test_a_head_too_long_is_refused() -> None:
-    incoming = IncomingRequest(b"GET /" + b"a" * 70_000, now=0.0)
-    assert not incoming.complete(now=0.0) and incoming.head_too_long() and not incoming.request_line_complete()
-    incoming = IncomingRequest(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 10_000, now=0.0)
-    assert not incoming.complete(now=0.0) and incoming.head_too_long() and incoming.request_line_complete()
+    line = IncomingRequest(b"GET /" + b"a" * 70_000, now=0.0)
+    assert not line.complete(now=0.0) and line.head_too_long() == (414, "URI Too Long")
+    line.add(b" HTTP/1.1\r\n\r\n")
+    assert line.complete(now=0.0) and line.head_too_long() == (414, "URI Too Long")
+    fields = IncomingRequest(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 10_000, now=0.0)
+    assert not fields.complete(now=0.0) and fields.head_too_long() == (431, "Request Header Fields Too Large")
+    fields.add(b"\r\n")
+    assert fields.complete(now=0.0) and fields.head_too_long() == (431, "Request Header Fields Too Large")
+    assert IncomingRequest(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 100 + b"\r\n", now=0.0).head_too_long() is None
 
 
 def test_deadlines_run_from_the_first_byte_then_from_the_end_of_the_head() -> None:
