@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from shared.testing import bearer
 from shared.web import MAX_BODY_BYTES
+from tests.security.clients import raw
 from tests.security.conftest import World
 from tests.support.suite import commitment_body
 
@@ -150,20 +149,6 @@ def test_a_chunked_body_over_the_limit_is_413_not_its_prefix_processed(world: Wo
 # -- what gunicorn itself answers ---------------------------------------------------------------------
 
 
-def _raw(world: World, request: bytes, service: str = "commitment") -> tuple[int, dict[str, str], bytes]:
-    """Send `request` as it is, and read the answer until the server closes the connection."""
-    parts = urlsplit(world.suite.url(service))
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
 @pytest.mark.parametrize(("name", "request_bytes", "status"), [
     ("request line too long", b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ("request line longer than a head may be", b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
@@ -180,7 +165,7 @@ def _raw(world: World, request: bytes, service: str = "commitment") -> tuple[int
 ])
 def test_errors_gunicorn_answers_itself_are_problem_json(world: World, name: str, request_bytes: bytes,
                                                          status: int) -> None:
-    answered, headers, body = _raw(world, request_bytes)
+    answered, headers, body = raw(world.suite.url("commitment"), request_bytes)
     assert answered == status, (name, answered, body[:300])
     assert headers["content-type"] == "application/problem+json", (name, headers)
     problem = json.loads(body)
@@ -205,7 +190,8 @@ def test_options_is_204_with_allow_and_trace_is_405_with_allow(world: World, ser
             _problem(trace, 405)
             assert {method.strip() for method in trace.headers["Allow"].split(",")} == allowed
         # The whole server (OPTIONS *), and a path that names nothing.
-        status, headers, body = _raw(world, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", service)
+        whole_server = b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, headers, body = raw(world.suite.url(service), whole_server)
         assert status == 204 and "GET" in headers["allow"] and body == b"", (status, headers, body)
         _problem(client.request("OPTIONS", world.suite.url(service, "/v1/nothing-here")), 404)
         _problem(client.request("TRACE", world.suite.url(service, "/v1/nothing-here")), 404)
