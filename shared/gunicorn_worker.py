@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import http, util
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from shared.problems import PROBLEM_JSON, Problem
 
@@ -228,6 +228,9 @@ class RequestBufferingWorker(ThreadWorker):
         super().murder_pending()
         now = time.monotonic()
         for conn, incoming in list(self.incoming.items()):
+            if not self.alive and not incoming.started():
+                # Stopping: a connection with no request begun waits no longer than a kept-alive one.
+                incoming.deadline = min(incoming.deadline, now + STOP_KEEPALIVE_LINGER)
             if incoming.deadline > now:
                 continue
             if incoming.started():
