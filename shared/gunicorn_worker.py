@@ -20,6 +20,7 @@ requests like plain gthread.
 from __future__ import annotations
 
 import json
+import re
 import selectors
 import time
 import uuid
@@ -42,6 +43,7 @@ HEAD_LIMIT_BYTES = 64 * 1024
 #: anything over 256 KiB, having read no more than that.
 BODY_BUFFER_BYTES = 512 * 1024
 RECV_BYTES = 64 * 1024
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 def write_problem(sock: Any, status: int, reason: str, detail: str) -> None:
@@ -130,13 +132,16 @@ class IncomingRequest:
         assert self.head_end is not None
         fields: dict[str, list[str]] = {}
         head = bytes(self.data[self._start:self.head_end]).decode("latin-1")
-        for line in head.splitlines()[1:]:
+        for line in head.split("\n")[1:]:
             name, colon, value = line.partition(":")
             if colon:
                 fields.setdefault(name.strip().lower(), []).append(value.strip())
         if "expect" in fields:
             return False  # the client waits for "100 Continue", which the thread sends
         if "transfer-encoding" in fields:
+            codings = ",".join(fields["transfer-encoding"]).split(",")
+            if codings[-1].strip().lower() != "chunked":
+                return False  # a framing the parser refuses
             self._chunk_at = self.head_end
             return True
         lengths = fields.get("content-length", [])
@@ -153,10 +158,9 @@ class IncomingRequest:
             if line_end < 0:
                 return False
             size_field = bytes(data[self._chunk_at:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_field, 16)
-            except ValueError:
+            if not _CHUNK_SIZE.fullmatch(size_field):
                 return True  # malformed: the parser answers it
+            size = int(size_field, 16)
             if size == 0:
                 # The last chunk; then trailer fields, if any, up to an empty line.
                 return data.find(b"\r\n\r\n", line_end) >= 0

@@ -40,7 +40,7 @@ from shared.commands import Context
 from shared.db import engine_for, read
 from shared.errors import Busy, DomainError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from shared.eventstore import ConcurrencyError
-from shared.problems import PROBLEM_JSON, Problem, flatten_errors
+from shared.problems import PROBLEM_JSON, Problem, flatten_errors, invalid
 
 log = logging.getLogger(__name__)
 
@@ -432,10 +432,6 @@ def _unstorable(text: str) -> str | None:
     return "must be valid Unicode text (it contains a lone surrogate)"
 
 
-def _refuse_field(field: str, reason: str) -> Problem:
-    return Problem(422, f"{field}: {reason}", errors={field: [reason]})
-
-
 def _vet_json_body() -> None:
     """Refuse, as problems, the JSON that would otherwise crash a parser or the database.
 
@@ -452,11 +448,11 @@ def _vet_json_body() -> None:
     while pending:  # iterative: the body may be nested almost to the recursion limit
         path, value = pending.pop()
         if isinstance(value, str) and (reason := _unstorable(value)):
-            raise _refuse_field(path or "_schema", reason)
+            raise invalid(path or "_schema", reason)
         if isinstance(value, dict):
             for key, item in value.items():
                 if reason := _unstorable(key):
-                    raise _refuse_field("_schema", f"field names {reason}")
+                    raise invalid("_schema", f"field names {reason}")
                 pending.append((f"{path}.{key}" if path else str(key), item))
         elif isinstance(value, list):
             pending.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
@@ -477,7 +473,7 @@ def _vet_url() -> None:
     for name, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
         if reason := _unstorable(value) or _unstorable(name):
             field = _UNSTORABLE.sub("", name) or "_schema"
-            raise _refuse_field(field, reason)
+            raise invalid(field, reason)
     if request.routing_exception is not None:
         return  # a path that names nothing: a 404 however it is spelt
     path = request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape")

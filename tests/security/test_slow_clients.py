@@ -86,6 +86,11 @@ def test_a_chunked_body_is_waited_for_up_to_its_last_chunk_and_trailers() -> Non
     assert _arrives(head, *(body[i:i + 1] for i in range(len(body))))[-2:] == [False, True]
     assert _arrives(head, b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\n", b"\r\n") == [False, False, True]
     assert _arrives(head, b"zz\r\n") == [False, True]  # malformed: the parser answers it
+    assert _arrives(head, b"+3\r\n") == [False, True]
+    # Another coding than chunked last: gunicorn refuses it at once.
+    assert _arrives(b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n") == [True]
+    # A byte some text codecs take for a line break is no line break in HTTP.
+    assert _arrives(b"POST /v1/x HTTP/1.1\r\nX-A: b\x85Content-Length: 5\r\n\r\n") == [True]
     # Longer than the buffer: the thread reads the rest.
     assert _arrives(head, b"%x\r\n" % (BODY_BUFFER_BYTES + 10) + b"a" * (BODY_BUFFER_BYTES + 1)) == [False, True]
 
