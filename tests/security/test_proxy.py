@@ -8,13 +8,11 @@ every other line is the one production runs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,29 +23,20 @@ from shared.testing import wait_until
 from shared.web import MAX_BODY_BYTES
 from tests.security.clients import REQUEST_TIMEOUT_S, address_of, raw, slow_clients
 from tests.security.conftest import World
+from tests.support import debian
 from tests.support.suite import SERVICES, commitment_body, free_port
 
 PROXY = REPO_ROOT / "infra" / "proxy"
 
 
 def _nginx() -> str:
-    """Debian's nginx, installed with apt-get when missing (the test machines run as root;
-    Debian's policy-rc.d keeps the package from starting a server of its own)."""
+    """Debian's nginx, installed with apt-get when missing."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists() and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "install", "-y", "nginx"], ["apt-get", "update"],
-                        ["apt-get", "install", "-y", "nginx"]):
-            try:
-                subprocess.run(command, env=env, check=False, capture_output=True, timeout=900)
-            except (OSError, subprocess.TimeoutExpired):
-                break
-            if Path(binary).exists():
-                break
-    if not Path(binary).exists():
+    if not debian.installed(binary, "nginx"):
+        reason = "nginx is missing and `apt-get install -y nginx` did not provide it"
         if testing.services_required():
-            pytest.fail("nginx is missing and `apt-get install -y nginx` did not provide it")
-        pytest.skip("nginx is missing and `apt-get install -y nginx` did not provide it")
+            pytest.fail(reason)
+        pytest.skip(reason)
     return binary
 
 
