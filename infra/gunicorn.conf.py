@@ -1,14 +1,16 @@
 """gunicorn settings shared by the three APIs (make run, docker-compose, production).
 
 Threads per worker serve concurrent requests cheaply (the work is I/O on the database);
-connections are opened after fork, never inherited.
+connections are opened after fork, never inherited. The worker is gthread whose threads
+only take requests that have arrived whole (shared/gunicorn_worker.py): a slow client costs
+a buffer, not a thread, and is cut off after a head or body timeout.
 """
 
 import os
 
 bind = os.environ.get("NOCONTACT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("NOCONTACT_WEB_WORKERS", "2"))
-worker_class = "gthread"
+worker_class = "shared.gunicorn_worker.RequestBufferingWorker"
 threads = int(os.environ.get("NOCONTACT_WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20

@@ -8,18 +8,24 @@ Connections are made lazily per process (after gunicorn forks), never at import 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl
 
 import marshmallow as ma
 import structlog
 from flask import Flask, Response, current_app, g, json, request, send_from_directory
+from flask.globals import request_ctx
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -34,12 +40,17 @@ from shared.commands import Context
 from shared.db import engine_for, read
 from shared.errors import Busy, DomainError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from shared.eventstore import ConcurrencyError
-from shared.problems import PROBLEM_JSON, Problem, flatten_errors
+from shared.problems import PROBLEM_JSON, Problem, flatten_errors, invalid
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
+#: What the event store keeps of a client's X-Correlation-ID (events.correlation_id).
+CORRELATION_ID_MAX = 64
+# Text PostgreSQL cannot store: NUL, and lone UTF-16 surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
 
 class ProblemSchema(ma.Schema):
@@ -91,7 +102,10 @@ class ProblemApi(Api):
             detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
         else:
             detail = data.get("message") or error.description or error.name
-        return problem_response(Problem(status, detail, errors=errors, headers=data.get("headers")))
+        # Werkzeug's own headers of the error (Allow of a 405), without its HTML content type.
+        headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        headers.update(data.get("headers") or {})
+        return problem_response(Problem(status, detail, errors=errors, headers=headers))
 
 
 def domain_problem(error: DomainError) -> Problem:
@@ -258,21 +272,28 @@ def create_app(
     @app.before_request
     def _before() -> Response | None:
         g.started = time.perf_counter()
-        g.correlation_id = request.headers.get("X-Correlation-ID") or str(uuid.uuid4())
+        g.correlation_id = _client_correlation_id() or str(uuid.uuid4())
         # Every log line of this request carries its correlation id; the events it appends
         # carry it too, so one id follows the request through the broker to the webhook.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             correlation_id=g.correlation_id, method=request.method, path=request.path
         )
+        if request.method == "OPTIONS":
+            return _options()
+        if request.method == "TRACE" and request.routing_exception is not None:
+            # No route serves TRACE: 405 (with Allow) or 404, whoever asks.
+            raise request.routing_exception
         if request.method in WRITE_METHODS and request.path.startswith("/v1/"):
             if request.content_length and request.content_length > MAX_BODY_BYTES:
                 raise Problem(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
+            if request.content_length is None and "wsgi.input_terminated" in request.environ:
+                _buffer_unsized_body()
             if (request.content_length or request.data) and not request.is_json:
                 raise Problem(415, "the body must be application/json")
             if request.content_length or request.data:
                 _vet_json_body()
-        _vet_nul_characters()
+        _vet_url()
         if request.path.startswith("/v1/") and not request.path.startswith(public):
             with read(engine()) as conn:
                 g.principal = authenticate(
@@ -284,6 +305,13 @@ def create_app(
     @app.after_request
     def _after(response: Response) -> Response:
         response.headers["X-Correlation-ID"] = correlation_id()
+        # No answer is ever to be read as anything but its declared type.
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if request.path.startswith("/v1/"):
+            # /v1/ answers carry members' private notes: no shared or browser cache keeps them.
+            response.headers["Cache-Control"] = "no-store"
+        elif request.url_rule is not None and request.url_rule.endpoint == "api-docs.openapi_swagger_ui":
+            response.headers["Content-Security-Policy"] = _docs_policy(response.get_data())
         started = g.get("started")
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
@@ -352,13 +380,65 @@ def create_app(
     return app
 
 
+def _client_correlation_id() -> str | None:
+    """The client's X-Correlation-ID, if the event store can carry it as it was sent: 1 to 64
+    printable ASCII characters. Any other is accepted and replaced by a generated one
+    (contract v1.1), which the response returns."""
+    sent = request.headers.get("X-Correlation-ID")
+    if sent and len(sent) <= CORRELATION_ID_MAX and sent.isascii() and sent.isprintable():
+        return sent
+    return None
+
+
+def _options() -> Response | None:
+    """OPTIONS: 204 with the methods of the path (of the server for ``OPTIONS *``); a path
+    that names nothing stays a 404."""
+    if request.environ.get("RAW_URI") == "*":
+        allowed = ", ".join(sorted({m for rule in current_app.url_map.iter_rules() for m in rule.methods or ()}))
+    elif request.routing_exception is None:
+        allowed = current_app.make_default_options_response().headers["Allow"]
+    else:
+        return None
+    response = Response(status=204, headers={"Allow": allowed})
+    del response.headers["Content-Type"]
+    return response
+
+
+def _buffer_unsized_body() -> None:
+    """A body sent without Content-Length (chunked), read here up to the limit.
+
+    Werkzeug cuts such a stream at MAX_CONTENT_LENGTH without a word, and the prefix was
+    processed (a 201 for a body whose cut-off rest was only whitespace). One byte past the
+    limit is a 413; a body within it is kept as one of known length.
+    """
+    try:
+        body = request.environ["wsgi.input"].read(MAX_BODY_BYTES + 1)
+    except Exception as error:  # noqa: BLE001 - the server's framing error, whichever server it is
+        raise Problem(400, f"the request body could not be read: {error}") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise Problem(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
+    request.environ["wsgi.input"] = io.BytesIO(body)
+    request.environ["CONTENT_LENGTH"] = str(len(body))
+    request.environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def _unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored as PostgreSQL text (a 500 at the INSERT), if it cannot."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain NUL characters"
+    return "must be valid Unicode text (it contains a lone surrogate)"
+
+
 def _vet_json_body() -> None:
     """Refuse, as problems, the JSON that would otherwise crash a parser or the database.
 
     Werkzeug and webargs turn only JSONDecodeError into a 400: a nesting deeper than the
     interpreter's recursion limit (RecursionError) or an integer of more than 4300 digits
-    (ValueError) escaped as 500s. PostgreSQL text cannot hold NUL: a string with \\u0000
-    would fail at the INSERT, so it is refused here, naming the field.
+    (ValueError) escaped as 500s. Text PostgreSQL cannot hold (NUL; a lone surrogate, which
+    JSON can spell as "\\ud800") would fail at the INSERT: refused here, naming the field.
     """
     try:
         body = json.loads(request.get_data(cache=True))
@@ -367,28 +447,62 @@ def _vet_json_body() -> None:
     pending: list[tuple[str, Any]] = [("", body)]
     while pending:  # iterative: the body may be nested almost to the recursion limit
         path, value = pending.pop()
-        if isinstance(value, str) and "\x00" in value:
-            field = path or "_schema"
-            raise Problem(422, f"{field}: must not contain NUL characters",
-                          errors={field: ["must not contain NUL characters"]})
+        if isinstance(value, str) and (reason := _unstorable(value)):
+            raise invalid(path or "_schema", reason)
         if isinstance(value, dict):
             for key, item in value.items():
-                name = f"{path}.{key}" if path else str(key)
-                if "\x00" in key:
-                    raise Problem(422, "field names must not contain NUL characters")
-                pending.append((name, item))
+                if reason := _unstorable(key):
+                    raise invalid("_schema", f"field names {reason}")
+                pending.append((f"{path}.{key}" if path else str(key), item))
         elif isinstance(value, list):
             pending.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
 
 
-def _vet_nul_characters() -> None:
-    """A NUL in the path or query would reach PostgreSQL as text and fail there (a 500)."""
+def _vet_url() -> None:
+    """The path and query as text the database can hold.
+
+    A NUL in either would reach PostgreSQL as text and fail there. Percent-escapes that are
+    not UTF-8 (%ED%A0%80 spells a surrogate) are kept by Werkzeug as literal text in the
+    query and replaced in the path, so the request would act on a value the client never
+    sent: decoded here with their bytes kept (as lone surrogates), they are refused, naming
+    the parameter.
+    """
     if "\x00" in request.path:
         raise Problem(404, "no such resource")
-    for name, value in request.args.items(multi=True):
-        if "\x00" in name or "\x00" in value:
-            raise Problem(422, f"{name}: must not contain NUL characters",
-                          errors={name.replace("\x00", ""): ["must not contain NUL characters"]})
+    query = request.query_string.decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
+        if reason := _unstorable(value) or _unstorable(name):
+            field = _UNSTORABLE.sub("", name) or "_schema"
+            raise invalid(field, reason)
+    if request.routing_exception is not None:
+        return  # a path that names nothing: a 404 however it is spelt
+    path = request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape")
+    if reason := _unstorable(path):
+        try:
+            _endpoint, arguments = request_ctx.url_adapter.match(path, method=request.method)  # type: ignore[union-attr]
+        except HTTPException:
+            arguments = {}
+        names = [name for name, value in arguments.items() if _unstorable(str(value))] or ["path"]
+        raise Problem(422, f"{', '.join(names)}: {reason}", errors={name: [reason] for name in names})
+
+
+def _docs_policy(page: bytes) -> str:
+    """The Content-Security-Policy of the Swagger UI page: its scripts and styles from this
+    origin only, its one inline script allowed by its hash, nothing else inline."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return "; ".join([
+        "default-src 'none'",
+        f"script-src 'self' {hashes}".strip(),
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ])
 
 
 def json_body() -> dict[str, Any]:

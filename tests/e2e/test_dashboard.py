@@ -10,8 +10,6 @@ build artifacts under var/artifacts/.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 from services import demo
 from shared import config, testing
 from shared.testing import wait_until
+from tests.support import debian
 
 pytestmark = pytest.mark.browser
 
@@ -46,18 +45,8 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (the test machines run as root)."""
-    if not Path(CHROMIUM).exists() and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
-                        ["apt-get", "install", "-y", "chromium"]):
-            try:
-                subprocess.run(command, env=env, check=False, capture_output=True, timeout=900)
-            except (OSError, subprocess.TimeoutExpired):
-                break
-            if Path(CHROMIUM).exists():
-                break
-    if not Path(CHROMIUM).exists():
+    """Debian's chromium, installed with apt-get when missing."""
+    if not debian.installed(CHROMIUM, "chromium"):
         _unavailable(f"{CHROMIUM} is missing and `apt-get install -y chromium` did not provide it")
     return CHROMIUM
 

@@ -76,7 +76,9 @@ def test_api_runs_the_wsgi_app_under_gunicorn_on_its_port_with_a_readiness_check
     rules = {rule.rule for rule in module.app.url_map.iter_rules()}
     assert {"/healthz", "/readyz", "/metrics"} <= rules
     assert f"http://127.0.0.1:{port}/readyz" in " ".join(spec["healthcheck"]["test"])
-    assert spec["ports"] == [f"{port}:{port}"]
+    # Reachable on the internal network only; clients come through the proxy, on the same port.
+    assert "ports" not in spec and spec["expose"] == [str(port)]
+    assert f"{port}:{port}" in SERVICES["proxy"]["ports"]
 
 
 def _worker_services() -> dict[str, tuple[str, str]]:
@@ -217,6 +219,35 @@ def test_the_image_runs_on_the_pins_make_run_uses_and_resolves_compose_paths() -
     for needed in ("shared", "services", "infra", "requirements-runtime.lock", "pyproject.toml"):
         assert needed not in ignored, f".dockerignore drops {needed}"
     assert "USER nocontact" in dockerfile
+
+
+def test_the_proxy_is_the_only_way_in_and_holds_slow_and_oversized_requests() -> None:
+    """infra/proxy/ as compose mounts it (tests/security/test_proxy.py runs it for real)."""
+    from shared.web import MAX_BODY_BYTES
+
+    proxy = SERVICES["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    mounts = dict(volume.rsplit(":", 1)[0].split(":") for volume in proxy["volumes"])
+    assert mounts == {"./infra/proxy/nginx.conf": "/etc/nginx/nginx.conf",
+                      "./infra/proxy/api.conf": "/etc/nginx/api.conf"}
+    assert all(volume.endswith(":ro") for volume in proxy["volumes"])
+    nginx = (REPO_ROOT / "infra" / "proxy" / "nginx.conf").read_text()
+    assert "include api.conf;" in nginx  # relative to /etc/nginx/, where compose mounts it
+    for service in SERVICE_NAMES:
+        port = config.PORT_DEFAULTS[service]
+        assert f"listen {port};\n        set $api {service}-api:{port};" in nginx, service
+    assert set(proxy["depends_on"]) == {f"{service}-api" for service in SERVICE_NAMES}
+    assert sorted(proxy["ports"]) == sorted(f"{port}:{port}" for port in config.PORT_DEFAULTS.values())
+    # Nothing else is published beyond this host.
+    for name, spec in SERVICES.items():
+        if name != "proxy":
+            assert all(str(port).startswith("127.0.0.1:") for port in spec.get("ports", [])), name
+    settings = dict(re.findall(r"^\s*(client_\w+|proxy_request_buffering)\s+([^;]+);", nginx, re.M))
+    assert settings["client_max_body_size"] == f"{MAX_BODY_BYTES // 1024}k"
+    assert settings["client_header_timeout"] == "10s" and settings["client_body_timeout"] == "10s"
+    assert settings["proxy_request_buffering"] == "on"
+    api = (REPO_ROOT / "infra" / "proxy" / "api.conf").read_text()
+    assert re.search(r"location = /metrics \{\s*return 404;", api)
 
 
 def test_prometheus_scrapes_every_worker_and_api() -> None:
