@@ -82,7 +82,7 @@ def configure(service: str) -> None:
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("NOCONTACT_LOG_LEVEL", "INFO"))
+    root.setLevel(os.environ.get("NOCONTACT_LOG_LEVEL", "INFO").strip().upper())
     for noisy in ("amqp", "kombu", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -269,6 +269,12 @@ def create_app(
     public = tuple(public_paths)
     limiter = ratelimit.RateLimiter()  # per app: each service counts its own requests
 
+    @app.teardown_request
+    def _forget_request_log_context(_error: BaseException | None) -> None:
+        # The thread serves other work next (a test client's caller, the next request):
+        # nothing of this request's log context may stay bound to it.
+        structlog.contextvars.clear_contextvars()
+
     @app.before_request
     def _before() -> Response | None:
         g.started = time.perf_counter()
