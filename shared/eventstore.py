@@ -300,7 +300,7 @@ def _append_postgresql(
         "recorded_at": recorded_at,
     }
     try:
-        prior, versions, positions = _execute_first(conn, _APPEND_POSTGRESQL, parameters)
+        ((prior, versions, positions),) = _driver_execute(conn, _APPEND_POSTGRESQL, parameters)
     except IntegrityError as error:
         # Another transaction appended to one of these streams while this statement ran and
         # committed first. The transaction is aborted: the version cannot be read back.
@@ -324,28 +324,30 @@ def _append_postgresql(
     return recorded
 
 
-def _execute_first(conn: Connection, statement: str, parameters: dict[str, Any]) -> tuple[Any, ...]:
-    """Run `statement` (one row back) on psycopg's connection under `conn`, prepared.
+def _driver_execute(
+    conn: Connection, statement: str, parameters: dict[str, Any], *, binary: bool = False
+) -> list[tuple[Any, ...]]:
+    """Run `statement` on psycopg's connection under `conn`, prepared; its rows.
 
-    This is the hot path of every command, so it skips SQLAlchemy's execution layer (its
-    context and result-metadata objects: about a quarter of an append's client CPU). Errors
-    come out as SQLAlchemy's exceptions, as from `conn.execute`, and a connection found
-    broken is invalidated as SQLAlchemy would. (Pipelining BEGIN with the statement saved
-    a round trip but cost more client CPU than it saved: measured, not kept.)
+    The store's hot paths (every command's append, every tailing read) skip SQLAlchemy's
+    execution layer: its context and result objects were a quarter of an append's client
+    CPU. `binary`: results in PostgreSQL's binary format (uuid, integers and timestamps
+    neither formatted by the server nor parsed by the client). Errors come out as
+    SQLAlchemy's exceptions, as from `conn.execute`, and a connection found broken is
+    invalidated as SQLAlchemy would. (Pipelining BEGIN with the append saved a round trip
+    but cost more client CPU than it saved: measured, not kept.)
     """
     if not conn.in_transaction():
         conn.begin()  # as conn.execute would: commit() or the caller's begin() block ends it
     driver = conn.connection.driver_connection
     try:
-        with driver.cursor() as cursor:
+        with driver.cursor(binary=binary) as cursor:
             cursor.execute(statement, parameters, prepare=True)
-            row = cursor.fetchone()
+            return cursor.fetchall()
     except psycopg.Error as error:
         if conn.dialect.is_disconnect(error, driver, None):
             conn.invalidate(error)
         raise DBAPIError.instance(statement, parameters, error, psycopg.Error, dialect=conn.dialect) from error
-    assert row is not None
-    return tuple(row)
 
 
 def _lost_race(error: IntegrityError, appends: Sequence[tuple[str, list[NewEvent], int | None]]) -> Exception:
@@ -470,7 +472,8 @@ def head(conn: Connection, *, settled: bool = True) -> LogCursor:
         return LogCursor(0, head_position(conn))
     gate = "WHERE xid < pg_snapshot_xmin(pg_current_snapshot())" if settled else ""
     row = conn.exec_driver_sql(
-        f"SELECT xid::text, position FROM events {gate} ORDER BY xid DESC, position DESC LIMIT 1"
+        f"SELECT xid::text AS xid_text, position FROM events {gate} "
+        "ORDER BY events.xid DESC, events.position DESC LIMIT 1"
     ).first()
     return LogCursor(int(row[0]), row[1]) if row else START
 
@@ -578,21 +581,24 @@ _AFTER = (
 )
 _SETTLED = "xid < pg_snapshot_xmin(pg_current_snapshot())"
 _SELECT = (
-    "SELECT id, type, schema_version, stream_id, stream_version, position, data, tenant_id, correlation_id, "
-    "causation_id, actor, occurred_at, recorded_at, xid::text FROM events"
+    "SELECT id, type, schema_version, stream_id, stream_version, position, data::text, tenant_id, correlation_id, "
+    "causation_id, actor, occurred_at, recorded_at, xid::text AS xid_text FROM events"
 )
 _LAST_READ = (
-    "SELECT NULL::uuid, NULL, NULL::int, NULL, NULL::int, position, NULL::jsonb, NULL, NULL, NULL, NULL, "
-    "NULL::timestamptz, NULL::timestamptz, xid::text FROM events"
+    "SELECT NULL::uuid, NULL, NULL::int, NULL, NULL::int, position, NULL::text, NULL, NULL, NULL, NULL, "
+    "NULL::timestamptz, NULL::timestamptz, xid::text AS xid_text FROM events"
 )
 
 
 def _feed_sql(filters: tuple[str, ...], settled: bool) -> str:
     range_ = " AND ".join((_AFTER, _SETTLED) if settled else (_AFTER,))
-    page = f"{_SELECT} WHERE {' AND '.join((range_, *filters))} ORDER BY xid, position LIMIT %(limit)s"
+    # ORDER BY the columns, qualified: the output column holding the xid as text is not
+    # what orders the feed (text sorts "10" before "9").
+    where = " AND ".join((range_, *filters))
+    page = f"{_SELECT} WHERE {where} ORDER BY events.xid, events.position LIMIT %(limit)s"
     if not filters:
         return page
-    last = f"{_LAST_READ} WHERE {range_} ORDER BY xid DESC, position DESC LIMIT 1"
+    last = f"{_LAST_READ} WHERE {range_} ORDER BY events.xid DESC, events.position DESC LIMIT 1"
     return f"({page}) UNION ALL ({last})"
 
 
@@ -622,10 +628,10 @@ def _read_feed_postgresql(
     else:
         after_xid, after_position = None, after
     sql = _FEED_SQL[(categories is not None, types is not None, settled)]
-    rows = conn.exec_driver_sql(sql, {
+    rows = _driver_execute(conn, sql, {
         "after_xid": after_xid, "after": after_position, "limit": limit,
         "categories": categories, "types": types,
-    }).fetchall()
+    }, binary=True)
     last_read = None
     if categories is not None or types is not None:
         for index in range(len(rows) - 1, -1, -1):
@@ -654,22 +660,30 @@ def _resolve(conn: Connection, after: int | LogCursor) -> LogCursor:
     return LogCursor(xid or 0, position)
 
 
-_new_recorded = RecordedEvent.__new__
-
-
 def _recorded(rows: Sequence[Any]) -> list[RecordedEvent]:
-    """RecordedEvents of feed rows (the first 13 columns in `_FIELDS` order).
+    """RecordedEvents of feed rows (the first 13 columns in `_FIELDS` order, data as text).
 
-    Built without the frozen dataclass's __init__ (13 object.__setattr__ calls, most of a
-    replay's Python time): the fields go straight into the instance's dict, which is what
-    that __init__ ends up doing.
+    The hot loop of a replay, so: the data is decoded here from text (psycopg's jsonb loader
+    hands json.loads bytes, which then sniffs their encoding, and json.loads looks for
+    whitespace around a document PostgreSQL never pads), and the events are built without
+    the frozen dataclass's __init__ (13 object.__setattr__ calls): the instance gets its
+    field dict whole, which is what that __init__ ends up with.
     """
     out = []
+    new, set_dict, decode = RecordedEvent.__new__, object.__setattr__, _JSON.raw_decode
     for row in rows:
-        event = _new_recorded(RecordedEvent)
-        event.__dict__.update(zip(_FIELDS, row, strict=False))  # the row's 14th column is its xid
+        event = new(RecordedEvent)
+        set_dict(event, "__dict__", {
+            "id": row[0], "type": row[1], "schema_version": row[2], "stream_id": row[3],
+            "stream_version": row[4], "position": row[5], "data": decode(row[6])[0], "tenant_id": row[7],
+            "correlation_id": row[8], "causation_id": row[9], "actor": row[10], "occurred_at": row[11],
+            "recorded_at": row[12],
+        })
         out.append(event)
     return out
+
+
+_JSON = json.JSONDecoder()
 
 
 def _read_feed_sqlite(
