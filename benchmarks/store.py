@@ -1,11 +1,12 @@
 """Event store figures: append and full-log replay on PostgreSQL and SQLite.
 
 Appends go through `shared.eventstore.append` inside `engine.begin()`, exactly as a
-command handler does (advisory lock, version check, insert ... returning). Concurrent
-writers are threads of one process sharing the engine's pool: the GIL is released while
-a thread waits on the database, and the store serialises appends anyway (advisory lock on
-PostgreSQL, BEGIN IMMEDIATE on SQLite), so threads measure that lock's cost as well as
-processes would, without a start-up cost inside the timing.
+command handler does (one statement: version check, shared append lock, insert ...
+returning). Concurrent writers are threads of one process sharing the engine's pool: the
+GIL is released while a thread waits on the database. On PostgreSQL the appends of
+several writers run and commit together; on SQLite they queue on the writer lock (BEGIN
+IMMEDIATE). Threads avoid a start-up cost inside the timing, but share one interpreter:
+at 4 writers the figure is bounded by one core's worth of client CPU as well.
 
 `python -m benchmarks.store` (``make bench-store``) runs this section alone and writes
 var/bench/store.md and store.json.
@@ -118,6 +119,13 @@ def seed(engine: Engine, total: int, batch: int = BATCH) -> int:
     return written
 
 
+def analyze(engine: Engine) -> None:
+    """Statistics for the planner, as autovacuum gives a table in use: without them the
+    first read of a freshly filled table may be planned as a sort (benchmarks.peer)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE events")
+
+
 def replay_read_all(engine: Engine, limit: int = READ_ALL_LIMIT) -> int:
     """The whole log through `read_all` pages, one read transaction for all of them."""
     count = position = 0
@@ -160,6 +168,7 @@ def measure_replay(settings: Settings, backend: str) -> dict[str, list[float]]:
         with fresh_store(backend) as url:
             engine = engine_for(url)
             seed(engine, size)
+            analyze(engine)
             samples.setdefault(f"replay read_all (pages of {READ_ALL_LIMIT})", []).append(
                 timed(lambda engine=engine: replay_read_all(engine))
             )
