@@ -41,10 +41,12 @@ the feed is read by position.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -628,23 +630,44 @@ def _read_feed_postgresql(
     else:
         after_xid, after_position = None, after
     sql = _FEED_SQL[(categories is not None, types is not None, settled)]
-    rows = _driver_execute(conn, sql, {
-        "after_xid": after_xid, "after": after_position, "limit": limit,
-        "categories": categories, "types": types,
-    }, binary=True)
-    last_read = None
-    if categories is not None or types is not None:
-        for index in range(len(rows) - 1, -1, -1):
-            if rows[index][0] is None:
-                last_read = rows.pop(index)
-                break
+    with _collector_paused():
+        rows = _driver_execute(conn, sql, {
+            "after_xid": after_xid, "after": after_position, "limit": limit,
+            "categories": categories, "types": types,
+        }, binary=True)
+        last_read = None
+        if categories is not None or types is not None:
+            for index in range(len(rows) - 1, -1, -1):
+                if rows[index][0] is None:
+                    last_read = rows.pop(index)
+                    break
+        batch = _recorded(rows)
     if rows and (last_read is None or len(rows) == limit):
         cursor: LogCursor | None = LogCursor(int(rows[-1][13]), rows[-1][5])
     elif last_read is not None:
         cursor = LogCursor(int(last_read[13]), last_read[5])
     else:
         cursor = after if isinstance(after, LogCursor) else None
-    return _recorded(rows), cursor
+    return batch, cursor
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch is built.
+
+    A batch of events is thousands of new, live container objects (each event's dict, its
+    data); building it triggers collections that traverse them all again and again, for
+    nothing: they are garbage to no one yet. That was a third of a 5,000-event page's
+    time. Reference counting still frees everything as usual; the collector resumes after.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _resolve(conn: Connection, after: int | LogCursor) -> LogCursor:

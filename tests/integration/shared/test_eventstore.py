@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared import eventstore, testing
 from shared.db import engine_for, read
@@ -447,3 +447,30 @@ def test_checkpoints_written_before_the_transaction_order_migration_carry_on(
             assert fresh == eventstore.START and relay.position == old[1].position
             assert eventstore.read_feed(conn, relay, settled=False).events == old[2:] + new
             assert eventstore.read_feed(conn, fresh, settled=False).events == old + new
+
+
+def test_an_event_id_used_twice_is_refused_as_such(engine) -> None:
+    event = _event()
+    with engine.begin() as conn:
+        eventstore.append(conn, "thing-1", [event], expected_version=0)
+    with pytest.raises(IntegrityError) as raised:
+        with engine.begin() as conn:
+            eventstore.append(conn, "thing-2", [event], expected_version=0)
+    assert not isinstance(raised.value, eventstore.ConcurrencyError)
+
+
+def test_the_feed_is_read_along_its_index_without_sorting(postgres: Engine) -> None:
+    """Tailers read a page at a time: the (xid, position) index must give the order (a sort
+    would read, and here sort as text, everything after the cursor every time)."""
+    for n in range(10):  # enough rows for a table scan not to be the cheaper way
+        with postgres.begin() as conn:
+            eventstore.append(conn, f"thing-{n}", [_event(n=i) for i in range(300)])
+    with postgres.begin() as conn:
+        conn.execute(text("ANALYZE events"))  # what autovacuum gives a table in use
+    with read(postgres) as conn:
+        driver = conn.connection.driver_connection
+        for statement in eventstore._FEED_SQL.values():
+            plan = "\n".join(row[0] for row in driver.execute("EXPLAIN " + statement, {
+                "after_xid": "0", "after": 0, "limit": 5, "categories": ["thing"], "types": ["thing.happened"],
+            }))
+            assert "events_xid_position" in plan and "Sort" not in plan, plan
