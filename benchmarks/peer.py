@@ -47,12 +47,12 @@ from benchmarks.store import (
     append_workloads,
     batch_jobs,
     our_writer,
-    run_writers,
+    run_workload,
     seed,
 )
 from shared import testing
 from shared.db import engine_for, read
-from shared.eventstore import read_all
+from shared.eventstore import START, read_feed
 
 REBUILD_EVENTS = 50_000
 PAGE = 5_000
@@ -61,27 +61,51 @@ PAGE = 5_000
 @contextmanager
 def their_recorder() -> Iterator[Any]:
     """A `PostgresApplicationRecorder` on a fresh schema, from the library's own factory."""
+    with testing.fresh_postgres_schema(postgres_database_url()) as url:
+        with recorder_at(url) as recorder:
+            yield recorder
+
+
+@contextmanager
+def recorder_at(url: str) -> Iterator[Any]:
+    """Their recorder on the schema of `url`, its table created."""
+    factory = _their_factory(url, create_table=True)
+    try:
+        yield factory.application_recorder()
+    finally:
+        factory.close()
+
+
+def _their_factory(url: str, *, create_table: bool) -> Any:
     from eventsourcing.postgres import PostgresFactory
     from eventsourcing.utils import Environment
 
-    with testing.fresh_postgres_schema(postgres_database_url()) as url:
-        parsed = make_url(url)
-        environment = Environment(
-            "bench",
-            {
-                "POSTGRES_DBNAME": parsed.database or "",
-                "POSTGRES_HOST": parsed.host or "127.0.0.1",
-                "POSTGRES_PORT": str(parsed.port or 5432),
-                "POSTGRES_USER": parsed.username or "postgres",
-                "POSTGRES_PASSWORD": parsed.password or "",
-                "POSTGRES_SCHEMA": schema_of(url),
-            },
-        )
-        factory = PostgresFactory(environment)
-        try:
-            yield factory.application_recorder()
-        finally:
-            factory.close()
+    parsed = make_url(url)
+    return PostgresFactory(Environment(
+        "bench",
+        {
+            "POSTGRES_DBNAME": parsed.database or "",
+            "POSTGRES_HOST": parsed.host or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": parsed.username or "postgres",
+            "POSTGRES_PASSWORD": parsed.password or "",
+            "POSTGRES_SCHEMA": schema_of(url),
+            "CREATE_TABLE": "y" if create_table else "n",
+        },
+    ))
+
+
+def their_process_writer(url: str) -> Callable[[AppendJob], None]:
+    """For a forked writer: a recorder of its own (the parent's pool is not shared), on the
+    table the parent created (the writers must not all run the DDL at once). The factory
+    lives as long as the writer process."""
+    factory = _their_factory(url, create_table=False)
+    write = their_writer(factory.application_recorder())
+
+    def write_keeping_factory(job: AppendJob, _factory: Any = factory) -> None:
+        write(job)
+
+    return write_keeping_factory
 
 
 def their_writer(recorder: Any) -> Callable[[AppendJob], None]:
@@ -119,13 +143,17 @@ def analyze_theirs(recorder: Any) -> None:
 
 
 def our_rebuild(engine: Engine) -> int:
+    """As `shared.projection.rebuild` reads (it holds the append lock: nothing in flight,
+    so the whole log, not only its settled part)."""
     per_stream: Counter[str] = Counter()
-    position = 0
+    cursor = START
     with read(engine) as conn:
-        while batch := read_all(conn, position, limit=PAGE):
+        while True:
+            batch, cursor = read_feed(conn, cursor, limit=PAGE, settled=False)
             for event in batch:
                 per_stream[event.stream_id] += 1
-            position = batch[-1].position
+            if len(batch) < PAGE:
+                break
     return sum(per_stream.values())
 
 
@@ -153,12 +181,19 @@ def section(settings: Settings) -> Section:
     rebuild_size = settings.size(REBUILD_EVENTS, BATCH)
     samples: dict[str, list[float]] = {}
     for _ in range(settings.runs):
-        for name, _writers, plan in append_workloads(settings):
-            plans = plan()
+        for workload in append_workloads(settings):
+            plans = workload.plan()
+            name = workload.name
             with fresh_store("postgres") as url:
-                samples.setdefault(f"ours: {name}", []).append(run_writers(plans, our_writer(engine_for(url))))
-            with their_recorder() as recorder:
-                samples.setdefault(f"theirs: {name}", []).append(run_writers(plans, their_writer(recorder)))
+                rate = run_workload(workload, plans, lambda url=url: our_writer(engine_for(url)))
+                samples.setdefault(f"ours: {name}", []).append(rate)
+            with testing.fresh_postgres_schema(postgres_database_url()) as url, recorder_at(url) as recorder:
+                # Processes make recorders of their own on the same schema; threads share this one.
+                if workload.processes:
+                    rate = run_workload(workload, plans, lambda url=url: their_process_writer(url))
+                else:
+                    rate = run_workload(workload, plans, lambda recorder=recorder: their_writer(recorder))
+                samples.setdefault(f"theirs: {name}", []).append(rate)
         with fresh_store("postgres") as url:
             engine = engine_for(url)
             seed(engine, rebuild_size)
@@ -177,8 +212,10 @@ def section(settings: Settings) -> Section:
         params = {"log": rebuild_size} if "rebuild" in name else {}
         result.add(name, "events/s", values, **params)
     # The aims of issue 14: >= 1x at 1 writer, >= 3x at 4 writers (1 event/txn), rebuild >= 1x.
-    targets = {"append 1 event/txn, 1 writer": 1.0, "append 1 event/txn, 4 writers (threads)": 3.0}
-    for name, _writers, _plan in append_workloads(settings):
+    targets = {"append 1 event/txn, 1 writer": 1.0, "append 1 event/txn, 4 writers (threads)": 3.0,
+               "append 1 event/txn, 4 writers (processes)": 3.0}
+    for workload in append_workloads(settings):
+        name = workload.name
         result.comparisons.append(Comparison(name, f"ours: {name}", f"theirs: {name}", targets.get(name)))
     result.comparisons.append(
         Comparison("rebuild a read model from the whole log", "ours: rebuild events-per-stream",
