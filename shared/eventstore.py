@@ -34,9 +34,24 @@ one statement for the same reason. The append statement checks the invariant on
 PostgreSQL (`pg_current_xact_id_if_assigned()` must be NULL before it inserts) and raises
 `AppendNotFirst`, a programming error.
 
+Readers: `read_feed` (a batch and the `LogCursor` after it) and `read_all` (the batch
+only; a bare position as cursor works: it means "after that event") read the settled feed;
+``settled=False`` reads every committed event, for code holding `lock_appends` (no append
+in flight), which must not wait on unrelated transactions. `wait_settled` waits until what
+was committed before it is readable (tests, `Relay.drain`, `ProjectionRunner.catch_up`).
+`feed_range`/`feed_order` give readers that select their own columns the same order.
+
 SQLite: every write transaction holds the database's single writer lock from BEGIN
 IMMEDIATE to COMMIT (see shared.db), so position order is commit order; ``xid`` is 0 and
 the feed is read by position.
+
+Restores: transaction ids are the cluster's. PITR and pg_upgrade keep its counter; a
+logical dump restored into another cluster does not, and there new appends would get ids
+below the restored ones (they would sort before the old log, and tailers past the old ids
+would never read them). After such a restore, before any service starts, give the whole log
+and every checkpoint one new id (the log keeps its position order, which is then its commit
+order), with each checkpoint moved back to before the first event it had not read, as
+migration 0003 does for a log written under the old append lock.
 """
 
 from __future__ import annotations

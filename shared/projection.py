@@ -1,4 +1,4 @@
-"""Projections: read models folded from the log, rebuildable from position 0 at any time.
+"""Projections: read models folded from the log, rebuildable from its start at any time.
 
 A projection is a name, the tables it owns, the event types it reads and an `apply`
 function. The same `apply` serves three paths, so they cannot drift apart:
@@ -311,15 +311,16 @@ def _exclusive_rebuild(engine: Engine, name: str) -> Iterator[None]:
 
 
 def lock_for_swap(conn: Connection, live: Sequence[Table], timeout_s: float) -> None:
-    """Take the live tables ACCESS EXCLUSIVE, then the append lock, each wait bounded.
+    """Take the live tables ACCESS EXCLUSIVE, then the append lock exclusively, each wait
+    bounded.
 
-    The order matters: a command reads a read model (settings, commitments) and then waits for
-    the append lock; taking the append lock first would wait for those tables while holding
-    what the command waits for, a certain deadlock under load. Tables first still can cycle
-    (a writer holding the append lock that then wants a table we hold), so every wait is
-    bounded below PostgreSQL's deadlock_timeout (1 s): we give up, release all, retry, and
-    the other transaction goes on instead of being killed. SQLite: BEGIN IMMEDIATE already
-    made this the only writer.
+    The order matters: a command reads a read model (settings, commitments) and then takes
+    the append lock shared, in its append; taking the append lock first would wait for those
+    tables while holding what the command waits for, a certain deadlock under load. Tables
+    first still can cycle (a command that appended, holding the append lock shared, then
+    projects into a table we hold), so every wait is bounded below PostgreSQL's
+    deadlock_timeout (1 s): we give up, release all, retry, and the other transaction goes
+    on instead of being killed. SQLite: BEGIN IMMEDIATE already made this the only writer.
     """
     if conn.dialect.name != "postgresql":
         lock_appends(conn)
