@@ -415,10 +415,10 @@ def _upgrade(url: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from shared.config import REPO_ROOT
+    import infra
 
     config = Config()
-    config.set_main_option("script_location", str(REPO_ROOT / "infra" / "migrations"))
+    config.set_main_option("script_location", str(infra.path("migrations")))
     with engine_for(url).begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
