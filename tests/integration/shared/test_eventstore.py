@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared import eventstore, testing
-from shared.db import engine_for, read
+from shared.db import engine_for, migrate, read
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.testing import wait_until
 
@@ -411,26 +411,13 @@ def test_a_checkpoint_set_by_position_continues_after_that_event(engine) -> None
         assert eventstore.read_feed(conn, cursor, settled=False).events == recorded[2:]
 
 
-def _upgrade(url: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    import infra
-
-    config = Config()
-    config.set_main_option("script_location", str(infra.path("migrations")))
-    with engine_for(url).begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
-
-
 def test_checkpoints_written_before_the_transaction_order_migration_carry_on(
     postgres_database_url: str,
 ) -> None:
     """Migration 0003 on a store that was in use: old events keep their position order,
     old checkpoints go on from where they were, new events come after all old ones."""
     with testing.fresh_postgres_schema(postgres_database_url) as url:
-        _upgrade(url, "0002_credentials")
+        migrate(url, "0002_credentials")
         engine = engine_for(url)
         old = []
         for n in range(4):
@@ -439,7 +426,7 @@ def test_checkpoints_written_before_the_transaction_order_migration_carry_on(
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO checkpoints (name, position, updated_at) VALUES "
                               "('relay', :p, now()), ('fresh', 0, now())"), {"p": old[1].position})
-        _upgrade(url, "heads")
+        migrate(url)
         with engine.begin() as conn:
             new = eventstore.append(conn, "old-0", [_event(n=4)])
         with read(engine) as conn:
