@@ -348,8 +348,9 @@ def _driver_execute(
 
     The store's hot paths (every command's append, every tailing read) skip SQLAlchemy's
     execution layer: its context and result objects were a quarter of an append's client
-    CPU. `binary`: results in PostgreSQL's binary format (uuid, integers and timestamps
-    neither formatted by the server nor parsed by the client). Errors come out as
+    CPU; its cursor events are still dispatched. `binary`: results in PostgreSQL's binary
+    format (uuid, integers and timestamps neither formatted by the server nor parsed by the
+    client). Errors come out as
     SQLAlchemy's exceptions, as from `conn.execute`, and a connection found broken is
     invalidated as SQLAlchemy would. (Pipelining BEGIN with the append saved a round trip
     but cost more client CPU than it saved: measured, not kept.)
@@ -357,10 +358,17 @@ def _driver_execute(
     if not conn.in_transaction():
         conn.begin()  # as conn.execute would: commit() or the caller's begin() block ends it
     driver = conn.connection.driver_connection
+    # SQLAlchemy's cursor events still fire (statement logs, tracing, tests that watch them).
+    events_on = conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute
     try:
         with driver.cursor(binary=binary) as cursor:
+            if events_on:
+                conn.dispatch.before_cursor_execute(conn, cursor, statement, parameters, None, False)
             cursor.execute(statement, parameters, prepare=True)
-            return cursor.fetchall()
+            rows = cursor.fetchall()
+            if events_on:
+                conn.dispatch.after_cursor_execute(conn, cursor, statement, parameters, None, False)
+            return rows
     except psycopg.Error as error:
         if conn.dialect.is_disconnect(error, driver, None):
             conn.invalidate(error)
