@@ -187,7 +187,8 @@ def run_once(mode: str, url: str | None, commitments: int) -> RunResult:
         started = time.perf_counter()
         position = 0
         with read(engine) as conn:
-            while batch := read_all(conn, position, limit=PAGE, types=CHECK_IN_EVENT_TYPES):
+            # The whole log (nothing is appended meanwhile), as shared.projection.rebuild reads it.
+            while batch := read_all(conn, position, limit=PAGE, types=CHECK_IN_EVENT_TYPES, settled=False):
                 if fold:
                     for event in batch:
                         rebuild.add(event)

@@ -1,11 +1,12 @@
 """Event store figures: append and full-log replay on PostgreSQL and SQLite.
 
 Appends go through `shared.eventstore.append` inside `engine.begin()`, exactly as a
-command handler does (advisory lock, version check, insert ... returning). Concurrent
-writers are threads of one process sharing the engine's pool: the GIL is released while
-a thread waits on the database, and the store serialises appends anyway (advisory lock on
-PostgreSQL, BEGIN IMMEDIATE on SQLite), so threads measure that lock's cost as well as
-processes would, without a start-up cost inside the timing.
+command handler does (one statement: version check, shared append lock, insert ...
+returning). Concurrent writers are threads of one process sharing the engine's pool: the
+GIL is released while a thread waits on the database. On PostgreSQL the appends of
+several writers run and commit together; on SQLite they queue on the writer lock (BEGIN
+IMMEDIATE). Threads avoid a start-up cost inside the timing, but share one interpreter:
+at 4 writers the figure is bounded by one core's worth of client CPU as well.
 
 `python -m benchmarks.store` (``make bench-store``) runs this section alone and writes
 var/bench/store.md and store.json.
@@ -13,6 +14,7 @@ var/bench/store.md and store.json.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from benchmarks import METADATA, Settings, checkin_event, day, fresh_store, stre
 from benchmarks.report import Section
 from shared.db import engine_for, read
 from shared.events import NewEvent
-from shared.eventstore import append, iter_all, read_all
+from shared.eventstore import append, iter_all, read_all, wait_settled
 
 SINGLE_EVENTS = 2_000
 BATCHED_EVENTS = 20_000
@@ -99,6 +101,42 @@ def run_writers(plans: Sequence[Sequence[AppendJob]], write: Callable[[AppendJob
     return sum(len(job.events) for jobs in plans for job in jobs) / elapsed
 
 
+def run_writer_processes(
+    plans: Sequence[Sequence[AppendJob]], make_write: Callable[[], Callable[[AppendJob], None]]
+) -> float:
+    """Run each plan in a process of its own (forked: `make_write` runs in the child and
+    makes its own connections), all released at once; events per second overall.
+
+    Processes, as gunicorn runs an API: writers that do not share one interpreter's lock,
+    so the figure is the store's concurrency, not one core's worth of Python.
+    """
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(len(plans) + 1)
+    failures = context.Queue()
+
+    def writer(jobs: Sequence[AppendJob]) -> None:
+        try:
+            write = make_write()
+            start.wait()
+            for job in jobs:
+                write(job)
+        except BaseException as error:
+            failures.put(repr(error))
+            raise
+
+    processes = [context.Process(target=writer, args=(jobs,), daemon=True) for jobs in plans]
+    for process in processes:
+        process.start()
+    start.wait(timeout=120)
+    started = time.perf_counter()
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    if any(process.exitcode for process in processes):
+        raise RuntimeError(f"a writer process failed: {failures.get(timeout=5)}")
+    return sum(len(job.events) for jobs in plans for job in jobs) / elapsed
+
+
 def our_writer(engine: Engine) -> Callable[[AppendJob], None]:
     def write(job: AppendJob) -> None:
         with engine.begin() as conn:
@@ -118,6 +156,13 @@ def seed(engine: Engine, total: int, batch: int = BATCH) -> int:
     return written
 
 
+def analyze(engine: Engine) -> None:
+    """Statistics for the planner, as autovacuum gives a table in use: without them the
+    first read of a freshly filled table may be planned as a sort (benchmarks.peer)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE events")
+
+
 def replay_read_all(engine: Engine, limit: int = READ_ALL_LIMIT) -> int:
     """The whole log through `read_all` pages, one read transaction for all of them."""
     count = position = 0
@@ -132,24 +177,40 @@ def replay_iter_all(engine: Engine, batch_size: int = ITER_ALL_BATCH) -> int:
     return sum(1 for _ in iter_all(engine, batch_size=batch_size))
 
 
-def append_workloads(settings: Settings) -> list[tuple[str, int, Callable[[], list[list[AppendJob]]]]]:
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    plan: Callable[[], list[list[AppendJob]]]
+    processes: bool = False  # writers as processes, else threads of this one
+
+
+def append_workloads(settings: Settings) -> list[Workload]:
     single = settings.size(SINGLE_EVENTS, 4)
     batched = settings.size(BATCHED_EVENTS, BATCH * 4)
     return [
-        ("append 1 event/txn, 1 writer", 1, lambda: single_event_jobs(single, 1)),
-        ("append 1 event/txn, 4 writers (threads)", 4, lambda: single_event_jobs(single, 4)),
-        (f"append {BATCH} events/txn, 1 writer", 1, lambda: batch_jobs(batched, 1)),
-        (f"append {BATCH} events/txn, 4 writers (threads)", 4, lambda: batch_jobs(batched, 4)),
+        Workload("append 1 event/txn, 1 writer", lambda: single_event_jobs(single, 1)),
+        Workload("append 1 event/txn, 4 writers (threads)", lambda: single_event_jobs(single, 4)),
+        Workload("append 1 event/txn, 4 writers (processes)", lambda: single_event_jobs(single, 4), processes=True),
+        Workload(f"append {BATCH} events/txn, 1 writer", lambda: batch_jobs(batched, 1)),
+        Workload(f"append {BATCH} events/txn, 4 writers (threads)", lambda: batch_jobs(batched, 4)),
     ]
+
+
+def run_workload(workload: Workload, plans: Sequence[Sequence[AppendJob]],
+                 make_write: Callable[[], Callable[[AppendJob], None]]) -> float:
+    if workload.processes:
+        return run_writer_processes(plans, make_write)
+    return run_writers(plans, make_write())
 
 
 def measure_appends(settings: Settings, backend: str) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {}
-    for name, _writers, plan in append_workloads(settings):
+    for workload in append_workloads(settings):
         for _ in range(settings.runs):
-            plans = plan()  # built outside the timing: event construction is not the store's cost
+            plans = workload.plan()  # built outside the timing: event construction is not the store's cost
             with fresh_store(backend) as url:
-                samples.setdefault(name, []).append(run_writers(plans, our_writer(engine_for(url))))
+                rate = run_workload(workload, plans, lambda url=url: our_writer(engine_for(url)))
+                samples.setdefault(workload.name, []).append(rate)
     return samples
 
 
@@ -160,6 +221,8 @@ def measure_replay(settings: Settings, backend: str) -> dict[str, list[float]]:
         with fresh_store(backend) as url:
             engine = engine_for(url)
             seed(engine, size)
+            analyze(engine)
+            wait_settled(engine)  # the whole log readable by a tailer before the timing starts
             samples.setdefault(f"replay read_all (pages of {READ_ALL_LIMIT})", []).append(
                 timed(lambda engine=engine: replay_read_all(engine))
             )

@@ -138,8 +138,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=dispose_all)
 
 
-def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest schema of every service (idempotent)."""
+def migrate(url: str, revision: str = "heads") -> None:
+    """Bring the database at `url` to the newest schema of every service (idempotent), or
+    to `revision` (tests of a migration start from the schema before it)."""
     from alembic import command
     from alembic.config import Config
 
@@ -153,4 +154,4 @@ def migrate(url: str) -> None:
             # Two processes migrating at once would race on CREATE TABLE.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243155)")
         config.attributes["connection"] = conn
-        command.upgrade(config, "heads")
+        command.upgrade(config, revision)

@@ -1,19 +1,21 @@
-"""Projections: read models folded from the log, rebuildable from position 0 at any time.
+"""Projections: read models folded from the log, rebuildable from its start at any time.
 
 A projection is a name, the tables it owns, the event types it reads and an `apply`
 function. The same `apply` serves three paths, so they cannot drift apart:
 - inline, in the transaction of the command that appended the events;
-- live, fed by a bus consumer or by `ProjectionRunner` tailing the log;
-- `rebuild`, replaying the whole log by position into emptied tables.
+- live, fed by a bus consumer or by `ProjectionRunner` tailing the feed (the log in commit
+  order, see shared.eventstore);
+- `rebuild`, replaying the whole log into emptied tables.
 
-`rebuild` runs in one transaction holding the append lock: readers keep seeing the old
-read model until the new one commits (PostgreSQL MVCC, SQLite WAL), and appends wait for
-the swap, so no event can slip between the replay and the switch. Simple, but every append
-of every service sharing the store waits for the whole replay.
+`rebuild` runs in one transaction holding the append lock exclusively: readers keep seeing
+the old read model until the new one commits (PostgreSQL MVCC, SQLite WAL), appends in
+flight commit before the replay starts and new ones wait for the swap, so no event can slip
+between the replay and the switch. Simple, but every append of every service sharing the
+store waits for the whole replay.
 
 `rebuild_aside` builds aside and swaps instead, for read models big enough for that to
-matter: shadow tables (same columns, ``<name>__rebuild``) are filled from the log up to a
-position P without any lock, caught up a few times, and only the last catch-up (events
+matter: shadow tables (same columns, ``<name>__rebuild``) are filled from the feed up to a
+settled cursor without any lock, caught up a few times, and only the last catch-up (events
 after the latest pass) and the swap (drop live, rename shadow, restore index and
 constraint names, set the checkpoint) run in one short transaction holding the append lock.
 """
@@ -32,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared.db import read
 from shared.events import RecordedEvent
-from shared.eventstore import Checkpoint, head_position, lock_appends, read_all
+from shared.eventstore import START, Checkpoint, LogCursor, head, lock_appends, read_feed, wait_settled
 
 
 @dataclass(frozen=True)
@@ -69,23 +71,24 @@ def rebuild(engine: Engine, projection: Projection, *, batch_size: int = 5000) -
         # Children first, so foreign keys between the projection's own tables hold.
         for table in reversed(list(projection.tables)):
             conn.execute(table.delete())
-        position = 0
+        # No append is in flight (the lock): every committed event is read, none waits for
+        # unrelated transactions to settle.
+        cursor = START
         while True:
-            batch = read_all(conn, position, limit=batch_size, types=projection.event_types)
-            if not batch:
-                break
+            batch, cursor = read_feed(conn, cursor, limit=batch_size, types=projection.event_types, settled=False)
             for event in batch:
                 projection.apply(conn, event)
             count += len(batch)
-            position = batch[-1].position
+            if len(batch) < batch_size:
+                break
         if projection.finish is not None:
             projection.finish(conn)
-        projection.checkpoint.set(conn, head_position(conn))
+        projection.checkpoint.set(conn, head(conn, settled=False))
     return RebuildReport(projection.name, count, time.perf_counter() - started)
 
 
 class ProjectionRunner:
-    """Keeps a projection up to date by tailing the log after its checkpoint."""
+    """Keeps a projection up to date by tailing the feed after its checkpoint."""
 
     def __init__(self, engine: Engine, projection: Projection, *, batch_size: int = 1000,
                  poll_interval_s: float = 0.1) -> None:
@@ -97,15 +100,18 @@ class ProjectionRunner:
     def run_once(self) -> int:
         """Apply the next batch and move the checkpoint in the same transaction."""
         with self.engine.begin() as conn:
-            after = self.projection.checkpoint.get(conn)
-            batch = read_all(conn, after, limit=self.batch_size, types=self.projection.event_types)
+            after = self.projection.checkpoint.cursor(conn)
+            batch, cursor = read_feed(conn, after, limit=self.batch_size, types=self.projection.event_types)
             for event in batch:
                 self.projection.apply(conn, event)
-            if batch:
-                self.projection.checkpoint.set(conn, batch[-1].position)
+            if cursor != after:
+                self.projection.checkpoint.set(conn, cursor)
         return len(batch)
 
-    def catch_up(self) -> int:
+    def catch_up(self, timeout_s: float = 30.0) -> int:
+        """Apply every event committed before this call; returns how many were applied.
+        Those events are first waited for to settle (see shared.eventstore)."""
+        wait_settled(self.engine, timeout_s)
         total = 0
         while applied := self.run_once():
             total += applied
@@ -252,15 +258,19 @@ class AsideProjection(Protocol):
     name: str
     tables: Sequence[Table]
 
-    def fill(self, engine: Engine, shadows: Mapping[str, Table], up_to: int) -> int:
-        """Write the shadows from the log up to position `up_to` (inclusive), in transactions
-        of its own, without the append lock. Returns the number of events read."""
+    def fill(self, engine: Engine, shadows: Mapping[str, Table], up_to: LogCursor) -> int:
+        """Write the shadows from the feed up to `up_to` (inclusive; a settled cursor, so that
+        range is final: read it with `shared.eventstore.feed_range`), in transactions of its
+        own, without the append lock. Returns the number of events read."""
         ...
 
-    def catch_up(self, conn: Connection, shadows: Mapping[str, Table], after: int, *, final: bool) -> tuple[int, int]:
-        """Apply every event after `after` to the shadows in `conn`'s transaction; with
-        `final`, the caller holds the append lock and the live tables' locks, so this is the
-        last word. Returns (events applied, position reached)."""
+    def catch_up(
+        self, conn: Connection, shadows: Mapping[str, Table], after: LogCursor, *, final: bool
+    ) -> tuple[int, LogCursor]:
+        """Apply the events after `after` up to ``head(conn, settled=not final)`` to the
+        shadows in `conn`'s transaction; with `final`, the caller holds the append lock and
+        the live tables' locks, so every committed event is read and this is the last word.
+        Returns (events applied, cursor reached)."""
         ...
 
 
@@ -301,15 +311,16 @@ def _exclusive_rebuild(engine: Engine, name: str) -> Iterator[None]:
 
 
 def lock_for_swap(conn: Connection, live: Sequence[Table], timeout_s: float) -> None:
-    """Take the live tables ACCESS EXCLUSIVE, then the append lock, each wait bounded.
+    """Take the live tables ACCESS EXCLUSIVE, then the append lock exclusively, each wait
+    bounded.
 
-    The order matters: a command reads a read model (settings, commitments) and then waits for
-    the append lock; taking the append lock first would wait for those tables while holding
-    what the command waits for, a certain deadlock under load. Tables first still can cycle
-    (a writer holding the append lock that then wants a table we hold), so every wait is
-    bounded below PostgreSQL's deadlock_timeout (1 s): we give up, release all, retry, and
-    the other transaction goes on instead of being killed. SQLite: BEGIN IMMEDIATE already
-    made this the only writer.
+    The order matters: a command reads a read model (settings, commitments) and then takes
+    the append lock shared, in its append; taking the append lock first would wait for those
+    tables while holding what the command waits for, a certain deadlock under load. Tables
+    first still can cycle (a command that appended, holding the append lock shared, then
+    projects into a table we hold), so every wait is bounded below PostgreSQL's
+    deadlock_timeout (1 s): we give up, release all, retry, and the other transaction goes
+    on instead of being killed. SQLite: BEGIN IMMEDIATE already made this the only writer.
     """
     if conn.dialect.name != "postgresql":
         lock_appends(conn)
@@ -347,20 +358,20 @@ def rebuild_aside(
         by_name = {s.live.name: s.table for s in shadows}
         try:
             with read(engine) as conn:
-                position = head_position(conn)
-            count = projection.fill(engine, by_name, position)
+                cursor = head(conn)
+            count = projection.fill(engine, by_name, cursor)
             with engine.begin() as conn:
                 for shadow in shadows:
                     shadow.create_indexes(conn)
             # Catch up without the lock while the gap is large, to keep the paused window short.
             for _ in range(unlocked_catch_ups):
                 with engine.begin() as conn:
-                    applied, position = projection.catch_up(conn, by_name, position, final=False)
+                    applied, cursor = projection.catch_up(conn, by_name, cursor, final=False)
                 count += applied
                 if applied < small_gap:
                     break
             paused, in_pause, attempts = _swap(
-                engine, projection, shadows, by_name, position, lock_timeout_s, max_lock_attempts
+                engine, projection, shadows, by_name, cursor, lock_timeout_s, max_lock_attempts
             )
             count += in_pause
         except BaseException:
@@ -376,7 +387,7 @@ def _swap(
     projection: AsideProjection,
     shadows: Sequence[ShadowTable],
     by_name: Mapping[str, Table],
-    position: int,
+    cursor: LogCursor,
     lock_timeout_s: float,
     max_attempts: int,
 ) -> tuple[float, int, int]:
@@ -387,10 +398,10 @@ def _swap(
         try:
             with engine.begin() as conn:
                 lock_for_swap(conn, [s.live for s in shadows], lock_timeout_s)
-                applied, _ = projection.catch_up(conn, by_name, position, final=True)
+                applied, _ = projection.catch_up(conn, by_name, cursor, final=True)
                 for shadow in shadows:
                     shadow.swap(conn)
-                Checkpoint(f"projection:{projection.name}").set(conn, head_position(conn))
+                Checkpoint(f"projection:{projection.name}").set(conn, head(conn, settled=False))
             return time.perf_counter() - window, applied, attempt
         except OperationalError as error:
             if attempt == max_attempts or not _retryable(error):

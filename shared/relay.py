@@ -4,13 +4,13 @@ No dual writes: a request only appends to the store; this loop is the one path f
 store to RabbitMQ. It advances its checkpoint only after the broker confirmed the batch,
 so a crash or an outage between publish and checkpoint republishes (consumers are
 idempotent) and never loses. While the broker is down it retries with backoff and the
-store keeps accepting appends; when it returns, the backlog goes out in position order,
-hence in order within every stream.
+store keeps accepting appends; when it returns, the backlog goes out in the feed's order
+(commit order, see shared.eventstore), hence in version order within every stream.
 
-The active copy keeps its checkpoint in memory (read once per term of leadership: while it
-holds the lock no other copy moves it) and persists it after each confirmed batch with one
-UPDATE, so the hot loop costs one read of the log per batch. The lag gauge needs the head of
-the log: that is read at most once per LAG_INTERVAL_S.
+The active copy keeps its checkpoint (a cursor in the feed) in memory and persists it after
+each confirmed batch with one UPDATE, so the hot loop costs one read of the log per batch;
+it reads the stored one back once per LAG_INTERVAL_S (an operator may have moved it). The
+lag gauge needs the head of the log: that is read at most once per LAG_INTERVAL_S too.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 
 from shared import bus, config, metrics
 from shared.db import read
-from shared.eventstore import Checkpoint, head_position, read_all
+from shared.eventstore import Checkpoint, LogCursor, head_position, read_feed, wait_settled
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Relay:
         self._publisher: bus.ConfirmingPublisher | None = None
         self._leadership: DbConnection | None = None
         # The checkpoint as last persisted by this copy; None: read it from the store first.
-        self._position: int | None = None
+        self._cursor: LogCursor | None = None
         self._lag_due = 0.0
 
     def _lead(self) -> bool:
@@ -92,12 +92,12 @@ class Relay:
             return False
         self._leadership = conn
         # Another copy may have moved the checkpoint while this one stood by.
-        self._position = None
+        self._cursor = None
         log.info("relay %s is active", self.name)
         return True
 
     def _resign(self) -> None:
-        self._position = None
+        self._cursor = None
         if self._leadership is not None:
             # Closing a pooled connection only returns it to the pool, session and lock
             # intact: unlock explicitly, and discard a connection that cannot say so.
@@ -133,42 +133,41 @@ class Relay:
         """Publish one batch after the checkpoint; returns how many events went out."""
         now = time.monotonic()
         want_lag = now >= self._lag_due
-        head = 0
+        last = 0
         with read(self.engine) as conn:
-            if self._position is None or want_lag:
+            if self._cursor is None or want_lag:
                 # Read back once a second as well: an operator may move the checkpoint (reset
                 # it to republish); the stored value is never behind ours, _persist commits first.
-                self._position = self.checkpoint.get(conn)
-            after = self._position
-            batch = read_all(conn, after, limit=self.batch_size, categories=self.categories)
+                self._cursor = self.checkpoint.cursor(conn)
+            after = self._cursor
+            batch, cursor = read_feed(conn, after, limit=self.batch_size, categories=self.categories)
             if want_lag:
-                head = head_position(conn)
+                last = head_position(conn)
                 self._lag_due = now + LAG_INTERVAL_S
-        if not batch:
-            if want_lag:
-                metrics.RELAY_LAG.labels(self.name).set(max(head - after, 0))
-            return 0
-        self._ensure_publisher().publish(batch)
-        position = batch[-1].position
-        self._persist(position)
-        self._position = position
-        metrics.RELAY_PUBLISHED.labels(self.name).inc(len(batch))
+        if batch:
+            self._ensure_publisher().publish(batch)
+        if cursor != after:
+            # Also when the batch is empty: the feed moved on past other categories' events.
+            self._persist(cursor)
+            self._cursor = cursor
+        if batch:
+            metrics.RELAY_PUBLISHED.labels(self.name).inc(len(batch))
         if want_lag:
-            metrics.RELAY_LAG.labels(self.name).set(max(head - position, 0))
+            metrics.RELAY_LAG.labels(self.name).set(max(last - cursor.position, 0))
         return len(batch)
 
-    def _persist(self, position: int) -> None:
-        """Store the checkpoint once the broker confirmed everything up to `position`."""
+    def _persist(self, cursor: LogCursor) -> None:
+        """Store the checkpoint once the broker confirmed everything up to `cursor`."""
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     # No wait for the WAL flush: a checkpoint lost in a server crash only
                     # republishes a few events, and consumers are idempotent.
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                self.checkpoint.set(conn, position)
+                self.checkpoint.set(conn, cursor)
         except BaseException:
             # Unknown whether it was stored: read it back before relying on it again.
-            self._position = None
+            self._cursor = None
             raise
 
     def run(self, stop: threading.Event) -> None:
@@ -195,8 +194,11 @@ class Relay:
         self._resign()
 
     def drain(self, timeout_s: float = 30.0) -> None:
-        """Publish from the stored checkpoint until the log is exhausted (tests and the CLI)."""
-        self._position = None
+        """Publish from the stored checkpoint until every event committed before this call
+        has gone out (tests and the CLI). Those events are first waited for to settle (see
+        shared.eventstore): until then a batch can come back empty."""
+        wait_settled(self.engine, timeout_s)
+        self._cursor = None
         deadline = time.monotonic() + timeout_s
         while self.run_once():
             if time.monotonic() > deadline:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 metadata = MetaData()
 
@@ -57,6 +57,38 @@ class UtcDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value
 
+
+class _Xid8(UserDefinedType[int]):
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "xid8"
+
+
+class TransactionId(TypeDecorator[int]):
+    """A transaction id as a Python int: PostgreSQL's ``xid8`` (64 bits, epoch included, never
+    wraps), a plain integer on SQLite, where it is always 0.
+
+    psycopg has no loader for xid8 and hands back its text; written as text, PostgreSQL
+    converts it to the column's type.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(_Xid8() if dialect.name == "postgresql" else BigInteger())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return str(value) if value is not None and dialect.name == "postgresql" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return int(value) if value is not None else None
+
+
+# The log. `xid` is the id of the transaction that appended the event (PostgreSQL: default
+# pg_current_xact_id(); SQLite: 0): tailing readers follow (xid, position), see
+# shared.eventstore. Migrations 0001 and 0003 create it.
 events = Table(
     "events",
     metadata,
@@ -74,18 +106,22 @@ events = Table(
     Column("actor", String(200)),
     Column("occurred_at", UtcDateTime(), nullable=False),
     Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("xid", TransactionId(), nullable=False),
     UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
     Index("events_category_position", "category", "position"),
     Index("events_tenant_position", "tenant_id", "position"),
+    Index("events_xid_position", "xid", "position").ddl_if(dialect="postgresql"),
 )
 
-# Where each tailing reader (relay, projection runner) has got to in the log.
+# Where each tailing reader (relay, projection runner) has got to in the log: the event it
+# read last, by position and by the transaction that appended it (its place in the feed).
 checkpoints = Table(
     "checkpoints",
     metadata,
     Column("name", String(200), primary_key=True),
     Column("position", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("xid", TransactionId(), nullable=False),
 )
 
 # Which bus events a consuming component has applied: written in the handler's own

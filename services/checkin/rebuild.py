@@ -4,7 +4,7 @@ The shared lock-based `rebuild` replays event by event (one read and one write e
 holding the store's append lock: every service sharing the store stops appending for the
 whole replay. Here the replay is a fold in memory:
 
-1. fill (no lock): read the log up to position P in big batches, only the check-in and
+1. fill (no lock): read the feed up to a settled cursor P in big batches, only the check-in and
    settings events and only the columns the fold needs; fold the day rows and the settings
    rows in dicts with the same merge rules as the inline path (`merge_check_in`,
    `merge_settings`); compute every commitment's streak snapshot with the same pure
@@ -27,6 +27,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, select
+from sqlalchemy.sql import ColumnElement
 
 from services.checkin import tables
 from services.checkin.domain import CHECK_IN_EVENT_TYPES, SETTINGS_UPDATED, KnownCommitment, TenantSettings
@@ -34,7 +35,7 @@ from services.checkin.projections import merge_check_in, merge_settings, streak_
 from services.checkin.queries import check_in_from_row, commitment_from_row
 from shared.clock import Clock, utcnow
 from shared.db import read
-from shared.eventstore import head_position
+from shared.eventstore import START, LogCursor, feed_range, head
 from shared.projection import AsideReport, bulk_insert, rebuild_aside
 from shared.schema import events
 
@@ -75,10 +76,12 @@ _CHECK_IN_COLUMNS = (
 )
 
 
-def _read_check_ins(conn: Connection, after: int, up_to: int, limit: int | None) -> list[_Event]:
+# The ranges read are final (up to a settled cursor, or under the append lock), so they are
+# read in position order, paged by position: within a stream that is version order.
+def _read_check_ins(conn: Connection, after: int, within: ColumnElement[bool], limit: int | None) -> list[_Event]:
     query = (
         select(*_CHECK_IN_COLUMNS)
-        .where(events.c.position > after, events.c.position <= up_to, events.c.type.in_(CHECK_IN_EVENT_TYPES))
+        .where(events.c.position > after, within, events.c.type.in_(CHECK_IN_EVENT_TYPES))
         .order_by(events.c.position)
         .limit(limit)
     )
@@ -92,10 +95,10 @@ def _read_check_ins(conn: Connection, after: int, up_to: int, limit: int | None)
     ]
 
 
-def _read_settings(conn: Connection, after: int, up_to: int) -> list[_Event]:
+def _read_settings(conn: Connection, within: ColumnElement[bool]) -> list[_Event]:
     query = (
         select(events.c.position, events.c.stream_version, events.c.data, events.c.tenant_id, events.c.recorded_at)
-        .where(events.c.position > after, events.c.position <= up_to, events.c.type == SETTINGS_UPDATED)
+        .where(within, events.c.type == SETTINGS_UPDATED)
         .order_by(events.c.position)
     )
     return [_Event(r[0], r[1], r[2], r[3], r[4], settings=True) for r in conn.execute(query)]
@@ -159,16 +162,17 @@ class CheckinRebuild:
 
     # -- AsideProjection ---------------------------------------------------------------------
 
-    def fill(self, engine: Engine, shadows: Mapping[str, Table], up_to: int) -> int:
+    def fill(self, engine: Engine, shadows: Mapping[str, Table], up_to: LogCursor) -> int:
         with read(engine) as conn:
-            batch = _read_settings(conn, 0, up_to)
+            within = feed_range(conn, START, up_to)
+            batch = _read_settings(conn, within)
         for event in batch:
             self._fold(event)
         count = len(batch)
         position = 0
         while True:
             with read(engine) as conn:
-                batch = _read_check_ins(conn, position, up_to, READ_BATCH)
+                batch = _read_check_ins(conn, position, within, READ_BATCH)
             if not batch:
                 break
             for event in batch:
@@ -188,11 +192,14 @@ class CheckinRebuild:
                     bulk_insert(conn, shadows[name], chunk)
         return count
 
-    def catch_up(self, conn: Connection, shadows: Mapping[str, Table], after: int, *, final: bool) -> tuple[int, int]:
+    def catch_up(
+        self, conn: Connection, shadows: Mapping[str, Table], after: LogCursor, *, final: bool
+    ) -> tuple[int, LogCursor]:
         touched: set[tuple[str, date]] = set()
         tenants: set[str] = set()
-        head = head_position(conn)
-        batch = _read_settings(conn, after, head) + _read_check_ins(conn, after, head, None)
+        up_to = head(conn, settled=not final)
+        within = feed_range(conn, after, up_to)
+        batch = _read_settings(conn, within) + _read_check_ins(conn, 0, within, None)
         for event in batch:
             commitment_id, tenant_id = self._fold(event)
             if commitment_id is not None:
@@ -218,7 +225,7 @@ class CheckinRebuild:
         self.commitments = current
         _replace(conn, shadows[tables.streaks.name], ("commitment_id",),
                  [self._streak(current[cid], now) for cid in stale if cid in current])
-        return len(batch), head
+        return len(batch), up_to
 
 
 def _replace(conn: Connection, table: Table, key: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:

@@ -49,9 +49,10 @@ def test_dead_letters_are_listed_shown_and_requeued_to_be_applied(postgres_url: 
     try:
         with bus.connect() as connection:
             bus.declare_topology(connection, [probe])
-        with engine.begin() as conn:
-            for stream in ("scale-a", "scale-b", "scale-c"):
-                eventstore.append(conn, stream, [NewEvent("scale.happened", {})], metadata=Metadata(tenant_id="t"))
+        with engine.begin() as conn:  # one append per transaction: several streams in one call
+            eventstore.append_streams(conn, [(stream, [NewEvent("scale.happened", {})], None)
+                                             for stream in ("scale-a", "scale-b", "scale-c")],
+                                      metadata=Metadata(tenant_id="t"))
         Relay(engine, name="relay:letters", categories=["scale"]).drain()
         consumer = Consumer(engine, probe, handle, max_attempts=2, retry_delay_s=0.01)
         stop = threading.Event()

@@ -43,7 +43,7 @@ def _table(engine: Any) -> list[dict[str, Any]]:
 
 def _audit(engine: Any) -> list[Any]:
     with read(engine) as conn:
-        return eventstore.read_all(conn, 0, limit=1000, types=endpoints_projection().event_types)
+        return eventstore.read_all(conn, 0, limit=1000, types=endpoints_projection().event_types, settled=False)
 
 
 def test_the_table_is_the_projection_of_the_endpoint_streams(engine: Any) -> None:

@@ -50,9 +50,9 @@ def test_rebuild_equals_the_inbox_fold(database_url: str, monkeypatch) -> None: 
         ("checkin-c2", "streak.reset", {"slipped_on": day, "ended_run_days": 4, "ended_run_started_on": day}),
     ]
     recorded = []
-    with engine.begin() as conn:
-        for stream, kind, data in script:
-            commitment_id = stream.split("-", 1)[1]
+    for stream, kind, data in script:
+        commitment_id = stream.split("-", 1)[1]
+        with engine.begin() as conn:  # a transaction appends once
             recorded += eventstore.append(
                 conn, stream, [NewEvent(kind, {"commitment_id": commitment_id, "member_id": "m-" + commitment_id,
                                                **data})],

@@ -43,8 +43,8 @@ def _upgrade(url: str, revision: str) -> None:
 def test_legacy_endpoints_are_sealed_versioned_and_their_failure_clocks_kept(blank_url: str) -> None:
     _upgrade(blank_url, "notification_0001")
     engine = engine_for(blank_url)
-    with engine.begin() as conn:
-        for endpoint_id, failing in (("e-1", T0), ("e-2", None)):
+    for endpoint_id, failing in (("e-1", T0), ("e-2", None)):
+        with engine.begin() as conn:  # a transaction's append is its first write
             eventstore.append(
                 conn,
                 f"webhook_endpoint-{endpoint_id}",
