@@ -8,6 +8,11 @@ a sealed value copied onto another record, or into another field, does not open.
 A sealed value starts with a format version and the id of the key that sealed it (a
 fingerprint, not the key), so that after a master-key rotation a reader can tell which
 key opens which value; the header is authenticated with the rest.
+
+Rotation: ``NOCONTACT_MASTER_KEY_PREVIOUS`` (comma-separated, same form as the master key)
+lists retired master keys that still OPEN what they sealed; everything new is sealed under
+``NOCONTACT_MASTER_KEY``. `reseal` moves one value to the current key
+(``nocontact keyring rotate-master`` does it for every stored key, see shared.keyring).
 """
 
 from __future__ import annotations
@@ -53,6 +58,34 @@ def _current() -> tuple[bytes, AESGCM]:
     return _master(config.master_key())
 
 
+def previous_keys_setting() -> str:
+    """NOCONTACT_MASTER_KEY_PREVIOUS: retired master keys, still accepted for opening."""
+    return os.environ.get("NOCONTACT_MASTER_KEY_PREVIOUS", "")
+
+
+def _openers() -> dict[bytes, AESGCM]:
+    """Every master key this process may open with, by key id: the current one first."""
+    current_id, current = _current()
+    keys = {current_id: current}
+    for encoded in previous_keys_setting().split(","):
+        if encoded.strip():
+            key_id, cipher = _master(encoded.strip())
+            keys.setdefault(key_id, cipher)
+    return keys
+
+
+def current_key_id() -> bytes:
+    """The fingerprint of the master key that seals now."""
+    return _current()[0]
+
+
+def sealed_key_id(sealed: bytes) -> bytes:
+    """The fingerprint of the master key a sealed value names in its header."""
+    if len(sealed) < _HEADER.size:
+        raise Unsealable("too short to be a sealed value")
+    return _HEADER.unpack(sealed[: _HEADER.size])[1]
+
+
 def seal(plaintext: bytes, associated_data: bytes) -> bytes:
     """`plaintext` encrypted under the current master key, bound to `associated_data`."""
     key_id, cipher = _current()
@@ -69,13 +102,21 @@ def unseal(sealed: bytes, associated_data: bytes) -> bytes:
     version, key_id = _HEADER.unpack(header)
     if version != FORMAT:
         raise Unsealable(f"unknown sealed format {version}")
-    current_id, cipher = _current()
-    if key_id != current_id:
-        raise Unsealable(f"sealed under master key {key_id.hex()}, not the current one ({current_id.hex()})")
+    cipher = _openers().get(key_id)
+    if cipher is None:
+        raise Unsealable(
+            f"sealed under master key {key_id.hex()}, not the current one ({current_key_id().hex()}) "
+            "nor one of NOCONTACT_MASTER_KEY_PREVIOUS"
+        )
     try:
         return cipher.decrypt(rest[:_NONCE_BYTES], rest[_NONCE_BYTES:], header + associated_data)
     except InvalidTag:
         raise Unsealable("altered, or bound to other data") from None
+
+
+def reseal(sealed: bytes, associated_data: bytes) -> bytes:
+    """`sealed` under the current master key (opened with whichever key sealed it)."""
+    return seal(unseal(sealed, associated_data), associated_data)
 
 
 def seal_text(plaintext: str, associated_data: str) -> str:
