@@ -16,14 +16,17 @@
 
 None of these events carries a personal value; partners receive the first and the last
 as webhooks. A service joins by implementing ``scrub(conn, tenant_id, member_id, now)``
-(and an ``export_member`` for ``GET /v1/members/{id}/export``), running
-``erasure_consumer`` with its component, and publishing its category.
+(and ``export_member(engine, tenant_id, member_id, now)``, the document of
+`export_document`, for ``GET /v1/members/{id}/export`` and ``nocontact members export``),
+running `erasure_consumer` with its component, and publishing its category.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -53,6 +56,19 @@ def completion_stream(service: str, tenant_id: str, member_id: str) -> str:
 
 def completed(service: str, member_id: str) -> NewEvent:
     return NewEvent(COMPLETED, {"member_id": member_id, "service": service})
+
+
+def export_document(member_id: str, service: str, exported_at: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    """A service's part of a member's export (``GET /v1/members/{id}/export``), plain JSON
+    (instants and dates as ISO 8601 strings)."""
+
+    def default(value: Any) -> str:
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        return str(value)
+
+    document = {"member_id": member_id, "service": service, "exported_at": exported_at, "data": data}
+    return json.loads(json.dumps(document, default=default))  # type: ignore[no-any-return]
 
 
 def apply_erasure(service: str, scrub: Scrub, clock: Clock = utcnow) -> Callable[[Connection, RecordedEvent], None]:

@@ -5,8 +5,7 @@ Every query is filtered by the tenant: another tenant's member is "not found".
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -14,6 +13,7 @@ from sqlalchemy.engine import Row
 
 from shared import keyring
 from shared.db import read
+from shared.erasure import export_document
 from shared.eventstore import read_stream
 
 from ..domain import members as domain
@@ -70,16 +70,6 @@ def member_known(conn: Connection, tenant_id: str, member_id: str) -> bool:
         if found is not None:
             return True
     return False
-
-
-def _jsonable(value: Any) -> Any:
-    """A document with its dates as ISO strings (an export is plain JSON)."""
-    def default(item: Any) -> str:
-        if isinstance(item, datetime | date):
-            return item.isoformat()
-        return str(item)
-
-    return json.loads(json.dumps(value, default=default))
 
 
 def _history(conn: Connection, opener: keyring.Opener, stream_id: str) -> list[dict[str, Any]]:
@@ -145,4 +135,4 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
             "coach": None if coach is None else {"coach_id": coach.coach_id, "assigned_at": coach.assigned_at},
             "erasure": None if found_erasure is None else erasure_document(found_erasure),
         }
-    return _jsonable({"member_id": member_id, "service": domain.SERVICE, "exported_at": now, "data": data})
+    return export_document(member_id, domain.SERVICE, now, data)
