@@ -79,11 +79,13 @@ def current_key_id() -> bytes:
     return _current()[0]
 
 
-def sealed_key_id(sealed: bytes) -> bytes:
-    """The fingerprint of the master key a sealed value names in its header."""
-    if len(sealed) < _HEADER.size:
+def is_current(sealed: bytes | str) -> bool:
+    """Whether a sealed value (`seal`'s bytes or `seal_text`'s text) names the current master
+    key in its header: False means `reseal` it."""
+    raw = _from_text(sealed) if isinstance(sealed, str) else sealed
+    if len(raw) < _HEADER.size:
         raise Unsealable("too short to be a sealed value")
-    return _HEADER.unpack(sealed[: _HEADER.size])[1]
+    return bool(_HEADER.unpack(raw[: _HEADER.size])[1] == current_key_id())
 
 
 def seal(plaintext: bytes, associated_data: bytes) -> bytes:
@@ -124,10 +126,18 @@ def seal_text(plaintext: str, associated_data: str) -> str:
     return base64.urlsafe_b64encode(seal(plaintext.encode(), associated_data.encode())).decode()
 
 
-def unseal_text(sealed: str, associated_data: str) -> str:
-    """The text `seal_text` sealed for the same `associated_data`."""
+def _from_text(sealed: str) -> bytes:
     try:
-        raw = base64.urlsafe_b64decode(sealed.encode())
+        return base64.urlsafe_b64decode(sealed.encode())
     except (binascii.Error, ValueError):
         raise Unsealable("not base64") from None
-    return unseal(raw, associated_data.encode()).decode()
+
+
+def unseal_text(sealed: str, associated_data: str) -> str:
+    """The text `seal_text` sealed for the same `associated_data`."""
+    return unseal(_from_text(sealed), associated_data.encode()).decode()
+
+
+def reseal_text(sealed: str, associated_data: str) -> str:
+    """`reseal` for `seal_text`'s values."""
+    return base64.urlsafe_b64encode(reseal(_from_text(sealed), associated_data.encode())).decode()

@@ -170,19 +170,18 @@ class DataKey:
         return PREFIX + base64.urlsafe_b64encode(header + nonce + ciphertext).decode("ascii")
 
 
-def _wrap_associated_data(key_id: uuid.UUID, tenant_id: str, member_id: str) -> bytes:
-    return f"keyring:{key_id}:{tenant_id}:{member_id}".encode()
+def _wrap_associated_data(key_id: uuid.UUID, tenant_id: str, member_id: str) -> str:
+    return f"keyring:{key_id}:{tenant_id}:{member_id}"
 
 
 def _wrap(key: bytes, key_id: uuid.UUID, tenant_id: str, member_id: str) -> str:
-    sealed = crypto.seal(key, _wrap_associated_data(key_id, tenant_id, member_id))
-    return base64.urlsafe_b64encode(sealed).decode("ascii")
+    """The key sealed under the master key, as text (`shared.crypto.seal_text` of its base64)."""
+    return crypto.seal_text(base64.b64encode(key).decode("ascii"), _wrap_associated_data(key_id, tenant_id, member_id))
 
 
 def _unwrap(row: Any) -> DataKey:
-    sealed = base64.urlsafe_b64decode(row.wrapped_key.encode("ascii"))
-    key = crypto.unseal(sealed, _wrap_associated_data(row.key_id, row.tenant_id, row.member_id))
-    return DataKey(row.key_id, row.tenant_id, row.member_id, AESGCM(key))
+    encoded = crypto.unseal_text(row.wrapped_key, _wrap_associated_data(row.key_id, row.tenant_id, row.member_id))
+    return DataKey(row.key_id, row.tenant_id, row.member_id, AESGCM(base64.b64decode(encoded)))
 
 
 # -- the per-process cache -----------------------------------------------------------------------
@@ -480,7 +479,6 @@ def rotate_master(engine: Engine, *, batch_size: int = 500) -> Rotation:
 
     Safe while the services run and to run again: each row is swapped only if it still
     holds what was read (a key destroyed meanwhile stays destroyed)."""
-    current = crypto.current_key_id()
     rewrapped = already = 0
     after: uuid.UUID | None = None
     while True:
@@ -490,12 +488,11 @@ def rotate_master(engine: Engine, *, batch_size: int = 500) -> Rotation:
                 query = query.where(keyring.c.key_id > after)
             rows = conn.execute(query.limit(batch_size)).all()
             for row in rows:
-                sealed = base64.urlsafe_b64decode(row.wrapped_key.encode("ascii"))
-                if crypto.sealed_key_id(sealed) == current:
+                if crypto.is_current(row.wrapped_key):
                     already += 1
                     continue
                 associated_data = _wrap_associated_data(row.key_id, row.tenant_id, row.member_id)
-                fresh = base64.urlsafe_b64encode(crypto.reseal(sealed, associated_data)).decode("ascii")
+                fresh = crypto.reseal_text(row.wrapped_key, associated_data)
                 conn.execute(
                     update(keyring)
                     .where(keyring.c.key_id == row.key_id, keyring.c.wrapped_key == row.wrapped_key)
