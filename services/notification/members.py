@@ -61,11 +61,12 @@ def erasure_consumer(engine: Engine, **options: object) -> Consumer:
 
 def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime) -> dict[str, Any] | None:
     """Everything this service holds about the member, personal values opened; None when
-    it holds nothing."""
+    it holds nothing. The notices of the member's erasure to partners are not the member's
+    data (ids only, kept after the erasure): they are left out."""
     with read(engine) as conn:
         opener = keyring.Opener(conn, tenant_id)
         found_messages = conn.execute(
-            select(messages).where(messages.c.tenant_id == tenant_id, messages.c.member_id == member_id)
+            select(messages).where(messages.c.id.in_(_member_messages(tenant_id, member_id)))
             .order_by(messages.c.occurred_at, messages.c.id)
         ).all()
         by_message: dict[str, list[dict[str, Any]]] = {}
