@@ -4,14 +4,17 @@ status service by service, and what answers afterwards."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
+from services.cli import main as cli
 from services.commitment.projections import PROJECTIONS
 from services.notification.projections import endpoints_projection, feed_projection
 from shared import eventstore, keyring
@@ -168,3 +171,32 @@ def test_erasing_a_member_everywhere_it_is_held(privacy_stack: Stack, postgres_u
     with read(engine) as conn:
         assert conn.execute(select(func.count()).where(events.c.type == "member.erased")).scalar() == 1
         assert conn.execute(select(func.count()).where(events.c.type == COMPLETED)).scalar() == 2
+
+
+def test_export_and_erasure_answer_404_for_unknown_and_foreign_members(privacy_stack: Stack,
+                                                                        postgres_url: str) -> None:
+    tenant_id, key = privacy_stack.tenant()
+    _, other_key = privacy_stack.tenant()
+    created = privacy_stack.client("commitment", key).post("/v1/commitments", json=_commitment("Alex", "x", "m-a"))
+    assert created.status_code == 201, created.text
+    for credential, member_id in ((key, "m-nobody"), (other_key, "m-a")):
+        for service in ("commitment", "notification"):
+            answer = privacy_stack.client(service, credential).get(f"/v1/members/{member_id}/export")
+            assert answer.status_code == 404, (service, answer.text)
+        assert privacy_stack.client("commitment", credential).delete(f"/v1/members/{member_id}").status_code == 404
+        assert privacy_stack.client("commitment", credential).get(f"/v1/members/{member_id}/erasure").status_code == 404
+    # Another member's token exports nothing of m-a.
+    stranger = privacy_stack.token(key, "member", "m-b")
+    for service in ("commitment", "notification"):
+        assert privacy_stack.client(service, stranger).get("/v1/members/m-a/export").status_code == 403
+    answer = privacy_stack.client("commitment", key).get(f"/v1/commitments/{created.json()['id']}")
+    assert answer.status_code == 200 and answer.json()["contact"]["label"] == "Alex"
+    # The CLI: nothing anywhere is an error, said on stderr; the check-in part is named as missing.
+    unknown = CliRunner().invoke(cli, ["members", "export", tenant_id, "m-nobody"])
+    assert unknown.exit_code == 1 and "no service holds anything" in unknown.stderr
+    known = CliRunner().invoke(cli, ["members", "export", tenant_id, "m-a"])
+    assert known.exit_code == 0, known.stderr
+    document = json.loads(known.stdout)
+    assert document["services"]["commitment"]["data"]["commitments"][0]["contact"]["label"] == "Alex"
+    assert document["services"]["notification"] is None and "checkin" in document["unavailable"]
+    assert "checkin" in known.stderr
