@@ -148,17 +148,14 @@ def keyring_rotate_master(previous_files: tuple[Path, ...]) -> None:
     current NOCONTACT_MASTER_KEY. Events are not touched. Safe to run while the services
     run (give them the retired key in NOCONTACT_MASTER_KEY_PREVIOUS meanwhile) and to run
     again; prints what it changed."""
-    import os
-
     from services.notification.handlers import reseal_endpoints
-    from shared import crypto, keyring
+    from shared import keyring
 
-    retired = [crypto.previous_keys_setting(), *(path.read_text().strip() for path in previous_files)]
-    os.environ["NOCONTACT_MASTER_KEY_PREVIOUS"] = ",".join(key for key in retired if key)
+    retired = [path.read_text().strip() for path in previous_files]
     for url in sorted({config.database_url(service) for service in SERVICES}):
         engine = engine_for(url)
-        rotation = keyring.rotate_master(engine)
-        secrets = reseal_endpoints(engine)
+        rotation = keyring.rotate_master(engine, retired=retired)
+        secrets = reseal_endpoints(engine, retired=retired)
         click.echo(f"{engine.url.render_as_string(hide_password=True)}: {rotation.rewrapped} member key(s) re-wrapped, "
                    f"{rotation.already_current} already current; {secrets} webhook secret(s) re-sealed")
 

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import os
 import struct
+from collections.abc import Sequence
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
@@ -63,11 +64,12 @@ def previous_keys_setting() -> str:
     return os.environ.get("NOCONTACT_MASTER_KEY_PREVIOUS", "")
 
 
-def _openers() -> dict[bytes, AESGCM]:
-    """Every master key this process may open with, by key id: the current one first."""
+def _openers(retired: Sequence[str] = ()) -> dict[bytes, AESGCM]:
+    """Every master key this process may open with, by key id: the current one first, then
+    NOCONTACT_MASTER_KEY_PREVIOUS and `retired` (keys an operator hands a command)."""
     current_id, current = _current()
     keys = {current_id: current}
-    for encoded in previous_keys_setting().split(","):
+    for encoded in [*previous_keys_setting().split(","), *retired]:
         if encoded.strip():
             key_id, cipher = _master(encoded.strip())
             keys.setdefault(key_id, cipher)
@@ -96,15 +98,16 @@ def seal(plaintext: bytes, associated_data: bytes) -> bytes:
     return header + nonce + cipher.encrypt(nonce, plaintext, header + associated_data)
 
 
-def unseal(sealed: bytes, associated_data: bytes) -> bytes:
-    """The plaintext of a value `seal` returned for the same `associated_data`."""
+def unseal(sealed: bytes, associated_data: bytes, *, retired: Sequence[str] = ()) -> bytes:
+    """The plaintext of a value `seal` returned for the same `associated_data` (under the
+    current master key, a previous one, or one of `retired`)."""
     if len(sealed) < _HEADER.size + _NONCE_BYTES + _TAG_BYTES:
         raise Unsealable("too short to be a sealed value")
     header, rest = sealed[: _HEADER.size], sealed[_HEADER.size :]
     version, key_id = _HEADER.unpack(header)
     if version != FORMAT:
         raise Unsealable(f"unknown sealed format {version}")
-    cipher = _openers().get(key_id)
+    cipher = _openers(retired).get(key_id)
     if cipher is None:
         raise Unsealable(
             f"sealed under master key {key_id.hex()}, not the current one ({current_key_id().hex()}) "
@@ -116,9 +119,9 @@ def unseal(sealed: bytes, associated_data: bytes) -> bytes:
         raise Unsealable("altered, or bound to other data") from None
 
 
-def reseal(sealed: bytes, associated_data: bytes) -> bytes:
+def reseal(sealed: bytes, associated_data: bytes, *, retired: Sequence[str] = ()) -> bytes:
     """`sealed` under the current master key (opened with whichever key sealed it)."""
-    return seal(unseal(sealed, associated_data), associated_data)
+    return seal(unseal(sealed, associated_data, retired=retired), associated_data)
 
 
 def seal_text(plaintext: str, associated_data: str) -> str:
@@ -138,6 +141,6 @@ def unseal_text(sealed: str, associated_data: str) -> str:
     return unseal(_from_text(sealed), associated_data.encode()).decode()
 
 
-def reseal_text(sealed: str, associated_data: str) -> str:
+def reseal_text(sealed: str, associated_data: str, *, retired: Sequence[str] = ()) -> str:
     """`reseal` for `seal_text`'s values."""
-    return base64.urlsafe_b64encode(reseal(_from_text(sealed), associated_data.encode())).decode()
+    return base64.urlsafe_b64encode(reseal(_from_text(sealed), associated_data.encode(), retired=retired)).decode()

@@ -473,9 +473,9 @@ class Rotation:
     already_current: int
 
 
-def rotate_master(engine: Engine, *, batch_size: int = 500) -> Rotation:
+def rotate_master(engine: Engine, *, retired: Sequence[str] = (), batch_size: int = 500) -> Rotation:
     """Re-wrap every live key under the current master key (opened with the key that
-    wrapped it: current or NOCONTACT_MASTER_KEY_PREVIOUS). Events are not touched.
+    wrapped it: NOCONTACT_MASTER_KEY_PREVIOUS or one of `retired`). Events are not touched.
 
     Safe while the services run and to run again: each row is swapped only if it still
     holds what was read (a key destroyed meanwhile stays destroyed)."""
@@ -492,7 +492,7 @@ def rotate_master(engine: Engine, *, batch_size: int = 500) -> Rotation:
                     already += 1
                     continue
                 associated_data = _wrap_associated_data(row.key_id, row.tenant_id, row.member_id)
-                fresh = crypto.reseal_text(row.wrapped_key, associated_data)
+                fresh = crypto.reseal_text(row.wrapped_key, associated_data, retired=retired)
                 conn.execute(
                     update(keyring)
                     .where(keyring.c.key_id == row.key_id, keyring.c.wrapped_key == row.wrapped_key)

@@ -194,11 +194,12 @@ def redeliver_failed(
     return PIPELINE.run(engine, context, command, now=now)
 
 
-def reseal_endpoints(engine: Engine) -> int:
+def reseal_endpoints(engine: Engine, *, retired: Sequence[str] = ()) -> int:
     """Seal the endpoints' signing secrets under the current master key (``nocontact keyring
-    rotate-master``); returns how many were sealed under an older one. The events keep the
-    secrets as they were sealed then: rebuilding the endpoints needs the retired key in
-    NOCONTACT_MASTER_KEY_PREVIOUS, until each endpoint's secret was rotated once since."""
+    rotate-master``; `retired`: the master keys that sealed them, if not in
+    NOCONTACT_MASTER_KEY_PREVIOUS); returns how many endpoints were sealed under an older
+    key. The events keep the URLs and secrets as they were sealed then: rebuilding the
+    endpoints from the store needs those keys in NOCONTACT_MASTER_KEY_PREVIOUS."""
     resealed = 0
     with engine.begin() as conn:
         rows = conn.execute(select(endpoints.c.id, endpoints.c.secret, endpoints.c.previous_secret)).all()
@@ -208,7 +209,7 @@ def reseal_endpoints(engine: Engine) -> int:
             for column in ("secret", "previous_secret"):
                 sealed = getattr(row, column)
                 if sealed is not None and not crypto.is_current(sealed):
-                    values[column] = crypto.reseal_text(sealed, associated_data)
+                    values[column] = crypto.reseal_text(sealed, associated_data, retired=retired)
             if values:
                 # Only if unchanged meanwhile: a rotation of the secret wins.
                 conn.execute(

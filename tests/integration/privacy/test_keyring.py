@@ -8,11 +8,18 @@ import base64
 import threading
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, update
 
-from shared import keyring
+from services.cli import main as cli
+from services.notification.domain.endpoints import secret_associated_data
+from services.notification.handlers import create_endpoint
+from services.notification.tables import endpoints
+from shared import crypto, keyring
+from shared.commands import Context
 from shared.db import read
 from shared.events import NewEvent
 from shared.schema import keyring as keyring_table
@@ -158,3 +165,27 @@ def test_rotating_the_master_key_rewraps_keys_and_leaves_sealed_values_as_they_a
     assert _open(engine, "t-1", values["m-1"]) == "label of m-1"
     assert _open(engine, "t-1", values["m-2"]) == "label of m-2"
     assert _open(engine, "t-1", values["m-3"]) is keyring.TOMBSTONE
+
+
+def test_the_rotate_master_command_rewraps_keys_and_reseals_webhook_secrets(
+        database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sealed = _seal(engine, "t-1", "m-1", "Alex (ex)")
+    endpoint_id, secret = create_endpoint(engine, Context("t-1", "test"), url="https://1.1.1.1/hook",
+                                          event_types=["*"], description="")
+    retired = tmp_path / "old_master_key"
+    retired.write_text(OLD_MASTER + "\n")
+    monkeypatch.setenv("NOCONTACT_DATABASE_URL", database_url)
+    monkeypatch.setenv("NOCONTACT_MASTER_KEY", NEW_MASTER)
+    rotated = CliRunner().invoke(cli, ["keyring", "rotate-master", "--previous-key-file", str(retired)])
+    assert rotated.exit_code == 0, rotated.output
+    assert "1 member key(s) re-wrapped, 0 already current; 1 webhook secret(s) re-sealed" in rotated.output
+    again = CliRunner().invoke(cli, ["keyring", "rotate-master"])
+    assert "0 member key(s) re-wrapped, 1 already current; 0 webhook secret(s) re-sealed" in again.output
+    # Everything opens under the new master key alone.
+    monkeypatch.delenv("NOCONTACT_MASTER_KEY_PREVIOUS", raising=False)
+    keyring.CACHE.clear()
+    assert _open(engine, "t-1", sealed) == "Alex (ex)"
+    with read(engine) as conn:
+        stored = conn.execute(select(endpoints.c.secret).where(endpoints.c.id == endpoint_id)).scalar()
+    assert crypto.is_current(stored)
+    assert crypto.unseal_text(stored, secret_associated_data(endpoint_id)) == secret
