@@ -88,7 +88,8 @@ def _history(conn: Connection, opener: keyring.Opener, stream_id: str) -> list[d
 
 def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime) -> dict[str, Any] | None:
     """Everything this service holds about the member, personal values in clear; None when
-    it holds nothing (never heard of the member, or not since an erasure).
+    it holds nothing of theirs (the coach a member is assigned to is another person's id:
+    it shows as each commitment's ``coach_id``).
 
     An erased member's events stay in the log, their personal values shredded: they are
     not the member's data any more and are not exported."""
@@ -99,12 +100,8 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
             .order_by(commitments.c.seq)
         ).all()
         found_profile = profile(conn, tenant_id, member_id)
-        coach = conn.execute(
-            select(coach_assignments.c.coach_id, coach_assignments.c.assigned_at)
-            .where(coach_assignments.c.tenant_id == tenant_id, coach_assignments.c.member_id == member_id)
-        ).first()
         found_erasure = erasure(conn, tenant_id, member_id)
-        if not rows and found_profile is None and coach is None and found_erasure is None:
+        if not rows and found_profile is None and found_erasure is None:
             return None
         opener = keyring.Opener(conn, tenant_id)
         opener.prefetch([row.contact_label for row in rows])
@@ -132,7 +129,6 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                 "history": _history(conn, opener, domain.stream_id(tenant_id, member_id)),
             },
             "commitments": exported,
-            "coach": None if coach is None else {"coach_id": coach.coach_id, "assigned_at": coach.assigned_at},
             "erasure": None if found_erasure is None else erasure_document(found_erasure),
         }
     return export_document(member_id, domain.SERVICE, now, data)
