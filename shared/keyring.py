@@ -334,21 +334,24 @@ def erased_members(conn: Connection, tenant_id: str, member_ids: Iterable[str]) 
 
 # -- sealing -------------------------------------------------------------------------------------
 
-#: Paths (dotted, e.g. ``contact.label``) of the personal values of each event type.
+#: Paths of the personal values of each event type: dotted (``contact.label``), ``*`` for
+#: every item of a list (``places.*.label``).
 PersonalFields = Mapping[str, Sequence[str]]
 
 
-def _set_path(data: dict[str, Any], path: str, transform: Any) -> dict[str, Any]:
+def _at_path(value: Any, path: str, transform: Any) -> Any:
+    """`value` with `transform` applied at `path` (dotted; ``*`` is every item of a list),
+    copied along the way; absent or null values are left alone."""
+    if value is None:
+        return None
+    if not path:
+        return transform(value)
     head, _, rest = path.partition(".")
-    if head not in data:
-        return data
-    copy = dict(data)
-    if rest:
-        if isinstance(copy[head], dict):
-            copy[head] = _set_path(copy[head], rest, transform)
-    elif copy[head] is not None:
-        copy[head] = transform(copy[head])
-    return copy
+    if head == "*":
+        return [_at_path(item, rest, transform) for item in value] if isinstance(value, list) else value
+    if not isinstance(value, dict) or head not in value:
+        return value
+    return {**value, head: _at_path(value[head], rest, transform)}
 
 
 def seal_event(key: DataKey, event: NewEvent, paths: Sequence[str]) -> NewEvent:
@@ -356,7 +359,7 @@ def seal_event(key: DataKey, event: NewEvent, paths: Sequence[str]) -> NewEvent:
     are) sealed under the member's key, bound to the event's id."""
     data = event.data
     for path in paths:
-        data = _set_path(data, path, lambda value: value if is_sealed(value) else key.seal(str(value), event.id))
+        data = _at_path(data, path, lambda value: value if is_sealed(value) else key.seal(str(value), event.id))
     return replace(event, data=data)
 
 

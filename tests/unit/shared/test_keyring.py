@@ -65,6 +65,18 @@ def test_an_event_is_sealed_at_its_personal_paths_only() -> None:
     assert keyring.seal_event(key, sealed, ("contact.label",)).data == sealed.data
 
 
+def test_every_item_of_a_list_is_sealed_with_a_star() -> None:
+    key = _key()
+    event = NewEvent("commitment.created", {"member_id": "m-1", "places": [{"label": "The gym"}, {"label": None}],
+                                            "exceptions": "not a list"})
+    sealed = keyring.seal_event(key, event, ("places.*.label", "exceptions.*.label"))
+    first, second = sealed.data["places"]
+    assert keyring.is_sealed(first["label"]) and second == {"label": None}
+    assert sealed.data["exceptions"] == "not a list"
+    parsed = keyring.Sealed.parse(first["label"])
+    assert parsed is not None and parsed.open(key.cipher) == "The gym"
+
+
 def test_the_key_cache_forgets_after_its_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(keyring.time, "monotonic", lambda: clock[0])
