@@ -109,7 +109,7 @@ def cache_ttl_s() -> float:
 
 
 def is_sealed(value: object) -> bool:
-    """True for a string in the sealed form (opened or not)."""
+    """True for a string in the sealed form (whether or not a key of this keyring opens it)."""
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
@@ -359,7 +359,8 @@ def seal_event(key: DataKey, event: NewEvent, paths: Sequence[str]) -> NewEvent:
     are) sealed under the member's key, bound to the event's id."""
     data = event.data
     for path in paths:
-        data = _at_path(data, path, lambda value: value if is_sealed(value) else key.seal(str(value), event.id))
+        # Whatever the value looks like: a member's text shaped like a sealed value is sealed too.
+        data = _at_path(data, path, lambda value: key.seal(str(value), event.id))
     return replace(event, data=data)
 
 

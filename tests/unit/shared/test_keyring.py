@@ -61,8 +61,12 @@ def test_an_event_is_sealed_at_its_personal_paths_only() -> None:
     label = keyring.Sealed.parse(sealed.data["contact"]["label"])
     assert label is not None and label.event_id == event.id and label.open(key.cipher) == "Alex"
     assert event.data["contact"]["label"] == "Alex"  # the original is left as it was
-    # Sealing again does not seal twice.
-    assert keyring.seal_event(key, sealed, ("contact.label",)).data == sealed.data
+    # A member's text shaped like a sealed value is sealed all the same: nothing personal is
+    # ever stored as it came.
+    shaped = NewEvent("commitment.created", {"member_id": "m-1", "motivation": sealed.data["contact"]["label"]})
+    resealed = keyring.seal_event(key, shaped, ("motivation",)).data["motivation"]
+    inner = keyring.Sealed.parse(resealed)
+    assert inner is not None and inner.open(key.cipher) == sealed.data["contact"]["label"]
 
 
 def test_every_item_of_a_list_is_sealed_with_a_star() -> None:
