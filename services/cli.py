@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -91,6 +92,72 @@ def events_tail(after: int, follow: bool, limit: int) -> None:
             return
         if not batch:
             time.sleep(0.5)
+
+
+@main.group("members")
+def members_group() -> None:
+    """A member's data across the services (CONTRACT v1.1, "Members: their data is theirs")."""
+
+
+@members_group.command("export")
+@click.argument("tenant_id")
+@click.argument("member_id")
+def members_export(tenant_id: str, member_id: str) -> None:
+    """Print everything the services hold about a member as one JSON document: each
+    service's part (as its GET /v1/members/{id}/export answers), read from its database.
+
+    A service that holds nothing about the member has null as its part; one that cannot
+    export yet is listed under "unavailable" and named on stderr. Exit status 1 when no
+    service holds anything."""
+    from shared.clock import utcnow
+
+    now = utcnow()
+    parts: dict[str, object] = {}
+    unavailable: dict[str, str] = {}
+    for service in SERVICES:
+        try:
+            module = importlib.import_module(f"services.{service}.members")
+        except ModuleNotFoundError as error:
+            if error.name != f"services.{service}.members":
+                raise
+            unavailable[service] = "this service has no member export yet"
+            continue
+        parts[service] = module.export_member(engine_for(config.database_url(service)), tenant_id, member_id, now)
+    document = {"member_id": member_id, "tenant_id": tenant_id, "exported_at": now.isoformat(),
+                "services": parts, "unavailable": unavailable}
+    click.echo(json.dumps(document, indent=2, sort_keys=True))
+    for service, why in unavailable.items():
+        click.echo(f"note: {service}: {why}; its data is not in this export", err=True)
+    if not any(parts.values()):
+        click.echo(f"no service holds anything about member {member_id} of tenant {tenant_id}", err=True)
+        sys.exit(1)
+
+
+@main.group("keyring")
+def keyring_group() -> None:
+    """Members' data keys and the master key that wraps them (shared.keyring)."""
+
+
+@keyring_group.command("rotate-master")
+@click.option("--previous-key-file", "previous_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file holding a retired master key (base64), e.g. the old var/master_key. Repeatable; "
+                   "NOCONTACT_MASTER_KEY_PREVIOUS is read too.")
+def keyring_rotate_master(previous_files: tuple[Path, ...]) -> None:
+    """Re-wrap every member's key, and re-seal the webhook signing secrets, under the
+    current NOCONTACT_MASTER_KEY. Events are not touched. Safe to run while the services
+    run (give them the retired key in NOCONTACT_MASTER_KEY_PREVIOUS meanwhile) and to run
+    again; prints what it changed."""
+    from services.notification.handlers import reseal_endpoints
+    from shared import keyring
+
+    retired = [path.read_text().strip() for path in previous_files]
+    for url in sorted({config.database_url(service) for service in SERVICES}):
+        engine = engine_for(url)
+        rotation = keyring.rotate_master(engine, retired=retired)
+        secrets = reseal_endpoints(engine, retired=retired)
+        click.echo(f"{engine.url.render_as_string(hide_password=True)}: {rotation.rewrapped} member key(s) re-wrapped, "
+                   f"{rotation.already_current} already current; {secrets} webhook secret(s) re-sealed")
 
 
 def _register_service_commands() -> None:

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 from kombu import Message, Producer
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
@@ -400,6 +400,31 @@ class Consumer:
                 backoff = min(backoff * 2, 10.0)
             finally:
                 self._dead_letter_producer = None
+
+
+def forget_member_dead_letters(conn: DbConnection, components: Sequence[str], tenant_id: str, member_id: str) -> int:
+    """Delete the parked messages of `components` about one member of one tenant (their
+    erasure, shared.erasure); returns how many. A body that is not an envelope names no
+    tenant or member for sure and is kept; its personal values, if any, are sealed under
+    the member's destroyed key anyway."""
+    candidates = conn.execute(
+        select(dead_letters.c.id, dead_letters.c.body).where(
+            dead_letters.c.component.in_(list(components)),
+            dead_letters.c.body.contains(member_id, autoescape=True),
+        )
+    ).all()
+    doomed = []
+    for row in candidates:
+        try:
+            raw = json.loads(row.body)
+        except ValueError:
+            continue
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if isinstance(data, dict) and raw.get("tenant_id") == tenant_id and data.get("member_id") == member_id:
+            doomed.append(row.id)
+    if doomed:
+        conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(doomed)))
+    return len(doomed)
 
 
 def _guess_id(text: str) -> str | None:

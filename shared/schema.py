@@ -151,3 +151,18 @@ dead_letters = Table(
     Column("failed_at", UtcDateTime(), nullable=False),
     Column("requeued_at", UtcDateTime()),
 )
+
+# Members' data keys (shared.keyring): one per (tenant, member), wrapped by the master key.
+# A destroyed key keeps its row, without the key: the member's erasure, which also fences
+# off any new key for that member.
+keyring = Table(
+    "keyring",
+    metadata,
+    Column("key_id", Uuid(), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("wrapped_key", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("destroyed_at", UtcDateTime()),
+    UniqueConstraint("tenant_id", "member_id", name="keyring_member"),
+)

@@ -112,10 +112,16 @@ CHECKIN_INBOX = Component(
 NOTIFICATION_INBOX = Component(
     "notification.inbox",
     # Webhooks and the coach feed react to almost everything; credentials authorise it.
-    (*CREDENTIAL_EVENTS, "commitment.*", "coach.*", "checkin.*", "streak.*", "client.*"),
+    (*CREDENTIAL_EVENTS, "commitment.*", "coach.*", "checkin.*", "streak.*", "client.*",
+     "member.erasure_requested", "member.erased"),
 )
+# A member's erasure (shared.erasure): each service that holds copies scrubs them in a
+# component of its own (its handler appends its report, so it is never batched with other
+# work), and the commitment service's inbox collects the reports.
+NOTIFICATION_ERASURE = Component("notification.erasure", ("member.erasure_requested",))
+COMMITMENT_INBOX = Component("commitment.inbox", ("member.erasure_completed",))
 
-COMPONENTS: tuple[Component, ...] = (CHECKIN_INBOX, NOTIFICATION_INBOX)
+COMPONENTS: tuple[Component, ...] = (CHECKIN_INBOX, NOTIFICATION_INBOX, NOTIFICATION_ERASURE, COMMITMENT_INBOX)
 
 
 def component(name: str) -> Component:

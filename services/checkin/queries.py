@@ -29,6 +29,7 @@ from services.checkin.domain import (
     standing_risk,
     streak_of,
 )
+from shared import keyring
 
 # What a coach's client list shows of each commitment.
 DAYS_SHOWN = 30
@@ -190,6 +191,9 @@ def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime
     stale = [c for c in commitments if c.commitment_id not in snapshots]
     recomputed = _recompute(conn, tenant_id, stale, now) if stale else {}
 
+    # Labels are sealed (shared.keyring); a coach reads them opened.
+    labels = keyring.Opener(conn, tenant_id)
+    labels.prefetch(c.contact_label for c in commitments)
     clients: dict[str, dict[str, Any]] = {}
     for commitment in commitments:
         cid = commitment.commitment_id
@@ -207,7 +211,7 @@ def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime
         )
         entry["commitments"].append({
             "commitment_id": cid,
-            "contact_label": commitment.contact_label,
+            "contact_label": labels.open(commitment.contact_label),
             "relationship": commitment.relationship,
             "status": str(commitment.status_at(now)),
             "streak": streak,

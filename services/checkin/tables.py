@@ -36,7 +36,7 @@ commitments = Table(
     Column("tenant_id", String(64), nullable=False),
     Column("member_id", String(128), nullable=False),
     Column("coach_id", String(128)),
-    Column("contact_label", String(200), nullable=False),
+    Column("contact_label", Text, nullable=False),  # sealed (shared.keyring), as in the events
     Column("relationship", String(32), nullable=False),
     Column("channels", Json, nullable=False),
     Column("timezone", String(64), nullable=False),

@@ -17,6 +17,7 @@ from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 from sqlalchemy.engine import Row
 
+from shared import keyring
 from shared.auth import TOKEN_ROLES
 from shared.calendar import is_valid_timezone
 from shared.db import read
@@ -178,8 +179,10 @@ def resource(row: Row[Any], at: datetime) -> dict[str, Any]:
 
 def _answer(commitment_id: str, status: int = 200) -> tuple[dict[str, Any], int, dict[str, str]]:
     """The commitment as the caller now reads it, with its ETag (and Location when new)."""
+    caller = principal()
     with read(engine()) as conn:
-        body = resource(queries.visible_commitment(conn, principal(), commitment_id), now())
+        row = queries.visible_commitment(conn, caller, commitment_id)
+        body = keyring.Opener(conn, str(caller.tenant_id)).open_all(resource(row, now()))
     headers = {"ETag": etag(body["version"])}
     if status == 201:
         headers["Location"] = url_for("commitments.Commitment", commitment_id=commitment_id)
@@ -266,7 +269,11 @@ class Commitments(MethodView):
         at = now()
         with read(engine()) as conn:
             page = queries.commitments_page(conn, caller, at=at, **query)
-        return {"items": [resource(row, at) for row in page.rows], "next_cursor": page.next_cursor}
+            items = [resource(row, at) for row in page.rows]
+            opener = keyring.Opener(conn, str(caller.tenant_id))
+            opener.prefetch(items)
+            items = [opener.open_all(item) for item in items]
+        return {"items": items, "next_cursor": page.next_cursor}
 
 
 @commitments_blp.route("/<string:commitment_id>", endpoint="Commitment")

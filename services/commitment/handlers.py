@@ -17,6 +17,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
+from shared import keyring
 from shared.auth import Principal, encode_token, generate_api_key
 from shared.commands import Context, Pipeline, UnitOfWork
 from shared.db import read
@@ -24,7 +25,7 @@ from shared.errors import require_version
 from shared.events import NewEvent, RecordedEvent
 from shared.eventstore import ConcurrencyError, read_stream
 
-from . import queries
+from . import personal, queries
 from .domain import coaching
 from .domain.commitment import CREATED, EXTENDED, Commitment
 from .domain.tenancy import (
@@ -157,10 +158,11 @@ def create_commitment(engine: Engine, caller: Principal, context: Context, *, no
         coach_id = queries.assigned_coach(uow.conn, tenant_id, commitment.member_id)
         if coach_id is not None:
             commitment.assign_coach(coach_id, now=uow.now)
-        uow.record(commitment.stream_id, commitment.pending_events, expected_version=0)
+        events = personal.seal(uow.conn, tenant_id, commitment.pending_events)
+        uow.record(commitment.stream_id, events, expected_version=0)
         return commitment.id
 
-    return PIPELINE.run(engine, context, command, now=now)
+    return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
 
 Decision = Callable[[Commitment, datetime], list[NewEvent]]
@@ -176,9 +178,10 @@ def _change_commitment(engine: Engine, caller: Principal, context: Context, comm
         require_may_write_commitment(caller, row.member_id)
         commitment = load_commitment(uow.conn, commitment_id)
         require_version(if_match, commitment.version)
-        uow.record(commitment.stream_id, decide(commitment, uow.now), expected_version=commitment.expected_version)
+        events = personal.seal(uow.conn, _tenant_of(context), decide(commitment, uow.now))
+        uow.record(commitment.stream_id, events, expected_version=commitment.expected_version)
 
-    PIPELINE.run(engine, context, command, if_match=if_match, now=now)
+    keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, if_match=if_match, now=now), now=now)
 
 
 def extend_commitment(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,

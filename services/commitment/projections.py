@@ -19,6 +19,8 @@ from shared.projection import Projection
 
 from .domain import coaching
 from .domain import commitment as model
+from .domain.members import ERASURE_REQUESTED
+from .members.projections import MEMBERS
 from .tables import CREDENTIALS, coach_assignments, commitments
 
 
@@ -28,6 +30,10 @@ def _date(value: str | None) -> date | None:
 
 def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
+    if event.type == ERASURE_REQUESTED:
+        conn.execute(delete(commitments).where(commitments.c.tenant_id == event.tenant_id,
+                                               commitments.c.member_id == data["member_id"]))
+        return
     if event.type == model.CREATED:
         if conn.execute(select(commitments.c.commitment_id).where(
                 commitments.c.commitment_id == data["commitment_id"])).first():
@@ -82,13 +88,17 @@ def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
 COMMITMENTS = Projection(
     name="commitment.commitments",
     tables=[commitments],
-    event_types=sorted(model.EVENT_TYPES),
+    event_types=sorted(model.EVENT_TYPES | {ERASURE_REQUESTED}),
     apply=_apply_commitment,
 )
 
 
 def _apply_assignment(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
+    if event.type == ERASURE_REQUESTED:
+        conn.execute(delete(coach_assignments).where(coach_assignments.c.tenant_id == event.tenant_id,
+                                                     coach_assignments.c.member_id == data["member_id"]))
+        return
     key = (coach_assignments.c.tenant_id == data["tenant_id"]) & (coach_assignments.c.member_id == data["member_id"])
     if event.type == coaching.CLIENT_ASSIGNED:
         conn.execute(delete(coach_assignments).where(key))
@@ -103,14 +113,14 @@ def _apply_assignment(conn: Connection, event: RecordedEvent) -> None:
 ASSIGNMENTS = Projection(
     name="commitment.coach_assignments",
     tables=[coach_assignments],
-    event_types=sorted(coaching.EVENT_TYPES),
+    event_types=sorted(coaching.EVENT_TYPES | {ERASURE_REQUESTED}),
     apply=_apply_assignment,
 )
 
 CREDENTIALS_PROJECTION = credentials_projection("commitment", CREDENTIALS)
 
 #: Every read model of the service, all kept inline.
-PROJECTIONS: tuple[Projection, ...] = (CREDENTIALS_PROJECTION, COMMITMENTS, ASSIGNMENTS)
+PROJECTIONS: tuple[Projection, ...] = (CREDENTIALS_PROJECTION, COMMITMENTS, ASSIGNMENTS, MEMBERS)
 
 
 def project(conn: Connection, recorded: Sequence[RecordedEvent]) -> None:

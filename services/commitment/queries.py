@@ -7,13 +7,14 @@ nobody learns which ids exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.engine import Row
 
+from shared import keyring
 from shared.auth import Principal
 from shared.errors import NotFound
 from shared.events import RecordedEvent
@@ -85,9 +86,12 @@ def commitments_page(conn: Connection, caller: Principal, *, at: datetime, limit
 
 
 def history(conn: Connection, caller: Principal, commitment_id: str) -> list[RecordedEvent]:
-    """The commitment's events, oldest first, if the caller may read it."""
+    """The commitment's events, oldest first, if the caller may read it; personal values
+    opened (services.commitment.personal)."""
     visible_commitment(conn, caller, commitment_id)
-    return read_stream(conn, Commitment.stream_of(commitment_id))
+    opener = keyring.Opener(conn, str(caller.tenant_id))
+    return [replace(event, data=opener.open_all(event.data, event_id=event.id))
+            for event in read_stream(conn, Commitment.stream_of(commitment_id))]
 
 
 def load_tenant(conn: Connection, tenant_id: str) -> Tenant:

@@ -26,7 +26,8 @@ commitments = Table(
     Column("seq", BigInteger, nullable=False, unique=True),
     Column("member_id", String(128), nullable=False),
     Column("coach_id", String(128)),
-    Column("contact_label", String(200), nullable=False),
+    # Sealed (services.commitment.personal), as in the events; so is the motivation.
+    Column("contact_label", Text, nullable=False),
     Column("relationship", String(32), nullable=False),
     Column("channels", Json, nullable=False),
     Column("timezone", String(64), nullable=False),
@@ -57,4 +58,37 @@ coach_assignments = Table(
     Column("coach_id", String(128), nullable=False),
     Column("assigned_at", UtcDateTime(), nullable=False),
     Index("commitment_coach_assignments_coach", "tenant_id", "coach_id"),
+)
+
+# Members' profiles, folded from member.profile_updated (the display name sealed).
+members = Table(
+    "commitment_members",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("member_id", String(128), primary_key=True),
+    Column("display_name", Text),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # The member stream's version when the profile last changed.
+    Column("version", Integer, nullable=False),
+)
+
+# Members' erasures (shared.erasure): requested here, reported by each service.
+erasures = Table(
+    "commitment_erasures",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("member_id", String(128), primary_key=True),
+    Column("services", Json, nullable=False),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    # When member.erased was recorded: every service had reported.
+    Column("erased_at", UtcDateTime()),
+)
+
+erasure_parts = Table(
+    "commitment_erasure_parts",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("member_id", String(128), primary_key=True),
+    Column("service", String(32), primary_key=True),
+    Column("erased_at", UtcDateTime(), nullable=False),
 )

@@ -1,7 +1,8 @@
 """Background parts of the commitment service (`nocontact worker commitment`).
 
-- ``relay``: publishes the tenant and commitment streams to the bus (the ``coaching``
-  stream is internal and stays in the store).
+- ``relay``: publishes the tenant, commitment and member streams to the bus (the
+  ``coaching`` stream is internal and stays in the store).
+- ``inbox``: the other services' reports of a member's erasure (services.commitment.members).
 - ``completions``: every NOCONTACT_SCHEDULER_INTERVAL_S records ``commitment.completed``
   for commitments whose last day is over in their zone.
 """
@@ -19,6 +20,7 @@ from shared.clock import Clock, utcnow
 from shared.relay import Relay
 
 from .handlers import complete_due
+from .members.consumers import inbox
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ def completions(engine: Engine, clock: Clock = utcnow) -> Callable[[threading.Ev
 
 def parts(engine: Engine) -> dict[str, Callable[[threading.Event], None]]:
     return {
-        "relay": Relay(engine, name="relay:commitment", categories=["tenant", "commitment"]).run,
+        "relay": Relay(engine, name="relay:commitment", categories=["tenant", "commitment", "member"]).run,
         "completions": completions(engine),
+        "inbox": inbox(engine).run,
     }

@@ -16,11 +16,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from services.notification import handlers, queries
+from services.notification import handlers, members, queries
 from services.notification.delivery import queue
 from services.notification.domain.messages import WEBHOOK_EVENT_TYPES, WILDCARD
 from shared.commands import Context
-from shared.errors import Forbidden
+from shared.errors import Forbidden, NotFound
 from shared.web import context, engine, now, require_role
 
 MAX_PAGE = 100
@@ -337,4 +337,36 @@ def coach_feed(args: Mapping[str, Any], coach_id: str) -> dict[str, Any]:
     )
 
 
-BLUEPRINTS = (endpoints_blp, feed_blp)
+# -- members ---------------------------------------------------------------------------------------
+
+members_blp = Blueprint(
+    "members",
+    __name__,
+    url_prefix="/v1/members",
+    description="What this service holds about a member: the webhook messages about them, their coach feed",
+)
+
+
+class ExportSchema(Schema):
+    member_id = fields.String()
+    service = fields.String()
+    exported_at = fields.String(metadata={"description": "ISO 8601 instant"})
+    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear"})
+
+
+@members_blp.route("/<member_id>/export", methods=["GET"])
+@members_blp.response(200, ExportSchema)
+def export_member(member_id: str) -> dict[str, Any]:
+    """Everything this service holds about the member, personal values in clear (admin
+    key, or the member's own token); 404 when it holds nothing."""
+    principal = require_role("admin", "member")
+    if principal.role == "member" and principal.subject_id != member_id:
+        raise Forbidden("a member exports only their own data")
+    assert principal.tenant_id is not None  # admins and members belong to a tenant
+    exported = members.export_member(engine(), principal.tenant_id, member_id, now())
+    if exported is None:
+        raise NotFound("this service holds nothing about the member")
+    return exported
+
+
+BLUEPRINTS = (endpoints_blp, feed_blp, members_blp)

@@ -85,3 +85,8 @@ def poll_interval_s() -> float:
     processes queued and retries coming due. An idle poll is one small query.
     """
     return _positive_float("NOCONTACT_WEBHOOK_POLL_INTERVAL_S", 0.1)
+
+
+def retention() -> timedelta:
+    """NOCONTACT_RETENTION_DAYS: delivered messages and their attempts are kept this long (90)."""
+    return timedelta(days=_positive_float("NOCONTACT_RETENTION_DAYS", 90.0))

@@ -16,10 +16,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, tuple_
 
-from services.notification import config, projections
+from services.notification import config, members, projections
 from services.notification.delivery import queue
 from services.notification.domain import messages as msgs
 from services.notification.tables import CREDENTIALS, coach_assignments
+from shared import keyring
 from shared.auth import credentials_projection
 from shared.clock import Clock, utcnow
 from shared.consumer import Consumer, event_log_context
@@ -51,6 +52,8 @@ class _TransactionCache:
         self.conn: Connection | None = None
         self.endpoints: dict[str, Sequence[Any]] = {}
         self.assignments: dict[tuple[str, str], Any] = {}
+        #: (tenant, member) -> whether the member was erased (their key destroyed).
+        self.erased: dict[tuple[str, str], bool] = {}
         #: Set by a batch (which flushes it before committing); None: write at once.
         self.writes: queue.Writes | None = None
 
@@ -60,6 +63,7 @@ class _TransactionCache:
             self.conn = conn
             self.endpoints.clear()
             self.assignments.clear()
+            self.erased.clear()
             self.writes = None
         return self
 
@@ -93,6 +97,23 @@ class _TransactionCache:
         )
         for row in found:
             self.assignments[(row.tenant_id, row.commitment_id)] = row
+
+    def prime_erased(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        """Read, in one query per tenant, which members these events are about were erased."""
+        wanted: dict[str, set[str]] = {}
+        for event in events:
+            member_id = event.data.get("member_id")
+            if event.tenant_id is not None and member_id is not None:
+                wanted.setdefault(event.tenant_id, set()).add(str(member_id))
+        for tenant_id, member_ids in wanted.items():
+            erased = keyring.erased_members(conn, tenant_id, member_ids)
+            self.erased.update({(tenant_id, member_id): member_id in erased for member_id in member_ids})
+
+    def is_erased(self, conn: Connection, tenant_id: str, member_id: str) -> bool:
+        key = (tenant_id, member_id)
+        if key not in self.erased:
+            self.erased[key] = bool(keyring.erased_members(conn, tenant_id, [member_id]))
+        return self.erased[key]
 
     def assignment(self, conn: Connection, tenant_id: str, commitment_id: str) -> Any:
         key = (tenant_id, commitment_id)
@@ -134,6 +155,10 @@ class InboxHandler:
         if event.tenant_id is None:
             return  # every event below belongs to a tenant; one without is not ours to send
         cache = self.cache.on(conn)
+        member_id = event.data.get("member_id")
+        if (member_id is not None and event.type not in members.ERASURE_EVENTS
+                and cache.is_erased(conn, event.tenant_id, str(member_id))):
+            return  # an erased member's: nothing of it is copied any more (services.notification.members)
         if event.type in projections.ASSIGNMENT_EVENTS:
             projections.fold_assignment(conn, event)
             cache.assignments.pop((event.tenant_id, str(event.data["commitment_id"])), None)
@@ -155,6 +180,7 @@ class InboxHandler:
         """The events in turn, as `__call__` would apply them, with the assignments they
         look up read in one query and the queue rows inserted together at the end."""
         cache = self.cache.on(conn)
+        cache.prime_erased(conn, events)
         cache.prime_assignments(conn, events)
         cache.writes = queue.Writes.prime(conn, events)
         try:

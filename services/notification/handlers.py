@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
 from services.notification import config, projections
 from services.notification.delivery import queue
@@ -192,3 +192,31 @@ def redeliver_failed(
         return queue.requeue(uow.conn, list(ids), now=uow.now)
 
     return PIPELINE.run(engine, context, command, now=now)
+
+
+def reseal_endpoints(engine: Engine, *, retired: Sequence[str] = ()) -> int:
+    """Seal the endpoints' signing secrets under the current master key (``nocontact keyring
+    rotate-master``; `retired`: the master keys that sealed them, if not in
+    NOCONTACT_MASTER_KEY_PREVIOUS); returns how many endpoints were sealed under an older
+    key. The events keep the URLs and secrets as they were sealed then: rebuilding the
+    endpoints from the store needs those keys in NOCONTACT_MASTER_KEY_PREVIOUS."""
+    resealed = 0
+    with engine.begin() as conn:
+        rows = conn.execute(select(endpoints.c.id, endpoints.c.secret, endpoints.c.previous_secret)).all()
+        for row in rows:
+            associated_data = rules.secret_associated_data(row.id)
+            values = {}
+            for column in ("secret", "previous_secret"):
+                sealed = getattr(row, column)
+                if sealed is not None and not crypto.is_current(sealed):
+                    values[column] = crypto.reseal_text(sealed, associated_data, retired=retired)
+            if values:
+                # Only if unchanged meanwhile: a rotation of the secret wins.
+                conn.execute(
+                    update(endpoints)
+                    .where(endpoints.c.id == row.id, endpoints.c.secret == row.secret)
+                    .values(**values)
+                )
+                resealed += 1
+    return resealed
+

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from services.notification.delivery import queue
 from services.notification.domain import messages as msgs
@@ -36,6 +36,7 @@ from services.notification.tables import coach_assignments, coaches, endpoints, 
 from shared import crypto
 from shared.events import RecordedEvent
 from shared.projection import Projection
+from shared.schema import keyring
 
 # -- webhook endpoints -----------------------------------------------------------------------
 
@@ -200,6 +201,14 @@ def _fold_feed(conn: Connection, event: RecordedEvent) -> None:
         add_feed_item(conn, event, kind)
 
 
+def forget_erased_members(conn: Connection) -> None:
+    """Drop what the replay folded of members erased since (their key destroyed): the inbox
+    stopped copying them, and their erasure removed what it had copied."""
+    erased = select(keyring.c.tenant_id, keyring.c.member_id).where(keyring.c.wrapped_key.is_(None))
+    for table in (feed_items, coach_assignments):
+        conn.execute(delete(table).where(tuple_(table.c.tenant_id, table.c.member_id).in_(erased)))
+
+
 def feed_projection() -> Projection:
     """The coach feed and the assignments it hangs on, rebuilt from the store as the inbox
     folds them from the bus."""
@@ -208,4 +217,5 @@ def feed_projection() -> Projection:
         tables=[coach_assignments, coaches, feed_items],
         event_types=tuple(sorted({*ASSIGNMENT_EVENTS, *msgs.WEBHOOK_EVENT_TYPES})),
         apply=_fold_feed,
+        finish=forget_erased_members,
     )

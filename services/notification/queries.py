@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, select
 
 from services.notification.domain.endpoints import EndpointNotFound, parse_id
 from services.notification.tables import attempts, coaches, deliveries, endpoints, feed_items
+from shared import keyring
 from shared.db import read
 from shared.errors import NotFound
 from shared.paging import decode_cursor, encode_cursor
@@ -137,4 +138,10 @@ def coach_feed(
             if known is None:
                 raise NotFound("no such coach")
         rows = conn.execute(query.order_by(feed_items.c.position.desc()).limit(limit + 1)).all()
-    return _page(rows, limit, scope, "position")
+        page = _page(rows, limit, scope, "position")
+        # Personal values in an item's data travel sealed (shared.keyring): opened to be read.
+        opener = keyring.Opener(conn, tenant_id)
+        opener.prefetch(item["data"] for item in page["items"])
+        for item in page["items"]:
+            item["data"] = opener.open_all(item["data"])
+    return page

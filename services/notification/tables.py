@@ -70,9 +70,14 @@ messages = Table(
     Column("tenant_id", String(64), nullable=False),
     Column("event_id", String(64), nullable=False),
     Column("event_type", String(100), nullable=False),
+    # The member the event is about (erasure finds their messages by it).
+    Column("member_id", String(128)),
+    # As the event carried it: personal values sealed, opened only to send (queue.claim).
     Column("body", Text, nullable=False),
     Column("occurred_at", UtcDateTime(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    Index("notification_messages_member", "tenant_id", "member_id"),
+    Index("notification_messages_created", "created_at"),
 )
 
 # One row per (endpoint, message): the message's delivery state at that endpoint.

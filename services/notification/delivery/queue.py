@@ -17,6 +17,7 @@ for the other); SQLite's single writer lock (BEGIN IMMEDIATE) gives the same gua
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from services.notification.domain.endpoints import Status
 from services.notification.domain.outcomes import DEFAULT_DISABLE_AFTER, Verdict, after_attempt, classify
 from services.notification.domain.schedule import RandomSource, next_attempt_at
 from services.notification.tables import attempts, deliveries, endpoints, failing_endpoints, messages
+from shared import keyring
 from shared.events import RecordedEvent
 
 PENDING = "pending"
@@ -127,11 +129,13 @@ def enqueue(
             sequence=event.stream_version,
             data=event.data,
         )
+        member_id = event.data.get("member_id")
         message_row = {
             "id": message_id,
             "tenant_id": event.tenant_id,
             "event_id": str(event.id),
             "event_type": event.type,
+            "member_id": None if member_id is None else str(member_id),
             "body": body.decode(),
             "occurred_at": event.occurred_at,
             "created_at": now,
@@ -188,7 +192,25 @@ class Claim:
     secrets: tuple[str, ...]
     message_id: str
     event_type: str
+    #: As sent: the stored body with its personal values opened (see `opened_bodies`).
     body: bytes
+
+
+def opened_bodies(conn: Connection, rows: Sequence[Any]) -> dict[str, bytes]:
+    """The bodies of these message rows (``message_id``, ``tenant_id``, ``body``) as they
+    are sent: personal values opened with the tenant's keys (one keyring read for all),
+    serialised exactly as `msgs.webhook_body` does, so every attempt sends the same bytes.
+    A value whose member was erased meanwhile goes out as null."""
+    sealed = {row.message_id: row for row in rows if keyring.PREFIX in row.body}
+    opened = {row.message_id: row.body.encode() for row in rows if row.message_id not in sealed}
+    documents = {message_id: json.loads(row.body) for message_id, row in sealed.items()}
+    for tenant_id in {row.tenant_id for row in sealed.values()}:
+        opener = keyring.Opener(conn, tenant_id)
+        mine = [message_id for message_id, row in sealed.items() if row.tenant_id == tenant_id]
+        opener.prefetch([documents[message_id] for message_id in mine])
+        for message_id in mine:
+            opened[message_id] = msgs.serialise(opener.open_all(documents[message_id]))
+    return opened
 
 
 def _due(now: datetime) -> Any:
@@ -266,7 +288,8 @@ def claim(
             if endpoint is None or budget <= 0:
                 continue
             rows = conn.execute(
-                select(deliveries.c.id, deliveries.c.message_id, deliveries.c.event_type, messages.c.body)
+                select(deliveries.c.id, deliveries.c.message_id, deliveries.c.event_type, messages.c.tenant_id,
+                       messages.c.body)
                 .join(messages, messages.c.id == deliveries.c.message_id)
                 .where(deliveries.c.endpoint_id == endpoint_id, _due(now))
                 .order_by(deliveries.c.next_attempt_at)
@@ -275,6 +298,7 @@ def claim(
             ).all()
             secrets = tuple(signing_secrets(endpoint, now))
             leased.extend(row.id for row in rows)
+            bodies = opened_bodies(conn, rows)
             for row in rows:
                 claims.append(
                     Claim(
@@ -286,7 +310,7 @@ def claim(
                         secrets=secrets,
                         message_id=row.message_id,
                         event_type=row.event_type,
-                        body=row.body.encode(),
+                        body=bodies[row.message_id],
                     )
                 )
             if len(claims) >= limit:
@@ -513,3 +537,32 @@ def requeue(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> 
             updated_at=now,
         )
     ).rowcount
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+def forget_delivered(engine: Engine, *, before: datetime, batch_size: int = 500) -> int:
+    """Delete the messages created before `before` that were delivered everywhere (or no
+    longer go anywhere), with their deliveries and attempt log; returns how many messages.
+    Batches of their own transactions, so a large backlog never holds locks for long.
+    Messages still pending, failed or skipped somewhere stay: they may yet be sent."""
+    undelivered = (
+        select(deliveries.c.id)
+        .where(deliveries.c.message_id == messages.c.id, deliveries.c.state != SUCCEEDED)
+        .exists()
+    )
+    forgotten = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.execute(
+                select(messages.c.id).where(messages.c.created_at < before, ~undelivered)
+                .order_by(messages.c.created_at).limit(batch_size)
+            ).scalars())
+            if ids:
+                conn.execute(delete(attempts).where(attempts.c.message_id.in_(ids)))
+                conn.execute(delete(deliveries).where(deliveries.c.message_id.in_(ids)))
+                conn.execute(delete(messages).where(messages.c.id.in_(ids)))
+        forgotten += len(ids)
+        if len(ids) < batch_size:
+            return forgotten

@@ -16,6 +16,10 @@ the thread that signs opens them.
 The loop sleeps until woken: by a finished attempt, by ``poke()`` (the inbox in the same
 process calls it after committing new deliveries), or after ``poll_interval_s`` (work
 queued by other processes, retries coming due).
+
+Housekeeping: at start and then every ``HOUSEKEEPING_INTERVAL``, messages delivered longer
+ago than ``NOCONTACT_RETENTION_DAYS`` are deleted with their attempt log
+(`queue.forget_delivered`); several workers doing it at once delete each message once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 import queue as queues
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -51,6 +56,9 @@ RECORD_BATCH = 200
 #: another worker, with the same webhook-id, which receivers deduplicate anyway.
 LEASE_MARGIN = timedelta(seconds=10)
 
+#: How often a worker deletes the delivered messages past their retention.
+HOUSEKEEPING_INTERVAL = timedelta(hours=1)
+
 
 class DeliveryWorker:
     """Delivers webhooks until stopped; several may run against one database."""
@@ -66,6 +74,7 @@ class DeliveryWorker:
         allow_private: bool | None = None,
         schedule: tuple[int, ...] | None = None,
         disable_after: timedelta | None = None,
+        retention: timedelta | None = None,
         clock: Clock = utcnow,
         sender: Sender | None = None,
         rng: random.Random | None = None,
@@ -79,6 +88,7 @@ class DeliveryWorker:
         self.allow_private = config.allow_private() if allow_private is None else allow_private
         self.schedule = schedule or config.retry_schedule()
         self.disable_after = disable_after or config.disable_after()
+        self.retention = retention or config.retention()
         self.clock = clock
         # Kept-alive connections for the default sender; an injected sender brings its own.
         self.pool = ClientPool()
@@ -88,6 +98,7 @@ class DeliveryWorker:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._finished: queues.SimpleQueue[queue.Outcome] = queues.SimpleQueue()
+        self._housekeeping_due = 0.0
 
     def _pooled_send(self, url: str, headers: dict[str, str], body: bytes, **kwargs: object) -> AttemptResult:
         return send(url, headers, body, pool=self.pool, **kwargs)  # type: ignore[arg-type]
@@ -173,6 +184,23 @@ class DeliveryWorker:
         self.record(outcomes)
         return len(outcomes)
 
+    def housekeep(self) -> int:
+        """Delete the messages delivered longer ago than the retention; returns how many."""
+        forgotten = queue.forget_delivered(self.engine, before=self.clock() - self.retention)
+        if forgotten:
+            log.info("retention: %d delivered message(s) older than %s deleted", forgotten, self.retention)
+        return forgotten
+
+    def _housekeep_when_due(self) -> None:
+        if time.monotonic() < self._housekeeping_due:
+            return
+        self._housekeeping_due = time.monotonic() + HOUSEKEEPING_INTERVAL.total_seconds()
+        try:
+            self.housekeep()
+        except Exception:
+            # The next turn of the interval tries again; deliveries go on meanwhile.
+            log.exception("deleting delivered messages past their retention failed")
+
     def run_once(self, pool: ThreadPoolExecutor) -> int:
         """Record finished attempts, claim what fits in the free threads and start it.
 
@@ -199,6 +227,7 @@ class DeliveryWorker:
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="webhook") as pool:
                 while not stop.is_set():
+                    self._housekeep_when_due()
                     # Cleared before looking: a wake-up arriving during the turn is kept.
                     self._wake.clear()
                     try:

@@ -7,6 +7,10 @@ stream: no sender guarantees order, so receivers need it to order per commitment
 
 The member's private ``note`` never leaves the service: notes are private to the member,
 not to the platform's other systems, so neither webhooks nor the coach feed carry it.
+
+Other personal values (a contact's label, a motivation) arrive sealed under the member's
+key (shared.keyring) and are stored so: a message's body is opened only to be sent, a
+feed item's data only to be shown.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "streak.milestone_reached",
     "streak.reset",
     "client.at_risk",
+    # A member's erasure (shared.erasure): requested, then done on every service. Ids only.
+    "member.erasure_requested",
+    "member.erased",
 )
 WILDCARD = "*"
 
@@ -71,6 +78,11 @@ def webhook_body(
         "timestamp": _timestamp(occurred_at),
         "data": {**public_data(data), "event_id": str(event_id), "sequence": sequence},
     }
+    return serialise(payload)
+
+
+def serialise(payload: Mapping[str, Any]) -> bytes:
+    """A webhook body's bytes: compact, keys sorted, so the same payload is the same bytes."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.cli import main as cli
 from services.commitment.projections import PROJECTIONS
+from shared import keyring
 from shared.db import engine_for, read
 
 from .conftest import OPERATOR, Client, start
@@ -56,7 +57,11 @@ def test_events_reach_the_broker_with_the_contract_envelope(postgres_url: str, a
     assert created_event["stream_id"] == f"commitment-{commitment['id']}" and created_event["stream_version"] == 1
     assert created_event["correlation_id"] == correlation
     assert created_event["actor"].startswith("api_key:")
-    assert created_event["data"]["contact"] == {"label": "Alex", "relationship": "romantic"}
+    # The label is personal: it travels sealed (shared.keyring) and opens with the store's keyring.
+    contact = created_event["data"]["contact"]
+    assert contact["relationship"] == "romantic" and keyring.is_sealed(contact["label"])
+    with read(engine_for(postgres_url)) as conn:
+        assert keyring.Opener(conn, tenant_id).open(contact["label"]) == "Alex"
     for name in ("commitment.created", "commitment.extended", "coach.assigned", "coach.unassigned",
                  "commitment.ended"):
         assert by_type[name]["data"]["commitment_id"] == commitment["id"], name

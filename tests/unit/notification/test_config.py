@@ -63,3 +63,14 @@ def test_malformed_schedule_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOCONTACT_WEBHOOK_RETRY_SCHEDULE", "0,5,soon")
     with pytest.raises(ScheduleError):
         config.retry_schedule()
+
+
+def test_retention_of_delivered_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOCONTACT_RETENTION_DAYS", raising=False)
+    assert config.retention() == timedelta(days=90)
+    monkeypatch.setenv("NOCONTACT_RETENTION_DAYS", "7")
+    assert config.retention() == timedelta(days=7)
+    for bad in ("0", "-1", "a week"):
+        monkeypatch.setenv("NOCONTACT_RETENTION_DAYS", bad)
+        with pytest.raises(config.SettingError, match="NOCONTACT_RETENTION_DAYS"):
+            config.retention()

@@ -1,0 +1,228 @@
+"""A member's data is theirs, proven on the whole suite as it runs in production: gunicorn
+APIs and worker processes, real PostgreSQL and RabbitMQ, a partner's receiver on loopback.
+
+A member is seeded with a unique marker in every personal field the commitment and
+notification services hold (contact label, motivation, end reason, display name, and their
+copies: webhook messages, dead letters). The marker is then nowhere in clear: not in a
+``pg_dump`` of the database, not on the bus (a tap queue bound to every event), not in any
+process's log; yet both services' exports (HTTP, and ``nocontact members export``) carry
+it in every field. After the erasure those services report erased, their exports are
+empty, a rebuild of every service's read models brings nothing back, the dump still holds
+no marker, and a second member of the same tenant is untouched.
+
+The check-in service erases nothing yet (the report says "erasing" there): the member's
+check-ins hold no marker here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from kombu import Producer
+from sqlalchemy import select
+
+from shared import bus
+from shared.config import REPO_ROOT
+from shared.db import engine_for, read
+from shared.schema import dead_letters
+from shared.testing import bearer, eventually, wait_until
+from tests.integration.commitment.conftest import Probe
+from tests.support.suite import Receiver, Suite, create_tenant, issue_token, running_suite
+
+
+@pytest.fixture
+def suite(postgres_database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[Suite]:
+    with running_suite(postgres_database_url, rabbitmq_url, tmp_path / "suite", split_parts=False, env={
+        "NOCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
+        "NOCONTACT_WEBHOOK_RETRY_SCHEDULE": "0,1,1",
+    }) as running:
+        yield running
+
+
+@pytest.fixture
+def tap(suite: Suite, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Probe]:
+    """A queue of the test's own bound to every event the suite publishes."""
+    monkeypatch.setenv("NOCONTACT_BUS_PREFIX", suite.bus_prefix)
+    probe = Probe(rabbitmq_url)
+    yield probe
+    probe.close()
+
+
+def _nocontact(suite: Suite, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=suite.env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _dump(suite: Suite) -> str:
+    """The test schema as ``pg_dump`` writes it: what a backup of the database holds."""
+    schema = re.search(r"search_path%3D(\w+)", suite.database_url)
+    assert schema is not None, suite.database_url
+    url = suite.database_url.replace("postgresql+psycopg://", "postgresql://").split("?")[0]
+    dumped = subprocess.run(["pg_dump", "--schema", schema.group(1), url], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+    assert dumped.returncode == 0, dumped.stderr
+    assert "COPY" in dumped.stdout and "commitment_commitments" in dumped.stdout
+    return dumped.stdout
+
+
+def _park(rabbitmq_url: str, tenant_id: str, member_id: str, sealed_label: str) -> None:
+    """A message the notification inbox cannot read (a schema version from the future),
+    about the member: it is parked in the dead letters, with a copy of a sealed value.
+    Published under the suite's prefix (the `tap` fixture sets it)."""
+    envelope = {
+        "id": str(uuid.uuid4()), "type": "checkin.recorded", "schema_version": 99, "tenant_id": tenant_id,
+        "stream_id": f"checkin-{uuid.uuid4()}", "stream_version": 1, "position": 1,
+        "occurred_at": "2026-11-21T09:00:00+00:00", "recorded_at": "2026-11-21T09:00:00+00:00",
+        "correlation_id": None, "causation_id": None, "actor": "test",
+        "data": {"member_id": member_id, "commitment_id": str(uuid.uuid4()), "label": sealed_label},
+    }
+    with bus.connect(rabbitmq_url) as connection:
+        Producer(connection.channel(), exchange=bus.events_exchange()).publish(
+            json.dumps(envelope).encode(), routing_key="checkin.recorded", content_type="application/json",
+            delivery_mode=2)
+
+
+def _parked(suite: Suite, member_id: str) -> list[str]:
+    with read(engine_for(suite.database_url)) as conn:
+        return [body for body in conn.execute(select(dead_letters.c.body)).scalars() if member_id in body]
+
+
+def _seed(suite: Suite, client: httpx.Client, admin: dict[str, str], member_id: str, marker: str,
+          coach_id: str) -> list[str]:
+    """Commitments (one ended), a profile and a coach for the member; returns the commitment ids."""
+    day = (date.today() - timedelta(days=2)).isoformat()
+    ids = []
+    for suffix in ("", "-2"):
+        created = client.post(suite.url("commitment", "/v1/commitments"), headers=admin, json={
+            "member_id": member_id, "contact": {"label": f"{marker}-label{suffix}", "relationship": "friend"},
+            "timezone": "UTC", "starts_on": day, "duration_days": 90, "motivation": f"{marker}-why{suffix}"})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    ended = client.post(suite.url("commitment", f"/v1/commitments/{ids[1]}/end"), headers=admin,
+                        json={"reason": f"{marker}-reason"})
+    assert ended.status_code == 200, ended.text
+    named = client.put(suite.url("commitment", f"/v1/members/{member_id}"), headers=admin,
+                       json={"display_name": f"{marker}-name"})
+    assert named.status_code == 200, named.text
+    assert client.put(suite.url("commitment", f"/v1/coaches/{coach_id}/clients/{member_id}"),
+                      headers=admin).status_code == 204
+    # A kept day: a milestone in the coach's feed (check-ins hold no marker).
+    eventually(lambda: client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/check-ins"), headers=admin,
+                                   json={"date": day, "outcome": "kept", "urge": 2}), 201)
+    return ids
+
+
+FIELDS = ("label", "label-2", "why", "why-2", "reason", "name")
+
+
+def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(
+        suite: Suite, tap: Probe, rabbitmq_url: str) -> None:
+    client = httpx.Client(timeout=30)
+    tenant = create_tenant(suite, client, "Acme Support")
+    admin = bearer(tenant.api_key)
+    receiver = Receiver()
+    hook = client.post(suite.url("notification", "/v1/webhook-endpoints"), headers=admin,
+                       json={"url": receiver.url, "event_types": ["*"]})
+    assert hook.status_code == 201, hook.text
+    tag = uuid.uuid4().hex[:10]
+    member, other = f"m1-{tag}", f"m2-{tag}"
+    marker, other_marker = f"Zq{uuid.uuid4().hex}", f"Zq{uuid.uuid4().hex}"
+    ids = _seed(suite, client, admin, member, marker, f"coach-{tag}")
+    other_ids = _seed(suite, client, admin, other, other_marker, f"coach-{tag}")
+    member_token = bearer(issue_token(suite, client, tenant, "member", member))
+
+    # Partners get the values in clear (opened at send time); the coach's feed has the member.
+    wait_until(lambda: len([b for _, b in receiver.deliveries if marker.encode() in b]) >= 3, 30,
+               message="the webhooks about the member")
+    coach_feed = eventually(lambda: client.get(suite.url("notification", f"/v1/coaches/coach-{tag}/notifications"),
+                                               headers=admin), 200)
+    wait_until(lambda: any(i["member_id"] == member for i in client.get(
+        suite.url("notification", f"/v1/coaches/coach-{tag}/notifications"), headers=admin).json()["items"]),
+        30, message="the member's milestone in the coach's feed")
+    assert coach_feed.status_code == 200
+    sealed_label = next(m["body"]["data"]["contact"]["label"] for m in tap.wait_for(
+        lambda body: body["type"] == "commitment.created" and body["data"]["member_id"] == member))
+    for who, label in ((member, sealed_label), (other, "not sealed, not the member's")):
+        _park(rabbitmq_url, tenant.id, who, label)
+    wait_until(lambda: _parked(suite, member) and _parked(suite, other), 30, message="the parked messages")
+
+    # Exported in clear, every field: over HTTP (the member's own token) and by the CLI.
+    commitment_part = client.get(suite.url("commitment", f"/v1/members/{member}/export"), headers=member_token)
+    notification_part = client.get(suite.url("notification", f"/v1/members/{member}/export"), headers=member_token)
+    assert commitment_part.status_code == 200 and notification_part.status_code == 200, notification_part.text
+    for field in FIELDS:
+        assert f"{marker}-{field}" in commitment_part.text, field
+    assert f"{marker}-label" in notification_part.text and f"{marker}-why" in notification_part.text
+    exported = _nocontact(suite, "members", "export", tenant.id, member)
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert document["services"]["commitment"]["data"] == commitment_part.json()["data"]
+    assert document["services"]["notification"]["data"]["webhook_messages"]
+    assert "checkin" in document["unavailable"] and "checkin" in exported.stderr
+    assert all(f"{marker}-{field}" in exported.stdout for field in FIELDS)
+
+    # ... and nowhere else in clear: the database, the bus, the logs.
+    assert marker not in _dump(suite) and other_marker not in _dump(suite)
+    tap.wait_for(lambda body: body["type"] == "member.profile_updated" and body["data"]["member_id"] == other)
+    on_the_bus = json.dumps([m["body"] for m in tap.received])
+    assert member in on_the_bus and marker not in on_the_bus and other_marker not in on_the_bus
+    assert marker not in suite.logs() and other_marker not in suite.logs()
+
+    # The erasure.
+    erased = client.delete(suite.url("commitment", f"/v1/members/{member}"), headers=admin)
+    assert erased.status_code == 202 and erased.json() == {"member_id": member, "status": "erasing"}
+    status = wait_until(lambda: (lambda s: s if s["services"]["notification"] == "erased" else None)(
+        client.get(suite.url("commitment", f"/v1/members/{member}/erasure"), headers=admin).json()), 30,
+        message="the notification service's report")
+    assert status["status"] == "erasing"
+    assert status["services"] == {"commitment": "erased", "notification": "erased", "checkin": "erasing"}
+    assert client.delete(suite.url("commitment", f"/v1/members/{member}"), headers=admin).json() == erased.json()
+    wait_until(lambda: any(b"member.erasure_requested" in b for _, b in receiver.deliveries), 30,
+               message="partners told of the erasure")
+
+    def nothing_left() -> None:
+        for commitment_id in ids:
+            assert client.get(suite.url("commitment", f"/v1/commitments/{commitment_id}"),
+                              headers=admin).status_code == 404
+        left = client.get(suite.url("commitment", f"/v1/members/{member}/export"), headers=admin)
+        assert left.status_code == 200 and marker not in left.text
+        assert left.json()["data"]["commitments"] == [] and left.json()["data"]["profile"] is None
+        assert client.get(suite.url("notification", f"/v1/members/{member}/export"),
+                          headers=admin).status_code == 404
+        feed = client.get(suite.url("notification", f"/v1/coaches/coach-{tag}/notifications"), headers=admin)
+        assert all(item["member_id"] != member for item in feed.json()["items"])
+        assert not _parked(suite, member)
+        # The second member of the tenant is untouched.
+        assert _parked(suite, other)
+        kept = client.get(suite.url("commitment", f"/v1/commitments/{other_ids[0]}"), headers=admin)
+        assert kept.status_code == 200 and kept.json()["contact"]["label"] == f"{other_marker}-label"
+        theirs = client.get(suite.url("commitment", f"/v1/members/{other}/export"), headers=admin)
+        assert all(f"{other_marker}-{field}" in theirs.text for field in FIELDS)
+        assert any(item["member_id"] == other for item in feed.json()["items"])
+        dump = _dump(suite)
+        assert marker not in dump and other_marker not in dump
+
+    nothing_left()
+    # A rebuild of every service's read models brings nothing back.
+    for service in ("commitment", "checkin", "notification"):
+        rebuilt = _nocontact(suite, service, "rebuild")
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    nothing_left()
+    after = _nocontact(suite, "members", "export", tenant.id, member)
+    assert after.returncode == 0 and marker not in after.stdout
+    assert json.loads(after.stdout)["services"]["notification"] is None
+    on_the_bus = json.dumps([m["body"] for m in tap.received])
+    logs = suite.logs()
+    assert marker not in on_the_bus and marker not in logs and other_marker not in logs
+    receiver.close()
+
