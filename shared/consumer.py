@@ -39,8 +39,10 @@ from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
 from shared.clock import utcnow
+from shared.db import read
 from shared.envelope import MalformedEnvelope, decode, versions
 from shared.events import RecordedEvent
+from shared.eventstore import ConcurrencyError
 from shared.logging import bind_context
 from shared.schema import dead_letters, processed_events
 from shared.topology import Component
@@ -112,6 +114,14 @@ def apply_once(engine: Engine, component: str, handler: Handler, event: Recorded
             mark_processed(conn, component, [event])
     except AppliedConcurrently:
         return False
+    except (ConcurrencyError, IntegrityError):
+        # The handler lost a race on its own append or read-model row. To a concurrent copy
+        # of this very event? PostgreSQL made us wait for that copy's transaction to end,
+        # so its processed_events row is visible now: then this one is a duplicate.
+        with read(engine) as conn:
+            if already_processed(conn, component, event):
+                return False
+        raise
     return True
 
 
