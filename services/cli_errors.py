@@ -5,7 +5,7 @@ NOCONTACT_DEBUG=1 shows it).
 | exit code | meaning |
 |---|---|
 | 1 | the command failed (its message says why) |
-| 2 | bad arguments (click's usage errors) |
+| 2 | bad arguments (click's usage errors, or a value a rule refuses) |
 | 69 | the database, the broker (or its management API) does not answer, or refuses the connection |
 | 78 | the database is not migrated to this version's schema: run `nocontact migrate` |
 """
@@ -19,9 +19,11 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from shared import config
+from shared.errors import DomainError, ValidationFailed
 from shared.logging import redact
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # click's, for bad arguments
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
 EXIT_NOT_MIGRATED = 78  # sysexits.h EX_CONFIG
 
@@ -58,6 +60,10 @@ def explain(error: BaseException) -> tuple[str, int]:
     """The line to print for `error`, and the exit code."""
     if isinstance(error, DBAPIError):
         return _database(error)
+    if isinstance(error, ValidationFailed):  # a value a rule refuses ("field: why"): bad arguments
+        return str(error), EXIT_USAGE
+    if isinstance(error, DomainError):  # the state does not allow it (not found, conflict...)
+        return error.message, EXIT_FAILED
     broker = _broker(error)
     if broker is not None:
         return broker

@@ -210,3 +210,10 @@ def test_on_sqlite_a_reset_says_it_cannot_see_a_running_relay(sqlite_url: str) -
                        env={"NOCONTACT_DATABASE_URL": sqlite_url})
     assert result.returncode == 0
     assert "SQLite has no relay lock" in result.stderr and "stop it" in result.stderr
+
+
+def test_a_rule_a_command_breaks_is_said_as_the_api_says_it() -> None:
+    from shared.errors import NotFound, ValidationFailed
+
+    assert cli_errors.explain(ValidationFailed("name", "must not be empty")) == ("name: must not be empty", 2)
+    assert cli_errors.explain(NotFound("no such key")) == ("no such key", 1)
