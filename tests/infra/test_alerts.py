@@ -10,12 +10,11 @@ import subprocess
 from pathlib import PurePosixPath
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from services.notification.metrics import DeliveryQueueCollector
-from shared import metrics, testing
+from shared import metrics
 from shared.config import REPO_ROOT
 from tests.support import debian
 
@@ -117,18 +116,8 @@ def test_the_readme_explains_every_metric() -> None:
     assert not missing, f"README.md, Metrics, does not explain {sorted(missing)}"
 
 
-def _promtool() -> str:
-    binary = shutil.which("promtool") or "/usr/bin/promtool"
-    if not debian.installed(binary, "prometheus"):
-        reason = "promtool is missing and `apt-get install -y prometheus` did not provide it"
-        if testing.services_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
-
-
 def test_promtool_accepts_the_configuration_and_the_rules_pass_their_unit_tests() -> None:
-    promtool = _promtool()
+    promtool = debian.program(shutil.which("promtool") or "/usr/bin/promtool", "prometheus")
     for command in (["check", "config", str(PROMETHEUS)], ["check", "rules", str(RULES)],
                     ["test", "rules", str(RULE_TESTS)]):
         result = subprocess.run([promtool, *command], capture_output=True, text=True, timeout=120)

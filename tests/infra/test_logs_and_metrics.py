@@ -22,7 +22,7 @@ from services import runner
 from shared.config import REPO_ROOT
 from shared.db import migrate
 from shared.testing import bearer, wait_until
-from tests.infra.conftest import free_port
+from tests.infra.conftest import free_port, stop
 from tests.infra.test_make_run import Terminal
 
 SERVICES = ("commitment", "checkin", "notification")
@@ -57,13 +57,7 @@ class Api:
             return False
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, signal.SIGTERM, 30)
 
 
 @pytest.fixture
@@ -233,13 +227,7 @@ def test_make_run_serves_every_worker_s_metrics_and_logs_requests(tmp_path: Path
         assert httpx.get(api + "/healthz", headers={"X-Correlation-ID": "run-probe"}, timeout=10).status_code == 200
         wait_until(lambda: "run-probe" in err.read_text(), 15, message="the request's access line")
     finally:
-        suite.send_signal(signal.SIGINT)
-        try:
-            suite.wait(60)
-        finally:
-            if suite.poll() is None:
-                suite.kill()
-                suite.wait()
+        stop(suite)
     [line] = [json.loads(line) for line in err.read_text().splitlines() if "run-probe" in line]
     assert line["service"] == "checkin" and line["route"] == "/healthz" and line["status"] == 200
     assert suite.returncode == 0
