@@ -147,7 +147,7 @@ def test_relays_listed_and_reset_to_a_cursor_the_relay_publishes_from(
     assert relay.categories == ["checkin"]
 
     listed = _listed(env)
-    assert set(listed) == {"relay:checkin", "relay:commitment"}
+    assert set(listed) == {"relay:checkin", "relay:commitment", "relay:notification"}
     assert listed["relay:checkin"] | {"position": 0, "xid": 0, "lag": 5, "head": checkins[-1] + 2} == \
         listed["relay:checkin"]
     assert listed["relay:checkin"]["running"] is (False if engine.dialect.name == "postgresql" else None)
