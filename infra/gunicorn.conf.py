@@ -7,6 +7,9 @@ a buffer, not a thread, and is cut off after a head or body timeout.
 """
 
 import os
+import re
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("NOCONTACT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("NOCONTACT_WEB_WORKERS", "2"))
@@ -15,9 +18,31 @@ threads = int(os.environ.get("NOCONTACT_WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-accesslog = None  # requests are logged as JSON by the app, with correlation ids
+# Requests are logged by the app (shared/web.py: one line each, with the route, the
+# correlation id and the caller); gunicorn's own access log would only repeat them.
+accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("NOCONTACT_LOG_LEVEL", "info").lower()
+
+
+class StructuredLogger(Logger):
+    """gunicorn's logs (its error log: starting, "Booting worker", worker timeouts; its
+    access log, if one is configured) in the format of every other line: JSON, or the
+    console format on a terminal (shared.logging), under the name of the service served."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from shared import logging as nclog
+
+        # The app's module names the service: services.<service>.wsgi:app.
+        served = re.match(r"services\.(\w+)\.wsgi", cfg.proc_name or "")
+        nclog.configure(served.group(1) if served else "gunicorn")
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(nclog.formatter(getattr(handler, "stream", None)))
+
+
+logger_class = StructuredLogger
 # Not preloaded: each worker imports the app after fork, so no connection, thread or
 # metric state is ever inherited from the master.
 preload_app = False

@@ -13,16 +13,22 @@ from pathlib import Path
 
 import click
 
+from services.cli_errors import CommandGroup
 from shared import config
 from shared.db import engine_for, migrate
 
 SERVICES = ("commitment", "checkin", "notification")
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 @click.version_option(config.version(), prog_name="nocontact", message="%(prog)s %(version)s")
-def main() -> None:
-    """nocontact: keep no contact, with the platforms that support it."""
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure (also NOCONTACT_DEBUG=1).")
+def main(debug: bool) -> None:
+    """nocontact: keep no contact, with the platforms that support it.
+
+    A failure is one line on stderr and an exit code: 1 failed, 2 bad arguments, 69 the
+    database or broker does not answer, 78 the database is not migrated.
+    """
 
 
 @main.command("migrate")

@@ -1,4 +1,4 @@
-"""Operations commands: dead letters, and the broker topology.
+"""Operations commands: dead letters, the broker topology, and the relays' checkpoints.
 
 `nocontact dead-letters list|show|requeue` works on the `dead_letters` table (the record
 of every message a consumer gave up on, with the reason) and on the components'
@@ -10,10 +10,17 @@ message twice, or one that was meanwhile applied, changes nothing.
 
 `nocontact bus setup` declares exchanges and queues (what the relay would do on its first
 publish) and can import infra/rabbitmq/definitions.json through the management API.
+
+`nocontact relay list` shows each relay's checkpoint (a cursor in the feed: an event's
+position and its transaction id, see shared.eventstore) and how many events of its
+categories are after it; `nocontact relay reset-checkpoint NAME --to-position N | --to-start`
+moves it back so the relay publishes again from there (consumers are idempotent). The
+relays are the ones the services' workers define (services/<service>/worker.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -22,11 +29,14 @@ from typing import Any
 
 import click
 from kombu import Connection, Exchange, Producer
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine, func, select, update
 
 from shared import bus, config, topology
 from shared.db import engine_for, read
-from shared.schema import dead_letters
+from shared.eventstore import START, LogCursor, feed_range, head_position
+from shared.relay import Relay, release_leadership, try_leadership
+from shared.schema import dead_letters, events
 
 SERVICES = ("commitment", "checkin", "notification")
 
@@ -285,4 +295,126 @@ def import_definitions(management_url: str, definitions: dict[str, Any]) -> None
         raise click.ClickException(f"definitions import failed: {response.status_code} {response.text[:300]}")
 
 
-commands = [dead_letters_group, bus_group]
+# -- relays ---------------------------------------------------------------------------------
+
+
+def relays() -> dict[str, Relay]:
+    """Every relay the services run, by name, as their workers define it (its categories
+    and its database)."""
+    found: dict[str, Relay] = {}
+    for service in SERVICES:
+        try:
+            module = importlib.import_module(f"services.{service}.worker")
+        except ModuleNotFoundError as error:
+            if error.name != f"services.{service}.worker":
+                raise
+            continue
+        # parts() only builds the parts; nothing connects until one runs.
+        for part in module.parts(engine_for(config.database_url(service))).values():
+            owner = getattr(part, "__self__", None)
+            if isinstance(owner, Relay):
+                found[owner.name] = owner
+    return found
+
+
+def _relay(name: str) -> Relay:
+    known = relays()
+    if name not in known:
+        raise click.BadParameter(f"no relay {name!r}; the relays are: {', '.join(sorted(known))}",
+                                 param_hint="NAME")
+    return known[name]
+
+
+def _behind(conn: DbConnection, relay: Relay, cursor: LogCursor) -> int:
+    """Events of the relay's categories after `cursor`: what it has yet to publish."""
+    query = select(func.count()).select_from(events).where(feed_range(conn, cursor))
+    if relay.categories is not None:
+        query = query.where(events.c.category.in_(relay.categories))
+    return int(conn.execute(query).scalar_one())
+
+
+def _running(relay: Relay) -> bool | None:
+    """Whether a copy of the relay is publishing (it holds its lock); None: SQLite, which
+    has no such lock to look at."""
+    if relay.engine.dialect.name != "postgresql":
+        return None
+    probe = try_leadership(relay.engine, relay.name)
+    if probe is None:
+        return True
+    release_leadership(probe)
+    return False
+
+
+def _shown(cursor: LogCursor) -> str:
+    if cursor == START:
+        return "start of the log"
+    return f"position {cursor.position} (transaction {cursor.xid})" if cursor.xid else f"position {cursor.position}"
+
+
+@click.group("relay")
+def relay_group() -> None:
+    """The relays (store -> broker): their checkpoints."""
+
+
+@relay_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def relay_list_command(as_json: bool) -> None:
+    """Each relay's checkpoint, the events it has yet to publish, and whether it runs."""
+    for name, relay in sorted(relays().items()):
+        with read(relay.engine) as conn:
+            cursor = relay.checkpoint.cursor(conn)
+            behind = _behind(conn, relay, cursor)
+            head = head_position(conn)
+        running = _running(relay)
+        if as_json:
+            click.echo(json.dumps({"name": name, "position": cursor.position, "xid": cursor.xid, "lag": behind,
+                                   "head": head, "categories": relay.categories, "running": running}))
+        else:
+            state = {True: "running", False: "stopped", None: "-"}[running]
+            click.echo(f"{name:<20} {_shown(cursor):<40} lag {behind:<8} head {head:<10} {state}")
+
+
+@relay_group.command("reset-checkpoint")
+@click.argument("name")
+@click.option("--to-position", type=click.IntRange(min=0),
+              help="Publish again every event after the one at this position (see `nocontact events tail`).")
+@click.option("--to-start", is_flag=True, help="Publish the whole log again.")
+def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool) -> None:
+    """Move relay NAME's checkpoint back, so that it publishes again from there.
+
+    Consumers are idempotent: what they already applied is skipped. Stop the relay first:
+    on PostgreSQL the command refuses while a copy holds the relay's lock (and holds it
+    itself while it writes, so no standby starts meanwhile). SQLite has no such lock: a
+    relay running then may write its own checkpoint over this one.
+    """
+    if to_start == (to_position is not None):
+        raise click.UsageError("give exactly one of --to-position N and --to-start")
+    relay = _relay(name)
+    engine = relay.engine
+    holder = None
+    if engine.dialect.name == "postgresql":
+        holder = try_leadership(engine, name)
+        if holder is None:
+            raise click.ClickException(
+                f"{name} is running (a relay process holds its lock): stop it first "
+                f"(docker compose stop <service>-relay, or the service's worker), then reset")
+    try:
+        with engine.begin() as conn:
+            before = relay.checkpoint.cursor(conn)
+            head = head_position(conn)
+            if to_position is not None and to_position > head:
+                raise click.BadParameter(f"the log ends at position {head}", param_hint="--to-position")
+            relay.checkpoint.set(conn, START if to_start else to_position)  # type: ignore[arg-type]
+            after = relay.checkpoint.cursor(conn)
+            behind = _behind(conn, relay, after)
+    finally:
+        if holder is not None:
+            release_leadership(holder)
+    click.echo(f"{name}: checkpoint moved from {_shown(before)} to {_shown(after)}; "
+               f"{behind} event(s) to publish when it runs")
+    if holder is None:
+        click.echo(f"note: SQLite has no relay lock; if {name} was running (make run, nocontact worker), "
+                   "it may have written its own checkpoint over this one: stop it and reset again", err=True)
+
+
+commands = [dead_letters_group, bus_group, relay_group]

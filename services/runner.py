@@ -3,6 +3,10 @@
 Embedded defaults (SQLite + filesystem broker under ./var/) need no server; with
 NOCONTACT_DATABASE_URL / NOCONTACT_BROKER_URL set the same processes use PostgreSQL and
 RabbitMQ. Ctrl-C (or SIGTERM) stops every child gracefully and waits for it.
+
+Each service's worker process serves its metrics on a port of its own, its API's port +
+1000 (9001, 9002, 9003 by default; `NOCONTACT_<SERVICE>_WORKER_METRICS_PORT` moves one),
+on 127.0.0.1 like the APIs; the banner lists them.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 import infra
+from services.cli_errors import shown_url
 from shared import config
 from shared.db import migrate
 
@@ -46,6 +50,12 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
+def worker_metrics_port(service: str) -> int:
+    """Where `make run`'s worker process of `service` serves /metrics."""
+    variable = f"NOCONTACT_{service.upper()}_WORKER_METRICS_PORT"
+    return int(os.environ.get(variable, config.port(service) + 1000))
+
+
 def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """Start the API and worker of every service that exists; returns (name, process)."""
     # Every child keeps its data where this process does, whatever its working directory.
@@ -66,7 +76,9 @@ def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subpro
             children.append((f"{service}-api", _spawn(command, child_env)))
         if _has_module(f"services.{service}.worker"):
             command = [sys.executable, "-m", "services.cli", "worker", service]
-            children.append((f"{service}-worker", _spawn(command, env)))
+            child_env = {**env, "NOCONTACT_WORKER_METRICS_PORT": str(worker_metrics_port(service)),
+                         "NOCONTACT_WORKER_METRICS_ADDR": "127.0.0.1"}
+            children.append((f"{service}-worker", _spawn(command, child_env)))
     return children
 
 
@@ -107,27 +119,20 @@ def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], timeout_
             child.wait()
 
 
-def _without_password(url: str) -> str:
-    """A database or broker URL fit to print: the password masked."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
 def banner(ready: dict[str, bool]) -> str:
     """What `make run` prints once the services answer: where everything is."""
     lines = [
         "",
         f"nocontact {config.version()} is running:",
-        f"  database: {_without_password(config.database_url())}",
-        f"  broker:   {_without_password(config.broker_url())}",
+        f"  database: {shown_url(config.database_url())}",
+        f"  broker:   {shown_url(config.broker_url())}",
         f"  data:     {config.var_dir()}",
     ]
     for service, ok in ready.items():
         url = config.service_url(service)
         lines.append(f"  {service:<13} {url:<24} {'ready' if ok else 'NOT READY':<9}  API docs: {url}/docs")
+        if _has_module(f"services.{service}.worker"):
+            lines.append(f"  {'':<13} worker metrics: http://127.0.0.1:{worker_metrics_port(service)}/metrics")
     if "checkin" in ready:
         lines.append(f"  Coach dashboard: {config.service_url('checkin')}/dashboard")
     return "\n".join(lines)

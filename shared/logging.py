@@ -42,49 +42,89 @@ def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> d
     return event_dict
 
 
+def _add_pid(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    # Which of a service's processes (gunicorn workers, worker replicas) wrote the line.
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
 _configured = False
+_shared: list[Any] = []
+
+#: ``json`` or ``console``; unset: console on a terminal, JSON anywhere else.
+FORMAT_VARIABLE = "NOCONTACT_LOG_FORMAT"
 
 
 def configure(service: str) -> None:
-    """Route all logging through structlog's JSON renderer (idempotent)."""
+    """Route all logging (structlog's and the standard library's) to stderr, rendered as
+    `formatter` says; idempotent: the first call of a process names its service."""
     global _configured
     if _configured:
         return
     _configured = True
+
     def add_service(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         # A processor, not a context variable: threads (gunicorn's gthread workers, worker
         # parts) start with an empty context and would log without it.
         event_dict.setdefault("service", service)
         return event_dict
 
-    shared = [
+    _shared[:] = [
         structlog.contextvars.merge_contextvars,
         add_service,
+        structlog.stdlib.add_logger_name,
+        _add_pid,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_processor,
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            _redact_processor,
-            structlog.processors.JSONRenderer(),
-        ],
-    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(formatter(sys.stderr))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("NOCONTACT_LOG_LEVEL", "INFO").strip().upper())
     for noisy in ("amqp", "kombu", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def console_wanted(stream: Any) -> bool:
+    """Whether lines written to `stream` are for a person: NOCONTACT_LOG_FORMAT decides
+    (json or console); unset, a terminal gets the console format and anything else (a
+    file, a pipe, a container's log driver) JSON."""
+    chosen = os.environ.get(FORMAT_VARIABLE, "").strip().lower()
+    if chosen in ("json", "console"):
+        return chosen == "console"
+    if chosen:
+        raise ValueError(f"{FORMAT_VARIABLE} must be json or console, not {chosen!r}")
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def formatter(stream: Any) -> logging.Formatter:
+    """The formatter of a handler writing to `stream` (call `configure` first): one JSON
+    object per line, or a readable line for a terminal; masked secrets either way. Also
+    what gunicorn's own loggers get (infra/gunicorn.conf.py)."""
+    if console_wanted(stream):
+        isatty = getattr(stream, "isatty", None)
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()))
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # A traceback as plain text, masked like the rest (a pretty one would show
+            # the frames' local variables, credentials included).
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            renderer,
+        ],
+    )
 
 
 @contextmanager

@@ -35,6 +35,39 @@ STANDBY_POLL_S = 2.0
 LAG_INTERVAL_S = 1.0
 
 
+def try_leadership(engine: Engine, name: str) -> DbConnection | None:
+    """A connection holding the PostgreSQL session lock that makes a copy of relay `name`
+    the active one (until it is unlocked or closed), or None while another session holds it.
+    The relay takes it to publish; `nocontact relay reset-checkpoint` to move the checkpoint
+    while no copy publishes."""
+    conn = engine.connect()
+    try:
+        held = conn.execute(
+            text("SELECT pg_try_advisory_lock(:class, hashtext(current_schema() || :name))"),
+            {"class": RELAY_LOCK_CLASS, "name": name},
+        ).scalar()
+        conn.commit()
+    except Exception:
+        conn.close()
+        raise
+    if not held:
+        conn.close()
+        return None
+    return conn
+
+
+def release_leadership(conn: DbConnection) -> None:
+    """Give up the lock `try_leadership` took, and the connection."""
+    # Closing a pooled connection only returns it to the pool, session and lock intact:
+    # unlock explicitly, and discard a connection that cannot say so.
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        conn.commit()
+        conn.close()
+    except Exception:  # noqa: BLE001 - a dead session has already freed the lock
+        conn.invalidate()
+
+
 class Relay:
     """Publishes the log (optionally only some stream categories) after a named checkpoint."""
 
@@ -77,18 +110,8 @@ class Relay:
             return True
         if self._leadership is not None:
             return True
-        conn = self.engine.connect()
-        try:
-            held = conn.execute(
-                text("SELECT pg_try_advisory_lock(:class, hashtext(current_schema() || :name))"),
-                {"class": RELAY_LOCK_CLASS, "name": self.name},
-            ).scalar()
-            conn.commit()
-        except Exception:
-            conn.close()
-            raise
-        if not held:
-            conn.close()
+        conn = try_leadership(self.engine, self.name)
+        if conn is None:
             return False
         self._leadership = conn
         # Another copy may have moved the checkpoint while this one stood by.
@@ -99,14 +122,7 @@ class Relay:
     def _resign(self) -> None:
         self._cursor = None
         if self._leadership is not None:
-            # Closing a pooled connection only returns it to the pool, session and lock
-            # intact: unlock explicitly, and discard a connection that cannot say so.
-            try:
-                self._leadership.execute(text("SELECT pg_advisory_unlock_all()"))
-                self._leadership.commit()
-                self._leadership.close()
-            except Exception:  # noqa: BLE001 - a dead session has already freed the lock
-                self._leadership.invalidate()
+            release_leadership(self._leadership)
             self._leadership = None
 
     def _ensure_publisher(self) -> bus.ConfirmingPublisher:

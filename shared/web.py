@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import ipaddress
 import logging
 import os
 import re
@@ -43,6 +44,7 @@ from shared.eventstore import ConcurrencyError
 from shared.problems import PROBLEM_JSON, Problem, flatten_errors, invalid
 
 log = logging.getLogger(__name__)
+access_log = nclog.get_logger("nocontact.access")
 
 MAX_BODY_BYTES = 256 * 1024
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
@@ -324,6 +326,7 @@ def create_app(
             metrics.REQUEST_LATENCY.labels(service, request.method, endpoint, response.status_code).observe(
                 time.perf_counter() - started
             )
+        log_request(response)
         return response
 
     @app.errorhandler(Problem)
@@ -384,6 +387,54 @@ def create_app(
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
 
     return app
+
+
+# -- the access log ---------------------------------------------------------------------------
+
+#: The longest path an access-log line keeps (every route is far shorter; a client's is not).
+LOGGED_PATH_MAX = 512
+#: The most X-Forwarded-For hops an access-log line keeps (the nearest proxies' ones).
+LOGGED_HOPS_MAX = 8
+
+
+def forwarded_for() -> str | None:
+    """X-Forwarded-For as received, if it is a list of addresses (else None: a header that
+    is not one is not logged, whatever it holds). Behind docker-compose's proxy it is the
+    client's address (infra/proxy sets it to the address it saw, dropping the client's);
+    reaching an API directly, it is whatever the client claims."""
+    header = request.headers.get("X-Forwarded-For")
+    if not header:
+        return None
+    hops = [hop.strip() for hop in header.split(",")][-LOGGED_HOPS_MAX:]
+    try:
+        return ", ".join(str(ipaddress.ip_address(hop)) for hop in hops)
+    except ValueError:
+        return None
+
+
+def log_request(response: Response) -> None:
+    """One access-log line for this request: what was asked (method, route and path, never
+    the query string: its values may be credentials), the answer (status, bytes, the time
+    until it was ready), who asked (the peer's address and the X-Forwarded-For of a proxy;
+    role and credential id, never the credential) and the correlation id, which every line
+    of the request carries."""
+    started = g.get("started")
+    caller: Principal | None = g.get("principal")
+    fields = {
+        "method": request.method,
+        "route": request.url_rule.rule if request.url_rule is not None else None,
+        "path": request.path[:LOGGED_PATH_MAX],
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started is not None else None,
+        "bytes": response.calculate_content_length(),
+        "client": request.remote_addr,
+        "forwarded_for": forwarded_for(),
+        "correlation_id": correlation_id(),
+        "role": caller.role if caller else None,
+        "credential_id": caller.credential_id if caller else None,
+        "tenant_id": caller.tenant_id if caller else None,
+    }
+    access_log.info("request", **{name: value for name, value in fields.items() if value is not None})
 
 
 def _client_correlation_id() -> str | None:

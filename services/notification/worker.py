@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from services.notification.consumers import inbox
 from services.notification.delivery.worker import DeliveryWorker
 from services.notification.members import SERVICE, erasure_consumer
+from services.notification.metrics import with_queue_metrics
 from shared.relay import Relay
 
 
@@ -25,7 +26,7 @@ def parts(engine: Engine) -> dict[str, Callable[[threading.Event], None]]:
     delivery = DeliveryWorker(engine)
     return {
         "inbox": inbox(engine, on_enqueued=delivery.poke).run,
-        "delivery": delivery.run,
+        "delivery": with_queue_metrics(engine, delivery.run),
         "erasure": erasure_consumer(engine).run,
         "relay": Relay(engine, name="relay:notification", categories=[SERVICE]).run,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,19 @@ import pytest
 from shared import bus, config
 from shared.config import REPO_ROOT
 from shared.topology import Component
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 60) -> None:
+    """Send `sig` (Ctrl-C by default) and wait for `process` to exit; killed if it outlives
+    `timeout`."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:

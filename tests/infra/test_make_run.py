@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import signal
 import stat
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 from services import demo
 from shared import config
 from shared.testing import wait_until
-from tests.infra.conftest import free_port
+from tests.infra.conftest import free_port, stop
 
 ADMIN_KEY = "nck_demoadminkey0123456789"
 SERVICES = ("commitment", "checkin", "notification")
@@ -101,13 +100,7 @@ def _run_until_banner(tmp_path: Path, stdout: int) -> tuple[dict[str, str], Path
         wait_until(lambda: runner.poll() is not None or _banner_done(tmp_path), 240, message="make run's banner")
         assert runner.poll() is None, log.read_text()[-3000:]
     finally:
-        runner.send_signal(signal.SIGINT)
-        try:
-            runner.wait(60)
-        finally:
-            if runner.poll() is None:
-                runner.kill()
-                runner.wait()
+        stop(runner)
     return env, var
 
 

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,13 +32,7 @@ PROXY = REPO_ROOT / "infra" / "proxy"
 
 def _nginx() -> str:
     """Debian's nginx, installed with apt-get when missing."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not debian.installed(binary, "nginx"):
-        reason = "nginx is missing and `apt-get install -y nginx` did not provide it"
-        if testing.services_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
+    return debian.program(shutil.which("nginx") or "/usr/sbin/nginx", "nginx")
 
 
 @dataclass
@@ -158,3 +153,21 @@ def test_slow_clients_at_the_proxy_do_not_keep_requests_from_being_answered(prox
 
 def test_an_api_the_proxy_cannot_reach_is_a_503_problem(proxy: Proxy) -> None:
     _problem(httpx.get(proxy.url("unreachable", "/v1/commitments"), timeout=REQUEST_TIMEOUT_S), 503)
+
+
+def test_the_access_log_has_the_client_address_the_proxy_forwards(proxy: Proxy, world: World) -> None:
+    correlation_id = f"xff-{uuid.uuid4().hex[:8]}"
+    # What a client claims was forwarded is dropped: the proxy sends the address it saw.
+    response = httpx.get(proxy.url("commitment", "/healthz"), timeout=REQUEST_TIMEOUT_S,
+                         headers={"X-Correlation-ID": correlation_id, "X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 200
+
+    def access_line() -> dict[str, object] | None:
+        for line in world.suite.logs().splitlines():
+            if correlation_id in line and '"nocontact.access"' in line:
+                return dict(json.loads(line))
+        return None
+
+    logged = wait_until(access_line, 15, message="the request's access line")
+    assert logged["forwarded_for"] == "127.0.0.1" and logged["client"] == "127.0.0.1"
+    assert logged["route"] == "/healthz" and logged["status"] == 200

@@ -1,4 +1,4 @@
-"""Programs the tests drive that come from Debian's packages (chromium, nginx)."""
+"""Programs the tests drive that come from Debian's packages (chromium, nginx, promtool)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
+
+from shared import testing
 
 
 def installed(binary: str, package: str) -> bool:
@@ -23,3 +27,14 @@ def installed(binary: str, package: str) -> bool:
             if Path(binary).exists():
                 break
     return Path(binary).exists()
+
+
+def program(binary: str, package: str) -> str:
+    """`binary`, installed from `package` when missing (see `installed`); without it the
+    test is skipped, or failed where services are required (NOCONTACT_REQUIRE_SERVICES=1)."""
+    if not installed(binary, package):
+        reason = f"{binary} is missing and `apt-get install -y {package}` did not provide it"
+        if testing.services_required():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
