@@ -34,11 +34,12 @@ from typing import Any, Protocol
 
 from shared.calendar import date_range
 
-from .checkins import CHECK_IN_EVENT_TYPES, Outcome
+from .checkins import CHECKIN_WITHDRAWN, DAY_EVENT_TYPES, Outcome
 
 __all__ = [
     "DEFAULT_MILESTONES",
     "STREAK_MILESTONE_REACHED",
+    "STREAK_MILESTONE_REVOKED",
     "STREAK_RESET",
     "CheckInEvent",
     "DayReport",
@@ -53,6 +54,7 @@ __all__ = [
     "fold_streak",
     "latest_reports",
     "milestone_reached_data",
+    "milestone_revoked_data",
     "new_milestone_hits",
     "normalize_milestones",
     "report_from_event",
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 STREAK_MILESTONE_REACHED = "streak.milestone_reached"
+STREAK_MILESTONE_REVOKED = "streak.milestone_revoked"
 STREAK_RESET = "streak.reset"
 
 DEFAULT_MILESTONES: tuple[int, ...] = (1, 3, 7, 14, 21, 30, 60, 90, 180, 365)
@@ -103,15 +106,17 @@ def _outcome(value: str) -> Outcome:
 
 @dataclass(frozen=True, slots=True)
 class DayReport:
-    """The report that currently stands for one day, and which event said so.
+    """What currently stands for one day, and which event said so.
 
+    ``outcome`` is None when that event was a withdrawal (``checkin.withdrawn``): the day
+    is unreported, and the withdrawal still outranks every older report of the day.
     ``source_id`` is the event's id as the event carries it (a UUID for stored events);
     ``event_id`` is its string form, computed only when asked for: a fold of thousands of
     events compares versions, and needs the string only for an (impossible) tie.
     """
 
     day: date
-    outcome: Outcome
+    outcome: Outcome | None
     stream_version: int
     source_id: object
 
@@ -127,18 +132,20 @@ class DayReport:
 
 
 def report_from_event(event: CheckInEvent) -> DayReport | None:
-    """The day report an event carries, or None for events that are not check-ins."""
-    if event.type not in CHECK_IN_EVENT_TYPES:
+    """What an event says of its day (a report, or a withdrawal), or None for other events."""
+    if event.type not in DAY_EVENT_TYPES:
         return None
     data = event.data
-    return DayReport(date.fromisoformat(data["date"]), _outcome(data["outcome"]), event.stream_version, event.id)
+    outcome = None if event.type == CHECKIN_WITHDRAWN else _outcome(data["outcome"])
+    return DayReport(date.fromisoformat(data["date"]), outcome, event.stream_version, event.id)
 
 
 def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[date, DayReport]:
     """A new day->report mapping with ``event`` folded in; ``reports`` is not changed.
 
     Idempotent (a redelivered event changes nothing) and order-independent (any
-    sequence of the same events ends with the same mapping).
+    sequence of the same events ends with the same mapping): a withdrawn day stays in the
+    mapping with outcome None, so an older report applied later cannot bring it back.
     """
     result = dict(reports)
     report = report_from_event(event)
@@ -151,9 +158,10 @@ def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[
 
 
 def latest_reports(events: Iterable[CheckInEvent]) -> dict[date, DayReport]:
-    """The standing report of every reported day, whatever order ``events`` come in."""
+    """The standing report of every reported day, whatever order ``events`` come in (a day
+    whose latest event is a withdrawal is unreported: not in the result)."""
     result: dict[date, DayReport] = {}
-    types = CHECK_IN_EVENT_TYPES
+    types = DAY_EVENT_TYPES
     for event in events:
         # report_from_event and DayReport.supersedes inlined: this loop is the rebuild's hot path.
         if event.type not in types:
@@ -167,8 +175,9 @@ def latest_reports(events: Iterable[CheckInEvent]) -> dict[date, DayReport]:
             or (version == standing.stream_version and str(event.id) <= str(standing.source_id))
         ):
             continue
-        result[day] = DayReport(day, _outcome(data["outcome"]), version, event.id)
-    return result
+        outcome = None if event.type == CHECKIN_WITHDRAWN else _outcome(data["outcome"])
+        result[day] = DayReport(day, outcome, version, event.id)
+    return {day: report for day, report in result.items() if report.outcome is not None}
 
 
 @dataclass(frozen=True)
@@ -462,6 +471,10 @@ def milestone_reached_data(*, commitment_id: str, member_id: str, hit: Milestone
     number of the run in the commitment's history; can grow if a backdated slip splits
     an earlier run), ``reached_on`` (the local day the run attained the threshold).
     ``(commitment_id, milestone, run_started_on)`` identifies the hit.
+    `history.reconcile` adds ``reported_days`` and ``unreported_days``: the run's days
+    as they stand when the event is emitted (reported kept, and unreported counted as
+    kept under ``since_last_slip``; they sum to the run's length then), and the streak
+    figures.
     """
     return {
         "commitment_id": commitment_id,
@@ -470,6 +483,29 @@ def milestone_reached_data(*, commitment_id: str, member_id: str, hit: Milestone
         "run_started_on": hit.run_start.isoformat(),
         "attempt": hit.attempt,
         "reached_on": hit.reached_on.isoformat(),
+    }
+
+
+def milestone_revoked_data(
+    *, commitment_id: str, member_id: str, milestone: int, run_started_on: date, reason: str
+) -> dict[str, Any]:
+    """The ``data`` of a ``streak.milestone_revoked`` event: a ``streak.milestone_reached``
+    that the commitment's reports, as they now stand, no longer make true.
+
+    Fields: ``commitment_id``, ``member_id``, ``milestone`` and ``run_started_on`` (the
+    key of the ``streak.milestone_reached`` it takes back), ``reason`` (what made it
+    untrue, a `history.RevocationReason`: ``report_recorded``, ``report_corrected``,
+    ``report_withdrawn``, ``settings_changed``, ``commitment_changed``);
+    `history.reconcile` adds the streak figures. For every commitment, reached minus
+    revoked, keyed by (milestone, run_started_on), equals the milestones of
+    ``GET .../runs``. A run a later slip ended keeps its milestones: it was that long.
+    """
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "milestone": milestone,
+        "run_started_on": run_started_on.isoformat(),
+        "reason": reason,
     }
 
 
