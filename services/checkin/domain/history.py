@@ -305,8 +305,8 @@ def reconcile(
     ids = {"commitment_id": commitment.commitment_id, "member_id": commitment.member_id}
     derived: list[NewEvent] = []
 
-    def tell(type_: str, data: dict[str, Any]) -> None:
-        derived.append(NewEvent(type_, {**data, **figures}, occurred_at=now))
+    def tell(type_: str, data: dict[str, Any], **over_figures: Any) -> None:
+        derived.append(NewEvent(type_, {**data, **figures, **over_figures}, occurred_at=now))
 
     if report is not None and report.outcome == Outcome.SLIPPED and before.outcome(report.day) != Outcome.SLIPPED \
             and report.day in streak.slip_days:
@@ -323,8 +323,9 @@ def reconcile(
             continue
         run = runs[hit.run_start]
         reported = after.reported_between(run.start, run.end)
-        tell(STREAK_MILESTONE_REACHED, {**milestone_reached_data(**ids, hit=hit), "reported_days": reported,
-                                        "unreported_days": run.length - reported})
+        # The run's days, not the streak's: CONTRACT v1.1 names them so in this event.
+        tell(STREAK_MILESTONE_REACHED, milestone_reached_data(**ids, hit=hit), reported_days=reported,
+             unreported_days=run.length - reported)
 
     reasons = tuple(str(r) for r in assessment.reasons)
     # Partners hear of a standing once the commitment's first check-in was due: a commitment

@@ -471,10 +471,11 @@ def milestone_reached_data(*, commitment_id: str, member_id: str, hit: Milestone
     number of the run in the commitment's history; can grow if a backdated slip splits
     an earlier run), ``reached_on`` (the local day the run attained the threshold).
     ``(commitment_id, milestone, run_started_on)`` identifies the hit.
-    `history.reconcile` adds ``reported_days`` and ``unreported_days``: the run's days
-    as they stand when the event is emitted (reported kept, and unreported counted as
-    kept under ``since_last_slip``; they sum to the run's length then), and the streak
-    figures.
+    `history.reconcile` adds the streak figures, and ``reported_days`` and
+    ``unreported_days`` of the run (CONTRACT v1.1) as it stands when the event is emitted
+    (reported kept, and unreported counted as kept under ``since_last_slip``; they sum to
+    the run's length then). Here ``unreported_days`` is the run's, not the streak's figure
+    of the same name that the other events carry.
     """
     return {
         "commitment_id": commitment_id,
