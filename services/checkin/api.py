@@ -59,8 +59,8 @@ def _problem(blueprint: Blueprint, status: int, description: str):  # type: igno
 
 ETAG_HEADER = {"ETag": {"description": "the day's version (`version`), quoted: send it as If-Match",
                         "schema": {"type": "string"}}}
-IF_MATCH = ("If-Match: the day's version (its ETag) the change was decided on; another version answers 412. "
-            "Optional.")
+IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+            "description": "the day's ETag the change was decided on; another version answers 412"}
 
 
 class CheckInOut(Schema):
@@ -276,6 +276,7 @@ class CheckInOfDay(MethodView):
         return check_in_json(row._mapping, with_note=caller.role != "coach"), 200, {"ETag": etag(row.stream_version)}
 
     @checkins_blp.arguments(CheckInBody)
+    @checkins_blp.doc(parameters=[IF_MATCH])
     @checkins_blp.response(200, CheckInOut, headers=ETAG_HEADER)
     @_problem(checkins_blp, 404, "no such commitment, or the day has no check-in (record it with POST)")
     @_problem(checkins_blp, 409, "the commitment is completed or ended and the day is after its last day")
@@ -288,6 +289,7 @@ class CheckInOfDay(MethodView):
                                         if_match=if_match())
         return check_in_json(row, with_note=True), 200, {"ETag": etag(row["stream_version"])}
 
+    @checkins_blp.doc(parameters=[IF_MATCH])
     @checkins_blp.response(204)
     @_problem(checkins_blp, 404, "no such commitment, or the day has no check-in")
     @_problem(checkins_blp, 409, "the commitment is completed or ended and the day is after its last day")
