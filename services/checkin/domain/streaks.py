@@ -32,8 +32,6 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.calendar import date_range
-
 from .checkins import CHECKIN_WITHDRAWN, DAY_EVENT_TYPES, Outcome
 
 __all__ = [
@@ -316,48 +314,21 @@ def compute_streak(
     """The streak from the standing outcome of each reported day (see the module rules).
 
     ``today`` is the local date in the commitment's zone; days outside
-    ``starts_on``..``counted_through`` are ignored.
+    ``starts_on``..``counted_through`` are ignored. The work grows with the reported days,
+    not with the calendar: a command on a year-old commitment computes this every time.
     """
     policy = StreakPolicy(policy)
     thresholds = normalize_milestones(milestones)
     through = counted_through(starts_on, ends_on, today, today_reported=today in outcomes)
 
-    runs: list[Run] = []
-    slip_days: list[date] = []
-    kept = unreported = 0
-    last_check_in: date | None = None
-    run_start: date | None = None
-    days = date_range(starts_on, through) if through is not None else iter(())
-    # Members looked up once: enum attribute access is not free on Python 3.11.
-    kept_outcome, slipped_outcome = Outcome.KEPT, Outcome.SLIPPED
-    verified = policy == StreakPolicy.VERIFIED
-    for day in days:
-        outcome = outcomes.get(day)
-        if outcome is None:
-            unreported += 1
-        else:
-            last_check_in = day
-            if outcome == kept_outcome:
-                kept += 1
-            else:
-                slip_days.append(day)
-        breaks_run = outcome == slipped_outcome or (outcome is None and verified)
-        if not breaks_run:
-            if run_start is None:
-                run_start = day
-            continue
-        if run_start is not None:
-            runs.append(
-                Run(
-                    start=run_start,
-                    end=day - timedelta(days=1),
-                    ended_by_slip_on=day if outcome == Outcome.SLIPPED else None,
-                    ended_by_unreported_on=day if outcome is None else None,
-                )
-            )
-            run_start = None
-    if run_start is not None and through is not None:
-        runs.append(Run(start=run_start, end=through))
+    counted = [] if through is None else sorted(
+        (day, outcome) for day, outcome in outcomes.items() if starts_on <= day <= through
+    )
+    slip_days = [day for day, outcome in counted if outcome != Outcome.KEPT]
+    if policy == StreakPolicy.VERIFIED:
+        runs = _verified_runs(counted, through)
+    else:
+        runs = _runs_between_slips(slip_days, starts_on, through)
 
     current = runs[-1] if runs and runs[-1].end == through else None
     current_days = current.length if current is not None else 0
@@ -377,12 +348,12 @@ def compute_streak(
         policy=policy,
         current_days=current_days,
         longest_days=max((run.length for run in runs), default=0),
-        kept_days=kept,
+        kept_days=len(counted) - len(slip_days),
         slipped_days=len(slip_days),
-        unreported_days=unreported,
+        unreported_days=0 if through is None else (through - starts_on).days + 1 - len(counted),
         streak_started_on=current.start if current is not None else None,
         last_slip_on=slip_days[-1] if slip_days else None,
-        last_check_in_on=last_check_in,
+        last_check_in_on=counted[-1][0] if counted else None,
         milestones_reached=tuple(t for t in thresholds if t <= current_days),
         next_milestone=next((t for t in thresholds if t > current_days), None),
         counted_through=through,
@@ -390,6 +361,42 @@ def compute_streak(
         milestone_hits=hits,
         slip_days=tuple(slip_days),
     )
+
+
+_DAY = timedelta(days=1)
+
+
+def _runs_between_slips(slip_days: Sequence[date], starts_on: date, through: date | None) -> list[Run]:
+    """``since_last_slip``: every counted day that is not a slip belongs to a run."""
+    runs = []
+    start = starts_on
+    for slip in slip_days:
+        if slip > start:
+            runs.append(Run(start=start, end=slip - _DAY, ended_by_slip_on=slip))
+        start = slip + _DAY
+    if through is not None and start <= through:
+        runs.append(Run(start=start, end=through))
+    return runs
+
+
+def _verified_runs(counted: Sequence[tuple[date, Outcome]], through: date | None) -> list[Run]:
+    """``verified``: runs are consecutive reported kept days; the day after each is a slip
+    or unreported (or the run reaches the last counted day)."""
+    runs = []
+    start = last = None
+    for day, outcome in counted:
+        if start is not None and last is not None and (outcome != Outcome.KEPT or day != last + _DAY):
+            after = last + _DAY
+            runs.append(Run(start=start, end=last, ended_by_slip_on=after if after == day and outcome != Outcome.KEPT
+                            else None, ended_by_unreported_on=None if after == day else after))
+            start = None
+        if outcome == Outcome.KEPT and start is None:
+            start = day
+        last = day
+    if start is not None and last is not None:
+        runs.append(Run(start=start, end=last) if last == through
+                    else Run(start=start, end=last, ended_by_unreported_on=last + _DAY))
+    return runs
 
 
 def fold_streak(
