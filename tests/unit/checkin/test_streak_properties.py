@@ -7,7 +7,7 @@ or higher version than other days' reports, and arrive in any order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -18,7 +18,6 @@ from services.checkin.domain.checkins import Outcome
 from services.checkin.domain.streaks import (
     DEFAULT_MILESTONES,
     DayReport,
-    MilestoneHit,
     Run,
     Streak,
     StreakPolicy,
@@ -27,7 +26,6 @@ from services.checkin.domain.streaks import (
     counted_through,
     fold_streak,
     new_milestone_hits,
-    normalize_milestones,
 )
 from shared.calendar import date_range
 from shared.events import RecordedEvent
@@ -209,95 +207,48 @@ def test_rebuilding_gives_the_same_document(case: Case) -> None:
     assert case.fold(case.events).as_json("c") == case.fold(list(reversed(case.events))).as_json("c")
 
 
-def walk_streak(
-    outcomes: Mapping[date, Outcome],
-    *,
-    starts_on: date,
-    ends_on: date | None,
-    today: date,
-    policy: StreakPolicy | str = StreakPolicy.SINCE_LAST_SLIP,
-    milestones: Sequence[int] = DEFAULT_MILESTONES,
-) -> Streak:
-    """`compute_streak` as it was first written: a walk over every calendar day, the
-    reference the faster computation (which visits only the reported days) must equal."""
-    policy = StreakPolicy(policy)
-    thresholds = normalize_milestones(milestones)
-    through = counted_through(starts_on, ends_on, today, today_reported=today in outcomes)
-
+def walk_runs(
+    outcomes: Mapping[date, Outcome], *, starts_on: date, through: date | None, policy: StreakPolicy
+) -> tuple[tuple[Run, ...], tuple[date, ...], int, int, date | None]:
+    """The runs, slips, kept and unreported days and the last check-in as `compute_streak` first
+    found them, walking every calendar day: the reference for the computation that visits
+    only the reported days."""
     runs: list[Run] = []
     slip_days: list[date] = []
     kept = unreported = 0
     last_check_in: date | None = None
     run_start: date | None = None
-    days = date_range(starts_on, through) if through is not None else iter(())
-    # Members looked up once: enum attribute access is not free on Python 3.11.
-    kept_outcome, slipped_outcome = Outcome.KEPT, Outcome.SLIPPED
-    verified = policy == StreakPolicy.VERIFIED
-    for day in days:
+    for day in date_range(starts_on, through) if through is not None else ():
         outcome = outcomes.get(day)
         if outcome is None:
             unreported += 1
         else:
             last_check_in = day
-            if outcome == kept_outcome:
+            if outcome == Outcome.KEPT:
                 kept += 1
             else:
                 slip_days.append(day)
-        breaks_run = outcome == slipped_outcome or (outcome is None and verified)
-        if not breaks_run:
+        if not (outcome == Outcome.SLIPPED or (outcome is None and policy == StreakPolicy.VERIFIED)):
             if run_start is None:
                 run_start = day
             continue
         if run_start is not None:
-            runs.append(
-                Run(
-                    start=run_start,
-                    end=day - timedelta(days=1),
-                    ended_by_slip_on=day if outcome == Outcome.SLIPPED else None,
-                    ended_by_unreported_on=day if outcome is None else None,
-                )
-            )
+            runs.append(Run(start=run_start, end=day - timedelta(days=1),
+                            ended_by_slip_on=day if outcome == Outcome.SLIPPED else None,
+                            ended_by_unreported_on=day if outcome is None else None))
             run_start = None
     if run_start is not None and through is not None:
         runs.append(Run(start=run_start, end=through))
-
-    current = runs[-1] if runs and runs[-1].end == through else None
-    current_days = current.length if current is not None else 0
-    hits = tuple(
-        MilestoneHit(
-            threshold=t,
-            run_start=run.start,
-            attempt=index,
-            reached_on=run.start + timedelta(days=t - 1),
-        )
-        for index, run in enumerate(runs, start=1)
-        for t in thresholds
-        if t <= run.length
-    )
-    return Streak(
-        as_of=today,
-        policy=policy,
-        current_days=current_days,
-        longest_days=max((run.length for run in runs), default=0),
-        kept_days=kept,
-        slipped_days=len(slip_days),
-        unreported_days=unreported,
-        streak_started_on=current.start if current is not None else None,
-        last_slip_on=slip_days[-1] if slip_days else None,
-        last_check_in_on=last_check_in,
-        milestones_reached=tuple(t for t in thresholds if t <= current_days),
-        next_milestone=next((t for t in thresholds if t > current_days), None),
-        counted_through=through,
-        runs=tuple(runs),
-        milestone_hits=hits,
-        slip_days=tuple(slip_days),
-    )
+    return tuple(runs), tuple(slip_days), kept, unreported, last_check_in
 
 
 @PROPERTY_SETTINGS
 @given(case=cases())
 def test_compute_streak_equals_the_day_by_day_walk(case: Case) -> None:
     outcomes = case.standing()
-    parameters = {"starts_on": START, "ends_on": case.ends_on, "today": case.today, "policy": case.policy,
-                  "milestones": case.milestones}
-    assert compute_streak(outcomes, **parameters) == walk_streak(outcomes, **parameters)
+    s = compute_streak(outcomes, starts_on=START, ends_on=case.ends_on, today=case.today, policy=case.policy,
+                       milestones=case.milestones)
+    through = counted_through(START, case.ends_on, case.today, today_reported=case.today in outcomes)
+    assert s.counted_through == through
+    assert (s.runs, s.slip_days, s.kept_days, s.unreported_days, s.last_check_in_on) == walk_runs(
+        outcomes, starts_on=START, through=through, policy=case.policy)
