@@ -141,10 +141,26 @@ def state_from_row(row: Any, starts_on: date) -> CommitmentState | None:
     )
 
 
+# A tenant's settings at a version never change: parsed once per process, not per command.
+_SETTINGS_AT: dict[tuple[str, int], TenantSettings] = {}
+_SETTINGS_KEPT = 10_000
+
+
+def _settings_at(tenant_id: str, version: int, data: Mapping[str, Any] | None) -> TenantSettings:
+    key = (tenant_id, version)
+    settings = _SETTINGS_AT.get(key)
+    if settings is None:
+        settings = TenantSettings() if data is None else TenantSettings.from_json(dict(data))
+        if len(_SETTINGS_AT) >= _SETTINGS_KEPT:
+            _SETTINGS_AT.clear()
+        _SETTINGS_AT[key] = settings
+    return settings
+
+
 def _inputs(row: Any, day: Mapping[str, Any] | None) -> CommandInputs:
     commitment = commitment_from_row(row)
     settings_version = row.s_version or 0
-    settings = TenantSettings() if row.s_data is None else TenantSettings.from_json(row.s_data)
+    settings = _settings_at(commitment.tenant_id, settings_version, row.s_data)
     stored = StoredState(row.st_present is not None, row.st_version, row.st_settings_version or 0)
     return CommandInputs(commitment, settings, settings_version, state_from_row(row, commitment.starts_on), stored,
                          day)
@@ -153,15 +169,19 @@ def _inputs(row: Any, day: Mapping[str, Any] | None) -> CommandInputs:
 def command_inputs(conn: Connection, commitment_id: str, day: date | None = None) -> CommandInputs | None:
     """The commitment, its tenant's settings, its state row and (with `day`) that day's
     check-in row: one statement. None when the commitment is unknown."""
-    where = tables.commitments.c.commitment_id == commitment_id
     if day is None:
-        row = conn.execute(_INPUTS.where(where)).first()
+        row = conn.execute(_INPUTS_OF, {"commitment_id": commitment_id}).first()
         return None if row is None else _inputs(row, None)
-    row = conn.execute(_INPUTS_WITH_DAY.where(where), {"day": day}).first()
+    row = conn.execute(_INPUTS_WITH_DAY_OF, {"commitment_id": commitment_id, "day": day}).first()
     if row is None:
         return None
     day_row = None if row.d_commitment_id is None else {c.name: row._mapping[f"d_{c.name}"] for c in _DAY.c}
     return _inputs(row, day_row)
+
+
+_BY_ID = tables.commitments.c.commitment_id == bindparam("commitment_id")
+_INPUTS_OF = _INPUTS.where(_BY_ID)
+_INPUTS_WITH_DAY_OF = _INPUTS_WITH_DAY.where(_BY_ID)
 
 
 def decision_state(conn: Connection, inputs: CommandInputs) -> CommitmentState:
