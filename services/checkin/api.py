@@ -63,6 +63,12 @@ IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"t
             "description": "the day's ETag the change was decided on; another version answers 412"}
 
 
+# Instances, not classes: webargs builds a new schema (copying every field) per request for a
+# class, and a check-in is the request this service answers most.
+NEW_CHECK_IN = NewCheckInBody()
+CHECK_IN = CheckInBody()
+
+
 class CheckInOut(Schema):
     commitment_id = fields.String()
     member_id = fields.String()
@@ -229,7 +235,7 @@ def parse_day(value: str) -> date:
 
 @checkins_blp.route("/commitments/<commitment_id>/check-ins")
 class CheckIns(MethodView):
-    @checkins_blp.arguments(NewCheckInBody)
+    @checkins_blp.arguments(NEW_CHECK_IN)
     @checkins_blp.response(201, CheckInOut, headers=ETAG_HEADER)
     @_problem(checkins_blp, 404, "no such commitment (or not the caller's)")
     @_problem(checkins_blp, 409, "the day already has a check-in (correct it with PUT), or the commitment is "
@@ -275,7 +281,7 @@ class CheckInOfDay(MethodView):
             raise NotFound("no check-in for that date")
         return check_in_json(row._mapping, with_note=caller.role != "coach"), 200, {"ETag": etag(row.stream_version)}
 
-    @checkins_blp.arguments(CheckInBody)
+    @checkins_blp.arguments(CHECK_IN)
     @checkins_blp.doc(parameters=[IF_MATCH])
     @checkins_blp.response(200, CheckInOut, headers=ETAG_HEADER)
     @_problem(checkins_blp, 404, "no such commitment, or the day has no check-in (record it with POST)")
