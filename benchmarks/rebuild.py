@@ -6,9 +6,9 @@ events, generated first with batched appends (not timed). A run then times:
 
 - ``read``: the whole log through `read_all` pages of 5,000 filtered on the check-in
   types, in one read transaction, as `shared.projection.rebuild` reads it: the DB cost;
-- ``read + fold``: the same, each event folded as it arrives (the latest report per day
-  per commitment, `report_from_event` / `DayReport.supersedes`, the rule of
-  `latest_reports`), then `compute_streak` per commitment: the rebuild;
+- ``read + fold``: the same, each event folded as it arrives into its commitment's decision
+  state with the check-in service's one fold (`StateFold`, what ``nocontact checkin
+  rebuild`` and every command fold), then `compute_streak` per commitment: the rebuild;
 - ``fold in memory``: the same fold over `RecordedEvent`s already in memory: the fold cost;
 - ``fold_streak per commitment``: the domain's one-call fold over each commitment's list.
 
@@ -36,11 +36,11 @@ from benchmarks import METADATA, Settings, checkin_data, day, fresh_store
 from benchmarks.report import Section
 from services.checkin.domain import (
     CHECK_IN_EVENT_TYPES,
-    DayReport,
+    CommitmentState,
+    StateFold,
     Streak,
     compute_streak,
     fold_streak,
-    report_from_event,
 )
 from shared.db import engine_for, read
 from shared.events import NewEvent, RecordedEvent
@@ -89,31 +89,22 @@ def generate(engine: Engine, commitments: int) -> int:
 
 
 class StreakRebuild:
-    """The streak projection rebuilt from the log: fold as events arrive, compute at the end."""
+    """The state projection rebuilt from the log: each commitment's stream folded as events
+    arrive, its streak computed from the state at the end."""
 
     def __init__(self) -> None:
-        self.reports: dict[str, dict[date, DayReport]] = {}
+        self.folds: dict[str, tuple[StateFold, int]] = {}  # stream -> its fold, the version folded
 
     def add(self, event: RecordedEvent) -> None:
-        report = report_from_event(event)
-        if report is None:
-            return
-        days = self.reports.get(event.stream_id)
-        if days is None:
-            days = self.reports[event.stream_id] = {}
-        standing = days.get(report.day)
-        if standing is None or report.supersedes(standing):
-            days[report.day] = report
+        entry = self.folds.get(event.stream_id)
+        fold = StateFold(CommitmentState(day(0))) if entry is None else entry[0]
+        fold.add(event.type, event.data)
+        self.folds[event.stream_id] = (fold, event.stream_version)
 
     def finish(self, today: date = TODAY) -> dict[str, Streak]:
         return {
-            stream: compute_streak(
-                {report_day: report.outcome for report_day, report in days.items()},
-                starts_on=day(0),
-                ends_on=None,
-                today=today,
-            )
-            for stream, days in self.reports.items()
+            stream: compute_streak(fold.state(version).outcomes(), starts_on=day(0), ends_on=None, today=today)
+            for stream, (fold, version) in self.folds.items()
         }
 
 

@@ -24,8 +24,13 @@ def tenant_of(caller: Principal) -> str:
 
 def visible_commitment(conn: Connection, caller: Principal, commitment_id: str, *, write: bool) -> KnownCommitment:
     """The commitment if `caller` may read it (and write to it when `write`)."""
+    return authorized(caller, load_commitment(conn, commitment_id), write=write)
+
+
+def authorized(caller: Principal, commitment: KnownCommitment | None, *, write: bool) -> KnownCommitment:
+    """`commitment` (as loaded, None when unknown) if `caller` may read it (and write to it
+    when `write`): the authorization matrix of the module docstring."""
     tenant_id = tenant_of(caller)
-    commitment = load_commitment(conn, commitment_id)
     if commitment is None or commitment.tenant_id != tenant_id:
         raise NotFound("no such commitment")
     if caller.role == "admin":

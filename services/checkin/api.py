@@ -1,10 +1,12 @@
-"""HTTP API of the check-in service: check-ins, streaks, settings, a coach's clients.
+"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients.
 
-Views are thin: parse (the schema), authorize and call a handler, shape the answer.
+Views are thin: parse (the schema), authorize and call a handler, shape the answer. Every
+error a view can answer is documented on it (problem+json, see `_problem`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -13,12 +15,13 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.checkin import handlers, queries
-from services.checkin.access import may_read_coach, tenant_of, visible_commitment
-from services.checkin.domain import CHANNELS, Outcome
+from services.checkin.access import authorized, may_read_coach, tenant_of, visible_commitment
+from services.checkin.domain import CHANNELS, Outcome, run_history
 from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
 from shared.db import read
 from shared.errors import NotFound, ValidationFailed
-from shared.web import context, engine, etag, if_match, now, principal
+from shared.problems import PROBLEM_JSON
+from shared.web import ProblemSchema, context, engine, etag, if_match, now, principal
 
 checkins_blp = Blueprint("check-ins", __name__, url_prefix="/v1", description="Daily check-ins and streaks")
 settings_blp = Blueprint("settings", __name__, url_prefix="/v1", description="Tenant streak settings (admin)")
@@ -49,6 +52,23 @@ class NewCheckInBody(CheckInBody):
     )
 
 
+def _problem(blueprint: Blueprint, status: int, description: str):  # type: ignore[no-untyped-def]
+    """Document an error answer of a view: problem+json with what it means there."""
+    return blueprint.alt_response(status, schema=ProblemSchema, content_type=PROBLEM_JSON, description=description)
+
+
+ETAG_HEADER = {"ETag": {"description": "the day's version (`version`), quoted: send it as If-Match",
+                        "schema": {"type": "string"}}}
+IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+            "description": "the day's ETag the change was decided on; another version answers 412"}
+
+
+# Instances, not classes: webargs builds a new schema (copying every field) per request for a
+# class, and a check-in is the request this service answers most.
+NEW_CHECK_IN = NewCheckInBody()
+CHECK_IN = CheckInBody()
+
+
 class CheckInOut(Schema):
     commitment_id = fields.String()
     member_id = fields.String()
@@ -58,7 +78,8 @@ class CheckInOut(Schema):
     mood = fields.Integer(allow_none=True)
     slip = fields.Nested(SlipSchema, allow_none=True)
     note = fields.String(allow_none=True, metadata={"description": "private; not shown to coaches"})
-    version = fields.Integer(metadata={"description": "stream version of the event that stands for the day"})
+    version = fields.Integer(metadata={"description": "stream version of the event that stands for the day; also "
+                                                      "the ETag, to send as If-Match"})
     recorded_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -97,6 +118,28 @@ class StreakOut(Schema):
     milestones_reached = fields.List(fields.Integer())
     next_milestone = fields.Integer(allow_none=True)
     counted_through = _iso_date(allow_none=True)
+
+
+class RunOut(Schema):
+    started_on = _iso_date()
+    ended_on = fields.String(allow_none=True, metadata={"format": "date", "description": "the run's last day; "
+                                                        "null while it goes on"})
+    days = fields.Integer(metadata={"description": "the run's length (ended_on or the last counted day - "
+                                                   "started_on + 1)"})
+    ended_by = fields.String(allow_none=True, metadata={
+        "enum": ["slip", "unreported", "commitment_end", None],
+        "description": "what ended the run: a slip the day after it; under the `verified` policy an unreported "
+                       "day; the commitment's end (its last day is over, or it was ended); null while it goes on"})
+    reported_days = fields.Integer(metadata={"description": "days of the run reported kept (the others were "
+                                                            "unreported, counted as kept under since_last_slip)"})
+    milestones = fields.List(fields.Integer(), metadata={
+        "description": "the thresholds this run reached: the milestones streak.milestone_reached announced for it "
+                       "(keyed by started_on = run_started_on), minus those streak.milestone_revoked took back"})
+
+
+class RunsOut(Schema):
+    items = fields.List(fields.Nested(RunOut), metadata={"description": "oldest first: the runs longest_days is "
+                                                                         "taken from"})
 
 
 class RiskSettings(Schema):
@@ -162,19 +205,21 @@ class ClientsOut(Schema):
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def check_in_json(row: Any, *, with_note: bool) -> dict[str, Any]:
+def check_in_json(row: Mapping[str, Any], *, with_note: bool) -> dict[str, Any]:
+    """A check-in row (a stored row's mapping, or the row a command wrote) as the API shows it."""
     return {
-        "commitment_id": row.commitment_id,
-        "member_id": row.member_id,
-        "date": row.day,
-        "outcome": row.outcome,
-        "urge": row.urge,
-        "mood": row.mood,
-        "slip": {"channel": row.slip_channel, "initiated_by": row.slip_initiated_by} if row.slip_channel else None,
-        "note": row.note if with_note else None,
-        "version": row.stream_version,
-        "recorded_at": row.recorded_at,
-        "updated_at": row.updated_at,
+        "commitment_id": row["commitment_id"],
+        "member_id": row["member_id"],
+        "date": row["day"],
+        "outcome": row["outcome"],
+        "urge": row["urge"],
+        "mood": row["mood"],
+        "slip": {"channel": row["slip_channel"], "initiated_by": row["slip_initiated_by"]}
+        if row["slip_channel"] else None,
+        "note": row["note"] if with_note else None,
+        "version": row["stream_version"],
+        "recorded_at": row["recorded_at"],
+        "updated_at": row["updated_at"],
     }
 
 
@@ -190,31 +235,43 @@ def parse_day(value: str) -> date:
 
 @checkins_blp.route("/commitments/<commitment_id>/check-ins")
 class CheckIns(MethodView):
-    @checkins_blp.arguments(NewCheckInBody)
-    @checkins_blp.response(201, CheckInOut)
-    @checkins_blp.alt_response(409, description="the day already has a check-in, or the commitment is not active")
+    @checkins_blp.arguments(NEW_CHECK_IN)
+    @checkins_blp.response(201, CheckInOut, headers=ETAG_HEADER)
+    @_problem(checkins_blp, 404, "no such commitment (or not the caller's)")
+    @_problem(checkins_blp, 409, "the day already has a check-in (correct it with PUT), or the commitment is "
+                                 "completed or ended and the day is after its last day")
+    @_problem(checkins_blp, 422, "a rule is broken: `errors` names every field (a date in the future, before the "
+                                 "start, after the end, older than the backdating window; a slip missing or "
+                                 "refused; urge, mood, note out of range)")
     def post(self, body: dict[str, Any], commitment_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
-        """Record a day's check-in (date defaults to today in the commitment's zone)."""
+        """Record a day's check-in (date defaults to today in the commitment's zone).
+
+        A completed or ended commitment still takes reports of its own days (up to its last
+        day) within the backdating window."""
         row = handlers.record_check_in(engine(), principal(), context(), commitment_id, body, now=now())
-        location = f"/v1/commitments/{commitment_id}/check-ins/{row.day.isoformat()}"
-        return check_in_json(row, with_note=True), 201, {"Location": location}
+        location = f"/v1/commitments/{commitment_id}/check-ins/{row['day'].isoformat()}"
+        return check_in_json(row, with_note=True), 201, {"Location": location, "ETag": etag(row["stream_version"])}
 
     @checkins_blp.arguments(RangeQuery, location="query")
     @checkins_blp.response(200, CheckInList)
+    @_problem(checkins_blp, 404, "no such commitment (or not the caller's)")
+    @_problem(checkins_blp, 422, "`from` is after `to`, or not a date")
     def get(self, query: dict[str, Any], commitment_id: str) -> dict[str, Any]:
         """The check-ins of a date range (inclusive), oldest first."""
         caller = principal()
         with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             rows = queries.check_in_rows(conn, commitment.commitment_id, query.get("from_"), query.get("to"))
-        return {"items": [check_in_json(row, with_note=caller.role != "coach") for row in rows]}
+        return {"items": [check_in_json(row._mapping, with_note=caller.role != "coach") for row in rows]}
 
 
 @checkins_blp.route("/commitments/<commitment_id>/check-ins/<day>")
 class CheckInOfDay(MethodView):
-    @checkins_blp.response(200, CheckInOut)
-    def get(self, commitment_id: str, day: str) -> dict[str, Any]:
-        """One day's check-in."""
+    @checkins_blp.response(200, CheckInOut, headers=ETAG_HEADER)
+    @_problem(checkins_blp, 404, "no such commitment, or the day has no check-in")
+    @_problem(checkins_blp, 422, "the date is not a calendar date (YYYY-MM-DD)")
+    def get(self, commitment_id: str, day: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """One day's check-in, with its version as ETag."""
         caller = principal()
         parsed = parse_day(day)
         with read(engine()) as conn:
@@ -222,25 +279,62 @@ class CheckInOfDay(MethodView):
             row = queries.check_in_row(conn, commitment.commitment_id, parsed)
         if row is None:
             raise NotFound("no check-in for that date")
-        return check_in_json(row, with_note=caller.role != "coach")
+        return check_in_json(row._mapping, with_note=caller.role != "coach"), 200, {"ETag": etag(row.stream_version)}
 
-    @checkins_blp.arguments(CheckInBody)
-    @checkins_blp.response(200, CheckInOut)
-    def put(self, body: dict[str, Any], commitment_id: str, day: str) -> dict[str, Any]:
-        """Replace a day's report (a correction)."""
+    @checkins_blp.arguments(CHECK_IN)
+    @checkins_blp.doc(parameters=[IF_MATCH])
+    @checkins_blp.response(200, CheckInOut, headers=ETAG_HEADER)
+    @_problem(checkins_blp, 404, "no such commitment, or the day has no check-in (record it with POST)")
+    @_problem(checkins_blp, 409, "the commitment is completed or ended and the day is after its last day")
+    @_problem(checkins_blp, 412, "If-Match names another version of the day's check-in: read it again")
+    @_problem(checkins_blp, 422, "a rule is broken: `errors` names every field (as for POST)")
+    def put(self, body: dict[str, Any], commitment_id: str, day: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Replace a day's report (a correction). Honours If-Match (the day's ETag)."""
         parsed = parse_day(day)
-        row = handlers.correct_check_in(engine(), principal(), context(), commitment_id, parsed, body, now=now())
-        return check_in_json(row, with_note=True)
+        row = handlers.correct_check_in(engine(), principal(), context(), commitment_id, parsed, body, now=now(),
+                                        if_match=if_match())
+        return check_in_json(row, with_note=True), 200, {"ETag": etag(row["stream_version"])}
+
+    @checkins_blp.doc(parameters=[IF_MATCH])
+    @checkins_blp.response(204)
+    @_problem(checkins_blp, 404, "no such commitment, or the day has no check-in")
+    @_problem(checkins_blp, 409, "the commitment is completed or ended and the day is after its last day")
+    @_problem(checkins_blp, 412, "If-Match names another version of the day's check-in: read it again")
+    @_problem(checkins_blp, 422, "the date is not a calendar date, or is older than the backdating window")
+    def delete(self, commitment_id: str, day: str) -> tuple[str, int]:
+        """Withdraw a day's report: the day becomes unreported (event `checkin.withdrawn`); the
+        streak, the runs and the milestones follow. Honours If-Match (the day's ETag)."""
+        parsed = parse_day(day)
+        handlers.withdraw_check_in(engine(), principal(), context(), commitment_id, parsed, now=now(),
+                                   if_match=if_match())
+        return "", 204
 
 
 @checkins_blp.route("/commitments/<commitment_id>/streak")
 class StreakView(MethodView):
     @checkins_blp.response(200, StreakOut)
+    @_problem(checkins_blp, 404, "no such commitment (or not the caller's)")
     def get(self, commitment_id: str) -> dict[str, Any]:
         """The streak as of today in the commitment's zone (CONTRACT's streak rules)."""
         with read(engine()) as conn:
             commitment = visible_commitment(conn, principal(), commitment_id, write=False)
             return queries.streak_document(conn, commitment, now())
+
+
+@checkins_blp.route("/commitments/<commitment_id>/runs")
+class RunsView(MethodView):
+    @checkins_blp.response(200, RunsOut)
+    @_problem(checkins_blp, 404, "no such commitment (or not the caller's)")
+    def get(self, commitment_id: str) -> dict[str, Any]:
+        """Every run of the streak as of today, oldest first: the runs `longest_days` is taken
+        from, each with the milestones it reached (what the milestone events add up to)."""
+        at = now()
+        with read(engine()) as conn:
+            inputs = queries.command_inputs(conn, commitment_id)
+            commitment = authorized(principal(), None if inputs is None else inputs.commitment, write=False)
+            assert inputs is not None
+            state = queries.decision_state(conn, inputs)
+        return {"items": run_history(commitment, state, inputs.settings, at)}
 
 
 # -- settings --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def commands() -> None:
 def rebuild_command(with_inbox: bool) -> None:
     """Rebuild the read models from the event store and report events/s.
 
-    Runs while the service serves. Check-in rows, streak snapshots and settings are built
+    Runs while the service serves. Check-in rows, state rows and settings are built
     aside (shadow tables filled without any lock) and swapped in by one short transaction
     holding the append lock: appends pause only for that window, which is reported. With
     --with-inbox the commitments and credentials (small: about one event per commitment and

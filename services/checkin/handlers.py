@@ -1,78 +1,91 @@
 """Commands of the check-in service: load what the decision needs, let the domain decide,
 record through the command pipeline (`shared.commands`).
 
-Each command is one transaction: a few reads (the commitment, the tenant's settings, the
-commitment's stream folded into its `CheckInHistory`), the decision, then the append of
-what was decided, conditioned on the version the decision saw and the transaction's first
-write; the check-in and settings rows follow from the appended events (`projections.project`),
-then what depends on the instant as well: the streak snapshot, when the scheduler looks next.
+Each command on a commitment is one transaction of a few round trips:
+1. ONE statement loads the commitment, its tenant's settings, its decision state (the
+   state row, `domain.CommitmentState`) and, for a command on one day, that day's check-in
+   row (`queries.command_inputs`); no read of the stream;
+2. the domain decides from those values (`domain.record`, `correct`, `withdraw`,
+   `pass_time`, `settle`): the events, the state once they are appended, the streak;
+3. the append, conditioned on the state's version, the transaction's first write;
+4. the day's row and the state row, written from the decision (`projections.write_check_in`,
+   `write_state`); the answer is built from them too, nothing is read back.
 
 Optimistic concurrency is what makes the hard promises hold:
 - two check-ins for the same day at once: both decide on version N, one append wins, the
   other's fails; the pipeline decides it again, it now sees the day reported: 409;
+- a writer that appends nothing (the scheduler with nothing to tell, the settings command
+  for a commitment it changes nothing of) writes the state row only if it is still the one
+  it loaded (`write_state`), so a state is never overwritten by an older one, and a command
+  never records facts decided under settings that changed meanwhile;
 - two schedulers at once: the loser decides again, finds every fact already told and
   appends nothing. No duplicate event, nothing half-written.
+If-Match (a day's version, the settings' version) is compared on every attempt: a race
+lost to a change of another day is retried, not answered 412.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, update
+from sqlalchemy import Connection, Engine, update
 
 from services.checkin import tables
-from services.checkin.access import may_change_settings, visible_commitment
+from services.checkin.access import authorized, may_change_settings
 from services.checkin.domain import (
-    CheckIn,
-    CheckInHistory,
+    DAY_EVENT_TYPES,
+    CommitmentState,
     CommitmentStatus,
-    KnownCommitment,
+    Decision,
     TenantSettings,
     change_settings,
+    correct,
     next_due,
+    pass_time,
+    record,
     reported_check_in,
     settings_stream_id,
+    settle,
+    withdraw,
 )
-from services.checkin.projections import project, refresh_all_streaks, store_streak
-from services.checkin.queries import check_in_row, load_commitment, load_settings
+from services.checkin.projections import apply_settings_event, state_values, write_check_in, write_state
+from services.checkin.queries import CommandInputs, command_inputs, decision_state, load_settings, tenant_inputs
 from shared.auth import Principal
 from shared.commands import Context, Pipeline, UnitOfWork
 from shared.errors import require_version
-from shared.events import NewEvent, RecordedEvent
-from shared.eventstore import read_stream
+from shared.events import RecordedEvent
 
-PIPELINE = Pipeline(projector=project)
+# Every command writes its read models itself, after its append, from its decision (see
+# the module docstring): the pipeline has no projector to run.
+PIPELINE = Pipeline()
 SCHEDULER_ACTOR = "scheduler:checkin"
 
 
-def _load(conn: Connection, commitment: KnownCommitment) -> tuple[TenantSettings, CheckInHistory]:
-    settings, _ = load_settings(conn, commitment.tenant_id)
-    return settings, CheckInHistory.of(read_stream(conn, commitment.stream_id))
+def _inputs(conn: Connection, caller: Principal, commitment_id: str,
+            day: date | None = None) -> tuple[CommandInputs, CommitmentState]:
+    inputs = command_inputs(conn, commitment_id, day)
+    authorized(caller, None if inputs is None else inputs.commitment, write=True)
+    assert inputs is not None
+    return inputs, decision_state(conn, inputs)
 
 
-def _record(
-    uow: UnitOfWork,
-    commitment: KnownCommitment,
-    settings: TenantSettings,
-    history: CheckInHistory,
-    events: list[NewEvent],
-    standing: Collection[CheckIn],
-) -> list[RecordedEvent]:
-    """Append what was decided on `history` and project it, then store the streak snapshot
-    of the reports that now stand (known from the decision: no read of the rows)."""
-    uow.record(commitment.stream_id, events, expected_version=history.version)
-    recorded = uow.commit()  # the append, then its projections: see the module docstring
-    store_streak(uow.conn, commitment, standing, settings, uow.now)
-    return recorded
-
-
-def _check_in_row(conn: Connection, commitment: KnownCommitment, day: date) -> Row[Any]:
-    row = check_in_row(conn, commitment.commitment_id, day)
-    assert row is not None, "projected by the command's own commit"
-    return row
+def _carry_out(
+    uow: UnitOfWork, inputs: CommandInputs, state: CommitmentState, decision: Decision, settings_version: int
+) -> tuple[list[RecordedEvent], dict[str, Any] | None]:
+    """Append what was decided on `state`, then write the day's row (when the command
+    reported a day) and the state row; returns the recorded events and the day's row."""
+    commitment = inputs.commitment
+    uow.record(commitment.stream_id, decision.events, expected_version=state.version)
+    recorded = uow.commit()  # the append: the first write (see the module docstring)
+    day_row = None
+    if recorded and recorded[0].type in DAY_EVENT_TYPES:
+        day_row = write_check_in(uow.conn, inputs.day, recorded[0])
+    values = state_values(commitment, decision.state, decision.streak, decision.risk_reasons, settings_version)
+    write_state(uow.conn, values, inputs.stored)
+    return recorded, day_row
 
 
 def record_check_in(
@@ -83,17 +96,17 @@ def record_check_in(
     report: Mapping[str, Any],
     *,
     now: datetime,
-) -> Row[Any]:
+) -> dict[str, Any]:
     """Record the first report of a day (``date`` defaults to today in the commitment's
     zone); returns the day's check-in row."""
 
-    def command(uow: UnitOfWork) -> Row[Any]:
-        commitment = visible_commitment(uow.conn, caller, commitment_id, write=True)
-        settings, history = _load(uow.conn, commitment)
-        check_in = reported_check_in(report, report.get("date") or commitment.today(uow.now))
-        events = history.record(commitment, settings, check_in, uow.now)
-        _record(uow, commitment, settings, history, events, history.after(check_in).values())
-        return _check_in_row(uow.conn, commitment, check_in.day)
+    def command(uow: UnitOfWork) -> dict[str, Any]:
+        inputs, state = _inputs(uow.conn, caller, commitment_id)
+        check_in = reported_check_in(report, report.get("date") or inputs.commitment.today(uow.now))
+        decision = record(state, inputs.commitment, inputs.settings, check_in, uow.now)
+        _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
+        assert row is not None, "a report writes its day's row"
+        return row
 
     return PIPELINE.run(engine, context, command, now=now)
 
@@ -107,18 +120,45 @@ def correct_check_in(
     report: Mapping[str, Any],
     *,
     now: datetime,
-) -> Row[Any]:
-    """Replace a day's report; returns the day's check-in row."""
+    if_match: int | None = None,
+) -> dict[str, Any]:
+    """Replace a day's report; returns the day's check-in row. `if_match`: the day's version
+    the caller decided on (``version`` of the check-in, its ETag)."""
 
-    def command(uow: UnitOfWork) -> Row[Any]:
-        commitment = visible_commitment(uow.conn, caller, commitment_id, write=True)
-        settings, history = _load(uow.conn, commitment)
-        check_in = reported_check_in(report, day)
-        events = history.correct(commitment, settings, check_in, uow.now)
-        _record(uow, commitment, settings, history, events, history.after(check_in).values())
-        return _check_in_row(uow.conn, commitment, day)
+    def command(uow: UnitOfWork) -> dict[str, Any]:
+        inputs, state = _inputs(uow.conn, caller, commitment_id, day)
+        decision = correct(state, inputs.commitment, inputs.settings, reported_check_in(report, day), uow.now,
+                           if_match=if_match, day_version=_day_version(inputs))
+        _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
+        assert row is not None, "a correction writes its day's row"
+        return row
 
     return PIPELINE.run(engine, context, command, now=now)
+
+
+def withdraw_check_in(
+    engine: Engine,
+    caller: Principal,
+    context: Context,
+    commitment_id: str,
+    day: date,
+    *,
+    now: datetime,
+    if_match: int | None = None,
+) -> None:
+    """Withdraw a day's report: the day is unreported again. `if_match` as for corrections."""
+
+    def command(uow: UnitOfWork) -> None:
+        inputs, state = _inputs(uow.conn, caller, commitment_id, day)
+        decision = withdraw(state, inputs.commitment, inputs.settings, day, uow.now,
+                            if_match=if_match, day_version=_day_version(inputs))
+        _carry_out(uow, inputs, state, decision, inputs.settings_version)
+
+    PIPELINE.run(engine, context, command, now=now)
+
+
+def _day_version(inputs: CommandInputs) -> int | None:
+    return None if inputs.day is None else inputs.day["stream_version"]
 
 
 def run_scheduled(engine: Engine, tenant_id: str, commitment_id: str, now: datetime) -> list[RecordedEvent]:
@@ -127,16 +167,16 @@ def run_scheduled(engine: Engine, tenant_id: str, commitment_id: str, now: datet
     context = Context(tenant_id=tenant_id, actor=SCHEDULER_ACTOR, correlation_id=str(uuid.uuid4()))
 
     def command(uow: UnitOfWork) -> list[RecordedEvent]:
-        commitment = load_commitment(uow.conn, commitment_id)
-        if commitment is None:
+        inputs = command_inputs(uow.conn, commitment_id)
+        if inputs is None:
             return []
-        settings, history = _load(uow.conn, commitment)
-        events = history.pass_time(commitment, settings, uow.now)
-        recorded = _record(uow, commitment, settings, history, events, history.check_ins.values())
+        state = decision_state(uow.conn, inputs)
+        decision = pass_time(state, inputs.commitment, inputs.settings, uow.now)
+        recorded, _ = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         uow.conn.execute(
             update(tables.commitments)
             .where(tables.commitments.c.commitment_id == commitment_id)
-            .values(scheduler_due_at=next_due(commitment, settings, uow.now))
+            .values(scheduler_due_at=next_due(inputs.commitment, inputs.settings, uow.now))
         )
         return recorded
 
@@ -153,8 +193,10 @@ def update_settings(
     if_match: int | None = None,
 ) -> tuple[TenantSettings, int]:
     """Change a tenant's settings (fields left out keep their value) and return them with
-    their version; a change of what the streak snapshots hold re-projects the tenant's
-    snapshots in the same transaction. `if_match`: the version the caller decided on."""
+    their version. In the same transaction (one append of every stream) every commitment of
+    the tenant is reconciled with them (`domain.settle`: milestones a new policy or list
+    makes untrue are revoked, those it makes true reached, the standing under new
+    thresholds) and its state row rewritten. `if_match`: the version the caller decided on."""
     tenant_id = may_change_settings(caller)
 
     def command(uow: UnitOfWork) -> tuple[TenantSettings, int]:
@@ -162,9 +204,18 @@ def update_settings(
         require_version(if_match, version)
         new, event = change_settings(tenant_id, current, changes, uow.now)
         uow.record(settings_stream_id(tenant_id), [event], expected_version=version)
-        recorded = uow.commit()  # the append, then the settings row
-        if new.changes_snapshots(current):
-            refresh_all_streaks(uow.conn, uow.now, tenant_id)
+        decided = []
+        for inputs in tenant_inputs(uow.conn, tenant_id):
+            state = decision_state(uow.conn, inputs)
+            decision = settle(state, inputs.commitment, new, uow.now)
+            uow.record(inputs.commitment.stream_id, decision.events, expected_version=state.version)
+            decided.append((inputs, decision))
+        recorded = uow.commit()  # the append of every stream, then the rows
+        apply_settings_event(uow.conn, recorded[0])
+        new_version = recorded[0].stream_version
+        for inputs, decision in decided:
+            write_state(uow.conn, state_values(inputs.commitment, decision.state, decision.streak,
+                                               decision.risk_reasons, new_version), inputs.stored)
         # Grace hours and thresholds move what is due: let the scheduler look again now.
         uow.conn.execute(
             update(tables.commitments)
@@ -174,6 +225,6 @@ def update_settings(
             )
             .values(scheduler_due_at=uow.now)
         )
-        return new, recorded[0].stream_version
+        return new, new_version
 
-    return PIPELINE.run(engine, context, command, if_match=if_match, now=now)
+    return PIPELINE.run(engine, context, command, now=now)

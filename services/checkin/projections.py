@@ -1,41 +1,43 @@
 """Events -> read models. One set of apply functions for the inline, inbox and rebuild paths.
 
 - `apply_commitment_event`: the inbox's fold of commitment.* / coach.* events.
-- `apply_own_event` (`apply_check_in_event`, `apply_settings_event`): this service's own
-  events; `project` applies them inline, in the command's transaction right after its
-  append, and `own_projection` replays them on a rebuild.
-- `store_streak` / `refresh_streak`: one commitment's streak snapshot, computed from its
-  standing reports and settings as of an instant (after each command, by the scheduler as
-  days pass, after a settings change, on an inbox event, and for every commitment once at
-  the end of a rebuild).
+- `merge_check_in` / `merge_settings`: the day rows and the settings rows after an event,
+  the one rule of the command path (`write_check_in`), the lock-based replay
+  (`apply_own_event`) and the aside rebuild's in-memory fold.
+- the state row (``checkin_streaks``): each commitment's decision state
+  (`domain.CommitmentState`, folded from its stream by `domain.StateFold` on every path) and
+  its streak snapshot as of an instant; `state_values` is the row, `write_state` writes it
+  conditioned on what the writer loaded. Commands write it from their decision, the inbox
+  and the rebuilds through `snapshot_values`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from services.checkin import tables
 from services.checkin.domain import (
-    CHECK_IN_EVENT_TYPES,
-    CHECKIN_CORRECTED,
-    CHECKIN_RECORDED,
+    CHECKIN_WITHDRAWN,
+    DAY_EVENT_TYPES,
     SETTINGS_UPDATED,
-    CheckIn,
+    STREAM_EVENT_TYPES,
+    CommitmentState,
     CommitmentStatus,
     KnownCommitment,
     Streak,
     TenantSettings,
-    standing_risk,
-    streak_of,
+    assess,
 )
-from services.checkin.queries import commitment_from_row, load_commitment, load_settings, standing_reports
+from services.checkin.queries import CommandInputs, StoredState, command_inputs, decision_state, tenant_inputs
 from shared.auth import credentials_projection
 from shared.clock import Clock, utcnow
 from shared.events import RecordedEvent
+from shared.eventstore import ConcurrencyError, read_stream
 from shared.projection import Projection
 
 COMMITMENT_EVENTS = (
@@ -46,13 +48,16 @@ COMMITMENT_EVENTS = (
     "coach.assigned",
     "coach.unassigned",
 )
-OWN_EVENTS = (CHECKIN_RECORDED, CHECKIN_CORRECTED, SETTINGS_UPDATED)
+OWN_EVENTS = tuple(sorted({*STREAM_EVENT_TYPES, SETTINGS_UPDATED}))
+"""This service's own events that a read model folds: the day rows, the settings rows, the states."""
 
 
 class FoldedEvent(Protocol):
     """What the read-model merges read of an event: a RecordedEvent, or the rebuild's
     slimmer row of the log."""
 
+    @property
+    def type(self) -> str: ...
     @property
     def data(self) -> dict[str, Any]: ...
     @property
@@ -120,9 +125,7 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
         conn.execute(update(table).where(where, table.c.coach_id == data.get("coach_id")).values(coach_id=None))
     else:
         return
-    commitment = load_commitment(conn, commitment_id)
-    if commitment is not None:
-        refresh_streak(conn, commitment, now)
+    refresh_streak(conn, commitment_id, now)
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -157,10 +160,23 @@ def apply_settings_event(conn: Connection, event: FoldedEvent) -> None:
 # -- check-ins -------------------------------------------------------------------------------
 
 
-def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
-    """The day's row after `event` (None: unchanged): the report of the highest stream version,
-    ``recorded_at`` the first report's time whichever event arrives first. Order-independent;
-    shared by the SQL fold (inline, incremental) and the in-memory fold of the rebuild."""
+class Removed:
+    """`merge_check_in`'s answer when the day's row goes: its report was withdrawn."""
+
+
+REMOVED: Final = Removed()
+
+
+def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | Removed | None:
+    """The day's row after `event` (None: unchanged; `REMOVED`: the row goes): the report of
+    the highest stream version, ``recorded_at`` the first report's time whichever event
+    arrives first; a withdrawal newer than the row removes it. Shared by the SQL fold
+    (commands, lock-based replay) and the in-memory fold of the rebuild, which apply a
+    stream's events in order (reports alone may come in any order)."""
+    if event.type == CHECKIN_WITHDRAWN:
+        if current is not None and event.stream_version > current["stream_version"]:
+            return REMOVED
+        return None
     data = event.data
     slip = data.get("slip") or {}
     values = {
@@ -190,48 +206,63 @@ def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dic
     return None
 
 
+def write_check_in(conn: Connection, current: Mapping[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
+    """Fold one checkin.recorded/corrected/withdrawn into the day's row, whose current values
+    (None: no row) the caller knows; returns the row as it now stands (None: no row)."""
+    merged = merge_check_in(current, event)
+    if merged is None:
+        return None if current is None else dict(current)
+    key = {"k_commitment_id": event.data["commitment_id"], "k_day": date.fromisoformat(event.data["date"])}
+    if isinstance(merged, Removed):
+        conn.execute(_DELETE_DAY, key)
+    elif current is None:
+        conn.execute(_INSERT_DAY, merged)
+    else:
+        conn.execute(_UPDATE_DAY, {**merged, **key})
+    return merged
+
+
+# Statements built once, values bound at execution: a command spends less building and
+# hashing a fresh statement of every column than running it.
+_DAY_WHERE = (
+    (tables.check_ins.c.commitment_id == bindparam("k_commitment_id"))
+    & (tables.check_ins.c.day == bindparam("k_day", type_=tables.check_ins.c.day.type))
+)
+_INSERT_DAY = insert(tables.check_ins)
+_UPDATE_DAY = update(tables.check_ins).where(_DAY_WHERE)
+_DELETE_DAY = delete(tables.check_ins).where(_DAY_WHERE)
+
+
 def apply_check_in_event(conn: Connection, event: FoldedEvent) -> None:
-    """Fold one checkin.recorded/corrected into the day's row (see `merge_check_in`)."""
+    """Fold one day event into the day's row as it is stored (see `merge_check_in`)."""
     table = tables.check_ins
     data = event.data
     where = (table.c.commitment_id == data["commitment_id"]) & (table.c.day == date.fromisoformat(data["date"]))
-    current = conn.execute(select(table).where(where)).mappings().first()
-    merged = merge_check_in(current, event)
-    if merged is None:
-        return
-    if current is None:
-        conn.execute(insert(table).values(**merged))
-    else:
-        conn.execute(update(table).where(where).values(**merged))
+    write_check_in(conn, conn.execute(select(table).where(where)).mappings().first(), event)
 
 
 def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
-    """Fold one of this service's own events into its read model."""
+    """Fold one of this service's own events into its day and settings rows (the states
+    are folded from whole streams: `rebuild_states`)."""
     if event.type == SETTINGS_UPDATED:
         apply_settings_event(conn, event)
-    elif event.type in CHECK_IN_EVENT_TYPES:
+    elif event.type in DAY_EVENT_TYPES:
         apply_check_in_event(conn, event)
 
 
-def project(conn: Connection, events: Sequence[RecordedEvent]) -> None:
-    """The inline projector of every command (`shared.commands.Pipeline`): the events it has
-    just appended, into the check-in and settings rows, in its transaction."""
-    for event in events:
-        apply_own_event(conn, event)
+# -- the state row -------------------------------------------------------------------------------
 
 
-# -- streaks -----------------------------------------------------------------------------------
-
-
-def streak_row(
-    commitment: KnownCommitment, reports: Collection[CheckIn], settings: TenantSettings, now: datetime
-) -> tuple[Streak, dict[str, Any]]:
-    """One commitment's streak snapshot row (with its at-risk flag), computed purely from its
-    standing reports and settings as of `now`: the inline path and the rebuild's
-    in-memory fold both write exactly this."""
-    streak = streak_of(commitment, {c.day: c for c in reports}, settings, commitment.today(now))
-    risk_reasons = [str(reason) for reason in standing_risk(commitment, reports, settings, now).reasons]
-    return streak, {
+def state_values(
+    commitment: KnownCommitment,
+    state: CommitmentState,
+    streak: Streak,
+    risk_reasons: tuple[str, ...],
+    settings_version: int,
+) -> dict[str, Any]:
+    """The state row of a commitment: its decision state, and its streak snapshot with the
+    at-risk reasons as of the streak's ``as_of``. Pure: every path writes exactly this."""
+    return {
         "commitment_id": commitment.commitment_id,
         "tenant_id": commitment.tenant_id,
         "member_id": commitment.member_id,
@@ -248,47 +279,87 @@ def streak_row(
         "milestones_reached": list(streak.milestones_reached),
         "next_milestone": streak.next_milestone,
         "at_risk": bool(risk_reasons),
-        "risk_reasons": risk_reasons,
+        "risk_reasons": list(risk_reasons),
+        "version": state.version,
+        "settings_version": settings_version,
+        "days": state.days,
+        "urges": state.urges,
+        # Sorted: a row is compared whole (rebuild = incremental), so one order for one set.
+        "milestones_announced": [[t, day.isoformat()] for t, day in sorted(state.milestones, key=_by_run)],
+        "missed_told": sorted(day.isoformat() for day in state.missed),
+        "standing_announced": list(state.standing),
     }
 
 
-def store_streak(
-    conn: Connection, commitment: KnownCommitment, reports: Collection[CheckIn], settings: TenantSettings, now: datetime
-) -> Streak:
-    """Store the snapshot computed from `reports` (the standing report of each day: what the
-    check-in rows hold). Commands pass them from the history they decided
-    on, sparing a read of the rows."""
-    streak, values = streak_row(commitment, reports, settings, now)
-    table = tables.streaks
-    updated = conn.execute(
-        update(table).where(table.c.commitment_id == commitment.commitment_id).values(**values)
-    ).rowcount
-    if not updated:
-        conn.execute(insert(table).values(**values))
-    return streak
+def _by_run(key: tuple[int, date]) -> tuple[date, int]:
+    return key[1], key[0]
 
 
-def refresh_streak(
-    conn: Connection, commitment: KnownCommitment, now: datetime, settings: TenantSettings | None = None
-) -> Streak:
-    """Recompute and store one commitment's streak snapshot (with its at-risk flag)."""
-    if settings is None:
-        settings, _ = load_settings(conn, commitment.tenant_id)
-    return store_streak(conn, commitment, standing_reports(conn, commitment.commitment_id), settings, now)
+def snapshot_values(
+    commitment: KnownCommitment, state: CommitmentState, settings: TenantSettings, settings_version: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """`state_values` with the streak and the standing computed as of `now` (what a command
+    computes on its way: `domain.assess`)."""
+    streak, assessment = assess(commitment, state, settings, now)
+    return state_values(commitment, state, streak, tuple(str(r) for r in assessment.reasons), settings_version)
 
 
-def refresh_all_streaks(conn: Connection, now: datetime, tenant_id: str | None = None) -> int:
-    """Recompute the snapshot of every commitment (of one tenant); returns how many."""
-    query = select(tables.commitments)
-    if tenant_id is not None:
-        query = query.where(tables.commitments.c.tenant_id == tenant_id)
-    cache: dict[str, TenantSettings] = {}
+def write_state(conn: Connection, values: Mapping[str, Any], stored: StoredState) -> None:
+    """Write a state row over the one `stored` describes, only if it is still that one
+    (same version, same settings version): else `ConcurrencyError`, and the caller decides
+    again on the row another writer left (a command that appended nothing, the scheduler
+    or the inbox, or the settings command, which moves no stream it has nothing to tell)."""
+    if not stored.exists:
+        try:
+            with conn.begin_nested():
+                conn.execute(_INSERT_STATE, values)
+        except IntegrityError as error:
+            raise ConcurrencyError(f"checkin-{values['commitment_id']}", values["version"], -1) from error
+        return
+    statement = _UPDATE_UNBUILT_STATE if stored.version is None else _UPDATE_STATE
+    key = {"k_commitment_id": values["commitment_id"], "k_version": stored.version,
+           "k_settings_version": stored.settings_version}
+    if not conn.execute(statement, {**values, **key}).rowcount:
+        raise ConcurrencyError(f"checkin-{values['commitment_id']}", stored.version or 0, -1)
+
+
+_STATE = tables.streaks
+_INSERT_STATE = insert(_STATE)
+_STATE_WHERE = (
+    (_STATE.c.commitment_id == bindparam("k_commitment_id"))
+    & (_STATE.c.settings_version == bindparam("k_settings_version"))
+)
+_UPDATE_STATE = update(_STATE).where(_STATE_WHERE, _STATE.c.version == bindparam("k_version"))
+_UPDATE_UNBUILT_STATE = update(_STATE).where(_STATE_WHERE, _STATE.c.version.is_(None))
+
+
+def refresh_streak(conn: Connection, commitment_id: str, now: datetime) -> None:
+    """Refresh one commitment's snapshot as of `now` (the inbox learnt something of it). A row
+    another writer moves meanwhile is left to it: the scheduler looks at the commitment now."""
+    inputs = command_inputs(conn, commitment_id)
+    if inputs is None:
+        return
+    values = snapshot_values(inputs.commitment, decision_state(conn, inputs), inputs.settings,
+                             inputs.settings_version, now)
+    try:
+        write_state(conn, values, inputs.stored)
+    except ConcurrencyError:
+        pass
+
+
+def rebuild_states(conn: Connection, now: datetime) -> int:
+    """Every commitment's state row from its stream (the lock-based replay's last step, after
+    emptying the table); returns how many."""
     count = 0
-    for row in conn.execute(query).all():
-        commitment = commitment_from_row(row)
-        if commitment.tenant_id not in cache:
-            cache[commitment.tenant_id] = load_settings(conn, commitment.tenant_id)[0]
-        refresh_streak(conn, commitment, now, cache[commitment.tenant_id])
+    inputs_of: list[CommandInputs] = []
+    for tenant_id in conn.execute(select(tables.commitments.c.tenant_id).distinct()).scalars():
+        inputs_of.extend(tenant_inputs(conn, tenant_id))
+    for inputs in inputs_of:
+        commitment = inputs.commitment
+        state = CommitmentState.folded(commitment.starts_on, read_stream(conn, commitment.stream_id))
+        conn.execute(insert(tables.streaks).values(
+            **snapshot_values(commitment, state, inputs.settings, inputs.settings_version, now)))
         count += 1
     return count
 
@@ -297,10 +368,10 @@ def refresh_all_streaks(conn: Connection, now: datetime, tenant_id: str | None =
 
 
 def own_projection(clock: Clock = utcnow) -> Projection:
-    """Check-in rows, streak snapshots and settings, from this service's own events."""
+    """Check-in rows, states with their snapshots, and settings, from this service's own events."""
 
     def finish(conn: Connection) -> None:
-        refresh_all_streaks(conn, clock())
+        rebuild_states(conn, clock())
 
     return Projection(
         name="checkin.read_models",

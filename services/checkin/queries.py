@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, func, select
+from sqlalchemy import Connection, Row, Select, and_, bindparam, func, select
 
 from services.checkin import tables
 from services.checkin.domain import (
     CheckIn,
+    CommitmentState,
     Initiator,
     KnownCommitment,
     Outcome,
@@ -30,6 +32,7 @@ from services.checkin.domain import (
     streak_of,
 )
 from shared import keyring
+from shared.eventstore import read_stream
 
 # What a coach's client list shows of each commitment.
 DAYS_SHOWN = 30
@@ -71,6 +74,132 @@ def load_settings(conn: Connection, tenant_id: str) -> tuple[TenantSettings, int
     return TenantSettings.from_json(row.data), row.version
 
 
+# -- what a command decides from -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """The state row as the command loaded it: what its write is conditioned on."""
+
+    exists: bool
+    version: int | None  # None: the row holds no state yet (see tables.streaks)
+    settings_version: int
+
+
+@dataclass(frozen=True)
+class CommandInputs:
+    """Everything a command on one commitment decides from, loaded in one statement."""
+
+    commitment: KnownCommitment
+    settings: TenantSettings
+    settings_version: int
+    state: CommitmentState | None  # None: not built yet, the caller folds the stream
+    stored: StoredState
+    day: Mapping[str, Any] | None  # the check-in row of the day asked for, if it has one
+
+
+_STATE = tables.streaks
+_SETTINGS = tables.settings
+_DAY = tables.check_ins
+_STATE_COLUMNS = (
+    _STATE.c.commitment_id.label("st_present"),
+    _STATE.c.version.label("st_version"),
+    _STATE.c.settings_version.label("st_settings_version"),
+    _STATE.c.days.label("st_days"),
+    _STATE.c.urges.label("st_urges"),
+    _STATE.c.milestones_announced.label("st_milestones"),
+    _STATE.c.missed_told.label("st_missed"),
+    _STATE.c.standing_announced.label("st_standing"),
+)
+_DAY_COLUMNS = tuple(column.label(f"d_{column.name}") for column in _DAY.c)
+_JOINED = (
+    tables.commitments
+    .outerjoin(_SETTINGS, _SETTINGS.c.tenant_id == tables.commitments.c.tenant_id)
+    .outerjoin(_STATE, _STATE.c.commitment_id == tables.commitments.c.commitment_id)
+)
+_INPUTS = select(tables.commitments, _SETTINGS.c.data.label("s_data"), _SETTINGS.c.version.label("s_version"),
+                 *_STATE_COLUMNS).select_from(_JOINED)
+_INPUTS_WITH_DAY = select(
+    tables.commitments, _SETTINGS.c.data.label("s_data"), _SETTINGS.c.version.label("s_version"), *_STATE_COLUMNS,
+    *_DAY_COLUMNS,
+).select_from(_JOINED.outerjoin(_DAY, and_(_DAY.c.commitment_id == tables.commitments.c.commitment_id,
+                                           _DAY.c.day == bindparam("day", type_=_DAY.c.day.type))))
+
+
+def state_from_row(row: Any, starts_on: date) -> CommitmentState | None:
+    """The decision state a ``st_``-labelled row holds; None when it holds none yet."""
+    if row.st_version is None:
+        return None
+    return CommitmentState(
+        starts_on=starts_on,
+        version=row.st_version,
+        days=row.st_days,
+        urges=row.st_urges,
+        milestones=frozenset((threshold, date.fromisoformat(day)) for threshold, day in row.st_milestones),
+        missed=frozenset(date.fromisoformat(day) for day in row.st_missed),
+        standing=tuple(row.st_standing),
+    )
+
+
+# A tenant's settings at a version never change: parsed once per process, not per command.
+_SETTINGS_AT: dict[tuple[str, int], TenantSettings] = {}
+_SETTINGS_KEPT = 10_000
+
+
+def _settings_at(tenant_id: str, version: int, data: Mapping[str, Any] | None) -> TenantSettings:
+    key = (tenant_id, version)
+    settings = _SETTINGS_AT.get(key)
+    if settings is None:
+        settings = TenantSettings() if data is None else TenantSettings.from_json(dict(data))
+        if len(_SETTINGS_AT) >= _SETTINGS_KEPT:
+            _SETTINGS_AT.clear()
+        _SETTINGS_AT[key] = settings
+    return settings
+
+
+def _inputs(row: Any, day: Mapping[str, Any] | None) -> CommandInputs:
+    commitment = commitment_from_row(row)
+    settings_version = row.s_version or 0
+    settings = _settings_at(commitment.tenant_id, settings_version, row.s_data)
+    stored = StoredState(row.st_present is not None, row.st_version, row.st_settings_version or 0)
+    return CommandInputs(commitment, settings, settings_version, state_from_row(row, commitment.starts_on), stored,
+                         day)
+
+
+def command_inputs(conn: Connection, commitment_id: str, day: date | None = None) -> CommandInputs | None:
+    """The commitment, its tenant's settings, its state row and (with `day`) that day's
+    check-in row: one statement. None when the commitment is unknown."""
+    if day is None:
+        row = conn.execute(_INPUTS_OF, {"commitment_id": commitment_id}).first()
+        return None if row is None else _inputs(row, None)
+    row = conn.execute(_INPUTS_WITH_DAY_OF, {"commitment_id": commitment_id, "day": day}).first()
+    if row is None:
+        return None
+    day_row = None if row.d_commitment_id is None else {c.name: row._mapping[f"d_{c.name}"] for c in _DAY.c}
+    return _inputs(row, day_row)
+
+
+_BY_ID = tables.commitments.c.commitment_id == bindparam("commitment_id")
+_INPUTS_OF = _INPUTS.where(_BY_ID)
+_INPUTS_WITH_DAY_OF = _INPUTS_WITH_DAY.where(_BY_ID)
+
+
+def decision_state(conn: Connection, inputs: CommandInputs) -> CommitmentState:
+    """The state the inputs hold, or, for a row not built yet, the commitment's stream folded
+    (once: the command that decides on it writes it)."""
+    if inputs.state is not None:
+        return inputs.state
+    commitment = inputs.commitment
+    return CommitmentState.folded(commitment.starts_on, read_stream(conn, commitment.stream_id))
+
+
+def tenant_inputs(conn: Connection, tenant_id: str) -> list[CommandInputs]:
+    """`command_inputs` of every commitment of the tenant (one statement), oldest first."""
+    query = _INPUTS.where(tables.commitments.c.tenant_id == tenant_id).order_by(
+        tables.commitments.c.created_at, tables.commitments.c.commitment_id)
+    return [_inputs(row, None) for row in conn.execute(query)]
+
+
 # -- check-ins ---------------------------------------------------------------------------------
 
 
@@ -109,8 +238,13 @@ def standing_reports(conn: Connection, commitment_id: str) -> list[CheckIn]:
 
 def current_streak(conn: Connection, commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> Streak:
     """The streak as of today in the commitment's zone, computed from the check-in rows."""
-    reports = standing_reports(conn, commitment.commitment_id)
-    return streak_of(commitment, {c.day: c for c in reports}, settings, commitment.today(now))
+    return _streak_of_rows(commitment, standing_reports(conn, commitment.commitment_id), settings, now)
+
+
+def _streak_of_rows(
+    commitment: KnownCommitment, reports: Iterable[CheckIn], settings: TenantSettings, now: datetime
+) -> Streak:
+    return streak_of(commitment, {report.day: report.outcome for report in reports}, settings, commitment.today(now))
 
 
 _SNAPSHOT_DAYS = ("as_of", "streak_started_on", "last_slip_on", "last_check_in_on")
@@ -298,7 +432,7 @@ def _recompute(
     result = {}
     for commitment in commitments:
         standing = reports[commitment.commitment_id]
-        streak = streak_of(commitment, {c.day: c for c in standing}, settings, commitment.today(now))
+        streak = _streak_of_rows(commitment, standing, settings, now)
         assessment = standing_risk(commitment, standing, settings, now)
         result[commitment.commitment_id] = (streak, [str(reason) for reason in assessment.reasons])
     return result

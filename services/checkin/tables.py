@@ -71,9 +71,17 @@ check_ins = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
-# The streak of each commitment as of `as_of`, with its at-risk flag: refreshed by every
-# command, by the scheduler when the commitment's day ends and on a settings change; the
-# API serves it while `as_of` is the commitment's today (see queries.streak_documents).
+# Each commitment's decision state and streak snapshot, one row (see domain.state):
+# - the state, a projection of the commitment's stream written in the transaction of every
+#   append to it: `version` (NULL: not built yet, e.g. a row older than these columns; the
+#   next command folds the stream once), `days` and `urges` (a character per day from
+#   starts_on), the facts told (`milestones_announced` [[threshold, run start], ...],
+#   `missed_told` [day, ...], `standing_announced` [reason, ...]); commands decide from it
+#   and write it conditioned on the `version` and `settings_version` they loaded;
+# - the snapshot: the streak as of `as_of` and the at-risk reasons then, refreshed by every
+#   command, the scheduler when the commitment's day ends, a settings change and the inbox;
+#   the API serves it while `as_of` is the commitment's today (see queries.streak_document).
+#   `settings_version`: the settings it was computed with.
 streaks = Table(
     "checkin_streaks",
     metadata,
@@ -94,6 +102,13 @@ streaks = Table(
     Column("next_milestone", Integer),
     Column("at_risk", Boolean, nullable=False),
     Column("risk_reasons", Json, nullable=False),
+    Column("version", Integer),
+    Column("settings_version", Integer, nullable=False),
+    Column("days", Text, nullable=False),
+    Column("urges", Text, nullable=False),
+    Column("milestones_announced", Json, nullable=False),
+    Column("missed_told", Json, nullable=False),
+    Column("standing_announced", Json, nullable=False),
 )
 
 settings = Table(

@@ -20,7 +20,9 @@ __all__ = [
     "CHANNELS",
     "CHECKIN_CORRECTED",
     "CHECKIN_RECORDED",
+    "CHECKIN_WITHDRAWN",
     "CHECK_IN_EVENT_TYPES",
+    "DAY_EVENT_TYPES",
     "MAX_NOTE_LENGTH",
     "SENSITIVE_FIELDS",
     "CheckIn",
@@ -36,13 +38,20 @@ __all__ = [
     "check_in_violations",
     "checkin_corrected_data",
     "checkin_recorded_data",
+    "checkin_withdrawn_data",
+    "day_violations",
     "reported_check_in",
+    "require_own_day",
     "validate_check_in",
 ]
 
 CHECKIN_RECORDED = "checkin.recorded"
 CHECKIN_CORRECTED = "checkin.corrected"
+CHECKIN_WITHDRAWN = "checkin.withdrawn"
 CHECK_IN_EVENT_TYPES = frozenset({CHECKIN_RECORDED, CHECKIN_CORRECTED})
+"""Events that carry a report of a day."""
+DAY_EVENT_TYPES = frozenset({CHECKIN_RECORDED, CHECKIN_CORRECTED, CHECKIN_WITHDRAWN})
+"""Events that decide what stands for a day: a report, or its withdrawal (the day unreported)."""
 
 CHANNELS = frozenset({"calls", "texts", "social_media", "email", "in_person"})
 """Every channel a commitment may cover (CONTRACT, commitments)."""
@@ -99,13 +108,18 @@ class CheckIn:
 
 @dataclass(frozen=True)
 class CommitmentTerms:
-    """What the check-in rules need to know about the commitment a report belongs to."""
+    """What the check-in rules need to know about the commitment a report belongs to.
+
+    ``last_day``: the last day a commitment no longer active takes reports for (its
+    ``ends_on``, or the day it was ended); None when not known, and then it takes none.
+    """
 
     starts_on: date
     ends_on: date | None
     timezone: str
     channels: frozenset[str]
     status: CommitmentStatus = CommitmentStatus.ACTIVE
+    last_day: date | None = None
 
 
 @dataclass(frozen=True)
@@ -134,10 +148,12 @@ class CheckInRejected(ValidationFailed):
 
 
 class CommitmentNotActive(Conflict):
-    """The commitment is completed or ended and takes no more check-ins."""
+    """The commitment is completed or ended and takes no check-ins for that day: only its own
+    days (up to its last day, within the backdating window) are still reported or corrected."""
 
-    def __init__(self, status: CommitmentStatus | str) -> None:
-        super().__init__(f"the commitment is {status}, not active")
+    def __init__(self, status: CommitmentStatus | str, last_day: date | None = None) -> None:
+        own = "" if last_day is None else f"; only its days up to {last_day.isoformat()} take reports"
+        super().__init__(f"the commitment is {status}, not active{own}")
         self.status = status
 
 
@@ -146,9 +162,9 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _date_violations(
-    day: object, commitment: CommitmentTerms, today: date, backdate_days: int
-) -> list[Violation]:
+def day_violations(day: object, commitment: CommitmentTerms, today: date, backdate_days: int) -> list[Violation]:
+    """Every rule the day of a report (or of its withdrawal) breaks: a date, not in the
+    future, within the commitment's days and the backdating window."""
     if not isinstance(day, date) or isinstance(day, datetime):
         return [Violation("date", "must be a calendar date (YYYY-MM-DD)")]
     violations = []
@@ -216,7 +232,7 @@ def check_in_violations(
     """
     if backdate_days < 0:
         raise ValueError("backdate_days must be >= 0")
-    violations = _date_violations(check_in.day, commitment, today, backdate_days)
+    violations = day_violations(check_in.day, commitment, today, backdate_days)
     if check_in.outcome not in tuple(Outcome):
         violations.append(Violation("outcome", "must be one of: kept, slipped"))
     else:
@@ -238,14 +254,26 @@ def validate_check_in(
 ) -> None:
     """Accept the report or raise: `CommitmentNotActive` first, then `CheckInRejected`.
 
+    A completed or ended commitment still takes reports and corrections of its own days
+    (up to ``commitment.last_day``) within the backdating window (CONTRACT v1.1): a member
+    who reports the last day late is not refused. Any other day of it is a conflict.
+
     Whether that date already has a report (409 on create, fine on correct) needs the
     stored reports and is decided by the caller.
     """
-    if commitment.status != CommitmentStatus.ACTIVE:
-        raise CommitmentNotActive(commitment.status)
+    require_own_day(check_in.day, commitment)
     violations = check_in_violations(check_in, commitment=commitment, today=today, backdate_days=backdate_days)
     if violations:
         raise CheckInRejected(violations)
+
+
+def require_own_day(day: object, commitment: CommitmentTerms) -> None:
+    """A commitment no longer active takes changes only of its own days: else `CommitmentNotActive`."""
+    if commitment.status == CommitmentStatus.ACTIVE:
+        return
+    last = commitment.last_day
+    if last is None or not isinstance(day, date) or day > last:
+        raise CommitmentNotActive(commitment.status, last)
 
 
 def _slip_data(slip: Slip | None) -> dict[str, str] | None:
@@ -297,6 +325,23 @@ def checkin_corrected_data(
     data = checkin_recorded_data(commitment_id=commitment_id, member_id=member_id, check_in=check_in)
     data["previous_outcome"] = None if previous is None else str(previous.outcome)
     return data
+
+
+def checkin_withdrawn_data(*, commitment_id: str, member_id: str, day: date, previous: CheckIn) -> dict[str, Any]:
+    """The ``data`` of a ``checkin.withdrawn`` event: a day's report taken back, the day is
+    unreported again (as if never reported; a later report of it is a ``checkin.recorded``).
+
+    Fields: ``commitment_id``, ``member_id``, ``date`` (``YYYY-MM-DD``) and
+    ``previous_outcome`` (``"kept"`` | ``"slipped"``: what the withdrawn report said). No
+    note: a withdrawal carries no member text. The later ``stream_version`` of the same
+    ``date`` wins in every fold, as for corrections.
+    """
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "date": day.isoformat(),
+        "previous_outcome": str(previous.outcome),
+    }
 
 
 def check_in_from_event_data(data: Mapping[str, Any]) -> CheckIn:

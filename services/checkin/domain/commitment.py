@@ -13,12 +13,14 @@ from shared.calendar import local_today
 
 from .checkins import CommitmentStatus, CommitmentTerms
 
-__all__ = ["KnownCommitment", "stream_id"]
+__all__ = ["STREAM_CATEGORY", "KnownCommitment", "stream_id"]
+
+STREAM_CATEGORY = "checkin"
 
 
 def stream_id(commitment_id: str) -> str:
     """The stream of a commitment's check-ins and the facts derived from them."""
-    return f"checkin-{commitment_id}"
+    return f"{STREAM_CATEGORY}-{commitment_id}"
 
 
 @dataclass(frozen=True)
@@ -68,4 +70,5 @@ class KnownCommitment:
             timezone=self.timezone,
             channels=frozenset(self.channels),
             status=self.status_at(now),
+            last_day=self.last_day,
         )

@@ -1,65 +1,92 @@
-"""A commitment's check-in history, and what each command and the passing of time add to it.
+"""What each command and the passing of time add to a commitment's history.
 
-The history is what the commitment's stream says, folded once: the report standing for
-each day and the facts already told (milestones celebrated, days missed, the last at-risk
-standing). Every decision reads it and returns the events to append, never anything
-else, so a repeat (a retry, a second scheduler) decides nothing new: milestones are keyed
-by (threshold, run start), misses by date, and the at-risk standing by the last
-``client.at_risk`` recorded.
+Every decision reads the commitment's `CommitmentState` (its stream, folded: see
+`state`), never the stream itself, and returns a `Decision`: the events to append, the
+state once they are, and the streak and standing it computed on the way (the command
+writes them without computing anything again).
 
-Derived facts (milestones, resets, at-risk changes, missed days) are decided by one
-function, `derive_facts`, whether a check-in or the clock caused them.
+Derived facts are decided by ONE function, `reconcile`, after the whole command: it
+compares what the final reports make true with what the stream has told, and tells the
+difference (CONTRACT v1.1, "Streak history and truthful events"):
+
+- milestones: every run of the streak (earlier runs included) reaches each threshold up
+  to its length, keyed (threshold, run start). Those not told yet are reached; those told
+  that are no longer true (a backdated slip split the run, a withdrawal, a correction, a
+  new policy or milestone list) are revoked. So, for every commitment, once a command has
+  committed, reached minus revoked is, run by run, the milestones of ``GET .../runs``;
+- ``streak.reset`` when the command's report is a new slip;
+- the at-risk standing (the reasons as of today, none once the commitment is over; told as
+  none until the commitment's first check-in deadline has passed): ``client.at_risk`` only
+  when it differs from the one told last, so a standing is never told twice in a row;
+- with the clock (the scheduler): ``checkin.missed`` once per day.
+
+A repeat (a retry, a second scheduler) decides on the state the first one left, so it
+finds everything told and decides nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from shared.calendar import day_bounds, local_today
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, require_version
 from shared.events import NewEvent
 
 from .checkins import (
-    CHECK_IN_EVENT_TYPES,
     CHECKIN_CORRECTED,
     CHECKIN_RECORDED,
+    CHECKIN_WITHDRAWN,
     CheckIn,
+    CheckInRejected,
     CommitmentStatus,
-    check_in_from_event_data,
+    Outcome,
     checkin_corrected_data,
     checkin_recorded_data,
+    checkin_withdrawn_data,
+    day_violations,
+    require_own_day,
     validate_check_in,
 )
 from .commitment import KnownCommitment
 from .missed import CHECKIN_MISSED, missed_check_in_data, missed_days, missed_deadline
 from .risk import CLIENT_AT_RISK, RiskAssessment, assess_risk, client_at_risk_data
 from .settings import TenantSettings
+from .state import CommitmentState
 from .streaks import (
     STREAK_MILESTONE_REACHED,
+    STREAK_MILESTONE_REVOKED,
     STREAK_RESET,
-    CheckInEvent,
+    Run,
     Streak,
+    StreakReset,
     compute_streak,
-    latest_reports,
     milestone_reached_data,
-    new_milestone_hits,
-    streak_reset,
+    milestone_revoked_data,
     streak_reset_data,
 )
 
 __all__ = [
     "NEVER",
-    "CheckInHistory",
     "DayAlreadyReported",
     "DayNotReported",
-    "derive_facts",
+    "Decision",
+    "RevocationReason",
+    "assess",
+    "correct",
+    "first_deadline",
     "next_due",
-    "standing_check_ins",
+    "pass_time",
+    "reconcile",
+    "record",
+    "run_history",
+    "settle",
     "standing_risk",
     "streak_of",
+    "withdraw",
 ]
 
 # Nothing left to happen without a request: a far date rather than none, so "when is it
@@ -75,25 +102,41 @@ class DayAlreadyReported(Conflict):
 
 
 class DayNotReported(NotFound):
-    """A correction of a day nobody reported."""
+    """A correction or withdrawal of a day nobody reported."""
 
     def __init__(self) -> None:
         super().__init__("no such check-in for that date (record it with POST)")
 
 
-def standing_check_ins(events: Sequence[CheckInEvent]) -> dict[date, CheckIn]:
-    """The report that stands for each reported day, by day (what the check-in rows hold)."""
-    # Keyed by the raw id the reports carry: no string per event of the stream.
-    data_of = {e.id: e.data for e in events if e.type in CHECK_IN_EVENT_TYPES}
-    return {day: check_in_from_event_data(data_of[r.source_id]) for day, r in latest_reports(events).items()}
+class RevocationReason(StrEnum):
+    """Why a ``streak.milestone_revoked`` was emitted: the kind of change that made it untrue."""
+
+    REPORT_RECORDED = "report_recorded"
+    REPORT_CORRECTED = "report_corrected"
+    REPORT_WITHDRAWN = "report_withdrawn"
+    SETTINGS_CHANGED = "settings_changed"
+    COMMITMENT_CHANGED = "commitment_changed"
+    """The commitment's terms as this service learnt them (e.g. it was ended), seen by the scheduler."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a command decided: `events` to append (in order), the `state` once they are, and
+    the streak and the at-risk reasons as of the command's instant (the snapshot's figures)."""
+
+    events: list[NewEvent]
+    state: CommitmentState
+    streak: Streak
+    risk_reasons: tuple[str, ...]
 
 
 def streak_of(
-    commitment: KnownCommitment, check_ins: Mapping[date, CheckIn], settings: TenantSettings, today: date
+    commitment: KnownCommitment, outcomes: Mapping[date, Outcome], settings: TenantSettings, today: date
 ) -> Streak:
-    """The commitment's streak as of its local ``today``, from the standing report of each day."""
+    """The commitment's streak as of its local ``today``, from the outcome standing for each
+    reported day (`CommitmentState.outcomes`, or the check-in rows)."""
     return compute_streak(
-        {day: check_in.outcome for day, check_in in check_ins.items()},
+        outcomes,
         starts_on=commitment.starts_on,
         ends_on=commitment.last_day,
         today=today,
@@ -102,182 +145,215 @@ def streak_of(
     )
 
 
+def first_deadline(commitment: KnownCommitment, settings: TenantSettings) -> datetime:
+    """When the commitment's first check-in is overdue: the deadline of its first day that
+    counts (its start, or the day it was created if it started earlier)."""
+    created_on = local_today(commitment.timezone, commitment.created_at)
+    first = max(commitment.starts_on, created_on)
+    return missed_deadline(commitment.timezone, first, settings.missed_check_in_grace_hours)
+
+
 def standing_risk(
     commitment: KnownCommitment, check_ins: Iterable[CheckIn], settings: TenantSettings, now: datetime
 ) -> RiskAssessment:
-    """Whether the client is at risk at `now`: only an active commitment can be."""
+    """Whether the client is at risk at `now` (`check_ins`: the standing reports, or at least
+    those `CommitmentState.recent_check_ins` gives), as the coach sees it: only an active
+    commitment can be."""
     if commitment.status_at(now) is not CommitmentStatus.ACTIVE:
         return RiskAssessment(at_risk=False, reasons=())
     return assess_risk(check_ins, commitment.today(now), settings.at_risk, starts_on=commitment.starts_on)
 
 
-@dataclass(frozen=True)
-class CheckInHistory:
-    """What a commitment's stream says, folded once (see the module docstring)."""
+def assess(
+    commitment: KnownCommitment, state: CommitmentState, settings: TenantSettings, now: datetime
+) -> tuple[Streak, RiskAssessment]:
+    """The streak and the at-risk standing that `state` makes true at `now`."""
+    today = commitment.today(now)
+    streak = streak_of(commitment, state.outcomes(), settings, today)
+    return streak, standing_risk(commitment, state.recent_check_ins(today, settings.at_risk), settings, now)
 
-    version: int
-    check_ins: Mapping[date, CheckIn]
-    milestones_told: frozenset[tuple[int, date]]  # (threshold, run start) of each milestone_reached
-    missed_told: frozenset[date]
-    risk_reasons: tuple[str, ...]  # the standing the last client.at_risk told
 
-    @classmethod
-    def of(cls, events: Sequence[CheckInEvent]) -> CheckInHistory:
-        milestones: set[tuple[int, date]] = set()
-        missed: set[date] = set()
-        risk: tuple[str, ...] = ()
-        for event in events:
-            if event.type == STREAK_MILESTONE_REACHED:
-                milestones.add((event.data["milestone"], date.fromisoformat(event.data["run_started_on"])))
-            elif event.type == CHECKIN_MISSED:
-                missed.add(date.fromisoformat(event.data["date"]))
-            elif event.type == CLIENT_AT_RISK:
-                risk = tuple(event.data.get("reasons", ()))
-        return cls(
-            version=events[-1].stream_version if events else 0,
-            check_ins=standing_check_ins(events),
-            milestones_told=frozenset(milestones),
-            missed_told=frozenset(missed),
-            risk_reasons=risk,
-        )
+# -- the commands ------------------------------------------------------------------------------
 
-    def record(
-        self, commitment: KnownCommitment, settings: TenantSettings, check_in: CheckIn, now: datetime
-    ) -> list[NewEvent]:
-        """The first report of a day: ``checkin.recorded`` and what it causes."""
-        _validate(check_in, commitment, settings, now)
-        if check_in.day in self.check_ins:
-            raise DayAlreadyReported(check_in.day)
-        data = checkin_recorded_data(
-            commitment_id=commitment.commitment_id, member_id=commitment.member_id, check_in=check_in
-        )
-        return self._report(CHECKIN_RECORDED, data, check_in, commitment, settings, now)
 
-    def correct(
-        self, commitment: KnownCommitment, settings: TenantSettings, check_in: CheckIn, now: datetime
-    ) -> list[NewEvent]:
-        """A later report replacing a day's: ``checkin.corrected`` and what it causes."""
-        _validate(check_in, commitment, settings, now)
-        previous = self.check_ins.get(check_in.day)
-        if previous is None:
-            raise DayNotReported()
-        data = checkin_corrected_data(
-            commitment_id=commitment.commitment_id,
-            member_id=commitment.member_id,
-            check_in=check_in,
-            previous=previous,
-        )
-        return self._report(CHECKIN_CORRECTED, data, check_in, commitment, settings, now)
+def record(
+    state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings, check_in: CheckIn, now: datetime
+) -> Decision:
+    """The first report of a day: ``checkin.recorded`` and what it changes."""
+    _validate(check_in, commitment, settings, now)
+    if state.reported(check_in.day):
+        raise DayAlreadyReported(check_in.day)
+    data = checkin_recorded_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id,
+                                 check_in=check_in)
+    return _report(state, NewEvent(CHECKIN_RECORDED, data, occurred_at=now), check_in, commitment, settings, now,
+                   RevocationReason.REPORT_RECORDED)
 
-    def pass_time(self, commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> list[NewEvent]:
-        """What the passing of time made true by `now`: days missed, milestones reached by
-        days ending, a change of at-risk standing. Nothing once the commitment has ended."""
-        if commitment.recorded_status == CommitmentStatus.ENDED:
-            return []
-        return derive_facts(self, commitment, settings, now, include_missed=True)[1]
 
-    def after(self, check_in: CheckIn) -> dict[date, CheckIn]:
-        """The standing reports once `check_in` is recorded (it replaces its day's)."""
-        return {**self.check_ins, check_in.day: check_in}
+def correct(
+    state: CommitmentState,
+    commitment: KnownCommitment,
+    settings: TenantSettings,
+    check_in: CheckIn,
+    now: datetime,
+    *,
+    if_match: int | None = None,
+    day_version: int | None = None,
+) -> Decision:
+    """A later report replacing a day's: ``checkin.corrected`` and what it changes.
+    `if_match`: the day's version the caller decided on; `day_version`: the day's current one."""
+    _validate(check_in, commitment, settings, now)
+    previous = _standing_report(state, check_in.day, if_match, day_version)
+    data = checkin_corrected_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id,
+                                  check_in=check_in, previous=previous)
+    return _report(state, NewEvent(CHECKIN_CORRECTED, data, occurred_at=now), check_in, commitment, settings, now,
+                   RevocationReason.REPORT_CORRECTED)
 
-    def _report(
-        self,
-        type_: str,
-        data: dict[str, Any],
-        check_in: CheckIn,
-        commitment: KnownCommitment,
-        settings: TenantSettings,
-        now: datetime,
-    ) -> list[NewEvent]:
-        # The report carries the streak it results in, so a webhook needs no lookup.
-        after, derived = derive_facts(self, commitment, settings, now, report=check_in)
-        return [NewEvent(type_, {**data, **after.as_json()}, occurred_at=now), *derived]
+
+def withdraw(
+    state: CommitmentState,
+    commitment: KnownCommitment,
+    settings: TenantSettings,
+    day: date,
+    now: datetime,
+    *,
+    if_match: int | None = None,
+    day_version: int | None = None,
+) -> Decision:
+    """A day's report taken back (the day is unreported again): ``checkin.withdrawn`` and
+    what it changes. The same days as a correction may be withdrawn."""
+    terms = commitment.terms(now)
+    require_own_day(day, terms)
+    violations = day_violations(day, terms, commitment.today(now), settings.backdate_days)
+    if violations:
+        raise CheckInRejected(violations)
+    previous = _standing_report(state, day, if_match, day_version)
+    data = checkin_withdrawn_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id, day=day,
+                                  previous=previous)
+    return _report(state, NewEvent(CHECKIN_WITHDRAWN, data, occurred_at=now), None, commitment, settings, now,
+                   RevocationReason.REPORT_WITHDRAWN)
+
+
+def pass_time(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings,
+              now: datetime) -> Decision:
+    """What the passing of time (and what the inbox learnt of the commitment) made true by
+    `now`: days missed, milestones of days that ended, a change of standing. An ended
+    commitment misses no more days."""
+    include_missed = commitment.recorded_status != CommitmentStatus.ENDED
+    return reconcile(state, state, commitment, settings, now, RevocationReason.COMMITMENT_CHANGED,
+                     include_missed=include_missed)
+
+
+def settle(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings,
+           now: datetime) -> Decision:
+    """What new settings (policy, milestones, thresholds, grace) make true of the commitment."""
+    return reconcile(state, state, commitment, settings, now, RevocationReason.SETTINGS_CHANGED)
 
 
 def _validate(check_in: CheckIn, commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> None:
-    validate_check_in(
-        check_in,
-        commitment=commitment.terms(now),
-        today=commitment.today(now),
-        backdate_days=settings.backdate_days,
-    )
+    validate_check_in(check_in, commitment=commitment.terms(now), today=commitment.today(now),
+                      backdate_days=settings.backdate_days)
 
 
-def derive_facts(
-    history: CheckInHistory,
+def _standing_report(state: CommitmentState, day: date, if_match: int | None, day_version: int | None) -> CheckIn:
+    """The report standing for `day`, which the caller means to replace or withdraw."""
+    previous = state.check_in(day)
+    if previous is None:
+        raise DayNotReported()
+    if if_match is not None:
+        require_version(if_match, day_version if day_version is not None else -1)
+    return previous
+
+
+def _report(
+    state: CommitmentState,
+    event: NewEvent,
+    report: CheckIn | None,
     commitment: KnownCommitment,
     settings: TenantSettings,
     now: datetime,
+    reason: RevocationReason,
+) -> Decision:
+    # The event carries the streak it results in, so a webhook needs no lookup.
+    after = state.after([event])
+    reconciled = reconcile(state, after, commitment, settings, now, reason, report=report)
+    told = NewEvent(event.type, {**event.data, **reconciled.streak.as_json()}, id=event.id, occurred_at=now)
+    return Decision([told, *reconciled.events], reconciled.state, reconciled.streak, reconciled.risk_reasons)
+
+
+# -- what the final state makes true -------------------------------------------------------------
+
+
+def reconcile(
+    before: CommitmentState,
+    after: CommitmentState,
+    commitment: KnownCommitment,
+    settings: TenantSettings,
+    now: datetime,
+    reason: RevocationReason,
     *,
     report: CheckIn | None = None,
     include_missed: bool = False,
-) -> tuple[Streak, list[NewEvent]]:
-    """The streak as of `now` (with `report`, a report about to be recorded, standing for
-    its day), and the facts it makes true that the history has not told yet: a slip the
-    report adds, milestones of the current run, a change of at-risk standing and, with
-    `include_missed`, the days whose deadline passed unreported.
+) -> Decision:
+    """The facts `after` (the state once the command's reports are folded) makes true as of
+    `now` that the stream has not told, or has told and are no longer true (see the module
+    docstring). `before`: the state the command decided on; `report`: the report it made.
 
     Every event carries the streak's figures, so a webhook needs no lookup.
     """
-    today = commitment.today(now)
-    check_ins = history.check_ins if report is None else history.after(report)
-    after = streak_of(commitment, check_ins, settings, today)
-    figures = after.as_json()
+    streak, assessment = assess(commitment, after, settings, now)
+    figures = streak.as_json()
     ids = {"commitment_id": commitment.commitment_id, "member_id": commitment.member_id}
     derived: list[NewEvent] = []
 
-    if report is not None:
-        reset = streak_reset(streak_of(commitment, history.check_ins, settings, today), after)
-        if reset is not None:
-            derived.append(
-                NewEvent(STREAK_RESET, {**streak_reset_data(**ids, reset=reset), **figures}, occurred_at=now)
-            )
+    def tell(type_: str, data: dict[str, Any], **over_figures: Any) -> None:
+        derived.append(NewEvent(type_, {**data, **figures, **over_figures}, occurred_at=now))
 
-    # Only the current run celebrates: a threshold an earlier run passed is history.
-    current = after.current_run
-    for hit in new_milestone_hits(None, after, already_emitted=history.milestones_told):
-        if current is None or hit.run_start != current.start:
+    if report is not None and report.outcome == Outcome.SLIPPED and before.outcome(report.day) != Outcome.SLIPPED \
+            and report.day in streak.slip_days:
+        ended = next((run for run in streak.runs if run.ended_by_slip_on == report.day), None)
+        tell(STREAK_RESET, streak_reset_data(**ids, reset=StreakReset(report.day, ended)))
+
+    true = {hit.key: hit for hit in streak.milestone_hits}
+    for threshold, run_start in sorted(after.milestones - true.keys(), key=lambda key: (key[1], key[0])):
+        tell(STREAK_MILESTONE_REVOKED, milestone_revoked_data(
+            **ids, milestone=threshold, run_started_on=run_start, reason=str(reason)))
+    runs = {run.start: run for run in streak.runs}
+    for key, hit in true.items():
+        if key in after.milestones:
             continue
-        derived.append(
-            NewEvent(STREAK_MILESTONE_REACHED, {**milestone_reached_data(**ids, hit=hit), **figures}, occurred_at=now)
-        )
+        run = runs[hit.run_start]
+        reported = after.reported_between(run.start, run.end)
+        # The run's days, not the streak's: CONTRACT v1.1 names them so in this event.
+        tell(STREAK_MILESTONE_REACHED, milestone_reached_data(**ids, hit=hit), reported_days=reported,
+             unreported_days=run.length - reported)
 
-    assessment = standing_risk(commitment, check_ins.values(), settings, now)
-    reasons = tuple(str(reason) for reason in assessment.reasons)
-    if reasons != history.risk_reasons:
-        data = {
-            **client_at_risk_data(**ids, assessment=assessment),
-            "at_risk": assessment.at_risk,
-            "previous_reasons": list(history.risk_reasons),
-            **figures,
-        }
-        derived.append(NewEvent(CLIENT_AT_RISK, data, occurred_at=now))
+    reasons = tuple(str(r) for r in assessment.reasons)
+    # Partners hear of a standing once the commitment's first check-in was due: a commitment
+    # just made (backdated, say) has not had the chance to miss anything yet. The coach sees
+    # the reasons at once (the snapshot's); the scheduler tells them at the first deadline.
+    told = reasons if now >= first_deadline(commitment, settings) else ()
+    if told != after.standing:
+        told_assessment = assessment if told else RiskAssessment(at_risk=False, reasons=())
+        tell(CLIENT_AT_RISK, {**client_at_risk_data(**ids, assessment=told_assessment),
+                              "at_risk": told_assessment.at_risk, "previous_reasons": list(after.standing)})
 
     if include_missed:
         # Days before the commitment was known to anyone are not "missed": a commitment
         # backdated 300 days must not start with 300 reminders.
-        created_on = local_today(commitment.timezone, commitment.created_at)
         grace = settings.missed_check_in_grace_hours
         for day in missed_days(
-            reported_days=check_ins.keys(),
+            reported_days=after.reported_days(),
             starts_on=commitment.starts_on,
             ends_on=commitment.last_day,
             tz=commitment.timezone,
             now=now,
             grace_hours=grace,
-            not_before=max(commitment.starts_on, created_on),
+            not_before=max(commitment.starts_on, local_today(commitment.timezone, commitment.created_at)),
         ):
-            if day in history.missed_told:
-                continue
-            deadline = missed_deadline(commitment.timezone, day, grace)
-            derived.append(
-                NewEvent(
-                    CHECKIN_MISSED,
-                    {**missed_check_in_data(**ids, day=day, deadline=deadline), **figures},
-                    occurred_at=now,
-                )
-            )
-    return after, derived
+            if day not in after.missed:
+                tell(CHECKIN_MISSED, missed_check_in_data(
+                    **ids, day=day, deadline=missed_deadline(commitment.timezone, day, grace)))
+    return Decision(derived, after.after(derived), streak, reasons)
 
 
 def next_due(commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> datetime:
@@ -292,6 +368,45 @@ def next_due(commitment: KnownCommitment, settings: TenantSettings, now: datetim
     candidates = [
         day_bounds(commitment.timezone, today)[1],  # the day ends: streak, risk, milestones move
         missed_deadline(commitment.timezone, today - timedelta(days=1), grace),
-        missed_deadline(commitment.timezone, today, grace),
+        missed_deadline(commitment.timezone, today, grace),  # on the first day: the first deadline
     ]
     return min(c for c in candidates if c > now)
+
+
+# -- the runs (GET .../runs) -----------------------------------------------------------------------
+
+
+def run_history(
+    commitment: KnownCommitment, state: CommitmentState, settings: TenantSettings, now: datetime
+) -> list[dict[str, Any]]:
+    """Every run of the streak as of `now`, oldest first (CONTRACT v1.1): the runs
+    ``longest_days`` is taken from, each with the milestones it reached.
+
+    ``ended_by``: ``"slip"``, ``"unreported"`` (the ``verified`` policy: an unreported day
+    ended it), ``"commitment_end"`` (the commitment's last day is over, or it was ended), or
+    null while the run goes on (then ``ended_on`` is null too).
+    """
+    today = commitment.today(now)
+    streak = streak_of(commitment, state.outcomes(), settings, today)
+    last = commitment.last_day
+    over = last is not None and (last < today or commitment.recorded_status == CommitmentStatus.ENDED)
+    return [_run_json(run, state, settings, over and run.end == streak.counted_through) for run in streak.runs]
+
+
+def _run_json(
+    run: Run, state: CommitmentState, settings: TenantSettings, ended_with_commitment: bool
+) -> dict[str, Any]:
+    if run.ended_by_slip_on is not None:
+        ended_by: str | None = "slip"
+    elif run.ended_by_unreported_on is not None:
+        ended_by = "unreported"
+    else:
+        ended_by = "commitment_end" if ended_with_commitment else None
+    return {
+        "started_on": run.start.isoformat(),
+        "ended_on": None if ended_by is None else run.end.isoformat(),
+        "days": run.length,
+        "ended_by": ended_by,
+        "reported_days": state.reported_between(run.start, run.end),
+        "milestones": [t for t in settings.milestones if t <= run.length],
+    }

@@ -109,7 +109,9 @@ def client_at_risk_data(
     *, commitment_id: str, member_id: str, assessment: RiskAssessment
 ) -> dict[str, object]:
     """Who and why of a ``client.at_risk`` event: ``commitment_id``, ``member_id``, ``reasons``
-    (codes); `derive_facts` adds ``at_risk``, ``previous_reasons`` and the streak figures."""
+    (codes); `history.reconcile` adds ``at_risk``, ``previous_reasons`` (the standing told
+    before) and the streak figures. Emitted only when the standing differs from the one told
+    before, and none before the commitment's first check-in deadline (CONTRACT v1.1)."""
     return {
         "commitment_id": commitment_id,
         "member_id": member_id,

@@ -32,13 +32,12 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.calendar import date_range
-
-from .checkins import CHECK_IN_EVENT_TYPES, Outcome
+from .checkins import CHECKIN_WITHDRAWN, DAY_EVENT_TYPES, Outcome
 
 __all__ = [
     "DEFAULT_MILESTONES",
     "STREAK_MILESTONE_REACHED",
+    "STREAK_MILESTONE_REVOKED",
     "STREAK_RESET",
     "CheckInEvent",
     "DayReport",
@@ -53,6 +52,7 @@ __all__ = [
     "fold_streak",
     "latest_reports",
     "milestone_reached_data",
+    "milestone_revoked_data",
     "new_milestone_hits",
     "normalize_milestones",
     "report_from_event",
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 STREAK_MILESTONE_REACHED = "streak.milestone_reached"
+STREAK_MILESTONE_REVOKED = "streak.milestone_revoked"
 STREAK_RESET = "streak.reset"
 
 DEFAULT_MILESTONES: tuple[int, ...] = (1, 3, 7, 14, 21, 30, 60, 90, 180, 365)
@@ -103,15 +104,17 @@ def _outcome(value: str) -> Outcome:
 
 @dataclass(frozen=True, slots=True)
 class DayReport:
-    """The report that currently stands for one day, and which event said so.
+    """What currently stands for one day, and which event said so.
 
+    ``outcome`` is None when that event was a withdrawal (``checkin.withdrawn``): the day
+    is unreported, and the withdrawal still outranks every older report of the day.
     ``source_id`` is the event's id as the event carries it (a UUID for stored events);
     ``event_id`` is its string form, computed only when asked for: a fold of thousands of
     events compares versions, and needs the string only for an (impossible) tie.
     """
 
     day: date
-    outcome: Outcome
+    outcome: Outcome | None
     stream_version: int
     source_id: object
 
@@ -127,18 +130,20 @@ class DayReport:
 
 
 def report_from_event(event: CheckInEvent) -> DayReport | None:
-    """The day report an event carries, or None for events that are not check-ins."""
-    if event.type not in CHECK_IN_EVENT_TYPES:
+    """What an event says of its day (a report, or a withdrawal), or None for other events."""
+    if event.type not in DAY_EVENT_TYPES:
         return None
     data = event.data
-    return DayReport(date.fromisoformat(data["date"]), _outcome(data["outcome"]), event.stream_version, event.id)
+    outcome = None if event.type == CHECKIN_WITHDRAWN else _outcome(data["outcome"])
+    return DayReport(date.fromisoformat(data["date"]), outcome, event.stream_version, event.id)
 
 
 def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[date, DayReport]:
     """A new day->report mapping with ``event`` folded in; ``reports`` is not changed.
 
     Idempotent (a redelivered event changes nothing) and order-independent (any
-    sequence of the same events ends with the same mapping).
+    sequence of the same events ends with the same mapping): a withdrawn day stays in the
+    mapping with outcome None, so an older report applied later cannot bring it back.
     """
     result = dict(reports)
     report = report_from_event(event)
@@ -151,9 +156,10 @@ def apply_event(reports: Mapping[date, DayReport], event: CheckInEvent) -> dict[
 
 
 def latest_reports(events: Iterable[CheckInEvent]) -> dict[date, DayReport]:
-    """The standing report of every reported day, whatever order ``events`` come in."""
+    """The standing report of every reported day, whatever order ``events`` come in (a day
+    whose latest event is a withdrawal is unreported: not in the result)."""
     result: dict[date, DayReport] = {}
-    types = CHECK_IN_EVENT_TYPES
+    types = DAY_EVENT_TYPES
     for event in events:
         # report_from_event and DayReport.supersedes inlined: this loop is the rebuild's hot path.
         if event.type not in types:
@@ -167,8 +173,9 @@ def latest_reports(events: Iterable[CheckInEvent]) -> dict[date, DayReport]:
             or (version == standing.stream_version and str(event.id) <= str(standing.source_id))
         ):
             continue
-        result[day] = DayReport(day, _outcome(data["outcome"]), version, event.id)
-    return result
+        outcome = None if event.type == CHECKIN_WITHDRAWN else _outcome(data["outcome"])
+        result[day] = DayReport(day, outcome, version, event.id)
+    return {day: report for day, report in result.items() if report.outcome is not None}
 
 
 @dataclass(frozen=True)
@@ -307,48 +314,21 @@ def compute_streak(
     """The streak from the standing outcome of each reported day (see the module rules).
 
     ``today`` is the local date in the commitment's zone; days outside
-    ``starts_on``..``counted_through`` are ignored.
+    ``starts_on``..``counted_through`` are ignored. The work grows with the reported days,
+    not with the calendar: a command on a year-old commitment computes this every time.
     """
     policy = StreakPolicy(policy)
     thresholds = normalize_milestones(milestones)
     through = counted_through(starts_on, ends_on, today, today_reported=today in outcomes)
 
-    runs: list[Run] = []
-    slip_days: list[date] = []
-    kept = unreported = 0
-    last_check_in: date | None = None
-    run_start: date | None = None
-    days = date_range(starts_on, through) if through is not None else iter(())
-    # Members looked up once: enum attribute access is not free on Python 3.11.
-    kept_outcome, slipped_outcome = Outcome.KEPT, Outcome.SLIPPED
-    verified = policy == StreakPolicy.VERIFIED
-    for day in days:
-        outcome = outcomes.get(day)
-        if outcome is None:
-            unreported += 1
-        else:
-            last_check_in = day
-            if outcome == kept_outcome:
-                kept += 1
-            else:
-                slip_days.append(day)
-        breaks_run = outcome == slipped_outcome or (outcome is None and verified)
-        if not breaks_run:
-            if run_start is None:
-                run_start = day
-            continue
-        if run_start is not None:
-            runs.append(
-                Run(
-                    start=run_start,
-                    end=day - timedelta(days=1),
-                    ended_by_slip_on=day if outcome == Outcome.SLIPPED else None,
-                    ended_by_unreported_on=day if outcome is None else None,
-                )
-            )
-            run_start = None
-    if run_start is not None and through is not None:
-        runs.append(Run(start=run_start, end=through))
+    counted = [] if through is None else sorted(
+        (day, outcome) for day, outcome in outcomes.items() if starts_on <= day <= through
+    )
+    slip_days = [day for day, outcome in counted if outcome != Outcome.KEPT]
+    if policy == StreakPolicy.VERIFIED:
+        runs = _verified_runs(counted, through)
+    else:
+        runs = _runs_between_slips(slip_days, starts_on, through)
 
     current = runs[-1] if runs and runs[-1].end == through else None
     current_days = current.length if current is not None else 0
@@ -368,12 +348,12 @@ def compute_streak(
         policy=policy,
         current_days=current_days,
         longest_days=max((run.length for run in runs), default=0),
-        kept_days=kept,
+        kept_days=len(counted) - len(slip_days),
         slipped_days=len(slip_days),
-        unreported_days=unreported,
+        unreported_days=0 if through is None else (through - starts_on).days + 1 - len(counted),
         streak_started_on=current.start if current is not None else None,
         last_slip_on=slip_days[-1] if slip_days else None,
-        last_check_in_on=last_check_in,
+        last_check_in_on=counted[-1][0] if counted else None,
         milestones_reached=tuple(t for t in thresholds if t <= current_days),
         next_milestone=next((t for t in thresholds if t > current_days), None),
         counted_through=through,
@@ -381,6 +361,42 @@ def compute_streak(
         milestone_hits=hits,
         slip_days=tuple(slip_days),
     )
+
+
+_DAY = timedelta(days=1)
+
+
+def _runs_between_slips(slip_days: Sequence[date], starts_on: date, through: date | None) -> list[Run]:
+    """``since_last_slip``: every counted day that is not a slip belongs to a run."""
+    runs = []
+    start = starts_on
+    for slip in slip_days:
+        if slip > start:
+            runs.append(Run(start=start, end=slip - _DAY, ended_by_slip_on=slip))
+        start = slip + _DAY
+    if through is not None and start <= through:
+        runs.append(Run(start=start, end=through))
+    return runs
+
+
+def _verified_runs(counted: Sequence[tuple[date, Outcome]], through: date | None) -> list[Run]:
+    """``verified``: runs are consecutive reported kept days; the day after each is a slip
+    or unreported (or the run reaches the last counted day)."""
+    runs = []
+    start = last = None
+    for day, outcome in counted:
+        if start is not None and last is not None and (outcome != Outcome.KEPT or day != last + _DAY):
+            after = last + _DAY
+            runs.append(Run(start=start, end=last, ended_by_slip_on=after if after == day and outcome != Outcome.KEPT
+                            else None, ended_by_unreported_on=None if after == day else after))
+            start = None
+        if outcome == Outcome.KEPT and start is None:
+            start = day
+        last = day
+    if start is not None and last is not None:
+        runs.append(Run(start=start, end=last) if last == through
+                    else Run(start=start, end=last, ended_by_unreported_on=last + _DAY))
+    return runs
 
 
 def fold_streak(
@@ -462,6 +478,11 @@ def milestone_reached_data(*, commitment_id: str, member_id: str, hit: Milestone
     number of the run in the commitment's history; can grow if a backdated slip splits
     an earlier run), ``reached_on`` (the local day the run attained the threshold).
     ``(commitment_id, milestone, run_started_on)`` identifies the hit.
+    `history.reconcile` adds the streak figures, and ``reported_days`` and
+    ``unreported_days`` of the run (CONTRACT v1.1) as it stands when the event is emitted
+    (reported kept, and unreported counted as kept under ``since_last_slip``; they sum to
+    the run's length then). Here ``unreported_days`` is the run's, not the streak's figure
+    of the same name that the other events carry.
     """
     return {
         "commitment_id": commitment_id,
@@ -470,6 +491,29 @@ def milestone_reached_data(*, commitment_id: str, member_id: str, hit: Milestone
         "run_started_on": hit.run_start.isoformat(),
         "attempt": hit.attempt,
         "reached_on": hit.reached_on.isoformat(),
+    }
+
+
+def milestone_revoked_data(
+    *, commitment_id: str, member_id: str, milestone: int, run_started_on: date, reason: str
+) -> dict[str, Any]:
+    """The ``data`` of a ``streak.milestone_revoked`` event: a ``streak.milestone_reached``
+    that the commitment's reports, as they now stand, no longer make true.
+
+    Fields: ``commitment_id``, ``member_id``, ``milestone`` and ``run_started_on`` (the
+    key of the ``streak.milestone_reached`` it takes back), ``reason`` (what made it
+    untrue, a `history.RevocationReason`: ``report_recorded``, ``report_corrected``,
+    ``report_withdrawn``, ``settings_changed``, ``commitment_changed``);
+    `history.reconcile` adds the streak figures. For every commitment, reached minus
+    revoked, keyed by (milestone, run_started_on), equals the milestones of
+    ``GET .../runs``. A run a later slip ended keeps its milestones: it was that long.
+    """
+    return {
+        "commitment_id": commitment_id,
+        "member_id": member_id,
+        "milestone": milestone,
+        "run_started_on": run_started_on.isoformat(),
+        "reason": reason,
     }
 
 

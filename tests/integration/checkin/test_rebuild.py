@@ -91,14 +91,22 @@ def test_incremental_equals_rebuild_and_the_fold(engine: Engine, ops, policy: st
         conn.execute(delete(tables.check_ins).where(tables.check_ins.c.commitment_id == cid))
         for event in shuffled:
             apply_check_in_event(conn, event)
-        refresh_streak(conn, commitment, NOW, tenant_settings)
+        refresh_streak(conn, cid, NOW)
     assert snapshot(engine) == before
 
-    # Each derived fact once: no milestone key or missed day twice in the stream.
+    # Each derived fact once: a milestone key is reached again only after it was revoked
+    # (CONTRACT v1.1: a correction can make it untrue, a later one true again), a missed day once.
     with read(engine) as conn:
         stream = read_stream(conn, f"checkin-{cid}")
-    keys = [(e.data["milestone"], e.data["run_started_on"]) for e in stream if e.type == "streak.milestone_reached"]
-    assert len(keys) == len(set(keys))
+    told: dict[tuple[int, str], list[str]] = {}
+    for e in stream:
+        if e.type in ("streak.milestone_reached", "streak.milestone_revoked"):
+            told.setdefault((e.data["milestone"], e.data["run_started_on"]), []).append(e.type.rsplit(".", 1)[1])
+    for key, sequence in told.items():
+        assert sequence == ["milestone_reached", "milestone_revoked"] * (len(sequence) // 2) + \
+            ["milestone_reached"] * (len(sequence) % 2), (key, sequence)
+    missed = [e.data["date"] for e in stream if e.type == "checkin.missed"]
+    assert len(missed) == len(set(missed))
 
 
 def test_cli_rebuild_reports_events_per_second(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ or higher version than other days' reports, and arrive in any order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -17,13 +18,16 @@ from services.checkin.domain.checkins import Outcome
 from services.checkin.domain.streaks import (
     DEFAULT_MILESTONES,
     DayReport,
+    Run,
     Streak,
     StreakPolicy,
     apply_event,
     compute_streak,
+    counted_through,
     fold_streak,
     new_milestone_hits,
 )
+from shared.calendar import date_range
 from shared.events import RecordedEvent
 from tests.unit.checkin.factories import event
 
@@ -201,3 +205,50 @@ def test_fold_agrees_with_a_day_by_day_model(case: Case) -> None:
 @given(case=cases())
 def test_rebuilding_gives_the_same_document(case: Case) -> None:
     assert case.fold(case.events).as_json("c") == case.fold(list(reversed(case.events))).as_json("c")
+
+
+def walk_runs(
+    outcomes: Mapping[date, Outcome], *, starts_on: date, through: date | None, policy: StreakPolicy
+) -> tuple[tuple[Run, ...], tuple[date, ...], int, int, date | None]:
+    """The runs, slips, kept and unreported days and the last check-in as `compute_streak` first
+    found them, walking every calendar day: the reference for the computation that visits
+    only the reported days."""
+    runs: list[Run] = []
+    slip_days: list[date] = []
+    kept = unreported = 0
+    last_check_in: date | None = None
+    run_start: date | None = None
+    for day in date_range(starts_on, through) if through is not None else ():
+        outcome = outcomes.get(day)
+        if outcome is None:
+            unreported += 1
+        else:
+            last_check_in = day
+            if outcome == Outcome.KEPT:
+                kept += 1
+            else:
+                slip_days.append(day)
+        if not (outcome == Outcome.SLIPPED or (outcome is None and policy == StreakPolicy.VERIFIED)):
+            if run_start is None:
+                run_start = day
+            continue
+        if run_start is not None:
+            runs.append(Run(start=run_start, end=day - timedelta(days=1),
+                            ended_by_slip_on=day if outcome == Outcome.SLIPPED else None,
+                            ended_by_unreported_on=day if outcome is None else None))
+            run_start = None
+    if run_start is not None and through is not None:
+        runs.append(Run(start=run_start, end=through))
+    return tuple(runs), tuple(slip_days), kept, unreported, last_check_in
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_compute_streak_equals_the_day_by_day_walk(case: Case) -> None:
+    outcomes = case.standing()
+    s = compute_streak(outcomes, starts_on=START, ends_on=case.ends_on, today=case.today, policy=case.policy,
+                       milestones=case.milestones)
+    through = counted_through(START, case.ends_on, case.today, today_reported=case.today in outcomes)
+    assert s.counted_through == through
+    assert (s.runs, s.slip_days, s.kept_days, s.unreported_days, s.last_check_in_on) == walk_runs(
+        outcomes, starts_on=START, through=through, policy=case.policy)

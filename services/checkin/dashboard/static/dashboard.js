@@ -6,14 +6,16 @@ import {
   channelText,
   daysBetween,
   daysToNextMilestone,
-  commitmentHistory,
   longDate,
+  milestonesReached,
   normaliseClients,
   parseDay,
   reasonText,
   relativeDay,
   reportsByDay,
+  runsOf,
   shortDate,
+  slipsOf,
   todayIn,
   tokenClaims,
   weekday,
@@ -33,7 +35,6 @@ const state = {
   timer: null,
   detail: null, // commitment id shown in the detail view
   detailSignature: null,
-  settings: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -387,16 +388,6 @@ function findCommitment(id) {
   return null;
 }
 
-async function loadSettings() {
-  if (state.settings !== null) return state.settings;
-  try {
-    state.settings = await api("/v1/settings");
-  } catch {
-    state.settings = {}; // not every role may read settings; the defaults then apply
-  }
-  return state.settings;
-}
-
 function startOfCounting(streak) {
   // Every day from starts_on to counted_through is kept, slipped or unreported, so the
   // counts give the first day back even though the streak document does not name it.
@@ -408,19 +399,15 @@ async function loadDetail(id) {
   if (!state.clients.length) state.clients = normaliseClients(await api(`/v1/coaches/${encodeURIComponent(state.coachId)}/clients`));
   const c = findCommitment(id);
   const base = `/v1/commitments/${encodeURIComponent(id)}`;
-  const [streak, checkIns, settings] = await Promise.all([api(`${base}/streak`), allPages(`${base}/check-ins`), loadSettings()]);
+  // The runs and their milestones are the service's (GET .../runs): the page derives none.
+  const [streak, checkIns, runsJson] = await Promise.all([api(`${base}/streak`), allPages(`${base}/check-ins`), api(`${base}/runs`)]);
   const reports = reportsByDay(checkIns);
   const days = Object.keys(reports).sort();
   const timezone = c?.timezone || streak.timezone || null;
   const today = todayIn(timezone) || streak.as_of || c?.today || days[days.length - 1];
   const startsOn = c?.startsOn || streak.starts_on || startOfCounting(streak) || days[0] || today;
-  const past = commitmentHistory(reports, {
-    startsOn,
-    endsOn: c?.endsOn || null,
-    today,
-    policy: streak.policy || settings.streak_policy,
-    milestones: settings.milestones,
-  });
+  const runs = runsOf(runsJson);
+  const past = { runs, slips: slipsOf(reports), reached: milestonesReached(runs) };
   const model = { c, streak, reports, today, startsOn, past };
   const signature = JSON.stringify(model);
   if (signature === state.detailSignature) return;

@@ -2,8 +2,6 @@
 // strings of the member's own calendar; arithmetic on them is done in UTC so that a
 // daylight-saving change in the coach's zone never shifts a member's day.
 
-export const DEFAULT_MILESTONES = [1, 3, 7, 14, 21, 30, 60, 90, 180, 365];
-
 const RELATIONSHIPS = {
   romantic: "romantic", family: "family", friend: "friend", professional: "professional", other: "other",
 };
@@ -223,41 +221,36 @@ export function reportsByDay(json) {
   return byDay;
 }
 
+/** The slipped days among the reports, oldest first, with what a coach may see of each. */
+export function slipsOf(reports) {
+  return Object.keys(reports)
+    .filter((day) => reports[day].outcome === "slipped")
+    .sort()
+    .map((day) => ({ date: day, ...reports[day].slip, urge: reports[day].urge }));
+}
+
 /**
- * Runs, slips and milestones of one commitment, as the streak rules define them: days from
- * `startsOn` to the last counted day (today once reported, else yesterday; or `endsOn`);
- * a slip ends a run; under `verified` an unreported day ends it too.
+ * The runs endpoint's JSON (`GET .../runs`: the service's own streak rules, oldest first) →
+ * [{start, end, length, endedBy, reportedDays, milestones}]; `end` and `endedBy` are null
+ * while the run goes on. The page never derives runs itself: they are the server's.
  */
-export function commitmentHistory(reports, { startsOn, endsOn, today, policy = "since_last_slip", milestones = DEFAULT_MILESTONES }) {
-  let last = today;
-  if (endsOn && endsOn < last) last = endsOn;
-  if (last === today && !reports[today]) last = addDays(today, -1);
-  const runs = [];
-  const slips = [];
-  let run = null;
-  const close = (endedBy, on) => {
-    if (run) runs.push({ ...run, length: daysBetween(run.start, run.end) + 1, endedBy, endedOn: on });
-    run = null;
-  };
-  for (let day = startsOn; day && day <= last; day = addDays(day, 1)) {
-    const report = reports[day];
-    if (report?.outcome === "slipped") {
-      slips.push({ date: day, ...report.slip, urge: report.urge });
-      close("slip", day);
-    } else if (!report && policy === "verified") {
-      close("unreported", day);
-    } else {
-      run = run ? { ...run, end: day } : { start: day, end: day };
-    }
-  }
-  close(null, null);
-  const thresholds = [...milestones].sort((a, b) => a - b);
+export function runsOf(json) {
+  const list = Array.isArray(json) ? json : pick(json, "items") || [];
+  return list.map((run) => ({
+    start: run.started_on,
+    end: run.ended_on ?? null,
+    length: Number(run.days ?? 0),
+    endedBy: run.ended_by ?? null,
+    reportedDays: Number(run.reported_days ?? 0),
+    milestones: Array.isArray(run.milestones) ? run.milestones : [],
+  }));
+}
+
+/** Every milestone the runs reached, with the day it was reached on, in the order reached. */
+export function milestonesReached(runs) {
   const reached = [];
-  for (const r of runs) {
-    for (const t of thresholds) {
-      if (r.length >= t) reached.push({ threshold: t, on: addDays(r.start, t - 1), runStart: r.start });
-    }
+  for (const run of runs) {
+    for (const threshold of run.milestones) reached.push({ threshold, on: addDays(run.start, threshold - 1), runStart: run.start });
   }
-  reached.sort((a, b) => (a.on < b.on ? -1 : a.on > b.on ? 1 : a.threshold - b.threshold));
-  return { runs, slips, reached, countedThrough: last };
+  return reached.sort((a, b) => (a.on < b.on ? -1 : a.on > b.on ? 1 : a.threshold - b.threshold));
 }
