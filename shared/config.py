@@ -156,3 +156,28 @@ def flag(name: str, default: bool = False) -> bool:
     if value is None:
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# -- rate limits (shared.ratelimit) --------------------------------------------------------
+
+
+def rate_limit_per_minute() -> int:
+    """Requests per minute per credential and service (0: no limit)."""
+    return int(os.environ.get("NOCONTACT_RATE_LIMIT_PER_MINUTE", "600"))
+
+
+def rate_limit_burst() -> int:
+    """Requests a credential may send at once (0 or unset: the per-minute figure)."""
+    return max(int(os.environ.get("NOCONTACT_RATE_LIMIT_BURST") or 0), 0)
+
+
+def auth_failures_per_minute() -> int:
+    """Failed authentications per minute per client address and service, also the burst
+    (0: no limit)."""
+    return int(os.environ.get("NOCONTACT_AUTH_FAILURES_PER_MINUTE", "60"))
+
+
+def trusted_proxies() -> int:
+    """How many reverse proxies in front of the APIs append to X-Forwarded-For (0: none, the
+    peer address is the client's)."""
+    return max(int(os.environ.get("NOCONTACT_TRUSTED_PROXIES") or 0), 0)

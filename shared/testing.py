@@ -177,8 +177,9 @@ def bearer(credential: str) -> dict[str, str]:
 def eventually(request: Callable[[], Any], expected_status: int, timeout: float = 15.0) -> Any:
     """Repeat an HTTP request until it answers `expected_status`.
 
-    Credentials and commitments reach the other services over the bus, so a first answer
-    of 401 or 404 there is expected; returns the matching response.
+    Commitments reach the other services over the bus, so a first answer of 404 there is
+    expected (credentials count everywhere at once: `shared.auth`); returns the matching
+    response.
     """
     last: list[Any] = []
 
