@@ -53,6 +53,32 @@ def database_url(service: str | None = None) -> str:
     return f"sqlite:///{var_dir() / 'nocontact.sqlite3'}"
 
 
+def migration_database_url(service: str | None = None) -> str:
+    """URL `nocontact migrate` connects with: the schema's owner. The services connect as a
+    role that may only do what they need (`shared.db.grant_app_role`); the owner may change
+    the schema, and so the append-only trigger, which the services' role may not.
+
+    NOCONTACT_<SERVICE>_MIGRATION_DATABASE_URL, else NOCONTACT_MIGRATION_DATABASE_URL, else
+    the service's own URL (the embedded and development setup: one role does everything).
+    """
+    if service:
+        own = os.environ.get(f"NOCONTACT_{service.upper()}_MIGRATION_DATABASE_URL")
+        if own:
+            return own
+    return os.environ.get("NOCONTACT_MIGRATION_DATABASE_URL") or database_url(service)
+
+
+def app_database_role(service: str | None = None) -> str | None:
+    """The role the service connects as, when it is not the one migrations run as: the
+    role `nocontact migrate` grants the service's privileges to (None: the same role)."""
+    from sqlalchemy import make_url
+
+    app, owner = make_url(database_url(service)), make_url(migration_database_url(service))
+    if app.get_backend_name() != "postgresql" or not app.username or app.username == owner.username:
+        return None
+    return app.username
+
+
 def broker_url() -> str:
     """Kombu URL; the default filesystem transport needs no server and spans processes."""
     url = os.environ.get("NOCONTACT_BROKER_URL")
