@@ -33,11 +33,19 @@ def main(debug: bool) -> None:
 
 @main.command("migrate")
 def migrate_command() -> None:
-    """Bring every service's database to the newest schema."""
-    urls = {config.database_url(service) for service in SERVICES}
-    for url in sorted(urls):
-        migrate(url)
-    click.echo(f"migrated {len(urls)} database(s)")
+    """Bring every service's database to the newest schema, as its owner
+    (NOCONTACT_MIGRATION_DATABASE_URL), granting the role each service connects as
+    (NOCONTACT_DATABASE_URL) only what it needs."""
+    plan: dict[str, set[str]] = {}
+    for service in SERVICES:
+        roles = plan.setdefault(config.migration_database_url(service), set())
+        role = config.app_database_role(service)
+        if role:
+            roles.add(role)
+    for url, roles in sorted(plan.items()):
+        migrate(url, app_roles=sorted(roles))
+    granted = sorted(set().union(*plan.values()))
+    click.echo(f"migrated {len(plan)} database(s)" + (f"; granted {', '.join(granted)}" if granted else ""))
 
 
 @main.command("run")

@@ -288,7 +288,7 @@ def import_definitions(management_url: str, definitions: dict[str, Any]) -> None
     response = httpx.post(
         management_url.rstrip("/") + "/api/definitions",
         json=definitions,
-        auth=(parts.userid or "guest", parts.password or "guest"),
+        auth=(parts.username or "guest", parts.password or "guest"),
         timeout=30,
     )
     if response.status_code >= 300:

@@ -1,42 +1,48 @@
-"""Credentials, accepted alike by every service.
+"""Credentials, accepted alike by every service, and honoured at once by every service.
 
-- The operator token (NOCONTACT_OPERATOR_TOKEN) creates tenants.
+- The operator token (NOCONTACT_OPERATOR_TOKEN) creates tenants and issues keys to them.
 - API keys (role admin, one tenant) are issued and revoked by the commitment service as
-  events (`api_key.issued`, `api_key.revoked`). Every service folds those events into its
-  own credentials read model (inline in the commitment service, from the bus in the
-  others), so a revocation reaches all three within the relay's latency and no service
-  reads another's tables. Keys are looked up by their SHA-256: they carry 256 random bits,
-  so a slow KDF would add latency to every request and no security.
-- Scoped tokens (role coach or member) are JWTs signed with NOCONTACT_SECRET_KEY: any
-  service verifies them without a lookup, and they expire.
+  events of the tenant's stream (`api_key.issued`, `api_key.revoked`). Keys are looked up
+  by their SHA-256: they carry 256 random bits, so a slow KDF would add latency to every
+  request and no security.
+- Scoped tokens (role coach or member) are JWTs signed with NOCONTACT_SECRET_KEY. Each
+  names the key that minted it (`key_id`) and has an id of its own (`jti`): revoking the
+  key revokes its tokens, and `token.revoked` revokes one token. A token without them
+  (minted before contract v1.1) is refused: it could not be revoked.
 
-Successful API-key lookups are remembered per process for NOCONTACT_AUTH_CACHE_TTL_S
-(default 0.25 s; 0 turns it off): the lookup was ~10% of a check-in request. The revocation
-bound stays: the bus takes ~100-200 ms to bring `api_key.revoked` to the other services, the
-cache adds at most the TTL, well within the 1 s the suite promises. The process that folds
-a revocation forgets the key at once (see `forget_api_key`); another process of the same
-service (a second gunicorn worker) may accept it for at most the TTL. Failures are never
-cached, so a newly issued key works as soon as its event is folded.
+Where a request's credential is checked (`admit`): in the event store itself, which every
+service may read (DESIGN), when the service shares the commitment service's database (the
+default): the tenant streams' events, through partial expression indexes on ``events``
+(migration security_0001), so a key issued or revoked counts on every service as soon as
+the commitment service's response has been sent. No process remembers a lookup: there is
+nothing to forget when a key is revoked. The same single statement spends the request
+from the credential's rate-limit bucket (`shared.ratelimit`), so checking the credential
+costs one round trip to PostgreSQL, as the key lookup alone did before.
+
+A service given a database of its own (NOCONTACT_<SERVICE>_DATABASE_URL) has no tenant
+events in it: it checks credentials against its credentials read model, which its consumer
+folds from the bus (`credentials_projection`). There a new key works, and a revocation
+counts, only once the bus has brought the event (typically well under a second): the
+contract's "at once" holds for the shared database only, and an operator who splits the
+databases trades it away.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import random
 import re
 import secrets
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, TextClause, insert, select, text, update
 
-from shared import config
+from shared import config, ratelimit
+from shared.db import read
 from shared.events import RecordedEvent
 from shared.problems import Problem
 from shared.projection import Projection
@@ -48,9 +54,10 @@ API_KEY_PREFIX = "nck_"
 _API_KEY_RANDOM_BYTES = 32
 _API_KEY_FORMAT = re.compile(r"nck_[A-Za-z0-9_-]{43}", re.ASCII)
 TOKEN_ALGORITHM = "HS256"
-# Roles a scoped token may carry. Admin power comes only from API keys: a token cannot be
-# revoked, so an admin token would be a standing key that survives every revocation.
+# Roles a scoped token may carry. Admin power comes only from API keys: an admin token
+# would be an admin credential that outlives the revocation of every key but its own.
 TOKEN_ROLES: tuple[str, ...] = ("coach", "member")
+TOKEN_REVOKED = "token.revoked"
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ def hash_api_key(api_key: str) -> str:
 class CredentialTables:
     tenants: Table
     api_keys: Table
+    revoked_tokens: Table
 
 
 def credential_tables(metadata: MetaData, service: str) -> CredentialTables:
@@ -127,47 +135,50 @@ def credential_tables(metadata: MetaData, service: str) -> CredentialTables:
         Column("issued_at", UtcDateTime(), nullable=False),
         Column("revoked_at", UtcDateTime()),
     )
-    return CredentialTables(tenants, api_keys)
+    revoked_tokens = Table(
+        f"{service}_revoked_tokens",
+        metadata,
+        Column("token_id", String(64), primary_key=True),
+        Column("tenant_id", String(64), nullable=False),
+        Column("key_id", String(64), nullable=False),
+        Column("expires_at", UtcDateTime(), nullable=False),
+        Column("revoked_at", UtcDateTime(), nullable=False),
+    )
+    return CredentialTables(tenants, api_keys, revoked_tokens)
+
+
+def _insert_once(conn: Connection, table: Table, key: str, values: dict[str, Any]) -> None:
+    """Insert the row unless one with the same `key` exists: folding an event twice (a
+    redelivery, a replay) changes nothing."""
+    column = table.c[key]
+    if conn.execute(select(column).where(column == values[key])).first() is None:
+        conn.execute(insert(table).values(**values))
 
 
 def credentials_projection(service: str, tables: CredentialTables) -> Projection:
     def apply(conn: Connection, event: RecordedEvent) -> None:
         data = event.data
         if event.type == "tenant.created":
-            exists = conn.execute(
-                select(tables.tenants.c.tenant_id).where(tables.tenants.c.tenant_id == data["tenant_id"])
-            ).first()
-            if not exists:
-                conn.execute(
-                    insert(tables.tenants).values(
-                        tenant_id=data["tenant_id"], name=data["name"], created_at=event.occurred_at
-                    )
-                )
+            _insert_once(conn, tables.tenants, "tenant_id", {
+                "tenant_id": data["tenant_id"], "name": data["name"], "created_at": event.occurred_at})
         elif event.type == "api_key.issued":
-            exists = conn.execute(
-                select(tables.api_keys.c.key_id).where(tables.api_keys.c.key_id == data["key_id"])
-            ).first()
-            if not exists:
-                conn.execute(
-                    insert(tables.api_keys).values(
-                        key_id=data["key_id"],
-                        tenant_id=event.tenant_id or data.get("tenant_id"),
-                        key_hash=data["key_hash"],
-                        prefix=data.get("prefix"),
-                        issued_at=event.occurred_at,
-                    )
-                )
+            _insert_once(conn, tables.api_keys, "key_id", {
+                "key_id": data["key_id"], "tenant_id": event.tenant_id or data.get("tenant_id"),
+                "key_hash": data["key_hash"], "prefix": data.get("prefix"), "issued_at": event.occurred_at})
         elif event.type == "api_key.revoked":
-            forget_api_key(data["key_id"])
             conn.execute(
                 update(tables.api_keys)
                 .where(tables.api_keys.c.key_id == data["key_id"], tables.api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=event.occurred_at)
             )
+        elif event.type == TOKEN_REVOKED:
+            _insert_once(conn, tables.revoked_tokens, "token_id", {
+                "token_id": data["token_id"], "tenant_id": data["tenant_id"], "key_id": data["key_id"],
+                "expires_at": datetime.fromisoformat(data["expires_at"]), "revoked_at": event.occurred_at})
 
     return Projection(
         name=f"{service}.credentials",
-        tables=[tables.api_keys, tables.tenants],
+        tables=[tables.api_keys, tables.tenants, tables.revoked_tokens],
         event_types=CREDENTIAL_EVENTS,
         apply=apply,
     )
@@ -176,163 +187,339 @@ def credentials_projection(service: str, tables: CredentialTables) -> Projection
 # -- tokens ----------------------------------------------------------------------------
 
 
-def encode_token(*, tenant_id: str, role: str, subject_id: str, expires_at: datetime,
-                 issued_at: datetime) -> str:
+class InvalidToken(Exception):
+    """Not a token this suite signed, or one that no longer (or never could) work."""
+
+
+@dataclass(frozen=True)
+class SignedToken:
+    """What a verified token says: whom it names, which key minted it, its own id."""
+
+    tenant_id: str
+    role: str
+    subject_id: str
+    key_id: str
+    token_id: str
+    expires_at: datetime
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(role=self.role, tenant_id=self.tenant_id, subject_id=self.subject_id)
+
+
+def encode_token(*, tenant_id: str, role: str, subject_id: str, key_id: str, token_id: str,
+                 expires_at: datetime, issued_at: datetime) -> str:
+    """A signed scoped token; `key_id` is the API key that mints it, `token_id` its own id."""
     payload = {
         "tid": tenant_id,
         "role": role,
         "sub": subject_id,
+        "key_id": key_id,
+        "jti": token_id,
         "iat": int(issued_at.timestamp()),
         "exp": int(expires_at.timestamp()),
     }
     return jwt.encode(payload, config.secret_key(), algorithm=TOKEN_ALGORITHM)
 
 
-def token_principal(token: str) -> Principal:
-    """The coach or member a scoped token names; a 401 problem when it is not a token this
-    suite signed, has expired, or claims something no issued token claims."""
+def read_token(token: str, *, allow_expired: bool = False) -> SignedToken:
+    """The claims of a token this suite signed; `InvalidToken` says why it is not one.
+
+    `allow_expired` reads an expired token too (to revoke it, which then changes nothing).
+    """
     try:
         claims = jwt.decode(
             token,
             config.secret_key(),
             algorithms=[TOKEN_ALGORITHM],
-            options={"require": ["exp", "iat", "sub", "tid", "role"]},
+            options={"require": ["exp", "iat", "sub", "tid", "role"], "verify_exp": not allow_expired},
         )
     except jwt.ExpiredSignatureError as error:
-        raise unauthorized("the token has expired") from error
+        raise InvalidToken("the token has expired") from error
     except jwt.PyJWTError as error:
-        raise unauthorized("the credential is not valid") from error
-    # Only coach and member tokens are ever issued. An "admin" token would be an admin
-    # credential that no revocation reaches (admin rights belong to revocable API keys).
+        raise InvalidToken("the credential is not valid") from error
+    # Only coach and member tokens are ever issued: see TOKEN_ROLES.
     if claims.get("role") not in TOKEN_ROLES:
-        raise unauthorized("the token's role is not valid")
-    tenant_id, subject_id = claims.get("tid"), claims.get("sub")
-    if not (isinstance(tenant_id, str) and tenant_id and isinstance(subject_id, str) and subject_id):
-        raise unauthorized("the credential is not valid")
-    return Principal(role=claims["role"], tenant_id=tenant_id, subject_id=subject_id)
+        raise InvalidToken("the token's role is not valid")
+    names = [claims.get(name) for name in ("tid", "sub", "key_id", "jti")]
+    if not all(isinstance(value, str) and value for value in names[:2]):
+        raise InvalidToken("the credential is not valid")
+    if not all(isinstance(value, str) and value for value in names[2:]):
+        raise InvalidToken("the token names no key and no id of its own (minted before contract v1.1); "
+                           "mint a new one")
+    if not isinstance(claims["exp"], int):
+        raise InvalidToken("the credential is not valid")
+    tenant_id, subject_id, key_id, token_id = names
+    return SignedToken(tenant_id, claims["role"], subject_id, key_id, token_id,
+                       datetime.fromtimestamp(claims["exp"], UTC))
 
 
-# -- authentication ----------------------------------------------------------------------
-
-
-def auth_cache_ttl_s() -> float:
-    """How long a successful API-key lookup is reused (NOCONTACT_AUTH_CACHE_TTL_S; 0: never)."""
+def token_principal(token: str) -> Principal:
+    """The coach or member a token names, by its signature and claims alone (revocations
+    are the store's to tell: see `admit`); a 401 problem when it is not a valid token."""
     try:
-        return max(float(os.environ.get("NOCONTACT_AUTH_CACHE_TTL_S", "0.25")), 0.0)
-    except ValueError:
-        return 0.25
+        return read_token(token).principal
+    except InvalidToken as error:
+        raise unauthorized(str(error)) from error
 
 
-class ApiKeyCache:
-    """Per-process, thread-safe, bounded memory of successful API-key lookups.
+# -- what a request presents -----------------------------------------------------------
 
-    Entries expire after the TTL (read when stored, so a test or an operator can change
-    it without a restart). `forget` drops a revoked key's entries and refuses, for a while,
-    to store it again: a lookup that read the row just before the revocation committed
-    must not put it back for another TTL. Lookups that began before a `forget` are not
-    stored either (the generation counter), whichever key they were for.
+
+@dataclass(frozen=True)
+class Presented:
+    """What an Authorization header presents, before anything is looked up.
+
+    Exactly one of: the operator (`operator`), an API key (`key_hash`), a verified token
+    (`token`), or nothing that can be valid (`refusal`, the reason).
     """
 
-    def __init__(self, max_entries: int = 10_000, tombstone_s: float = 5.0) -> None:
-        self.max_entries = max_entries
-        self.tombstone_s = tombstone_s
-        self._entries: OrderedDict[Any, tuple[float, Principal]] = OrderedDict()
-        self._revoked: dict[str, float] = {}
-        self._generation = 0
-        self._lock = threading.Lock()
-
-    def generation(self) -> int:
-        return self._generation
-
-    def get(self, key: Any) -> Principal | None:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= now:
-                del self._entries[key]
-                return None
-            return entry[1]
-
-    def put(self, key: Any, principal: Principal, generation: int) -> None:
-        ttl = auth_cache_ttl_s()
-        if ttl <= 0:
-            return
-        now = time.monotonic()
-        with self._lock:
-            if generation != self._generation:
-                return
-            until = self._revoked.get(principal.credential_id or "")
-            if until is not None and until > now:
-                return
-            self._entries[key] = (now + ttl, principal)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def forget(self, key_id: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._generation += 1
-            for key in [k for k, (_, p) in self._entries.items() if p.credential_id == key_id]:
-                del self._entries[key]
-            self._revoked = {k: t for k, t in self._revoked.items() if t > now}
-            self._revoked[key_id] = now + self.tombstone_s
-
-    def clear(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._entries.clear()
-            self._revoked.clear()
+    operator: bool = False
+    key_hash: str | None = None
+    token: SignedToken | None = None
+    refusal: str | None = None
 
 
-API_KEY_CACHE = ApiKeyCache()
-
-
-def forget_api_key(key_id: str) -> None:
-    """Stop accepting `key_id` from this process's cache (called as a revocation is folded)."""
-    API_KEY_CACHE.forget(key_id)
+def present(authorization: str | None) -> Presented:
+    if not authorization:
+        return Presented(refusal="an Authorization: Bearer credential is required")
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        return Presented(refusal="the Authorization header must be 'Bearer <credential>'")
+    operator = config.operator_token()
+    if operator and hmac.compare_digest(credential.encode(), operator.encode()):
+        return Presented(operator=True)
+    if credential.startswith(API_KEY_PREFIX):
+        return Presented(key_hash=hash_api_key(credential))
+    try:
+        return Presented(token=read_token(credential))
+    except InvalidToken as error:
+        return Presented(refusal=str(error))
 
 
 def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nocontact"'})
 
 
-def authenticate(conn: Connection, tables: CredentialTables, authorization: str | None,
-                 *, cache: bool = True) -> Principal:
-    """The principal behind an Authorization header; raises a 401 problem otherwise.
+# -- where credentials are checked ------------------------------------------------------
 
-    `cache=False` for the service that owns revocation (commitment): there a revoked key
-    must stop working at once, on every one of its workers.
+
+def holds_credentials(service: str) -> bool:
+    """Whether the service's database holds the tenant streams (it shares the commitment
+    service's): then credentials are checked in the store; else in its read model."""
+    return config.database_url(service) == config.database_url("commitment")
+
+
+def _field(alias: str, name: str, dialect: str) -> str:
+    """A field of an event's data, spelled as the indexes of migration security_0001 are."""
+    if dialect == "postgresql":
+        return f"({alias}.data ->> '{name}')"
+    return f"json_extract({alias}.data, '$.{name}')"
+
+
+def _found_sql(presented: Presented, dialect: str, tables: CredentialTables | None) -> str:
+    """SELECT key_id, tenant_id of the credential presented, if it is valid: no row if not.
+
+    `tables` None: from the store (the events of the tenant streams); else from the read
+    model. Event types are literals so that the partial indexes apply.
     """
-    if not authorization:
-        raise unauthorized("an Authorization: Bearer credential is required")
-    scheme, _, credential = authorization.strip().partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        raise unauthorized("the Authorization header must be 'Bearer <credential>'")
-    operator = config.operator_token()
-    if operator and hmac.compare_digest(credential.encode(), operator.encode()):
+    def f(alias: str, name: str) -> str:
+        return _field(alias, name, dialect)
+
+    if presented.key_hash is not None:
+        if tables is None:
+            return (f"SELECT {f('i', 'key_id')} AS key_id, {f('i', 'tenant_id')} AS tenant_id FROM events AS i "
+                    f"WHERE i.type = 'api_key.issued' AND {f('i', 'key_hash')} = :key_hash "
+                    f"AND NOT EXISTS (SELECT 1 FROM events AS r WHERE r.type = 'api_key.revoked' "
+                    f"AND {f('r', 'key_id')} = {f('i', 'key_id')}) LIMIT 1")
+        keys = tables.api_keys.name
+        return (f"SELECT k.key_id, k.tenant_id FROM {keys} AS k "
+                f"WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL")
+    if presented.token is not None:
+        if tables is None:
+            key_revoked = (f"SELECT 1 FROM events AS r WHERE r.type = 'api_key.revoked' "
+                           f"AND {f('r', 'key_id')} = :key_id")
+            token_revoked = (f"SELECT 1 FROM events AS r WHERE r.type = '{TOKEN_REVOKED}' "
+                             f"AND {f('r', 'token_id')} = :token_id")
+        else:
+            key_revoked = (f"SELECT 1 FROM {tables.api_keys.name} AS r "
+                           f"WHERE r.key_id = :key_id AND r.revoked_at IS NOT NULL")
+            token_revoked = f"SELECT 1 FROM {tables.revoked_tokens.name} AS r WHERE r.token_id = :token_id"
+        return (f"SELECT CAST(:key_id AS TEXT) AS key_id, CAST(:tenant_id AS TEXT) AS tenant_id "
+                f"WHERE NOT EXISTS ({key_revoked}) AND NOT EXISTS ({token_revoked})")
+    nothing = "SELECT CAST(NULL AS TEXT) AS key_id, CAST(NULL AS TEXT) AS tenant_id"
+    return nothing if presented.operator else nothing + " WHERE 1 = 0"
+
+
+def _found_parameters(presented: Presented) -> dict[str, Any]:
+    if presented.token is not None:
+        token = presented.token
+        return {"key_id": token.key_id, "token_id": token.token_id, "tenant_id": token.tenant_id}
+    return {"key_hash": presented.key_hash}
+
+
+def _principal(presented: Presented, key_id: str | None, tenant_id: str | None) -> Principal:
+    if presented.operator:
         return Principal(role="operator", tenant_id=None)
-    if credential.startswith(API_KEY_PREFIX):
-        key_hash = hash_api_key(credential)
-        # The engine's URL and the table tell services (and test schemas) of one process apart.
-        cache_key = (conn.engine.url, tables.api_keys.name, key_hash)
-        found = API_KEY_CACHE.get(cache_key) if cache else None
-        if found is not None:
-            return found
-        started = API_KEY_CACHE.generation()
-        row = conn.execute(
-            select(tables.api_keys.c.key_id, tables.api_keys.c.tenant_id).where(
-                tables.api_keys.c.key_hash == key_hash,
-                tables.api_keys.c.revoked_at.is_(None),
-            )
-        ).first()
-        if row is None:
-            raise unauthorized("the API key is not valid")
-        found = Principal(role="admin", tenant_id=row.tenant_id, credential_id=row.key_id)
-        if cache:
-            API_KEY_CACHE.put(cache_key, found, started)
-        return found
-    return token_principal(credential)
+    if presented.token is not None:
+        return presented.token.principal
+    return Principal(role="admin", tenant_id=tenant_id, credential_id=key_id)
+
+
+def lookup(conn: Connection, presented: Presented, tables: CredentialTables | None = None) -> Principal | None:
+    """The principal behind what was presented, if its credential is valid now; None if not.
+
+    `tables`: check against that read model instead of the store (see `holds_credentials`).
+    """
+    if presented.refusal is not None:
+        return None
+    sql = _found_sql(presented, conn.dialect.name, tables)
+    row = conn.execute(text(sql), _found_parameters(presented)).first()
+    return None if row is None else _principal(presented, row.key_id, row.tenant_id)
+
+
+# -- admission: the credential and the rate limits, in one round trip -------------------
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An authenticated request: who, and its credential's rate-limit bucket (None: the
+    limit is off), whose RateLimit-* headers its response carries."""
+
+    principal: Principal
+    rate_limit: ratelimit.Decision | None
+
+
+# One statement: the clock, the address's failure bucket, the credential (`{found}`), then
+# either the credential's bucket is spent (valid) or the address's (not valid), neither when
+# the address is blocked. `allowed` is set from the row as it was before this update, so
+# the answer comes back with the bucket; the arithmetic is `shared.ratelimit.spend`.
+_ADMIT_POSTGRESQL = """
+WITH clock AS (
+    SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), gate AS (
+    SELECT clock.now, address.tat AS address_tat,
+           coalesce(address.tat - clock.now > CAST(:failure_tolerance AS float8), false) AS blocked
+    FROM clock LEFT JOIN rate_limits AS address ON address.bucket = :address
+), found AS (
+    SELECT f.key_id, f.tenant_id, coalesce(CAST(:bucket AS text), :scope || 'key:' || f.key_id) AS bucket
+    FROM ({found}) AS f
+), spent AS (
+    INSERT INTO rate_limits AS b (bucket, tat, allowed)
+    SELECT found.bucket, gate.now + CAST(:interval AS float8), true FROM found, gate
+    WHERE CAST(:interval AS float8) IS NOT NULL AND NOT gate.blocked
+    ON CONFLICT (bucket) DO UPDATE SET
+        allowed = b.tat - (excluded.tat - CAST(:interval AS float8)) <= CAST(:tolerance AS float8),
+        tat = CASE WHEN b.tat - (excluded.tat - CAST(:interval AS float8)) <= CAST(:tolerance AS float8)
+                   THEN greatest(b.tat, excluded.tat - CAST(:interval AS float8)) + CAST(:interval AS float8)
+                   ELSE b.tat END
+    RETURNING b.tat, b.allowed
+), failed AS (
+    INSERT INTO rate_limits AS b (bucket, tat, allowed)
+    SELECT :address, gate.now + CAST(:failure_interval AS float8), true FROM gate
+    WHERE CAST(:failure_interval AS float8) IS NOT NULL AND NOT gate.blocked AND NOT EXISTS (SELECT FROM found)
+    ON CONFLICT (bucket) DO UPDATE SET
+        allowed = b.tat - (excluded.tat - CAST(:failure_interval AS float8)) <= CAST(:failure_tolerance AS float8),
+        tat = CASE WHEN b.tat - (excluded.tat - CAST(:failure_interval AS float8))
+                        <= CAST(:failure_tolerance AS float8)
+                   THEN greatest(b.tat, excluded.tat - CAST(:failure_interval AS float8))
+                        + CAST(:failure_interval AS float8)
+                   ELSE b.tat END
+    RETURNING b.tat, b.allowed
+)
+SELECT gate.now, gate.address_tat, gate.blocked, found.key_id, found.tenant_id,
+       found.bucket IS NOT NULL AS authenticated,
+       spent.tat AS credential_tat, spent.allowed AS credential_allowed,
+       failed.tat AS failure_tat, failed.allowed AS failure_allowed
+FROM gate LEFT JOIN found ON true LEFT JOIN spent ON true LEFT JOIN failed ON true
+"""
+
+_statements: dict[str, TextClause] = {}
+
+
+def _admit_statement(found: str) -> TextClause:
+    statement = _statements.get(found)
+    if statement is None:
+        statement = _statements[found] = text(_ADMIT_POSTGRESQL.format(found=found))
+    return statement
+
+
+def _admit_postgresql(engine: Engine, service: str, presented: Presented, tables: CredentialTables | None,
+                      address: str, failures: ratelimit.Quota | None,
+                      requests: ratelimit.Quota | None) -> tuple[Principal | None, ratelimit.Verdict]:
+    bucket = None
+    if presented.operator or presented.token is not None:
+        bucket = f"{service}:{ratelimit.key_of(_principal(presented, None, None))}"
+    parameters = {
+        **_found_parameters(presented),
+        "address": address, "scope": f"{service}:", "bucket": bucket,
+        "interval": requests.interval if requests else None,
+        "tolerance": requests.tolerance if requests else None,
+        "failure_interval": failures.interval if failures else None,
+        "failure_tolerance": failures.tolerance if failures else None,
+    }
+    # Autocommit: the statement is its own transaction, one round trip with no BEGIN and no
+    # COMMIT, and a bucket's row lock is held only while the statement runs. It writes to
+    # an unlogged table only, so its commit waits for no WAL flush.
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = conn.execute(_admit_statement(_found_sql(presented, "postgresql", tables)), parameters).one()
+        if random.randrange(ratelimit.SWEEP_ONE_IN) == 0:
+            conn.execute(text("DELETE FROM rate_limits WHERE tat < extract(epoch FROM clock_timestamp())"))
+    principal = _principal(presented, row.key_id, row.tenant_id) if row.authenticated else None
+    if row.blocked:
+        assert failures is not None
+        verdict = ratelimit.Verdict(blocked=ratelimit.Decision(False, failures, row.address_tat, row.now))
+    elif row.failure_tat is not None:
+        assert failures is not None
+        verdict = ratelimit.Verdict(address=ratelimit.Decision(row.failure_allowed, failures, row.failure_tat,
+                                                               row.now))
+    elif row.credential_tat is not None:
+        assert requests is not None
+        verdict = ratelimit.Verdict(credential=ratelimit.Decision(row.credential_allowed, requests,
+                                                                  row.credential_tat, row.now))
+    else:
+        verdict = ratelimit.Verdict()
+    return principal, verdict
+
+
+def admit(engine: Engine, service: str, tables: CredentialTables, authorization: str | None,
+          address: str) -> Admission:
+    """The principal of a /v1/ request, its credential checked and its rate limits spent.
+
+    401 problem: no valid credential (and one failure spent from the address's bucket).
+    429 problem: the address has failed too often, or the credential is over its limit.
+    """
+    presented = present(authorization)
+    source = None if holds_credentials(service) else tables
+    failures, requests = ratelimit.failure_quota(), ratelimit.credential_quota()
+    address_bucket = f"{service}:address:{address}"
+    if engine.dialect.name == "postgresql":
+        principal, verdict = _admit_postgresql(engine, service, presented, source, address_bucket, failures,
+                                               requests)
+    else:
+        with read(engine) as conn:
+            principal = lookup(conn, presented, source)
+        verdict = ratelimit.FileBuckets.of_this_host().judge(
+            address=address_bucket,
+            credential=f"{service}:{ratelimit.key_of(principal)}" if principal is not None else None,
+            failures=failures, requests=requests,
+        )
+    if verdict.blocked is not None:
+        raise verdict.blocked.refusal("too many failed authentications from this address",
+                                      with_limit_headers=False)
+    if principal is None:
+        if verdict.address is not None and not verdict.address.allowed:
+            raise verdict.address.refusal("too many failed authentications from this address",
+                                          with_limit_headers=False)
+        if presented.refusal is not None:
+            raise unauthorized(presented.refusal)
+        if presented.token is not None:
+            raise unauthorized("the token, or the API key that minted it, has been revoked")
+        raise unauthorized("the API key is not valid")
+    if verdict.credential is not None and not verdict.credential.allowed:
+        assert requests is not None
+        raise verdict.credential.refusal(
+            f"rate limit of {requests.per_minute} requests per minute exceeded for this credential")
+    return Admission(principal, verdict.credential)

@@ -13,12 +13,15 @@ The relay publishes exactly as before (one message per event, routing key = even
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from queue import Empty
 
 from kombu import Connection, Exchange, Producer, Queue, binding
 from kombu.transport import filesystem
@@ -39,19 +42,40 @@ from shared.topology import (
 )
 
 
-class _OrderedFilesystemChannel(filesystem.Channel):
-    """Kombu's filesystem channel names message files by the millisecond plus a random
-    uuid, so two messages published in one millisecond may be read in either order. The
-    relay's per-stream order must hold in the embedded setup too: names here are a
-    strictly increasing nanosecond counter per process."""
+class _FilesystemChannel(filesystem.Channel):
+    """Kombu's filesystem channel, made to keep order and to lose nothing.
+
+    Order: Kombu names message files by the millisecond plus a random uuid, so two messages
+    published in one millisecond may be read in either order. The relay's per-stream order
+    must hold in the embedded setup too: names here are a strictly increasing nanosecond
+    counter per process.
+
+    Nothing lost: Kombu deletes a message file as it reads it, so a consumer killed between
+    reading a message and committing its effect lost it for good. Here reading *claims* the
+    file (an atomic rename into this channel's own folder under ``unacked/``, held with an
+    flock for as long as the channel lives); an ack deletes it, a requeue or a graceful
+    close puts it back. A channel whose process died (kill -9, OOM) leaves its claims and
+    its lock behind, and the kernel drops the lock: the next channel that reads from the
+    broker (a consumer starting, and every so often a running one) moves them back into
+    the queue under their original names, so they are delivered again in their order.
+    Consumers are idempotent (`shared.consumer`): a redelivery of a message whose effect
+    had committed changes nothing.
+    """
 
     _last_ns = 0
     _lock = threading.Lock()
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._claimed: dict[str, str] = {}  # delivery tag -> path of the claimed file
+        self._owner: tuple[str, int] | None = None  # this channel's claims folder, its lock's fd
+        self._recovered_at: float | None = None
+        self._no_ack_queues: set[str] = set()  # consumed with no_ack: nothing to keep
+
     def _put(self, queue, payload, **kwargs):  # type: ignore[no-untyped-def]
         with self._lock:
-            stamp = max(time.time_ns(), _OrderedFilesystemChannel._last_ns + 1)
-            _OrderedFilesystemChannel._last_ns = stamp
+            stamp = max(time.time_ns(), _FilesystemChannel._last_ns + 1)
+            _FilesystemChannel._last_ns = stamp
         filename = os.path.join(self.data_folder_out, f"{stamp:020d}_{uuid.uuid4()}.{queue}.msg")
         temporary = filename + ".tmp"
         # Written aside and renamed, so a reader never picks up a half-written file.
@@ -59,9 +83,131 @@ class _OrderedFilesystemChannel(filesystem.Channel):
             handle.write(json.dumps(payload).encode())
         os.replace(temporary, filename)
 
+    # -- claims --------------------------------------------------------------------------
 
-class OrderedFilesystemTransport(filesystem.Transport):
-    Channel = _OrderedFilesystemChannel
+    @property
+    def _unacked_folder(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.data_folder_in)), "unacked")
+
+    def _claims_folder(self) -> str:
+        """This channel's folder of claimed messages, made (and locked) on first use."""
+        if self._owner is None:
+            os.makedirs(self._unacked_folder, exist_ok=True)
+            name = f"{os.getpid()}-{uuid.uuid4().hex}"
+            # Locked before it gets the name recovery looks at: never mistaken for a dead one's.
+            preparing = os.path.join(self._unacked_folder, name + ".new")
+            os.mkdir(preparing)
+            descriptor = os.open(os.path.join(preparing, "owner.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            folder = os.path.join(self._unacked_folder, name)
+            os.rename(preparing, folder)
+            self._owner = (folder, descriptor)
+        return self._owner[0]
+
+    def _recover_orphans(self) -> None:
+        """Put back the claims of channels whose process is gone (their lock is free)."""
+        self._recovered_at = time.monotonic()
+        try:
+            owners = os.listdir(self._unacked_folder)
+        except FileNotFoundError:
+            return
+        mine = self._owner[0] if self._owner else None
+        for name in owners:
+            folder = os.path.join(self._unacked_folder, name)
+            if name.endswith(".new") or folder == mine:
+                continue
+            try:
+                descriptor = os.open(os.path.join(folder, "owner.lock"), os.O_RDWR)
+            except FileNotFoundError:
+                continue  # being recovered (or removed) by someone else
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                continue  # its channel is alive
+            try:
+                for filename in sorted(os.listdir(folder)):
+                    if filename.endswith(".msg"):
+                        os.replace(os.path.join(folder, filename), os.path.join(self.data_folder_in, filename))
+                os.unlink(os.path.join(folder, "owner.lock"))
+                os.rmdir(folder)
+            except FileNotFoundError:
+                pass  # another channel recovered it first
+            finally:
+                os.close(descriptor)
+
+    def _get(self, queue):  # type: ignore[no-untyped-def]
+        """Claim the oldest message of `queue` (see the class)."""
+        if self._recovered_at is None or time.monotonic() - self._recovered_at > RECOVER_ORPHANS_EVERY_S:
+            self._recover_orphans()
+        wanted = f"{queue}.msg"
+        for filename in sorted(os.listdir(self.data_folder_in)):
+            if filename.partition(".")[2] != wanted:
+                continue
+            claimed = os.path.join(self._claims_folder(), filename)
+            try:
+                os.rename(os.path.join(self.data_folder_in, filename), claimed)
+            except FileNotFoundError:
+                continue  # another consumer claimed it first
+            with open(claimed, "rb") as handle:
+                payload = json.loads(handle.read())
+            self._claimed[payload["properties"]["delivery_tag"]] = claimed
+            if queue in self._no_ack_queues:
+                self._settle(payload["properties"]["delivery_tag"])
+            return payload
+        raise Empty()
+
+    def _settle(self, delivery_tag: str) -> None:
+        """The message is done with (acked, or put back as a new file): drop the claim."""
+        path = self._claimed.pop(delivery_tag, None)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):  # type: ignore[no-untyped-def]
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_get(self, queue, no_ack=False, **kwargs):  # type: ignore[no-untyped-def]
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:
+            self._settle(message.delivery_tag)
+        return message
+
+    def basic_ack(self, delivery_tag, multiple=False):  # type: ignore[no-untyped-def]
+        super().basic_ack(delivery_tag, multiple)
+        self._settle(delivery_tag)
+
+    def basic_reject(self, delivery_tag, requeue=False):  # type: ignore[no-untyped-def]
+        super().basic_reject(delivery_tag, requeue)  # a requeue puts a copy back first (_restore)
+        self._settle(delivery_tag)
+
+    def _restore(self, message):  # type: ignore[no-untyped-def]
+        # Requeues and a graceful close's unacked messages: a copy back in the queue, then
+        # the claim goes.
+        super()._restore(message)
+        self._settle(message.delivery_tag)
+
+    def close(self) -> None:
+        super().close()  # puts back what is unacked (through _restore)
+        if self._owner is not None:
+            folder, descriptor = self._owner
+            self._owner = None
+            # Anything still claimed (a put-back that failed) stays, with the lock file: once
+            # the lock is released below, a later channel recovers it.
+            if not any(name.endswith(".msg") for name in os.listdir(folder)):
+                os.unlink(os.path.join(folder, "owner.lock"))
+                os.rmdir(folder)
+            os.close(descriptor)
+
+
+# How often a running consumer looks for the claims of dead ones (a starting one always does).
+RECOVER_ORPHANS_EVERY_S = 10.0
+
+
+class FilesystemTransport(filesystem.Transport):
+    Channel = _FilesystemChannel
 
 
 class PublishFailed(Exception):
@@ -71,7 +217,7 @@ class PublishFailed(Exception):
 def connect(url: str | None = None) -> Connection:
     """A new, not yet connected, Kombu connection to the configured broker."""
     url = url or config.broker_url()
-    transport = OrderedFilesystemTransport if url.startswith("filesystem") else None
+    transport = FilesystemTransport if url.startswith("filesystem") else None
     return Connection(
         url,
         transport=transport,

@@ -53,6 +53,32 @@ def database_url(service: str | None = None) -> str:
     return f"sqlite:///{var_dir() / 'nocontact.sqlite3'}"
 
 
+def migration_database_url(service: str | None = None) -> str:
+    """URL `nocontact migrate` connects with: the schema's owner. The services connect as a
+    role that may only do what they need (`shared.db.grant_app_role`); the owner may change
+    the schema, and so the append-only trigger, which the services' role may not.
+
+    NOCONTACT_<SERVICE>_MIGRATION_DATABASE_URL, else NOCONTACT_MIGRATION_DATABASE_URL, else
+    the service's own URL (the embedded and development setup: one role does everything).
+    """
+    if service:
+        own = os.environ.get(f"NOCONTACT_{service.upper()}_MIGRATION_DATABASE_URL")
+        if own:
+            return own
+    return os.environ.get("NOCONTACT_MIGRATION_DATABASE_URL") or database_url(service)
+
+
+def app_database_role(service: str | None = None) -> str | None:
+    """The role the service connects as, when it is not the one migrations run as: the
+    role `nocontact migrate` grants the service's privileges to (None: the same role)."""
+    from sqlalchemy import make_url
+
+    app, owner = make_url(database_url(service)), make_url(migration_database_url(service))
+    if app.get_backend_name() != "postgresql" or not app.username or app.username == owner.username:
+        return None
+    return app.username
+
+
 def broker_url() -> str:
     """Kombu URL; the default filesystem transport needs no server and spans processes."""
     url = os.environ.get("NOCONTACT_BROKER_URL")
@@ -156,3 +182,28 @@ def flag(name: str, default: bool = False) -> bool:
     if value is None:
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# -- rate limits (shared.ratelimit) --------------------------------------------------------
+
+
+def rate_limit_per_minute() -> int:
+    """Requests per minute per credential and service (0: no limit)."""
+    return int(os.environ.get("NOCONTACT_RATE_LIMIT_PER_MINUTE", "600"))
+
+
+def rate_limit_burst() -> int:
+    """Requests a credential may send at once (0 or unset: the per-minute figure)."""
+    return max(int(os.environ.get("NOCONTACT_RATE_LIMIT_BURST") or 0), 0)
+
+
+def auth_failures_per_minute() -> int:
+    """Failed authentications per minute per client address and service, also the burst
+    (0: no limit)."""
+    return int(os.environ.get("NOCONTACT_AUTH_FAILURES_PER_MINUTE", "60"))
+
+
+def trusted_proxies() -> int:
+    """How many reverse proxies in front of the APIs append to X-Forwarded-For (0: none, the
+    peer address is the client's)."""
+    return max(int(os.environ.get("NOCONTACT_TRUSTED_PROXIES") or 0), 0)

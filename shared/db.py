@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -138,9 +138,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=dispose_all)
 
 
-def migrate(url: str, revision: str = "heads") -> None:
+def migrate(url: str, revision: str = "heads", *, app_roles: Iterable[str] = ()) -> None:
     """Bring the database at `url` to the newest schema of every service (idempotent), or
-    to `revision` (tests of a migration start from the schema before it)."""
+    to `revision` (tests of a migration start from the schema before it), connecting as the
+    schema's owner; then grant each of `app_roles` what the services need
+    (`grant_app_role`), in the same transaction."""
     from alembic import command
     from alembic.config import Config
 
@@ -155,3 +157,38 @@ def migrate(url: str, revision: str = "heads") -> None:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243155)")
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+        for role in app_roles:
+            grant_app_role(conn, role)
+
+
+# Tables the services' role may only read and append to: the log is append-only, and what
+# the migrations recorded is the owner's to change.
+APPEND_ONLY_TABLES = ("events",)
+READ_ONLY_TABLES = ("alembic_version",)
+
+
+def grant_app_role(conn: Connection, role: str) -> None:
+    """What the services' role may do in the current schema (PostgreSQL), granted anew at
+    every migration, so the tables a later migration adds are covered too:
+
+    - ``events``: SELECT and INSERT only; never UPDATE, DELETE or TRUNCATE. The role owns
+      nothing, so it can neither alter nor disable the append-only triggers, and it is no
+      superuser, so it cannot turn triggers off for its session (session_replication_role);
+    - every other table (read models, checkpoints, processed events, dead letters, rate
+      limits): SELECT, INSERT, UPDATE, DELETE (a read-model rebuild empties and refills);
+      ``alembic_version``: SELECT (a migration at head, as the CLI runs, only reads it);
+    - the sequences behind positions and ids: USAGE, SELECT.
+    DDL (``rebuild_aside``'s shadow tables, migrations) stays the owner's.
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    who = quote(role)
+    schema = quote(conn.exec_driver_sql("SELECT current_schema()").scalar_one())
+    for statement in (
+        f"GRANT USAGE ON SCHEMA {schema} TO {who}",
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {who}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {who}",
+        *(f"REVOKE UPDATE, DELETE ON {schema}.{quote(table)} FROM {who}" for table in APPEND_ONLY_TABLES),
+        *(f"REVOKE INSERT, UPDATE, DELETE ON {schema}.{quote(table)} FROM {who}" for table in READ_ONLY_TABLES),
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {who}",
+    ):
+        conn.exec_driver_sql(statement)

@@ -8,7 +8,9 @@ a service that cannot be found fails the run instead of skipping the tests that 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -132,6 +134,59 @@ def fresh_postgres_schema(database_url: str) -> Iterator[str]:
         engine.dispose()
 
 
+# Every bus prefix this process handed out, and to whom: what a run may have declared.
+_prefixes: dict[str, str] = {}
+
+
+def new_bus_prefix(owner: str) -> str:
+    """A fresh prefix for exchange and queue names (`owner`: the test, or the suite, that
+    uses it), remembered so that `leftover_queues` can tell what a run left behind."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    _prefixes[prefix] = owner
+    return prefix
+
+
+def broker_queue_names(broker_url: str) -> list[str] | None:
+    """The name of every queue on the broker's default vhost, from RabbitMQ's management
+    API (NOCONTACT_TEST_BROKER_MANAGEMENT_URL, else port 15672 of the broker's host) or
+    from `rabbitmqctl` when the broker runs on this machine; None if neither answers."""
+    import httpx
+    from kombu.utils.url import url_to_parts
+
+    parts = url_to_parts(broker_url)
+    management = os.environ.get("NOCONTACT_TEST_BROKER_MANAGEMENT_URL") or f"http://{parts.hostname}:15672"
+    try:
+        response = httpx.get(management.rstrip("/") + "/api/queues/%2F", params={"columns": "name"},
+                             auth=(parts.username or "guest", parts.password or "guest"), timeout=10)
+        if response.status_code == 200:
+            return [queue["name"] for queue in response.json()]
+    except httpx.HTTPError:
+        pass
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        listed = subprocess.run([rabbitmqctl, "list_queues", "name", "--quiet", "--no-table-headers"],
+                                capture_output=True, text=True, timeout=120)
+        if listed.returncode == 0:
+            return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    return None
+
+
+def leftover_queues(broker_url: str) -> dict[str, list[str]] | None:
+    """Queues still on the broker under a prefix this process handed out, by owner (None:
+    the broker's queues cannot be listed here). Empty when every test cleaned up."""
+    if not _prefixes or not broker_url.startswith("amqp"):
+        return {}
+    names = broker_queue_names(broker_url)
+    if names is None:
+        return None
+    left: dict[str, list[str]] = {}
+    for name in names:
+        prefix = name.split(".", 1)[0] + "."
+        if prefix in _prefixes:
+            left.setdefault(_prefixes[prefix], []).append(name)
+    return left
+
+
 def delete_bus(broker_url: str, prefix: str, components: Sequence[Component] | None = None) -> None:
     """Delete what a test or benchmark declared under `prefix` on RabbitMQ.
 
@@ -177,8 +232,9 @@ def bearer(credential: str) -> dict[str, str]:
 def eventually(request: Callable[[], Any], expected_status: int, timeout: float = 15.0) -> Any:
     """Repeat an HTTP request until it answers `expected_status`.
 
-    Credentials and commitments reach the other services over the bus, so a first answer
-    of 401 or 404 there is expected; returns the matching response.
+    Commitments reach the other services over the bus, so a first answer of 404 there is
+    expected (credentials count everywhere at once: `shared.auth`); returns the matching
+    response.
     """
     last: list[Any] = []
 

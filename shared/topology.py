@@ -25,7 +25,7 @@ from dataclasses import dataclass
 EXCHANGE = "nocontact.events"
 DEAD_LETTER_EXCHANGE = "nocontact.dead-letter"
 
-CREDENTIAL_EVENTS = ("tenant.created", "api_key.issued", "api_key.revoked")
+CREDENTIAL_EVENTS = ("tenant.created", "api_key.issued", "api_key.revoked", "token.revoked")
 
 # Every message carries its stream's slot (a stable hash of the stream id, modulo this) in
 # the PARTITION_HEADER header; a partition queue is bound to the slots it owns. 64 slots

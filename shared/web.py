@@ -35,7 +35,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared import bus, config, metrics, ratelimit
 from shared import logging as nclog
-from shared.auth import CredentialTables, Principal, authenticate
+from shared.auth import CredentialTables, Principal, admit
 from shared.clock import Clock, utcnow
 from shared.commands import Context
 from shared.db import engine_for, read
@@ -235,7 +235,6 @@ def create_app(
     credentials: CredentialTables,
     extra_checks: dict[str, Check] | None = None,
     public_paths: Iterable[str] = (),
-    cache_api_keys: bool = True,
 ) -> Flask:
     """A service's Flask app: API, docs, errors, auth, health and metrics wired once."""
     nclog.configure(service)
@@ -269,7 +268,6 @@ def create_app(
         api.register_blueprint(blueprint)
     checks: dict[str, Check] = {"database": database_check, "broker": broker_check, **(extra_checks or {})}
     public = tuple(public_paths)
-    limiter = ratelimit.RateLimiter()  # per app: each service counts its own requests
 
     @app.teardown_request
     def _forget_request_log_context(_error: BaseException | None) -> None:
@@ -303,11 +301,9 @@ def create_app(
                 _vet_json_body()
         _vet_url()
         if request.path.startswith("/v1/") and not request.path.startswith(public):
-            with read(engine()) as conn:
-                g.principal = authenticate(
-                    conn, credentials, request.headers.get("Authorization"), cache=cache_api_keys
-                )
-            limiter.check(g.principal)
+            admitted = admit(engine(), service, credentials, request.headers.get("Authorization"),
+                             ratelimit.client_address(request.environ))
+            g.principal, g.rate_limit = admitted.principal, admitted.rate_limit
         return None
 
     @app.after_request
@@ -320,6 +316,8 @@ def create_app(
             response.headers["Cache-Control"] = "no-store"
         elif request.url_rule is not None and request.url_rule.endpoint == "api-docs.openapi_swagger_ui":
             response.headers["Content-Security-Policy"] = _docs_policy(response.get_data())
+        if g.get("rate_limit") is not None:
+            response.headers.update(g.rate_limit.headers())
         started = g.get("started")
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"

@@ -32,20 +32,27 @@ def postgres_database_url() -> str:
         raise
 
 
+# The broker this run used, if any: where the session-finish check looks for left-over queues.
+_session_broker: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
     try:
-        return testing.rabbitmq_url()
+        url = testing.rabbitmq_url()
     except testing.ServiceUnavailable as error:
         _unavailable(str(error))
         raise
+    _session_broker.append(url)
+    return url
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test: its own var/ directory, bus prefix and secret key; no leaked engines."""
     monkeypatch.setenv("NOCONTACT_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("NOCONTACT_BUS_PREFIX", f"t{uuid.uuid4().hex[:10]}.")
+    monkeypatch.setenv("NOCONTACT_BUS_PREFIX", testing.new_bus_prefix(request.node.nodeid))
     monkeypatch.setenv("NOCONTACT_SECRET_KEY", uuid.uuid4().hex)
     for name in ("NOCONTACT_DATABASE_URL", "NOCONTACT_BROKER_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -80,10 +87,12 @@ def engine(database_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def amqp_url(rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """RabbitMQ for this test; its queues and exchanges are deleted afterwards."""
+    """RabbitMQ for this test; its queues and exchanges are deleted afterwards (under the
+    prefix the test started with, whatever the test did to its environment meanwhile)."""
     monkeypatch.setenv("NOCONTACT_BROKER_URL", rabbitmq_url)
+    prefix = os.environ["NOCONTACT_BUS_PREFIX"]
     yield rabbitmq_url
-    testing.delete_bus(rabbitmq_url, os.environ.get("NOCONTACT_BUS_PREFIX", ""))
+    testing.delete_bus(rabbitmq_url, prefix)
 
 
 @pytest.fixture
@@ -98,7 +107,24 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    testing.stop_containers()
+    """Every queue a test declared on RabbitMQ is gone at the end of the run, or the run fails
+    naming the tests that left them (quorum queues are not free on a shared broker)."""
+    try:
+        left = testing.leftover_queues(_session_broker[0]) if _session_broker else {}
+    finally:
+        testing.stop_containers()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if left is None:
+        if reporter is not None:
+            reporter.write_line("could not list the broker's queues: left-over queues were not checked")
+        return
+    if left:
+        lines = [f"{owner}: {', '.join(sorted(names))}" for owner, names in sorted(left.items())]
+        if reporter is not None:
+            reporter.write_sep("=", "queues left on RabbitMQ", red=True)
+            for line in lines:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- running services over real HTTP -------------------------------------------------------

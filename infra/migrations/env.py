@@ -1,5 +1,8 @@
 """Alembic environment: run by `nocontact migrate` (and test fixtures) through shared.db.
 
+Run by the plain `alembic` command instead, it connects as the schema's owner
+(NOCONTACT_MIGRATION_DATABASE_URL, else the app's URL), as `nocontact migrate` does.
+
 Each service keeps its tables on its own branch (branch label = service name) that
 depends on the shared event-store revision, so `upgrade heads` brings everything up and
 services can add migrations without stepping on each other.
@@ -8,7 +11,7 @@ services can add migrations without stepping on each other.
 from alembic import context
 from sqlalchemy import create_engine
 
-from shared.config import database_url
+from shared.config import migration_database_url
 from shared.db import normalise_url
 
 config = context.config
@@ -19,7 +22,7 @@ if connection is not None:
     with context.begin_transaction():
         context.run_migrations()
 else:
-    engine = create_engine(normalise_url(config.get_main_option("sqlalchemy.url") or database_url()))
+    engine = create_engine(normalise_url(config.get_main_option("sqlalchemy.url") or migration_database_url()))
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=None)
         with context.begin_transaction():

@@ -20,7 +20,9 @@ from sqlalchemy.engine import Row
 from shared import keyring
 from shared.auth import TOKEN_ROLES
 from shared.calendar import is_valid_timezone
+from shared.commands import Context
 from shared.db import read
+from shared.errors import NotFound, ValidationFailed
 from shared.web import context, correlation_id, engine, etag, if_match, now, principal, require_role, require_tenant
 
 from . import handlers, queries
@@ -42,6 +44,12 @@ class TenantCreatedSchema(Schema):
     id = fields.String()
     name = fields.String()
     api_key = fields.String(metadata={"description": "shown once; only its hash is kept"})
+
+
+class ApiKeyCreateSchema(Schema):
+    tenant_id = fields.String(validate=validate.Length(1, 64), metadata={
+        "description": "the operator names the tenant (required with the operator token); an admin key "
+                       "issues for its own tenant and may leave it out"})
 
 
 class ApiKeyCreatedSchema(Schema):
@@ -69,8 +77,13 @@ class TokenRequestSchema(Schema):
 
 
 class TokenSchema(Schema):
-    token = fields.String()
+    token = fields.String(metadata={"description": "a JWT naming the API key that minted it (`key_id`) and its "
+                                                   "own id (`jti`); revoking either stops it on every service"})
     expires_at = fields.AwareDateTime()
+
+
+class TokenRevocationSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(1, 8192))
 
 
 class ContactSchema(Schema):
@@ -223,11 +236,26 @@ class ApiKeys(MethodView):
         return {"items": [{"id": k.key_id, "prefix": k.prefix, "role": k.role, "issued_at": k.issued_at,
                            "revoked_at": k.revoked_at} for k in keys]}
 
+    @credentials_blp.arguments(ApiKeyCreateSchema, required=False)
     @credentials_blp.response(201, ApiKeyCreatedSchema)
-    def post(self) -> dict[str, Any]:
-        """Issue another admin API key of the caller's tenant; it is shown this once."""
-        require_role("admin")
-        key = handlers.issue_api_key(engine(), context(), now=now())
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Issue another admin API key; it is shown this once and works on every service as
+        soon as this answer is sent.
+
+        An admin key issues one for its own tenant. The operator token issues one for the
+        tenant named by `tenant_id` (404 if none): a tenant that revoked its last key is
+        not locked out.
+        """
+        caller = require_role("admin", "operator")
+        if caller.role == "operator":
+            if "tenant_id" not in body:
+                raise ValidationFailed("tenant_id", "is required with the operator token")
+            issuer = Context(tenant_id=body["tenant_id"], actor=caller.actor, correlation_id=correlation_id())
+        elif body.get("tenant_id", caller.tenant_id) != caller.tenant_id:
+            raise NotFound("no such tenant")  # another tenant's id: as if it did not exist
+        else:
+            issuer = context()
+        key = handlers.issue_api_key(engine(), issuer, now=now())
         return {"id": key.key_id, "api_key": key.api_key}
 
 
@@ -235,8 +263,8 @@ class ApiKeys(MethodView):
 class ApiKey(MethodView):
     @credentials_blp.response(204)
     def delete(self, key_id: str) -> None:
-        """Revoke a key: it stops working at once here, and on the other services as soon
-        as they apply `api_key.revoked` from the bus."""
+        """Revoke a key, and every token it minted: once this answer is sent, no service
+        accepts them."""
         require_role("admin")
         handlers.revoke_api_key(engine(), context(), key_id, now=now())
 
@@ -250,6 +278,19 @@ class Tokens(MethodView):
         caller = require_role("admin")
         token, expires_at = handlers.issue_token(caller, now=now(), **body)
         return {"token": token, "expires_at": expires_at}
+
+
+@credentials_blp.route("/tokens/revoke")
+class TokenRevocation(MethodView):
+    @credentials_blp.arguments(TokenRevocationSchema)
+    @credentials_blp.response(204)
+    def post(self, body: dict[str, Any]) -> None:
+        """Revoke one scoped token of the tenant: once this answer is sent, no service
+        accepts it. Idempotent: an expired or already revoked token answers 204 too; a
+        string that is not one of this tenant's tokens is a 422 naming `token`. (Only admin
+        keys mint tokens; the operator has no token path of its own.)"""
+        require_role("admin")
+        handlers.revoke_token(engine(), context(), body["token"], now=now())
 
 
 @commitments_blp.route("")

@@ -19,8 +19,5 @@ def create_app() -> Flask:
                     "data (profile, export, erasure).",
         blueprints=(*BLUEPRINTS, *MEMBER_BLUEPRINTS),
         credentials=CREDENTIALS,
-        # This service revokes keys: here a revoked key stops working at once, on every
-        # worker, so it never answers from the per-process cache of key lookups.
-        cache_api_keys=False,
     )
     return app

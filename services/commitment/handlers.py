@@ -18,7 +18,7 @@ from datetime import date, datetime
 from sqlalchemy import Connection, Engine, text
 
 from shared import keyring
-from shared.auth import Principal, encode_token, generate_api_key
+from shared.auth import InvalidToken, Principal, encode_token, generate_api_key, read_token
 from shared.commands import Context, Pipeline, UnitOfWork
 from shared.db import read
 from shared.errors import require_version
@@ -29,6 +29,7 @@ from . import personal, queries
 from .domain import coaching
 from .domain.commitment import CREATED, EXTENDED, Commitment
 from .domain.tenancy import (
+    InvalidTokenRevocation,
     Tenant,
     TokenClaims,
     require_may_open_commitment,
@@ -96,7 +97,8 @@ def create_tenant(engine: Engine, *, name: object, now: datetime, actor: str = "
 
 
 def issue_api_key(engine: Engine, context: Context, *, now: datetime) -> IssuedKey:
-    """Another admin key of the context's tenant."""
+    """Another admin key of the context's tenant (its admin's, or the operator's choice:
+    a tenant that revoked its last key is not locked out). An unknown tenant: `NotFound`."""
 
     def command(uow: UnitOfWork) -> IssuedKey:
         tenant = queries.load_tenant(uow.conn, _tenant_of(context))
@@ -118,12 +120,30 @@ def revoke_api_key(engine: Engine, context: Context, key_id: str, *, now: dateti
 
 def issue_token(caller: Principal, *, role: object, subject_id: object, ttl_seconds: object,
                 now: datetime) -> tuple[str, datetime]:
-    """A scoped coach/member token of the caller's tenant (signed, expiring, not stored)."""
+    """A scoped coach/member token of the caller's tenant (signed, expiring, not stored),
+    minted by the caller's API key: it names the key, and revoking the key revokes it."""
+    assert caller.role == "admin" and caller.credential_id is not None  # only admin keys mint tokens
     claims = TokenClaims.issue(tenant_id=_tenant_of(caller), role=role, subject_id=subject_id,
                                ttl_seconds=ttl_seconds, now=now)
     token = encode_token(tenant_id=claims.tenant_id, role=claims.role, subject_id=claims.subject_id,
+                         key_id=caller.credential_id, token_id=str(uuid.uuid4()),
                          expires_at=claims.expires_at, issued_at=claims.issued_at)
     return token, claims.expires_at
+
+
+def revoke_token(engine: Engine, context: Context, token: str, *, now: datetime) -> None:
+    """Revoke one token of the context's tenant; once this returns, no service accepts it."""
+    try:
+        signed = read_token(token, allow_expired=True)
+    except InvalidToken as error:
+        raise InvalidTokenRevocation("token", "is not a token this suite issued") from error
+
+    def command(uow: UnitOfWork) -> None:
+        tenant = queries.load_tenant(uow.conn, _tenant_of(context))
+        events = tenant.revoke_token(signed, now=uow.now)
+        uow.record(tenant.stream_id, events, expected_version=tenant.expected_version)
+
+    PIPELINE.run(engine, context, command, now=now)
 
 
 def _tenant_of(who: Context | Principal) -> str:

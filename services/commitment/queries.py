@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.engine import Row
 
 from shared import keyring
@@ -23,7 +23,7 @@ from shared.paging import decode_cursor, encode_cursor
 
 from .domain.commitment import Commitment, Status
 from .domain.tenancy import ApiKey, Tenant, may_read_commitment
-from .tables import coach_assignments, commitments
+from .tables import CREDENTIALS, coach_assignments, commitments
 
 
 def status_of(row: Row[Any], at: datetime) -> Status:
@@ -104,6 +104,19 @@ def load_tenant(conn: Connection, tenant_id: str) -> Tenant:
 def api_keys(conn: Connection, caller: Principal) -> list[ApiKey]:
     """The caller's tenant's API keys in issue order (hashes and prefixes: never the keys)."""
     return list(load_tenant(conn, str(caller.tenant_id)).api_keys.values())
+
+
+def tenants(conn: Connection) -> list[Row[Any]]:
+    """Every tenant, oldest first, with how many of its API keys still work (the operator's
+    view: a tenant with none is locked out until the operator issues it one)."""
+    keys = CREDENTIALS.api_keys
+    working = (
+        select(func.count()).where(keys.c.tenant_id == CREDENTIALS.tenants.c.tenant_id, keys.c.revoked_at.is_(None))
+        .scalar_subquery()
+    )
+    return list(conn.execute(
+        select(CREDENTIALS.tenants, working.label("working_keys")).order_by(CREDENTIALS.tenants.c.created_at)
+    ))
 
 
 def assigned_coach(conn: Connection, tenant_id: str, member_id: str) -> str | None:

@@ -1,8 +1,9 @@
 """One running suite for the security tests: gunicorn APIs and workers as real processes.
 
 Started once per session (starting a dozen processes costs seconds on a small machine),
-with private webhook addresses refused (production's setting) and the rate limit out of
-the way (tests/security/test_rate_limit.py proves it on its own stack). Two tenants, A and
+with private webhook addresses refused (production's setting) and the rate limits out of
+the way (tests/security/test_rate_limit.py proves them on their own processes): the
+matrices send hundreds of bad credentials from one address. Two tenants, A and
 B, each with a commitment, a check-in, a coach, a member and a webhook endpoint; A's data
 carries markers that must never appear in an answer to anyone but A.
 """
@@ -40,6 +41,7 @@ def security_suite(postgres_database_url: str, rabbitmq_url: str,
     with running_suite(postgres_database_url, rabbitmq_url, log_dir, split_parts=False, env={
         "NOCONTACT_WEBHOOK_ALLOW_PRIVATE": "false",
         "NOCONTACT_RATE_LIMIT_PER_MINUTE": "0",
+        "NOCONTACT_AUTH_FAILURES_PER_MINUTE": "0",
         # One attempt, no retries: the documentation-range endpoint never answers.
         "NOCONTACT_WEBHOOK_RETRY_SCHEDULE": "0",
     }) as suite:

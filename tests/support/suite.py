@@ -187,7 +187,7 @@ def running_suite(
     `nocontact worker <svc>` process per service (fewer processes, faster start).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = testing.new_bus_prefix(f"running_suite in {log_dir.name}")
     with testing.fresh_postgres_schema(postgres_database_url) as database_url:
         migrate(database_url)
         base = {

@@ -80,6 +80,11 @@ DURATION_MIN = 1
 DURATION_MAX = 3650
 STARTS_ON_MAX_PAST_DAYS = 365
 STARTS_ON_MAX_FUTURE_DAYS = 30
+# The last day any commitment may have. Far beyond any human commitment (indefinite is the
+# answer for "for good"), far below 9999-12-31, where the calendar arithmetic of every
+# service (local midnights, day bounds, the day after) overflows. Fixed, so that extending
+# again and again cannot walk past it.
+ENDS_ON_LATEST = date(2999, 12, 31)
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
@@ -326,6 +331,9 @@ class Commitment(Aggregate):
         assert tz is not None and start is not None and chosen is not None
 
         ends_on = None if duration is None else start + timedelta(days=duration - 1)
+        if ends_on is not None and ends_on > ENDS_ON_LATEST:
+            raise InvalidCommitment("duration_days", f"would end after {ENDS_ON_LATEST.isoformat()}, the latest "
+                                                     "last day; make it indefinite instead")
         commitment = cls()
         commitment._emit(
             CREATED,
@@ -354,7 +362,8 @@ class Commitment(Aggregate):
         """Lengthen an active commitment by some days, or make it indefinite.
 
         Exactly one of ``additional_days`` / ``indefinite=True`` must be given (422
-        otherwise). Conflicts (409): the commitment is not active at ``now`` (ended,
+        otherwise); the new last day may not be after ``ENDS_ON_LATEST`` (422 naming
+        ``additional_days``). Conflicts (409): the commitment is not active at ``now`` (ended,
         completed, or its period already passed), or it is already indefinite: there is
         no day to add to and nothing to make "more indefinite".
         """
@@ -385,12 +394,15 @@ class Commitment(Aggregate):
             raise CommitmentConflict("the commitment is already indefinite")
         new_ends_on: date | None = None
         if days is not None:
-            try:
-                new_ends_on = self.ends_on + timedelta(days=days)
-            except OverflowError:
+            # Compared in days, not by adding them: a commitment extended far before this
+            # rule existed must not overflow the date arithmetic here either.
+            if days > (ENDS_ON_LATEST - self.ends_on).days:
                 raise InvalidCommitment(
-                    "additional_days", "would end after the last representable date"
-                ) from None
+                    "additional_days",
+                    f"would end after {ENDS_ON_LATEST.isoformat()}, the latest last day; "
+                    "make it indefinite instead",
+                )
+            new_ends_on = self.ends_on + timedelta(days=days)
         event = self._emit(
             EXTENDED,
             {

@@ -16,7 +16,10 @@ Stream: ``tenant-<tenant_id>``. Events (``schema_version`` 1, JSON-serialisable)
     (first characters of the key, safe to show so people can tell keys apart),
     ``role`` (always ``"admin"``).
 ``api_key.revoked``
-    ``tenant_id``, ``key_id``.
+    ``tenant_id``, ``key_id``. Also revokes every token the key minted.
+``token.revoked``
+    ``tenant_id``, ``token_id`` (the token's ``jti``), ``key_id`` (the key that minted
+    it), ``expires_at`` (ISO 8601: after it, the record no longer matters).
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from shared.aggregate import Aggregate, EventLike, applies, require_aware
-from shared.auth import API_KEY_PREFIX, TOKEN_ROLES, Principal, hash_api_key, is_api_key_format
+from shared.auth import (
+    API_KEY_PREFIX,
+    TOKEN_REVOKED,
+    TOKEN_ROLES,
+    Principal,
+    SignedToken,
+    hash_api_key,
+    is_api_key_format,
+)
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed, Validator
 from shared.events import NewEvent
 
@@ -34,7 +45,7 @@ TENANT_CREATED = "tenant.created"
 API_KEY_ISSUED = "api_key.issued"
 API_KEY_REVOKED = "api_key.revoked"
 EVENT_TYPES: frozenset[str] = frozenset(
-    {TENANT_CREATED, API_KEY_ISSUED, API_KEY_REVOKED}
+    {TENANT_CREATED, API_KEY_ISSUED, API_KEY_REVOKED, TOKEN_REVOKED}
 )
 
 STREAM_CATEGORY = "tenant"
@@ -67,6 +78,10 @@ class ApiKeyNotFound(NotFound):
 
 class InvalidTokenRequest(ValidationFailed):
     """A request for a scoped token names a bad role, subject or lifetime (HTTP 422)."""
+
+
+class InvalidTokenRevocation(ValidationFailed):
+    """The token to revoke is not one of this tenant's (HTTP 422, naming ``token``)."""
 
 
 # -------------------------------------------------------------------- API keys
@@ -103,6 +118,7 @@ class Tenant(Aggregate):
     name: str = ""
     created_at: datetime | None = None
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    revoked_tokens: set[str] = field(default_factory=set)
 
     @applies(TENANT_CREATED)
     def _apply_created(self, event: EventLike) -> None:
@@ -125,6 +141,10 @@ class Tenant(Aggregate):
     def _apply_key_revoked(self, event: EventLike) -> None:
         key = self.api_keys[event.data["key_id"]]
         self.api_keys[key.key_id] = replace(key, revoked_at=event.occurred_at, revoked=True)
+
+    @applies(TOKEN_REVOKED)
+    def _apply_token_revoked(self, event: EventLike) -> None:
+        self.revoked_tokens.add(event.data["token_id"])
 
     @classmethod
     def create(cls, *, tenant_id: str, name: object, now: datetime) -> Tenant:
@@ -186,6 +206,23 @@ class Tenant(Aggregate):
             self._emit(API_KEY_REVOKED, {"tenant_id": self.id, "key_id": key_id}, now)
         ]
 
+    def revoke_token(self, token: SignedToken, *, now: datetime) -> list[NewEvent]:
+        """Revoke one scoped token (as `shared.auth.read_token` read it, expired or not).
+
+        Another tenant's token: ``InvalidTokenRevocation`` (its holder learns nothing it
+        did not hold). Nothing is recorded for a token that no longer works anyway:
+        expired, already revoked, or minted by a revoked key; revoking is idempotent.
+        """
+        require_aware(now)
+        if token.tenant_id != self.id:
+            raise InvalidTokenRevocation("token", "is not a token of this tenant")
+        key = self.api_keys.get(token.key_id)
+        if token.expires_at <= now or token.token_id in self.revoked_tokens or (key is not None and key.revoked):
+            return []
+        data = {"tenant_id": self.id, "token_id": token.token_id, "key_id": token.key_id,
+                "expires_at": token.expires_at.isoformat()}
+        return [self._emit(TOKEN_REVOKED, data, now)]
+
 
 # --------------------------------------------------------------- scoped tokens
 
@@ -216,8 +253,8 @@ class TokenClaims:
     ) -> TokenClaims:
         """Validate a token request; field errors name ``role``, ``subject_id``, ``ttl_seconds``.
 
-        TTL is 60 s .. 30 days: shorter would expire in transit, longer would make a
-        leaked token a standing key (tokens cannot be revoked, only API keys can).
+        TTL is 60 s .. 30 days: shorter would expire in transit, longer would keep a
+        leaked token alive for long if nobody revokes it (or the key that minted it).
         """
         require_aware(now)
         v = Validator(InvalidTokenRequest)

@@ -49,8 +49,8 @@ class Tenant:
 
     def token(self, role: str, subject_id: str) -> str:
         now = datetime.now(UTC)
-        return encode_token(tenant_id=self.tenant_id, role=role, subject_id=subject_id,
-                            expires_at=now + timedelta(hours=1), issued_at=now)
+        return encode_token(tenant_id=self.tenant_id, role=role, subject_id=subject_id, key_id=self.key_id,
+                            token_id=uuid.uuid4().hex, expires_at=now + timedelta(hours=1), issued_at=now)
 
     def headers(self, role: str = "admin", subject_id: str = "") -> dict[str, str]:
         credential = self.api_key if role == "admin" else self.token(role, subject_id)

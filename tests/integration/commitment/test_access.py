@@ -79,8 +79,8 @@ def test_tokens(service: Client) -> None:
 def test_bad_credentials_are_401(service: Client) -> None:
     service.tenant()
     past = datetime.now(UTC) - timedelta(hours=2)
-    expired = encode_token(tenant_id="t", role="member", subject_id="m-1", issued_at=past,
-                           expires_at=past + timedelta(hours=1))
+    expired = encode_token(tenant_id="t", role="member", subject_id="m-1", key_id="k", token_id="j",
+                           issued_at=past, expires_at=past + timedelta(hours=1))
     for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic dXNlcjpwYXNz"},
                     {"Authorization": "Bearer not-a-token"}, {"Authorization": "Bearer nck_forged"},
                     {"Authorization": f"Bearer {expired}"}, {"Authorization": f"Bearer {expired[:-3]}abc"}):

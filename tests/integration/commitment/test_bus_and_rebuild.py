@@ -110,10 +110,13 @@ def test_tenants_create_command(postgres_url: str, monkeypatch: Any) -> None:
     uuid.UUID(tenant_id)
     assert api_key.startswith("nck_")
     from services.commitment.tables import CREDENTIALS
-    from shared.auth import authenticate
+    from shared.auth import lookup, present
 
     with read(engine_for(postgres_url)) as conn:
-        assert authenticate(conn, CREDENTIALS, f"Bearer {api_key}").tenant_id == tenant_id
+        # In the store, as every service sharing the database checks it, and in the read model.
+        for tables in (None, CREDENTIALS):
+            principal = lookup(conn, present(f"Bearer {api_key}"), tables)
+            assert principal is not None and principal.tenant_id == tenant_id
     refused = CliRunner().invoke(cli, ["tenants", "create", ""])
     assert refused.exit_code != 0 and "name" in refused.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,8 @@ from tests.integration.notification.conftest import NotificationHarness, Tenant,
 def _token_client(harness: NotificationHarness, tenant: Tenant, role: str, subject: str) -> httpx.Client:
     now = datetime.now(UTC)
     token = encode_token(
-        tenant_id=tenant.id, role=role, subject_id=subject, expires_at=now + timedelta(hours=1), issued_at=now
+        tenant_id=tenant.id, role=role, subject_id=subject, key_id="feed-test-key", token_id=uuid.uuid4().hex,
+        expires_at=now + timedelta(hours=1), issued_at=now,
     )
     return httpx.Client(base_url=harness.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
