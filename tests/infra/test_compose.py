@@ -178,7 +178,14 @@ def test_secrets_come_from_the_environment_and_every_process_shares_the_signing_
     text = (REPO_ROOT / "docker-compose.yml").read_text()
     env = APP_SERVICES["checkin-api"]["environment"]
     assert env["NOCONTACT_SECRET_KEY"].startswith("${NOCONTACT_SECRET_KEY:?")
-    assert "${NOCONTACT_DB_PASSWORD:?" in env["NOCONTACT_DATABASE_URL"]
+    # The services connect as the app role; only the migrate job holds the owner's password.
+    assert env["NOCONTACT_DATABASE_URL"].startswith("postgresql://nocontact_app:${NOCONTACT_APP_DB_PASSWORD:?")
+    assert "NOCONTACT_DB_PASSWORD" not in env["NOCONTACT_DATABASE_URL"]
+    owner = APP_SERVICES["migrate"]["environment"]["NOCONTACT_MIGRATION_DATABASE_URL"]
+    assert owner.startswith("postgresql://nocontact:${NOCONTACT_DB_PASSWORD:?")
+    assert [name for name, spec in APP_SERVICES.items()
+            if "NOCONTACT_MIGRATION_DATABASE_URL" in spec["environment"]] == ["migrate"]
+    assert SERVICES["postgres"]["environment"]["NOCONTACT_APP_DB_PASSWORD"].startswith("${NOCONTACT_APP_DB_PASSWORD:?")
     assert "${NOCONTACT_BROKER_PASSWORD:?" in env["NOCONTACT_BROKER_URL"]
     assert SERVICES["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"].startswith("${NOCONTACT_BROKER_PASSWORD:?")
     assert SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${NOCONTACT_DB_PASSWORD:?")
@@ -290,15 +297,25 @@ def test_postgres_init_script_creates_the_databases_once(postgres_database_url: 
 
     script = REPO_ROOT / "infra" / "postgres" / "init-databases.sh"
     names = [f"nocx_{uuid.uuid4().hex[:8]}_{suffix}" for suffix in ("a", "b")]
+    role = f"nocx_{uuid.uuid4().hex[:8]}_app"
     env = {"PATH": "/usr/bin:/bin", "PGHOST": "127.0.0.1", "POSTGRES_USER": "postgres",
-           "NOCONTACT_DATABASES": ",".join(names)}
+           "NOCONTACT_DATABASES": ",".join(names), "NOCONTACT_APP_ROLE": role,
+           "NOCONTACT_APP_DB_PASSWORD": "it's a secret"}
     admin = create_engine(postgres_database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     try:
         for _ in range(2):  # a second run finds them and changes nothing
             subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True, timeout=60)
         with admin.connect() as conn:
             found = {row[0] for row in conn.execute(text("SELECT datname FROM pg_database"))}
+            app_role = conn.execute(
+                text("SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :r"),
+                {"r": role},
+            ).one()
+            may_connect = conn.execute(
+                text("SELECT has_database_privilege(:r, :d, 'CONNECT')"), {"r": role, "d": names[0]}
+            ).scalar()
         assert set(names) <= found
+        assert tuple(app_role) == (True, False, False, False) and may_connect
         refused = subprocess.run(["sh", str(script)], env={**env, "NOCONTACT_DATABASES": "x; DROP"},
                                  capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0 and "refusing" in refused.stderr
@@ -306,4 +323,5 @@ def test_postgres_init_script_creates_the_databases_once(postgres_database_url: 
         with admin.connect() as conn:
             for name in names:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
         admin.dispose()
