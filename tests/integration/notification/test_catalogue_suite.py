@@ -16,12 +16,13 @@ from tests.integration.commitment.conftest import OPERATOR
 from tests.integration.notification.conftest import FAST_ENV, Receiver
 from tests.support.catalogue import problems
 
-#: What the story below makes the services tell partners (``member.erased`` waits for every
-#: service's part of the erasure, and the checkin service does not report one yet).
+#: What the story below makes the services tell partners, at least. Others may follow and
+#: are checked as well: ``client.at_risk`` (told at once, or only after the commitment's
+#: first deadline, depending on the checkin service's version), ``member.erased`` (once
+#: every service reported its part of the erasure).
 TOLD = {
     "commitment.created", "coach.assigned", "checkin.recorded", "checkin.corrected", "streak.milestone_reached",
-    "streak.reset", "client.at_risk", "commitment.extended", "commitment.completed", "commitment.ended",
-    "member.erasure_requested",
+    "streak.reset", "commitment.extended", "commitment.completed", "commitment.ended", "member.erasure_requested",
 }
 
 
