@@ -224,6 +224,13 @@ _RISK = {
     },
 }
 
+
+def _erasure(services: str) -> dict[str, Schema]:
+    """The fields of a member's erasure events: ids only."""
+    return {"member_id": IDS["member_id"], "services": {"type": "array", "items": _enum("Service", SERVICES),
+                                                        "description": services}}
+
+
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         type="commitment.created",
@@ -466,11 +473,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
         type="member.erasure_requested",
         description="The member's data is being erased on every service (their personal values already read "
                     "as null). Ids only.",
-        fields={
-            "member_id": IDS["member_id"],
-            "services": {"type": "array", "items": _enum("Service", SERVICES),
-                         "description": "The services that erase their part"},
-        },
+        fields=_erasure("The services that erase their part"),
         required=("member_id", "services"),
         example_data={"member_id": MEMBER, "services": list(SERVICES)},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a14",
@@ -480,11 +483,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         type="member.erased",
         description="Every service has erased the member's data. Ids only.",
-        fields={
-            "member_id": IDS["member_id"],
-            "services": {"type": "array", "items": _enum("Service", SERVICES),
-                         "description": "The services that erased their part"},
-        },
+        fields=_erasure("The services that erased their part"),
         required=("member_id", "services"),
         example_data={"member_id": MEMBER, "services": list(SERVICES)},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a15",

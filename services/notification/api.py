@@ -543,7 +543,13 @@ event_types_blp = Blueprint(
 @event_types_blp.route("", methods=["GET"])
 @event_types_blp.response(200, EventTypeListSchema,
                           example={"items": [catalogue.CATALOGUE["streak.milestone_reached"].describe()]})
-@problems(event_types_blp, CREDENTIAL_PROBLEMS)
+@problems(
+    event_types_blp,
+    {
+        **CREDENTIAL_PROBLEMS,
+        403: _problem(403, "the operator's token, which belongs to no tenant", "this requires a tenant credential"),
+    },
+)
 def list_event_types() -> dict[str, Any]:
     """Every event type a webhook endpoint can receive, with its description, the JSON Schema
     (2020-12) of its `data` and an example body. Any credential of a tenant."""

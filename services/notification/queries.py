@@ -174,13 +174,21 @@ def endpoint_stats(engine: Engine, tenant_id: str, endpoint_id: str, now: dateti
     p-th percentile is the nearest rank, the duration of rank ceil(p/100 * n): the shortest
     duration that p % of the window's attempts do not exceed.
     """
+    # The endpoint's attempts are read once, for the longest window; the others are within it.
+    longest = (
+        select(attempts.c.duration_ms, attempts.c.state, attempts.c.attempted_at)
+        .where(
+            attempts.c.tenant_id == tenant_id,
+            attempts.c.endpoint_id == endpoint_id,
+            attempts.c.attempted_at > now - max(length for _name, length in STATS_WINDOWS),
+            attempts.c.attempted_at <= now,
+        )
+        .cte("longest")
+    )
     in_windows = union_all(
         *(
-            select(literal(name, String).label("span"), attempts.c.duration_ms, attempts.c.state).where(
-                attempts.c.tenant_id == tenant_id,
-                attempts.c.endpoint_id == endpoint_id,
-                attempts.c.attempted_at > now - length,
-                attempts.c.attempted_at <= now,
+            select(literal(name, String).label("span"), longest.c.duration_ms, longest.c.state).where(
+                longest.c.attempted_at > now - length
             )
             for name, length in STATS_WINDOWS
         )
