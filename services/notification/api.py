@@ -226,6 +226,7 @@ class StatsWindowsSchema(Schema):
 class EndpointStatsSchema(Schema):
     endpoint_id = fields.String()
     as_of = fields.AwareDateTime()
+    pending = fields.Integer(metadata={"description": "deliveries waiting for an attempt or a retry, now"})
     windows = fields.Nested(StatsWindowsSchema)
 
 
@@ -321,6 +322,7 @@ def _example_stats() -> dict[str, Any]:
     return {
         "endpoint_id": "5b0f7c1e-2a44-4e0b-8d6f-0c1b9a7e3d21",
         "as_of": "2026-11-21T21:00:00+00:00",
+        "pending": 3,
         "windows": {
             "1h": window("2026-11-21T20:00:00+00:00", 42, 0, 61, 140, 380),
             "24h": window("2026-11-20T21:00:00+00:00", 913, 12, 58, 151, 2210),

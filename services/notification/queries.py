@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, String, Table, case, func, literal, select, union_all
 
-from services.notification.delivery.queue import SUCCEEDED, opened_bodies
+from services.notification.delivery.queue import PENDING, SUCCEEDED, opened_bodies
 from services.notification.domain.endpoints import EndpointNotFound, parse_id
 from services.notification.tables import attempts, coaches, deliveries, endpoints, feed_items, messages
 from shared import keyring
@@ -167,7 +167,8 @@ PERCENTILES = (50, 90, 99)
 
 def endpoint_stats(engine: Engine, tenant_id: str, endpoint_id: str, now: datetime) -> dict[str, Any]:
     """The endpoint's attempts over each window of `STATS_WINDOWS` ending at `now`: how many,
-    how many succeeded (a 2xx) and failed, and the percentiles of their durations.
+    how many succeeded (a 2xx) and failed, and the percentiles of their durations; and how
+    many deliveries are pending there now (waiting for an attempt or a retry).
 
     In SQL, one statement on PostgreSQL and SQLite alike (SQLite has no percentile function):
     each attempt once per window it falls in, ranked by duration within its window; the
@@ -213,6 +214,9 @@ def endpoint_stats(engine: Engine, tenant_id: str, endpoint_id: str, now: dateti
     with read(engine) as conn:
         _endpoint_row(conn, tenant_id, endpoint_id)
         found = {row.span: row for row in conn.execute(query)}
+        pending = conn.execute(
+            select(func.count()).where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.state == PENDING)
+        ).scalar_one()
     windows = {}
     for name, length in STATS_WINDOWS:
         row = found.get(name)
@@ -225,7 +229,7 @@ def endpoint_stats(engine: Engine, tenant_id: str, endpoint_id: str, now: dateti
             "failures": total - successes,
             "latency_ms": {f"p{p}": None if row is None else getattr(row, f"p{p}") for p in PERCENTILES},
         }
-    return {"endpoint_id": parse_id(endpoint_id), "as_of": now, "windows": windows}
+    return {"endpoint_id": parse_id(endpoint_id), "as_of": now, "pending": int(pending), "windows": windows}
 
 
 def coach_feed(

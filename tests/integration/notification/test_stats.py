@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from services.notification import handlers, queries
 from services.notification.domain.endpoints import EndpointNotFound
-from services.notification.tables import attempts
+from services.notification.tables import attempts, deliveries
 from shared.commands import Context
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ def test_counts_and_latency_percentiles_per_window(engine: Any) -> None:
 
     stats = queries.endpoint_stats(engine, TENANT, endpoint_id, NOW)
 
-    assert stats["endpoint_id"] == endpoint_id and stats["as_of"] == NOW
+    assert stats["endpoint_id"] == endpoint_id and stats["as_of"] == NOW and stats["pending"] == 0
     assert list(stats["windows"]) == ["1h", "24h", "7d"]
     hour, day, week = (stats["windows"][name] for name in ("1h", "24h", "7d"))
     assert hour == {"since": NOW - hours(1), "attempts": 10, "successes": 8, "failures": 2,
@@ -112,3 +112,17 @@ def test_another_tenants_endpoint_has_no_stats(engine: Any) -> None:
         queries.endpoint_stats(engine, TENANT, endpoint_id, NOW)
     with pytest.raises(EndpointNotFound):
         queries.endpoint_stats(engine, TENANT, "not-a-uuid", NOW)
+
+
+def test_pending_counts_the_deliveries_waiting_at_the_endpoint_now(engine: Any) -> None:
+    endpoint_id, other = _endpoint(engine), _endpoint(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(deliveries), [
+            {"tenant_id": TENANT, "endpoint_id": endpoint, "message_id": f"msg_{index}", "event_type": "checkin.missed",
+             "state": state, "attempts": 0, "schedule_step": 0, "created_at": NOW, "updated_at": NOW}
+            for index, (endpoint, state) in enumerate([
+                (endpoint_id, "pending"), (endpoint_id, "pending"), (endpoint_id, "succeeded"),
+                (endpoint_id, "failed"), (other, "pending"),
+            ])
+        ])
+    assert queries.endpoint_stats(engine, TENANT, endpoint_id, NOW)["pending"] == 2
