@@ -83,8 +83,10 @@ SERVICES = ("commitment", "checkin", "notification")
 MESSAGE_FIELDS: dict[str, Schema] = {
     "event_id": _string("Id of the event (unique; the webhook-id header is msg_ + its hex)", format="uuid"),
     "sequence": _integer(
-        "Version of the event in its stream (per commitment, or per member for member.*): "
-        "no sender guarantees order, so order a commitment's events by it", minimum=1
+        "Version of the event in its stream, from 1. A commitment has two streams, its own events "
+        "(commitment.*, coach.assigned) and its check-in events (checkin.*, streak.*, client.at_risk); a "
+        "member's erasure is a third (member.*). No sender guarantees order: order a stream's events by it",
+        minimum=1,
     ),
 }
 
