@@ -8,7 +8,7 @@ caller's tenant: another tenant's ids answer 404.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Response
@@ -18,10 +18,13 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from services.notification import handlers, members, queries
 from services.notification.delivery import queue
-from services.notification.domain.messages import WEBHOOK_EVENT_TYPES, WILDCARD
+from services.notification.domain.endpoints import parse_id
+from services.notification.domain.messages import FEED_KINDS, WEBHOOK_EVENT_TYPES, WILDCARD, message_id
+from shared import catalogue
 from shared.commands import Context
 from shared.errors import Forbidden, NotFound
-from shared.web import context, engine, now, require_role
+from shared.problems import PROBLEM_JSON, Problem
+from shared.web import ProblemSchema, context, engine, now, require_role, require_tenant
 
 MAX_PAGE = 100
 
@@ -100,7 +103,13 @@ class AttemptSchema(Schema):
     status_code = fields.Integer(allow_none=True)
     duration_ms = fields.Integer()
     error = fields.String(allow_none=True)
-    response_excerpt = fields.String(allow_none=True)
+    response_excerpt = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the first KiB of the receiver's reply, as plain text: invalid UTF-8 and control "
+            "characters (but line feeds and tabs) replaced by U+FFFD. Show it as text, never as HTML"
+        },
+    )
     state = fields.String(metadata={"description": "after this attempt: succeeded | retrying | failed"})
     next_attempt_at = fields.AwareDateTime(allow_none=True)
     attempted_at = fields.AwareDateTime()
@@ -143,7 +152,7 @@ class RequeuedSchema(Schema):
 
 class FeedItemSchema(Schema):
     id = fields.Integer()
-    kind = fields.String(metadata={"description": "slip | missed_day | at_risk | milestone"})
+    kind = fields.String(metadata={"description": " | ".join(FEED_KINDS)})
     event_type = fields.String()
     event_id = fields.String()
     commitment_id = fields.String()
@@ -158,7 +167,168 @@ class FeedPageSchema(Schema):
 
 
 class FeedArgsSchema(PageArgsSchema):
-    kind = fields.String(load_default=None, validate=validate.OneOf(["slip", "missed_day", "at_risk", "milestone"]))
+    kind = fields.String(load_default=None, validate=validate.OneOf(FEED_KINDS))
+
+
+class EventTypeChoiceSchema(Schema):
+    event_type = fields.String(
+        required=True,
+        validate=validate.OneOf(WEBHOOK_EVENT_TYPES),
+        metadata={"description": "the type whose catalogue example is sent (GET /v1/event-types)"},
+    )
+
+
+class MessageSchema(Schema):
+    message_id = fields.String(metadata={"description": "the webhook-id header of every attempt"})
+    event_id = fields.String()
+    event_type = fields.String()
+    test = fields.Boolean(metadata={"description": "a test event (POST .../test), not a real one"})
+    occurred_at = fields.AwareDateTime()
+    created_at = fields.AwareDateTime(metadata={"description": "when the message was queued"})
+    payload = fields.Dict(
+        metadata={
+            "description": "the body as sent (every attempt sends the same bytes). Personal values read null "
+            "once the member's data was erased (so would a send after it)",
+            "allOf": [catalogue.ref(catalogue.PAYLOAD_COMPONENT)],
+        }
+    )
+    state = fields.String(metadata={"description": "at this endpoint: pending | succeeded | failed | skipped_disabled"})
+    next_attempt_at = fields.AwareDateTime(allow_none=True)
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    last_attempt_at = fields.AwareDateTime(allow_none=True)
+    attempts = fields.List(fields.Nested(AttemptSchema), metadata={"description": "its attempts, oldest first"})
+
+
+class LatencySchema(Schema):
+    p50 = fields.Integer(allow_none=True, metadata={"description": "null: no attempts in the window"})
+    p90 = fields.Integer(allow_none=True)
+    p99 = fields.Integer(allow_none=True)
+
+
+class WindowStatsSchema(Schema):
+    since = fields.AwareDateTime(metadata={"description": "the window is (since, as_of]"})
+    attempts = fields.Integer()
+    successes = fields.Integer(metadata={"description": "attempts answered with a 2xx"})
+    failures = fields.Integer(metadata={"description": "every other attempt: an error status, a timeout, "
+                                        "a refused connection"})
+    latency_ms = fields.Nested(
+        LatencySchema, metadata={"description": "percentiles of the attempts' durations (nearest rank)"}
+    )
+
+
+class StatsWindowsSchema(Schema):
+    last_hour = fields.Nested(WindowStatsSchema, attribute="1h", data_key="1h")
+    last_day = fields.Nested(WindowStatsSchema, attribute="24h", data_key="24h")
+    last_week = fields.Nested(WindowStatsSchema, attribute="7d", data_key="7d")
+
+
+class EndpointStatsSchema(Schema):
+    endpoint_id = fields.String()
+    as_of = fields.AwareDateTime()
+    pending = fields.Integer(metadata={"description": "deliveries waiting for an attempt or a retry, now"})
+    windows = fields.Nested(StatsWindowsSchema)
+
+
+class EventTypeSchema(Schema):
+    type = fields.String(metadata={"enum": list(WEBHOOK_EVENT_TYPES)})
+    description = fields.String()
+    schema = fields.Dict(
+        metadata={
+            "description": "JSON Schema (2020-12) of the body's data; in this document: components/schemas/"
+            "<Type>Data (e.g. StreakMilestoneReachedData). Objects stay open: ignore fields you do not know"
+        }
+    )
+    example = fields.Dict(
+        metadata={"description": "an example body of this type", "allOf": [catalogue.ref(catalogue.PAYLOAD_COMPONENT)]}
+    )
+
+
+class EventTypeListSchema(Schema):
+    items = fields.List(fields.Nested(EventTypeSchema))
+
+
+# -- documented answers -----------------------------------------------------------------------
+
+
+def _problem(status: int, when: str, detail: str, field: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A documented problem answer: when it is given, and an example problem+json body."""
+    errors = None if field is None else {field: [detail.removeprefix(f"{field}: ")]}
+    return when, Problem(status, detail, errors=errors).body()
+
+
+Problems = Mapping[int, tuple[str, dict[str, Any]]]
+
+#: The problems every operation of a tenant's credential may answer.
+CREDENTIAL_PROBLEMS: Problems = {
+    401: _problem(401, "no credential, or one that is not valid (any more)",
+                  "an Authorization: Bearer credential is required"),
+    429: _problem(429, "the credential's rate limit is exceeded (see Retry-After and the RateLimit-* headers)",
+                  "rate limit of 600 requests per minute exceeded for this credential; retry in 2 s"),
+}
+ADMIN_PROBLEMS: Problems = {
+    **CREDENTIAL_PROBLEMS,
+    403: _problem(403, "the credential is not an admin key", "this requires one of the roles: admin"),
+}
+ENDPOINT_NOT_FOUND: Problems = {
+    404: _problem(404, "no such endpoint in the caller's tenant", "no such webhook endpoint"),
+}
+
+
+def problems(blp: Blueprint, documented: Problems) -> Callable[[Any], Any]:
+    """Document the problem+json answers of an operation, with an example each."""
+
+    def decorate(view: Any) -> Any:
+        for status, (when, example) in sorted(documented.items(), reverse=True):
+            view = blp.alt_response(
+                status, schema=ProblemSchema, content_type=PROBLEM_JSON, description=when, example=example
+            )(view)
+        return view
+
+    return decorate
+
+
+def _example_message(event_type: str, *, test: bool) -> dict[str, Any]:
+    """An example of MessageSchema: the catalogue's example of `event_type`, delivered."""
+    payload = catalogue.CATALOGUE[event_type].example
+    if test:
+        payload["test"] = True
+    event_id = payload["data"]["event_id"]
+    attempt = {
+        "id": 8121, "message_id": message_id(event_id), "event_type": event_type, "attempt": 1,
+        "status_code": 200, "duration_ms": 84, "error": None, "response_excerpt": "ok", "state": "succeeded",
+        "next_attempt_at": None, "attempted_at": "2026-11-21T20:45:13.117000+00:00",
+    }
+    return {
+        "message_id": message_id(event_id), "event_id": event_id, "event_type": event_type, "test": test,
+        "occurred_at": "2026-11-21T20:45:12+00:00", "created_at": "2026-11-21T20:45:12.861000+00:00",
+        "payload": payload, "state": "succeeded", "next_attempt_at": None, "last_status_code": 200,
+        "last_error": None, "last_attempt_at": "2026-11-21T20:45:13.117000+00:00", "attempts": [attempt],
+    }
+
+
+def _example_queued(event_type: str) -> dict[str, Any]:
+    """An example of MessageSchema: a test event just queued, not yet attempted."""
+    example = _example_message(event_type, test=True)
+    return {**example, "state": "pending", "next_attempt_at": example["created_at"], "last_status_code": None,
+            "last_attempt_at": None, "attempts": []}
+
+
+def _example_stats() -> dict[str, Any]:
+    def window(since: str, attempts: int, failures: int, p50: int, p90: int, p99: int) -> dict[str, Any]:
+        return {"since": since, "attempts": attempts, "successes": attempts - failures, "failures": failures,
+                "latency_ms": {"p50": p50, "p90": p90, "p99": p99}}
+
+    return {
+        "endpoint_id": "5b0f7c1e-2a44-4e0b-8d6f-0c1b9a7e3d21",
+        "as_of": "2026-11-21T21:00:00+00:00",
+        "pending": 3,
+        "windows": {
+            "1h": window("2026-11-21T20:00:00+00:00", 42, 0, 61, 140, 380),
+            "24h": window("2026-11-20T21:00:00+00:00", 913, 12, 58, 151, 2210),
+            "7d": window("2026-11-14T21:00:00+00:00", 6120, 97, 57, 149, 15000),
+        },
+    }
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -291,6 +461,61 @@ def list_messages(args: Mapping[str, Any], endpoint_id: str) -> dict[str, Any]:
     )
 
 
+@endpoints_blp.route("/<endpoint_id>/messages/<message_id>", methods=["GET"])
+@endpoints_blp.response(200, MessageSchema, example=_example_message("streak.milestone_reached", test=False))
+@problems(
+    endpoints_blp,
+    {
+        **ADMIN_PROBLEMS,
+        404: _problem(404, "no such endpoint, or no such message routed to it", "no such message at this endpoint"),
+    },
+)
+def get_message(endpoint_id: str, message_id: str) -> dict[str, Any]:
+    """One message routed to the endpoint: the payload as sent, its delivery state at this
+    endpoint and every attempt, oldest first (admin)."""
+    return queries.message(engine(), _tenant(), endpoint_id, message_id)
+
+
+@endpoints_blp.route("/<endpoint_id>/test", methods=["POST"])
+@endpoints_blp.arguments(EventTypeChoiceSchema, example={"event_type": "streak.milestone_reached"})
+@endpoints_blp.response(202, MessageSchema, example=_example_queued("streak.milestone_reached"))
+@problems(
+    endpoints_blp,
+    {
+        **ADMIN_PROBLEMS,
+        **ENDPOINT_NOT_FOUND,
+        409: _problem(
+            409,
+            "the endpoint is disabled (the detail says why): enable it first",
+            "the endpoint is disabled (HTTP 410 Gone: receiver asked to stop): enable it before sending a test event",
+        ),
+        422: _problem(
+            422,
+            "event_type names no event type of the catalogue",
+            "event_type: Must be one of: " + ", ".join(WEBHOOK_EVENT_TYPES) + ".",
+            "event_type",
+        ),
+    },
+)
+def send_test_event(body: Mapping[str, Any], endpoint_id: str) -> Any:
+    """Send a test event: the catalogue's example of `event_type` (GET /v1/event-types), with
+    `"test": true` beside `type` and an event id of its own, signed and delivered like any
+    message (retried on the schedule, in the attempt log), whatever types the endpoint
+    subscribed to (admin). The answer is the message, queued; follow it at its Location."""
+    sent = handlers.send_test_event(engine(), _admin(), endpoint_id, body["event_type"], now=now())
+    location = f"/v1/webhook-endpoints/{parse_id(endpoint_id)}/messages/{sent}"
+    return queries.message(engine(), _tenant(), endpoint_id, sent), 202, {"Location": location}
+
+
+@endpoints_blp.route("/<endpoint_id>/stats", methods=["GET"])
+@endpoints_blp.response(200, EndpointStatsSchema, example=_example_stats())
+@problems(endpoints_blp, {**ADMIN_PROBLEMS, **ENDPOINT_NOT_FOUND})
+def endpoint_stats(endpoint_id: str) -> dict[str, Any]:
+    """The endpoint's attempts over the last hour, day and week: how many, successes (2xx),
+    failures, and the 50th, 90th and 99th percentiles of their durations (admin)."""
+    return queries.endpoint_stats(engine(), _tenant(), endpoint_id, now())
+
+
 @endpoints_blp.route("/<endpoint_id>/deliveries/<message_id>/redeliver", methods=["POST"])
 @endpoints_blp.response(202, MessageDeliverySchema)
 def redeliver(endpoint_id: str, message_id: str) -> dict[str, Any]:
@@ -305,6 +530,33 @@ def redeliver(endpoint_id: str, message_id: str) -> dict[str, Any]:
 def redeliver_failed(body: Mapping[str, Any], endpoint_id: str) -> dict[str, Any]:
     """Queue again every failed or skipped (endpoint disabled) message since ``since``."""
     return {"requeued": handlers.redeliver_failed(engine(), _admin(), endpoint_id, body["since"], now=now())}
+
+
+# -- the event catalogue ---------------------------------------------------------------------------
+
+event_types_blp = Blueprint(
+    "event-types",
+    __name__,
+    url_prefix="/v1/event-types",
+    description="The event catalogue: every webhook event type, the JSON Schema of its data, an example",
+)
+
+
+@event_types_blp.route("", methods=["GET"])
+@event_types_blp.response(200, EventTypeListSchema,
+                          example={"items": [catalogue.CATALOGUE["streak.milestone_reached"].describe()]})
+@problems(
+    event_types_blp,
+    {
+        **CREDENTIAL_PROBLEMS,
+        403: _problem(403, "the operator's token, which belongs to no tenant", "this requires a tenant credential"),
+    },
+)
+def list_event_types() -> dict[str, Any]:
+    """Every event type a webhook endpoint can receive, with its description, the JSON Schema
+    (2020-12) of its `data` and an example body. Any credential of a tenant."""
+    require_tenant()
+    return {"items": catalogue.describe_all()}
 
 
 # -- coach feed ------------------------------------------------------------------------------------
@@ -369,4 +621,4 @@ def export_member(member_id: str) -> dict[str, Any]:
     return exported
 
 
-BLUEPRINTS = (endpoints_blp, feed_blp, members_blp)
+BLUEPRINTS = (endpoints_blp, event_types_blp, feed_blp, members_blp)

@@ -10,6 +10,7 @@ it too (resolution is network I/O), and again before every delivery (DNS answers
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -35,24 +36,33 @@ PIPELINE = Pipeline(projector=projections.project)
 DELIVERY_ACTOR = "system:delivery"
 
 
+#: What a URL refused for its private address or its port is told (a receiver on the
+#: developer's machine).
+ALLOW_PRIVATE_HINT = (
+    "to let webhooks reach loopback and private addresses, on any port, in development and tests "
+    "(never in production), start the services with NOCONTACT_WEBHOOK_ALLOW_PRIVATE=true"
+)
+
+
 def vet(url: str) -> None:
     """Refuse, naming ``url``, what the SSRF policy refuses now."""
     try:
         vet_url(url, config.allow_private())
     except UrlRefused as refused:
-        raise ValidationFailed("url", f"refused: {refused.reason}") from None
+        hint = f"; {ALLOW_PRIVATE_HINT}" if refused.development_allows else ""
+        raise ValidationFailed("url", f"refused: {refused.reason}{hint}") from None
 
 
 def load_endpoint(conn: Connection, tenant_id: str | None, endpoint_id: str) -> Endpoint:
     """The endpoint as a decision sees it; another tenant's is not found."""
     row = conn.execute(
-        select(endpoints.c.id, endpoints.c.tenant_id, endpoints.c.status, endpoints.c.version).where(
-            endpoints.c.id == endpoint_id, endpoints.c.tenant_id == tenant_id
-        )
+        select(
+            endpoints.c.id, endpoints.c.tenant_id, endpoints.c.status, endpoints.c.version, endpoints.c.disabled_reason
+        ).where(endpoints.c.id == endpoint_id, endpoints.c.tenant_id == tenant_id)
     ).first()
     if row is None:
         raise EndpointNotFound()
-    return Endpoint(row.id, row.tenant_id, Status(row.status), row.version)
+    return Endpoint(row.id, row.tenant_id, Status(row.status), row.version, row.disabled_reason)
 
 
 def _on_endpoint(
@@ -169,6 +179,31 @@ def redeliver_message(
         rules.require_enabled(endpoint)
         queue.requeue(uow.conn, [delivery_id], now=uow.now)
         return int(delivery_id)
+
+    return PIPELINE.run(engine, context, command, now=now)
+
+
+def send_test_event(
+    engine: Engine, context: Context, endpoint_id: str, event_type: str, *, now: datetime | None = None
+) -> str:
+    """Queue the catalogue's example of `event_type` for the endpoint, as a test event (see
+    `queue.enqueue_example`), whatever types it subscribed to; returns the message id."""
+    endpoint_id = rules.parse_id(endpoint_id)
+    schedule = config.retry_schedule()
+
+    def command(uow: UnitOfWork) -> str:
+        rules.require_enabled(load_endpoint(uow.conn, uow.context.tenant_id, endpoint_id), "sending a test event")
+        assert uow.context.tenant_id is not None  # found in the caller's tenant
+        return queue.enqueue_example(
+            uow.conn,
+            tenant_id=uow.context.tenant_id,
+            endpoint_id=endpoint_id,
+            event_type=event_type,
+            event_id=uuid.uuid4(),
+            now=uow.now,
+            schedule=schedule,
+            rng=random.Random(),
+        )
 
     return PIPELINE.run(engine, context, command, now=now)
 

@@ -8,13 +8,16 @@ random uuids).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, String, Table, case, func, literal, select, union_all
 
+from services.notification.delivery.queue import PENDING, SUCCEEDED, opened_bodies
 from services.notification.domain.endpoints import EndpointNotFound, parse_id
-from services.notification.tables import attempts, coaches, deliveries, endpoints, feed_items
+from services.notification.tables import attempts, coaches, deliveries, endpoints, feed_items, messages
 from shared import keyring
 from shared.db import read
 from shared.errors import NotFound
@@ -109,6 +112,124 @@ def delivery(engine: Engine, tenant_id: str, delivery_id: int) -> dict[str, Any]
     if row is None:
         raise NotFound("no such message at this endpoint")
     return dict(row._mapping)
+
+
+def message(engine: Engine, tenant_id: str, endpoint_id: str, message_id: str) -> dict[str, Any]:
+    """A message routed to the endpoint: its payload as sent (personal values opened as the
+    sender opens them: null once the member's data was erased), its delivery state there
+    and its attempts, oldest first."""
+    with read(engine) as conn:
+        _endpoint_row(conn, tenant_id, endpoint_id)
+        row = conn.execute(
+            select(
+                deliveries.c.message_id,
+                deliveries.c.state,
+                deliveries.c.next_attempt_at,
+                deliveries.c.last_status_code,
+                deliveries.c.last_error,
+                deliveries.c.last_attempt_at,
+                messages.c.tenant_id,
+                messages.c.event_id,
+                messages.c.event_type,
+                messages.c.body,
+                messages.c.occurred_at,
+                messages.c.created_at,
+            )
+            .join(messages, messages.c.id == deliveries.c.message_id)
+            .where(
+                deliveries.c.endpoint_id == endpoint_id,
+                deliveries.c.tenant_id == tenant_id,
+                deliveries.c.message_id == message_id,
+            )
+        ).first()
+        if row is None:
+            raise NotFound("no such message at this endpoint")
+        payload = json.loads(opened_bodies(conn, [row])[row.message_id])
+        log = conn.execute(
+            select(attempts)
+            .where(attempts.c.endpoint_id == endpoint_id, attempts.c.message_id == message_id)
+            .order_by(attempts.c.id)
+        ).all()
+    shown = {name: value for name, value in row._mapping.items() if name not in ("tenant_id", "body")}
+    return {**shown, "test": payload.get("test") is True, "payload": payload,
+            "attempts": [dict(attempt._mapping) for attempt in log]}
+
+
+#: The windows of an endpoint's statistics, up to now.
+STATS_WINDOWS: tuple[tuple[str, timedelta], ...] = (
+    ("1h", timedelta(hours=1)),
+    ("24h", timedelta(hours=24)),
+    ("7d", timedelta(days=7)),
+)
+#: The latency percentiles reported, of the attempts' durations.
+PERCENTILES = (50, 90, 99)
+
+
+def endpoint_stats(engine: Engine, tenant_id: str, endpoint_id: str, now: datetime) -> dict[str, Any]:
+    """The endpoint's attempts over each window of `STATS_WINDOWS` ending at `now`: how many,
+    how many succeeded (a 2xx) and failed, and the percentiles of their durations; and how
+    many deliveries are pending there now (waiting for an attempt or a retry).
+
+    In SQL, one statement on PostgreSQL and SQLite alike (SQLite has no percentile function):
+    each attempt once per window it falls in, ranked by duration within its window; the
+    p-th percentile is the nearest rank, the duration of rank ceil(p/100 * n): the shortest
+    duration that p % of the window's attempts do not exceed.
+    """
+    # The endpoint's attempts are read once, for the longest window; the others are within it.
+    longest = (
+        select(attempts.c.duration_ms, attempts.c.state, attempts.c.attempted_at)
+        .where(
+            attempts.c.tenant_id == tenant_id,
+            attempts.c.endpoint_id == endpoint_id,
+            attempts.c.attempted_at > now - max(length for _name, length in STATS_WINDOWS),
+            attempts.c.attempted_at <= now,
+        )
+        .cte("longest")
+    )
+    in_windows = union_all(
+        *(
+            select(literal(name, String).label("span"), longest.c.duration_ms, longest.c.state).where(
+                longest.c.attempted_at > now - length
+            )
+            for name, length in STATS_WINDOWS
+        )
+    ).subquery()
+    ranked = select(
+        in_windows.c.span,
+        in_windows.c.duration_ms,
+        in_windows.c.state,
+        func.row_number().over(partition_by=in_windows.c.span, order_by=in_windows.c.duration_ms).label("rank"),
+        func.count().over(partition_by=in_windows.c.span).label("n"),
+    ).subquery()
+
+    def percentile(p: int) -> Any:
+        return func.max(case((ranked.c.rank == (ranked.c.n * p + 99) // 100, ranked.c.duration_ms)))
+
+    query = select(
+        ranked.c.span,
+        func.count().label("attempts"),
+        func.sum(case((ranked.c.state == SUCCEEDED, 1), else_=0)).label("successes"),
+        *(percentile(p).label(f"p{p}") for p in PERCENTILES),
+    ).group_by(ranked.c.span)
+    with read(engine) as conn:
+        _endpoint_row(conn, tenant_id, endpoint_id)
+        found = {row.span: row for row in conn.execute(query)}
+        pending = conn.execute(
+            select(func.count()).where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.state == PENDING)
+        ).scalar_one()
+    windows = {}
+    for name, length in STATS_WINDOWS:
+        row = found.get(name)
+        total = 0 if row is None else int(row.attempts)
+        successes = 0 if row is None else int(row.successes)
+        windows[name] = {
+            "since": now - length,
+            "attempts": total,
+            "successes": successes,
+            "failures": total - successes,
+            "latency_ms": {f"p{p}": None if row is None else getattr(row, f"p{p}") for p in PERCENTILES},
+        }
+    return {"endpoint_id": parse_id(endpoint_id), "as_of": now, "pending": int(pending), "windows": windows}
 
 
 def coach_feed(

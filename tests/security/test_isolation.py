@@ -47,6 +47,8 @@ def _body(method: str, template: str, world: World) -> dict[str, Any] | None:
         return {"outcome": "slipped", "slip": {"channel": "texts", "initiated_by": "me"}}
     if template.endswith("/extend"):
         return {"additional_days": 30}
+    if template.endswith("/test"):
+        return {"event_type": "checkin.recorded"}
     if template.endswith("/redeliver-failed"):
         return {"since": (datetime.now(UTC) - timedelta(days=1)).isoformat()}
     if template.endswith("/end"):

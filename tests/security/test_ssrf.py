@@ -39,6 +39,10 @@ REFUSED = [
     "file:///etc/passwd",
     "gopher://127.0.0.1:25/",
     "ftp://1.1.1.1/",
+    # A public host, but no webhook port: 80, 443 and 1024-65535 only.
+    "https://1.1.1.1:22/hooks",
+    "http://1.1.1.1:25/",
+    "https://1.1.1.1:1023/",
 ]
 
 
@@ -53,6 +57,17 @@ def test_private_targets_are_refused_by_the_api(world: World, url: str) -> None:
     patched = httpx.patch(world.suite.url("notification", f"/v1/webhook-endpoints/{a.endpoint_id}"),
                           headers=a.admin, json={"url": url}, timeout=15)
     assert patched.status_code == 422 and "url" in patched.json()["errors"], (url, patched.text)
+
+
+def test_a_refused_private_address_or_port_says_how_development_allows_it(world: World) -> None:
+    for url in ("http://127.0.0.1:8000/hooks", "http://localhost:3000/", "https://1.1.1.1:22/"):
+        refused = httpx.post(world.suite.url("notification", "/v1/webhook-endpoints"), headers=world.a.admin,
+                             json={"url": url, "event_types": ["*"]}, timeout=15)
+        assert refused.status_code == 422, (url, refused.text)
+        assert "NOCONTACT_WEBHOOK_ALLOW_PRIVATE=true" in refused.json()["errors"]["url"][0], refused.text
+    metadata = httpx.post(world.suite.url("notification", "/v1/webhook-endpoints"), headers=world.a.admin,
+                          json={"url": "http://169.254.169.254/", "event_types": ["*"]}, timeout=15)
+    assert metadata.status_code == 422 and "NOCONTACT_WEBHOOK_ALLOW_PRIVATE" not in metadata.text
 
 
 def test_a_public_address_is_accepted(world: World) -> None:

@@ -130,16 +130,15 @@ def enqueue(
             data=event.data,
         )
         member_id = event.data.get("member_id")
-        message_row = {
-            "id": message_id,
-            "tenant_id": event.tenant_id,
-            "event_id": str(event.id),
-            "event_type": event.type,
-            "member_id": None if member_id is None else str(member_id),
-            "body": body.decode(),
-            "occurred_at": event.occurred_at,
-            "created_at": now,
-        }
+        message_row = _message_row(
+            tenant_id=event.tenant_id,
+            event_id=event.id,
+            event_type=event.type,
+            member_id=None if member_id is None else str(member_id),
+            body=body,
+            occurred_at=event.occurred_at,
+            now=now,
+        )
         if writes is not None:
             writes.messages.append(message_row)
         else:
@@ -155,25 +154,101 @@ def enqueue(
         if target.id in existing:
             continue
         enabled = target.status == Status.ENABLED
-        delivery_row = {
-            "tenant_id": event.tenant_id,
-            "endpoint_id": target.id,
-            "message_id": message_id,
-            "event_type": event.type,
-            "state": PENDING if enabled else SKIPPED_DISABLED,
-            "attempts": 0,
-            "schedule_step": 0,
-            "next_attempt_at": next_attempt_at(1, now, schedule, rng) if enabled else None,
-            "last_error": None if enabled else "endpoint disabled when the event arrived",
-            "created_at": now,
-            "updated_at": now,
-        }
+        delivery_row = _delivery_row(
+            tenant_id=event.tenant_id,
+            endpoint_id=target.id,
+            message_id=message_id,
+            event_type=event.type,
+            next_at=next_attempt_at(1, now, schedule, rng) if enabled else None,
+            now=now,
+        )
         if writes is not None:
             writes.deliveries.append(delivery_row)
         else:
             conn.execute(insert(deliveries).values(**delivery_row))
         created += 1
     return created
+
+
+def _message_row(
+    *,
+    tenant_id: str,
+    event_id: object,
+    event_type: str,
+    member_id: str | None,
+    body: bytes,
+    occurred_at: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": msgs.message_id(event_id),
+        "tenant_id": tenant_id,
+        "event_id": str(event_id),
+        "event_type": event_type,
+        "member_id": member_id,
+        "body": body.decode(),
+        "occurred_at": occurred_at,
+        "created_at": now,
+    }
+
+
+def _delivery_row(
+    *, tenant_id: str, endpoint_id: str, message_id: str, event_type: str, next_at: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """A new delivery: pending, due at `next_at`; or, without it, skipped (endpoint disabled)."""
+    return {
+        "tenant_id": tenant_id,
+        "endpoint_id": endpoint_id,
+        "message_id": message_id,
+        "event_type": event_type,
+        "state": PENDING if next_at is not None else SKIPPED_DISABLED,
+        "attempts": 0,
+        "schedule_step": 0,
+        "next_attempt_at": next_at,
+        "last_error": None if next_at is not None else "endpoint disabled when the event arrived",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def enqueue_example(
+    conn: Connection,
+    *,
+    tenant_id: str,
+    endpoint_id: str,
+    event_type: str,
+    event_id: uuid.UUID,
+    now: datetime,
+    schedule: Sequence[int],
+    rng: RandomSource,
+) -> str:
+    """Queue a test event of `event_type` (its catalogue example, `msgs.example_body`) for one
+    endpoint, as any message: signed and sent by the delivery worker, retried on the
+    schedule, in the attempt log. About no member: nothing of a member's erasure or export.
+    Returns the message id."""
+    row = _message_row(
+        tenant_id=tenant_id,
+        event_id=event_id,
+        event_type=event_type,
+        member_id=None,
+        body=msgs.example_body(event_type, event_id, now),
+        occurred_at=now,
+        now=now,
+    )
+    conn.execute(insert(messages).values(**row))
+    conn.execute(
+        insert(deliveries).values(
+            **_delivery_row(
+                tenant_id=tenant_id,
+                endpoint_id=endpoint_id,
+                message_id=row["id"],
+                event_type=event_type,
+                next_at=next_attempt_at(1, now, schedule, rng),
+                now=now,
+            )
+        )
+    )
+    return str(row["id"])
 
 
 # -- claim ----------------------------------------------------------------------------------

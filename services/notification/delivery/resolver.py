@@ -26,6 +26,7 @@ from services.notification.domain.ssrf import (
     forbidden_reason,
     is_metadata,
     parse_url_host,
+    port_refusal,
 )
 
 #: ``socket.getaddrinfo``-compatible callable. Called as
@@ -35,11 +36,14 @@ Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 
 
 class UrlRefused(ValueError):
-    """The URL must not be delivered to; ``reason`` says why (safe to show)."""
+    """The URL must not be delivered to; ``reason`` says why (safe to show).
+    ``development_allows``: refused only by what ``allow_private`` lifts (a loopback or
+    private address, a port outside the webhook ports)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, development_allows: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.development_allows = development_allows
 
 
 class ResolutionFailed(UrlRefused):
@@ -84,7 +88,7 @@ def _check(ip: IPAddress, allow_private: bool, host: str) -> None:
         return
     reason = forbidden_reason(ip)
     if reason is not None:
-        raise UrlRefused(f"{host} resolves to {ip}: {reason}")
+        raise UrlRefused(f"{host} resolves to {ip}: {reason}", development_allows=True)
 
 
 def vet_url(
@@ -95,13 +99,17 @@ def vet_url(
     """Parse, resolve and vet ``url``; raise :class:`UrlRefused` if unsafe.
 
     ``allow_private`` (``NOCONTACT_WEBHOOK_ALLOW_PRIVATE``, development and
-    tests only) lets loopback/private addresses through; cloud metadata
-    addresses stay refused regardless.
+    tests only) lets loopback/private addresses and any port through (a
+    developer's receiver listens where it likes); cloud metadata addresses stay
+    refused regardless. Otherwise only ports 80, 443 and 1024-65535 are
+    webhook ports.
     """
     try:
         parsed: ParsedUrl = parse_url_host(url)
     except UrlError as exc:
         raise UrlRefused(str(exc)) from None
+    if not allow_private and (refusal := port_refusal(parsed.port)) is not None:
+        raise UrlRefused(refusal, development_allows=True)
     if parsed.ip is not None:
         ips: tuple[IPAddress, ...] = (parsed.ip,)
     else:

@@ -14,8 +14,9 @@ Other choices and why:
   proxy resolve the name again, undoing the pinning (and .netrc would add
   credentials).
 * ``accept-encoding: identity`` and a bounded read: we keep only the first
-  :data:`EXCERPT_BYTES` of the answer for the deliveries log, and a receiver
-  must not be able to make us download or decompress a large body.
+  :data:`EXCERPT_BYTES` of the answer for the deliveries log (as safe text:
+  ``outcomes.reply_excerpt``), and a receiver must not be able to make us
+  download or decompress a large body.
 * Every failure is returned as an error string, never raised: the caller is a
   worker loop that must record the attempt and move on.
 * Connection reuse (:class:`ClientPool`): a TCP (+TLS) handshake per attempt
@@ -55,9 +56,9 @@ from services.notification.delivery.resolver import (
     VettedTarget,
     vet_url,
 )
+from services.notification.domain.outcomes import EXCERPT_BYTES, reply_excerpt
 from services.notification.domain.ssrf import IPAddress
 
-EXCERPT_BYTES = 1024
 USER_AGENT = "nocontact-webhooks/1"
 
 # Error kinds: the prefix of ``AttemptResult.error`` (``"<kind>: <detail>"``).
@@ -244,8 +245,7 @@ def _attempt(
         except httpx.HTTPError:
             # The status is what counts; a body cut short only shortens the log.
             pass
-        text = bytes(excerpt[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
-        return response.status_code, response.headers.get("retry-after"), text
+        return response.status_code, response.headers.get("retry-after"), reply_excerpt(bytes(excerpt))
     finally:
         response.close()
 

@@ -57,8 +57,9 @@ class EndpointNotFound(NotFound):
 
 
 class EndpointDisabled(Conflict):
-    def __init__(self) -> None:
-        super().__init__("the endpoint is disabled: enable it before redelivering")
+    def __init__(self, action: str, reason: str | None) -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"the endpoint is disabled{why}: enable it before {action}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Endpoint:
     tenant_id: str
     status: Status
     version: int
+    disabled_reason: str | None = None
 
     @property
     def stream_id(self) -> str:
@@ -178,7 +180,8 @@ def delete(endpoint: Endpoint) -> list[NewEvent]:
     return [_event(DELETED, endpoint.id)]
 
 
-def require_enabled(endpoint: Endpoint) -> None:
-    """Redelivering to a disabled endpoint would only fail: enabling comes first."""
+def require_enabled(endpoint: Endpoint, action: str = "redelivering") -> None:
+    """Sending to a disabled endpoint (`action`: redelivering, sending a test event) would
+    only fail: enabling comes first. The answer says why it was disabled."""
     if endpoint.status is not Status.ENABLED:
-        raise EndpointDisabled()
+        raise EndpointDisabled(action, endpoint.disabled_reason)

@@ -11,6 +11,10 @@ not to the platform's other systems, so neither webhooks nor the coach feed carr
 Other personal values (a contact's label, a motivation) arrive sealed under the member's
 key (shared.keyring) and are stored so: a message's body is opened only to be sent, a
 feed item's data only to be shown.
+
+A test event (``POST /v1/webhook-endpoints/{id}/test``) is the event catalogue's example of
+its type (shared.catalogue), with an event id of its own, and ``"test": true`` beside
+``type``: a receiver tells it from a real event without looking into ``data``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-#: CONTRACT's webhook event types, in documentation order.
+from shared.catalogue import CATALOGUE
+
+#: CONTRACT's webhook event types, in documentation order. Each is described, with the
+#: schema of its data and an example, in the event catalogue (shared.catalogue):
+#: tests/unit/notification/test_catalogue.py holds the two to each other.
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "commitment.created",
     "commitment.extended",
@@ -29,8 +37,10 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "coach.assigned",
     "checkin.recorded",
     "checkin.corrected",
+    "checkin.withdrawn",
     "checkin.missed",
     "streak.milestone_reached",
+    "streak.milestone_revoked",
     "streak.reset",
     "client.at_risk",
     # A member's erasure (shared.erasure): requested, then done on every service. Ids only.
@@ -81,6 +91,18 @@ def webhook_body(
     return serialise(payload)
 
 
+def example_body(event_type: str, event_id: object, at: datetime) -> bytes:
+    """The bytes of a test event of `event_type`: its catalogue example, sent at `at`."""
+    example = CATALOGUE[event_type].example
+    payload = {
+        **example,
+        "timestamp": _timestamp(at),
+        "data": {**example["data"], "event_id": str(event_id)},
+        "test": True,
+    }
+    return serialise(payload)
+
+
 def serialise(payload: Mapping[str, Any]) -> bytes:
     """A webhook body's bytes: compact, keys sorted, so the same payload is the same bytes."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
@@ -90,14 +112,21 @@ def feed_kind(event_type: str, data: Mapping[str, Any]) -> str | None:
     """The coach-feed kind of an event, or None when coaches are not told about it.
 
     A slip is the check-in that reports it (recorded, or corrected to slipped); the
-    ``streak.reset`` that follows it would say the same thing twice.
+    ``streak.reset`` that follows it would say the same thing twice. A coach told of a
+    milestone is told when it is taken back.
     """
     if event_type in ("checkin.recorded", "checkin.corrected"):
         if data.get("outcome") == "slipped" and data.get("previous_outcome") != "slipped":
             return "slip"
         return None
-    return {
-        "checkin.missed": "missed_day",
-        "client.at_risk": "at_risk",
-        "streak.milestone_reached": "milestone",
-    }.get(event_type)
+    return _FEED_KINDS_OF.get(event_type)
+
+
+_FEED_KINDS_OF = {
+    "checkin.missed": "missed_day",
+    "client.at_risk": "at_risk",
+    "streak.milestone_reached": "milestone",
+    "streak.milestone_revoked": "milestone_revoked",
+}
+#: The kinds of coach-feed items.
+FEED_KINDS: tuple[str, ...] = ("slip", *_FEED_KINDS_OF.values())

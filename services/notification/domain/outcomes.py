@@ -10,11 +10,17 @@ Endpoint health: an endpoint whose attempts have all failed for
 so a dead receiver stops costing us work. The clock is the time of the first
 failure since the last success; a success resets it.
 
+What the attempt log keeps of a receiver's reply (`reply_excerpt`): its first KiB, as text
+that is safe wherever it is shown (a terminal, a log, a page): the receiver chooses those
+bytes, so invalid UTF-8 and control characters are replaced.
+
 Pure: every time is a parameter.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,6 +28,12 @@ from enum import StrEnum
 from services.notification.domain.schedule import parse_retry_after
 
 DEFAULT_DISABLE_AFTER = timedelta(days=5)
+#: How much of a receiver's reply the attempt log keeps.
+EXCERPT_BYTES = 1024
+#: Control characters (C0 but tab and line feed, DEL, C1) and the invisible ones that
+#: reorder or hide text (bidirectional overrides and isolates, marks).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+REPLACEMENT = "\ufffd"
 #: Statuses whose ``Retry-After`` we honour (RFC 9110 15.6.4, RFC 6585 4).
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -127,3 +139,12 @@ def after_attempt(
     if outcome.verdict is Verdict.DISABLE_ENDPOINT:
         return new_since, True
     return new_since, should_disable(new_since, attempted_at, threshold)
+
+
+def reply_excerpt(reply: bytes, limit: int = EXCERPT_BYTES) -> str:
+    """The first `limit` bytes of a receiver's reply as plain text: invalid UTF-8 and
+    control characters (but tabs and line feeds; CRLF becomes a line feed) replaced by
+    U+FFFD, and a character the limit cuts in two dropped rather than garbled."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = decoder.decode(reply[:limit], final=len(reply) <= limit)
+    return _UNSAFE.sub(REPLACEMENT, text.replace("\r\n", "\n"))

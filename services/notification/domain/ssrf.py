@@ -83,6 +83,17 @@ _V6_RULES: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
 
 _SIXTOFOUR = _V6("2002::/16")
 
+#: Below this, only the web's own ports: 22 (ssh), 25 (smtp) and the like of a partner's
+#: host are no webhook receivers, and a URL naming them is a probe.
+FIRST_UNPRIVILEGED_PORT = 1024
+
+
+def port_refusal(port: int) -> str | None:
+    """Why a webhook may not go to `port` (of any host), or None: 80, 443 and 1024-65535 may."""
+    if port in DEFAULT_PORTS.values() or FIRST_UNPRIVILEGED_PORT <= port <= 65535:
+        return None
+    return f"port {port} is not a webhook port (80, 443 or 1024-65535)"
+
 
 def is_metadata(ip: IPAddress) -> bool:
     """True for cloud metadata endpoints, including IPv6 forms embedding them.

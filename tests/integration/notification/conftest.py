@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,6 +27,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from shared import eventstore
+from shared.auth import encode_token
 from shared.db import engine_for
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.relay import Relay
@@ -173,6 +175,15 @@ class NotificationHarness:
     def __init__(self, base_url: str, engine: Any) -> None:
         self.base_url = base_url
         self.engine = engine
+
+    def token_client(self, tenant: Tenant, role: str, subject: str) -> httpx.Client:
+        """A client with a scoped token of the tenant (coach or member)."""
+        now = datetime.now(UTC)
+        token = encode_token(
+            tenant_id=tenant.id, role=role, subject_id=subject, key_id="harness-key", token_id=uuid.uuid4().hex,
+            expires_at=now + timedelta(hours=1), issued_at=now,
+        )
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
     def tenant(self, name: str = "Acme") -> Tenant:
         tenant_id, api_key = seed_tenant(self.engine, name)

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
-from shared.auth import encode_token
 from shared.testing import wait_until
-from tests.integration.notification.conftest import NotificationHarness, Tenant, commitment_data
-
-
-def _token_client(harness: NotificationHarness, tenant: Tenant, role: str, subject: str) -> httpx.Client:
-    now = datetime.now(UTC)
-    token = encode_token(
-        tenant_id=tenant.id, role=role, subject_id=subject, key_id="feed-test-key", token_id=uuid.uuid4().hex,
-        expires_at=now + timedelta(hours=1), issued_at=now,
-    )
-    return httpx.Client(base_url=harness.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+from tests.integration.notification.conftest import commitment_data
 
 
 def test_feed_of_a_coach(postgres_url: str, amqp_url: str, start_notification: Any) -> None:
@@ -45,7 +31,7 @@ def test_feed_of_a_coach(postgres_url: str, amqp_url: str, start_notification: A
     harness.emit(tenant, "streak.milestone_reached", {**mine, "milestone": 3, "current_days": 3})
     harness.emit(tenant, "checkin.missed", {**theirs, "date": "2026-01-06"})  # coach-2's client
 
-    coach = _token_client(harness, tenant, "coach", "coach-1")
+    coach = harness.token_client(tenant, "coach", "coach-1")
     path = "/v1/coaches/coach-1/notifications"
 
     def four() -> list[dict[str, Any]] | None:
@@ -68,15 +54,15 @@ def test_feed_of_a_coach(postgres_url: str, amqp_url: str, start_notification: A
 
     # Who may read it.
     assert tenant.client.get(path).status_code == 200  # the tenant's admin
-    assert _token_client(harness, tenant, "coach", "coach-2").get(path).status_code == 403
-    assert _token_client(harness, tenant, "member", "m-1").get(path).status_code == 403
+    assert harness.token_client(tenant, "coach", "coach-2").get(path).status_code == 403
+    assert harness.token_client(tenant, "member", "m-1").get(path).status_code == 403
     assert other_tenant.client.get(path).status_code == 404
     assert tenant.client.get("/v1/coaches/nobody/notifications").status_code == 404
     # A coach of the same name in another tenant sees nothing of this one.
-    assert _token_client(harness, other_tenant, "coach", "coach-1").get(path).json()["items"] == []
+    assert harness.token_client(other_tenant, "coach", "coach-1").get(path).json()["items"] == []
     assert coach.get(path, params={"limit": 0}).status_code == 422
     # The other coach got only their client's news.
-    other_coach = _token_client(harness, tenant, "coach", "coach-2")
+    other_coach = harness.token_client(tenant, "coach", "coach-2")
     assert [i["member_id"] for i in other_coach.get("/v1/coaches/coach-2/notifications").json()["items"]] == ["m-2"]
 
 

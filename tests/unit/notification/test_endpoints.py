@@ -81,6 +81,13 @@ def test_delete_and_redelivery_rules() -> None:
     rules.require_enabled(_endpoint(Status.ENABLED))
     with pytest.raises(rules.EndpointDisabled, match="enable it before redelivering"):
         rules.require_enabled(_endpoint(Status.DISABLED))
+    # The answer says why the endpoint was disabled, and what was refused.
+    gone = rules.Endpoint(ID, "t", Status.DISABLED, 3, "HTTP 410 Gone: receiver asked to stop")
+    with pytest.raises(rules.EndpointDisabled) as refused:
+        rules.require_enabled(gone, "sending a test event")
+    assert str(refused.value) == (
+        "the endpoint is disabled (HTTP 410 Gone: receiver asked to stop): enable it before sending a test event"
+    )
 
 
 @pytest.mark.parametrize("raw", ["not-a-uuid", "", "../x", ID + "x"])

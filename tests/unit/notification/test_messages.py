@@ -88,6 +88,8 @@ def test_public_data_drops_only_private_keys() -> None:
         ("checkin.missed", {}, "missed_day"),
         ("client.at_risk", {}, "at_risk"),
         ("streak.milestone_reached", {}, "milestone"),
+        ("streak.milestone_revoked", {}, "milestone_revoked"),
+        ("checkin.withdrawn", {"previous_outcome": "slipped"}, None),
         ("streak.reset", {}, None),
         ("commitment.created", {}, None),
     ],

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.notification.domain.outcomes import (
+    EXCERPT_BYTES,
     Outcome,
     Verdict,
     after_attempt,
     classify,
     failing_since,
+    reply_excerpt,
     should_disable,
 )
 
@@ -97,3 +99,23 @@ def test_after_attempt_success_in_between_restarts_the_count() -> None:
 
 def test_after_attempt_410_disables_at_once() -> None:
     assert after_attempt(None, GONE, NOW) == (NOW, True)
+
+
+def test_a_reply_excerpt_is_its_first_kib_as_safe_plain_text() -> None:
+    assert reply_excerpt(b"ok") == "ok"
+    assert reply_excerpt(b"") == ""
+    # Invalid UTF-8 and control characters (but tabs and line feeds) are replaced, never kept.
+    assert reply_excerpt(b"a\xffb\x00c\x1b[31md\r\ne\tf\rg\x7fh\xc2\x85i") == (
+        "a\ufffdb\ufffdc\ufffd[31md\ne\tf\ufffdg\ufffdh\ufffdi"
+    )
+    # Text that hides or reorders what follows, and HTML, which stays text (the answer is JSON).
+    assert reply_excerpt("x\u202egnp.exe\u2066y".encode()) == "x\ufffdgnp.exe\ufffdy"
+    assert reply_excerpt(b"<script>alert(1)</script>") == "<script>alert(1)</script>"
+    # At most EXCERPT_BYTES: a character cut in two by the limit is dropped, not garbled.
+    euro = "\u20ac".encode()  # 3 bytes
+    long = euro * 400  # 1200 bytes
+    cut = reply_excerpt(long)
+    assert cut == "\u20ac" * (EXCERPT_BYTES // 3) and len(cut.encode()) <= EXCERPT_BYTES
+    # A reply that ends in a broken character is not cut: the break is shown.
+    assert reply_excerpt(b"ok\xe2\x82") == "ok\ufffd"
+    assert reply_excerpt(b"x" * 5000) == "x" * EXCERPT_BYTES

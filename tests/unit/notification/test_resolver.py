@@ -131,3 +131,33 @@ def test_literal_public_ip_needs_no_resolution() -> None:
     assert target.is_ip_literal
     assert target.ips == (ipaddress.ip_address("8.8.8.8"),)
     assert target.host_header == "8.8.8.8:8443"
+
+
+@pytest.mark.parametrize("port", [80, 443, 1024, 8080, 8443, 65535])
+def test_webhook_ports_of_a_public_host_are_accepted(port: int) -> None:
+    target = vet_url(f"https://hooks.example.com:{port}/in", False, resolver("93.184.215.14"))
+    assert target.port == port
+
+
+@pytest.mark.parametrize("port", [1, 21, 22, 25, 53, 81, 110, 444, 1023])
+def test_other_ports_are_refused_unless_development_allows_them(port: int) -> None:
+    calls: list[str] = []
+    with pytest.raises(UrlRefused) as refused:
+        vet_url(f"http://hooks.example.com:{port}/in", False, resolver("93.184.215.14", calls=calls))
+    assert refused.value.reason == f"port {port} is not a webhook port (80, 443 or 1024-65535)"
+    assert refused.value.development_allows
+    assert calls == []  # refused before any resolution
+    # A developer's receiver listens where it likes (NOCONTACT_WEBHOOK_ALLOW_PRIVATE=true).
+    assert vet_url(f"http://127.0.0.1:{port}/in", True).port == port
+
+
+def test_what_development_may_allow_is_told_apart_from_what_it_may_not() -> None:
+    with pytest.raises(UrlRefused) as loopback:
+        vet_url("http://localhost:8000/hooks", False, resolver("127.0.0.1"))
+    assert loopback.value.development_allows
+    with pytest.raises(UrlRefused) as metadata:
+        vet_url("http://169.254.169.254/latest/", True)
+    assert not metadata.value.development_allows
+    with pytest.raises(UrlRefused) as malformed:
+        vet_url("ftp://hooks.example.com/", False, resolver("93.184.215.14"))
+    assert not malformed.value.development_allows
