@@ -433,7 +433,11 @@ _REFERENCE_PAGE = """<!DOCTYPE html>
     <div id="swagger-ui-container"></div>
     <script src="{assets}swagger-ui-bundle.js"></script>
     <script src="{assets}swagger-ui-standalone-preset.js"></script>
-    <script>window.onload = function () {{ window.ui = SwaggerUIBundle({{url: {spec}, dom_id: "#swagger-ui-container", deepLinking: true}}); }};</script>
+    <script>
+      window.onload = function () {{
+        window.ui = SwaggerUIBundle({{url: {spec}, dom_id: "#swagger-ui-container", deepLinking: true}});
+      }};
+    </script>
   </body>
 </html>
 """

@@ -479,7 +479,7 @@ def _idempotent_finish(service: str, response: Response) -> None:
     try:
         idempotency.keep(engine(), reservation, answer, now=now())
         idempotency.purge_when_due(engine(), service, now=now())
-    except Exception:  # noqa: BLE001 - the command's answer must still reach the client
+    except Exception:  # the command's answer must still reach the client
         log.exception("the answer of %s %s could not be kept for its Idempotency-Key", request.method, request.path)
 
 
