@@ -382,8 +382,9 @@ def document_of(app: Flask) -> dict[str, Any]:
 
 
 @cache
-def _service_document(service: str) -> dict[str, Any]:
-    # The service's own app, made only to be read: nothing connects until a request.
+def service_document(service: str) -> dict[str, Any]:
+    """A service's document, from its own app (made only to be read: nothing connects
+    until a request)."""
     return document_of(importlib.import_module(f"services.{service}.app").create_app())
 
 
@@ -415,7 +416,7 @@ def combined(own: Flask | None = None) -> dict[str, Any]:
     `own`: the app asking, whose document is taken as it serves it."""
     documents = {
         service: document_of(own) if own is not None and own.config.get("NOCONTACT_SERVICE") == service
-        else _service_document(service)
+        else service_document(service)
         for service in SERVICES
     }
     return merge(documents, {service: config.service_url(service) for service in SERVICES},
