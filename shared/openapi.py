@@ -95,16 +95,14 @@ IDEMPOTENCY_KEY = {
         "request is still running: 409 with `Retry-After`. 1-255 printable ASCII characters, e.g. a UUID."
     ),
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
-    "example": "5f0c7a9e-3b1d-4f4e-9d2a-6c1b8e7f0a42",
 }
 IF_MATCH = {
     "in": "header",
     "name": "If-Match",
     "required": False,
-    "description": "The resource's `ETag` (its `version`) the change was decided on; "
+    "description": "The resource's `ETag` (its `version`, e.g. `\"3\"`) the change was decided on; "
                    "if it changed meanwhile: 412, nothing written.",
     "schema": {"type": "string"},
-    "example": '"3"',
 }
 
 
