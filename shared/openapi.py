@@ -7,7 +7,8 @@ every service (`describe`), from facts read off the app rather than written per 
 - a ``/v1/`` operation needs a credential (401), which may lack the role (403), counts
   against the rate limit (429), and refuses what the database cannot hold in a query or
   path parameter (422);
-- a path parameter names a resource that may not exist, or be another tenant's (404);
+- a path parameter names a resource that may not exist, or be another tenant's (404); so
+  does a view that raises `shared.errors.NotFound` itself (an id in the body);
 - a POST, PUT or PATCH takes JSON (400 malformed, 413 too large, 415 not JSON) and runs a
   command (409: the state does not allow it, or, with Retry-After, it was busy); so does
   a DELETE (409);
@@ -135,20 +136,31 @@ def problem_response(status: int, description: str | None = None) -> dict[str, A
 # -- what each operation can answer ---------------------------------------------------------------
 
 
+def _names(view: Callable[..., Any]) -> tuple[str, ...]:
+    """The global names a view's own code uses (what it calls, what it raises)."""
+    code = getattr(inspect.unwrap(view), "__code__", None)
+    return () if code is None else code.co_names
+
+
 def honours_if_match(view: Callable[..., Any]) -> bool:
     """Whether a view reads If-Match: it calls `shared.web.if_match` itself."""
-    code = getattr(inspect.unwrap(view), "__code__", None)
-    return code is not None and "if_match" in code.co_names
+    return "if_match" in _names(view)
 
 
-def errors_of(path: str, method: str, *, authenticated: bool, if_match: bool) -> list[int]:
+def raises_not_found(view: Callable[..., Any]) -> bool:
+    """Whether a view answers 404 of its own accord: it raises `shared.errors.NotFound`."""
+    return "NotFound" in _names(view)
+
+
+def errors_of(path: str, method: str, *, authenticated: bool, if_match: bool, not_found: bool = False
+              ) -> list[int]:
     """The error statuses an operation can answer (see the module's docstring)."""
     if not path.startswith("/v1/"):
         return []
     statuses = {422}
     if authenticated:
         statuses |= {401, 403, 429}
-    if "{" in path:
+    if "{" in path or not_found:
         statuses.add(404)
     if method in WRITE_METHODS:
         statuses |= {400, 409, 413, 415}
@@ -185,7 +197,8 @@ def describe(document: dict[str, Any], app: Flask, *, public_paths: Iterable[str
             continue
         reads_if_match = honours_if_match(view)
         responses = operation.setdefault("responses", {})
-        for status in errors_of(path, method, authenticated=not path.startswith(public), if_match=reads_if_match):
+        for status in errors_of(path, method, authenticated=not path.startswith(public), if_match=reads_if_match,
+                                not_found=raises_not_found(view)):
             _document_error(components, responses, str(status), path, method)
         parameters = operation.setdefault("parameters", [])
         if reads_if_match:
