@@ -14,8 +14,8 @@
   on it.
 - /openapi-all.json, from any service, is one document holding every operation of every
   service, each naming the URL of the service that answers it, with every reference
-  resolving; /reference is Swagger UI over it, under the policy of /docs, and renders in a
-  browser with the operations of all three services.
+  resolving; /reference is Swagger UI over it, under the policy of /docs (and renders in a
+  browser under it: test_docs_policy.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import pytest
 import schemathesis
 
 from shared.testing import bearer
-from tests.e2e.test_dashboard import browser, chromium  # noqa: F401 - the browser fixtures
 from tests.security.conftest import World
 from tests.support.suite import Suite, commitment_body, create_tenant, issue_token
 
@@ -309,28 +308,6 @@ def test_the_reference_page_is_swagger_ui_over_it_under_the_docs_policy(world: W
             {k: v for k, v in docs_policy.items() if k != "script-src"}
         assert policy["script-src"][0] == "'self'" and len(policy["script-src"]) == 2
         assert page.headers["X-Content-Type-Options"] == "nosniff"
-
-
-@pytest.mark.browser
-def test_the_reference_renders_every_service_under_its_policy(world: World, browser: Any) -> None:  # noqa: F811
-    base = world.suite.url("checkin")
-    page = browser.new_page()
-    problems: list[str] = []
-    page.on("console", lambda message: problems.append(f"{message.text} {message.location}")
-            if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico") else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    outside: list[str] = []
-    page.on("request", lambda request: outside.append(request.url)
-            if not request.url.startswith(base) and not request.url.startswith("data:") else None)
-    page.goto(base + "/reference")
-    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
-    assert page.locator(".info .title").inner_text().startswith("nocontact API reference")
-    tags = page.locator(".opblock-tag").all_inner_texts()
-    for service in SERVICES:
-        assert any(tag.startswith(f"{service}: ") for tag in tags), tags
-    assert not problems, problems
-    assert not outside, outside
-    page.close()
 
 
 def test_the_cli_prints_the_same_combined_reference(world: World) -> None:
