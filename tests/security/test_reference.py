@@ -69,6 +69,8 @@ def _json_schema(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     converted = {key: _json_schema(item) for key, item in value.items() if key not in ("nullable", "example")}
+    if isinstance(value.get("properties"), dict):  # property names are not keywords: "example" may be one
+        converted["properties"] = {name: _json_schema(item) for name, item in value["properties"].items()}
     if value.get("nullable"):
         return {"anyOf": [converted, {"type": "null"}]}
     return converted
@@ -86,10 +88,11 @@ def _example_problems(document: dict[str, Any], where: str, media: dict[str, Any
 
     def walk(schema: Any, value: Any, at: str) -> None:
         schema = _resolve(document, schema)
-        for combinator in ("allOf", "anyOf", "oneOf"):
-            if schema.get(combinator) and value is not None:
-                walk(schema[combinator][0], value, at)
-                return
+        if schema.get("allOf") and value is not None:
+            walk(schema["allOf"][0], value, at)
+            return
+        if schema.get("anyOf") or schema.get("oneOf"):
+            return  # alternatives: the schema's validation below says whether the example is one
         if schema.get("type") == "object" and schema.get("properties") and isinstance(value, dict):
             for name, prop in schema["properties"].items():
                 if name not in value:
