@@ -347,7 +347,7 @@ def _keep(engine: Engine, reservation: Reservation, answer: Answer, *, erased: b
         conn.execute(update(idempotency_keys).where(reservation.where()).values(state=DONE, answer=kept))
 
 
-def _seal(conn: Connection, request: Keyed, holder: uuid.UUID, answer: Answer) -> str | None:
+def _seal(conn: Connection, request: Keyed, holder: uuid.UUID, answer: Answer) -> str:
     members = answer.members()
     if not members:
         return crypto.seal_text(answer.to_json(), _associated_data(request, holder))

@@ -466,8 +466,8 @@ def _idempotent_start(service: str) -> Response | None:
 
 def _idempotent_finish(service: str, response: Response) -> None:
     """Keep the answer of a request that reserved an Idempotency-Key (or release the key).
-    The answer goes out whatever happens here: a key left reserved is taken over once its
-    lease runs out."""
+    The answer goes out whatever happens here: a key left reserved is taken over (or, its
+    command carried out, answered as lost) once its lease runs out."""
     reservation: idempotency.Reservation | None = g.pop("idempotency", None)
     if reservation is None:
         return
