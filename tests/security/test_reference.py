@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import jsonschema_rs
+import jsonschema
 import pytest
 import schemathesis
 
@@ -105,10 +105,10 @@ def _example_problems(document: dict[str, Any], where: str, media: dict[str, Any
 
     if complete:
         walk(schema, example, "")
-    validator = jsonschema_rs.validator_for({**_json_schema(_resolve(document, schema)),
-                                             "components": _json_schema(document.get("components", {}))})
+    validator = jsonschema.Draft7Validator({**_json_schema(_resolve(document, schema)),
+                                            "components": _json_schema(document.get("components", {}))})
     problems += [f"{where}: the example is refused by its schema: {error.message} at "
-                 f"{'/'.join(map(str, error.instance_path))}" for error in validator.iter_errors(example)]
+                 f"{'/'.join(map(str, error.absolute_path))}" for error in validator.iter_errors(example)]
     return problems
 
 
