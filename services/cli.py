@@ -147,6 +147,20 @@ def members_export(tenant_id: str, member_id: str) -> None:
         sys.exit(1)
 
 
+@main.command("openapi")
+@click.argument("service", required=False, type=click.Choice(SERVICES))
+@click.option("--merged", is_flag=True, help="One document of every service's API (the combined reference).")
+def openapi_command(service: str | None, merged: bool) -> None:
+    """Print a service's OpenAPI document, or with --merged the combined reference of all
+    three (what each service serves at /openapi.json and /openapi-all.json)."""
+    from shared import openapi
+
+    if merged == (service is not None):
+        raise click.UsageError("name a SERVICE, or give --merged")
+    document = openapi.combined() if service is None else openapi.service_document(service)
+    click.echo(json.dumps(document, indent=2))
+
+
 @main.group("keyring")
 def keyring_group() -> None:
     """Members' data keys and the master key that wraps them (shared.keyring)."""

@@ -34,6 +34,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -52,6 +53,12 @@ T = TypeVar("T")
 
 #: Writes a service's inline read models from the events a command has just appended.
 Projector = Callable[[Connection, Sequence[RecordedEvent]], None]
+
+
+#: Writes the caller of a command adds to the command's own transaction, after its append and
+#: projections, so that they commit exactly when its effect does (the HTTP edge marks the
+#: request's Idempotency-Key as carried out: shared.idempotency). Set per request.
+after_append: ContextVar[tuple[Callable[[Connection], None], ...]] = ContextVar("after_append", default=())
 
 
 def no_projections(_conn: Connection, _events: Sequence[RecordedEvent]) -> None:
@@ -150,6 +157,8 @@ class UnitOfWork:
             # A concurrent command inserted the same read-model row and committed first:
             # the race the append would have reported, reported the same way.
             raise ConcurrencyError(recorded[0].stream_id, recorded[0].stream_version - 1, -1) from error
+        for write in after_append.get():
+            write(self.conn)
         self.recorded.extend(recorded)
         return recorded
 

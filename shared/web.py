@@ -1,8 +1,11 @@
 """The Flask application every service is built on.
 
 flask-smorest turns each marshmallow schema into validation, OpenAPI and serialisation at
-once (`/openapi.json`, Swagger UI at `/docs`, served locally: no CDN). Every error leaves
-as application/problem+json. `/healthz`, `/readyz` and `/metrics` come with every app.
+once (`/openapi.json`, Swagger UI at `/docs`, served locally: no CDN); `shared.openapi`
+adds what every operation can answer besides, and the combined reference of all services
+(`/openapi-all.json`, Swagger UI at `/reference`). Every error leaves as
+application/problem+json. Every /v1/ POST honours Idempotency-Key (`shared.idempotency`).
+`/healthz`, `/readyz` and `/metrics` come with every app.
 Connections are made lazily per process (after gunicorn forks), never at import time.
 """
 
@@ -19,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import Connection, Engine, text
 from werkzeug.exceptions import HTTPException
 
-from shared import bus, config, metrics, ratelimit
+from shared import bus, commands, config, idempotency, metrics, openapi, ratelimit
 from shared import logging as nclog
 from shared.auth import CredentialTables, Principal, admit
 from shared.clock import Clock, utcnow
@@ -53,22 +57,40 @@ CORRELATION_ID_MAX = 64
 # Text PostgreSQL cannot store: NUL, and lone UTF-16 surrogates (not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+#: Endpoints of the Swagger UI pages, served under `_docs_policy`.
+DOCS_PAGES = ("api-docs.openapi_swagger_ui", "reference")
 
 
 class ProblemSchema(ma.Schema):
     """RFC 9457 problem details, as every error of every service is shaped."""
 
-    type = ma.fields.String(required=True)
-    title = ma.fields.String(required=True)
-    status = ma.fields.Integer(required=True)
-    detail = ma.fields.String(required=True)
-    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+    type = ma.fields.String(required=True, metadata={"example": "https://nocontact.dev/problems/unprocessable-entity"})
+    title = ma.fields.String(required=True, metadata={"example": "Unprocessable Entity"})
+    status = ma.fields.Integer(required=True, metadata={"example": 422})
+    detail = ma.fields.String(required=True, metadata={"example": "timezone: must be an IANA time zone name"})
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()),
+                            metadata={"description": "validation errors only: each offending field (dotted when "
+                                                     "nested) with its messages",
+                                      "example": {"timezone": ["must be an IANA time zone name"]}})
 
 
 class ProblemApi(Api):
     """flask-smorest's Api whose errors are RFC 9457 problems naming the fields."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def document(self) -> dict[str, Any]:
+        """The service's OpenAPI document as /openapi.json serves it: flask-smorest's, with
+        what every operation can answer besides (`shared.openapi.describe`). Made once."""
+        described: dict[str, Any] | None = getattr(self, "_described", None)
+        if described is None:
+            described = openapi.describe(self.spec.to_dict(), self._app,
+                                         public_paths=self._app.config["NOCONTACT_PUBLIC_PATHS"])
+            self._described = described
+        return described
+
+    def _openapi_json(self) -> Response:
+        return Response(json.dumps(self.document(), indent=2), mimetype="application/json")
 
     def _register_responses(self) -> None:
         # flask-smorest documents its error responses as application/json; ours are
@@ -249,6 +271,7 @@ def create_app(
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        NOCONTACT_PUBLIC_PATHS=tuple(public_paths),
         API_SPEC_OPTIONS={
             "info": {"description": description},
             "components": {
@@ -264,6 +287,7 @@ def create_app(
         },
     )
     api = ProblemApi(app)
+    app.extensions[openapi.EXTENSION] = api
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
     checks: dict[str, Check] = {"database": database_check, "broker": broker_check, **(extra_checks or {})}
@@ -274,6 +298,8 @@ def create_app(
         # The thread serves other work next (a test client's caller, the next request):
         # nothing of this request's log context may stay bound to it.
         structlog.contextvars.clear_contextvars()
+        # Nor the command hook of its Idempotency-Key (shared.idempotency).
+        commands.after_append.set(())
 
     @app.before_request
     def _before() -> Response | None:
@@ -304,6 +330,8 @@ def create_app(
             admitted = admit(engine(), service, credentials, request.headers.get("Authorization"),
                              ratelimit.client_address(request.environ))
             g.principal, g.rate_limit = admitted.principal, admitted.rate_limit
+            if request.method == "POST":
+                return _idempotent_start(service)
         return None
 
     @app.after_request
@@ -314,10 +342,11 @@ def create_app(
         if request.path.startswith("/v1/"):
             # /v1/ answers carry members' private notes: no shared or browser cache keeps them.
             response.headers["Cache-Control"] = "no-store"
-        elif request.url_rule is not None and request.url_rule.endpoint == "api-docs.openapi_swagger_ui":
+        elif request.url_rule is not None and request.url_rule.endpoint in DOCS_PAGES:
             response.headers["Content-Security-Policy"] = _docs_policy(response.get_data())
         if g.get("rate_limit") is not None:
             response.headers.update(g.rate_limit.headers())
+        _idempotent_finish(service, response)
         started = g.get("started")
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
@@ -378,6 +407,16 @@ def create_app(
             payload = generate_latest()
         return Response(payload, mimetype=CONTENT_TYPE_LATEST)
 
+    @app.get("/openapi-all.json")
+    def reference_json() -> Response:
+        """One OpenAPI document of every service's API (shared.openapi.combined)."""
+        return Response(json.dumps(openapi.combined(app), indent=2), mimetype="application/json")
+
+    @app.get("/reference")
+    def reference() -> Response:
+        """Swagger UI over /openapi-all.json, from this service's own assets."""
+        return Response(openapi.reference_page("/openapi-all.json", "/docs/assets/"), mimetype="text/html")
+
     @app.get("/docs/assets/<path:filename>")
     def swagger_assets(filename: str) -> Response:
         import swagger_ui_bundle
@@ -385,6 +424,63 @@ def create_app(
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
 
     return app
+
+
+# -- Idempotency-Key ---------------------------------------------------------------------------
+
+#: The key space of the operator's requests (tenants' are their ids).
+OPERATOR_SCOPE = "operator"
+
+
+def _caller_in_tenant(caller: Principal) -> str:
+    """Who in the tenant sent a request, as far as its Idempotency-Key cares: every admin key
+    of a tenant may do the same, a token only its subject's part."""
+    if caller.role in ("admin", "operator"):
+        return caller.role
+    return f"{caller.role}:{caller.subject_id}"
+
+
+def _idempotent_start(service: str) -> Response | None:
+    """For a POST with an Idempotency-Key: the first answer to replay, or the key reserved
+    for this request (and its command's transaction set to mark it carried out)."""
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    if key is None:
+        return None
+    caller = principal()
+    keyed = idempotency.Keyed(
+        service=service,
+        scope=caller.tenant_id or OPERATOR_SCOPE,
+        key=key,
+        fingerprint=idempotency.fingerprint(request.method, request.full_path, _caller_in_tenant(caller),
+                                            request.get_data(cache=True)),
+    )
+    found = idempotency.reserve(engine(), keyed, now=now())
+    if isinstance(found, idempotency.Answer):
+        response = Response(found.body, status=found.status, headers=dict(found.headers))
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+        return response
+    g.idempotency = found
+    commands.after_append.set((partial(idempotency.mark_committed, reservation=found),))
+    return None
+
+
+def _idempotent_finish(service: str, response: Response) -> None:
+    """Keep the answer of a request that reserved an Idempotency-Key (or release the key).
+    The answer goes out whatever happens here: a key left reserved is taken over (or, its
+    command carried out, answered as lost) once its lease runs out."""
+    reservation: idempotency.Reservation | None = g.pop("idempotency", None)
+    if reservation is None:
+        return
+    answer = idempotency.Answer(
+        response.status_code,
+        response.get_data(),
+        {name: response.headers[name] for name in idempotency.KEPT_HEADERS if name in response.headers},
+    )
+    try:
+        idempotency.keep(engine(), reservation, answer, now=now())
+        idempotency.purge_when_due(engine(), service, now=now())
+    except Exception:  # the command's answer must still reach the client
+        log.exception("the answer of %s %s could not be kept for its Idempotency-Key", request.method, request.path)
 
 
 # -- the access log ---------------------------------------------------------------------------

@@ -27,28 +27,39 @@ checkins_blp = Blueprint("check-ins", __name__, url_prefix="/v1", description="D
 settings_blp = Blueprint("settings", __name__, url_prefix="/v1", description="Tenant streak settings (admin)")
 coaches_blp = Blueprint("coaches", __name__, url_prefix="/v1", description="A coach's clients at a glance")
 
+# Examples of the OpenAPI documents (shared.openapi composes each operation's from its fields').
+COMMITMENT_ID = "73086767-b067-433e-aebd-e40f286c24eb"
+MEMBER_ID = "member-42"
+TODAY = "2027-03-10"
+AT = "2027-03-10T20:15:00+00:00"
+
 
 # -- schemas ---------------------------------------------------------------------------------
 
 
 class SlipSchema(Schema):
-    channel = fields.String(required=True, validate=validate.OneOf(sorted(CHANNELS)))
-    initiated_by = fields.String(required=True, validate=validate.OneOf(["me", "them"]))
+    channel = fields.String(required=True, validate=validate.OneOf(sorted(CHANNELS)), metadata={"example": "texts"})
+    initiated_by = fields.String(required=True, validate=validate.OneOf(["me", "them"]), metadata={"example": "them"})
 
 
 class CheckInBody(Schema):
     """A day's report. ``slip`` is required exactly when the outcome is slipped."""
 
-    outcome = fields.String(required=True, validate=validate.OneOf([o.value for o in Outcome]))
-    urge = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(0, 10))
-    mood = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(1, 5))
-    slip = fields.Nested(SlipSchema, allow_none=True, load_default=None)
-    note = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=2000))
+    outcome = fields.String(required=True, validate=validate.OneOf([o.value for o in Outcome]),
+                            metadata={"example": "kept"})
+    urge = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(0, 10),
+                          metadata={"example": 3})
+    mood = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(1, 5),
+                          metadata={"example": 4})
+    slip = fields.Nested(SlipSchema, allow_none=True, load_default=None, metadata={"example": None})
+    note = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=2000),
+                         metadata={"example": "walked past the cafe and kept going"})
 
 
 class NewCheckInBody(CheckInBody):
     date = fields.Date(
-        load_default=None, metadata={"description": "local date; default today in the commitment's zone"}
+        load_default=None, metadata={"description": "local date; default today in the commitment's zone",
+                                     "example": TODAY}
     )
 
 
@@ -70,18 +81,19 @@ CHECK_IN = CheckInBody()
 
 
 class CheckInOut(Schema):
-    commitment_id = fields.String()
-    member_id = fields.String()
-    date = fields.Date()
-    outcome = fields.String()
-    urge = fields.Integer(allow_none=True)
-    mood = fields.Integer(allow_none=True)
-    slip = fields.Nested(SlipSchema, allow_none=True)
-    note = fields.String(allow_none=True, metadata={"description": "private; not shown to coaches"})
+    commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    date = fields.Date(metadata={"example": TODAY})
+    outcome = fields.String(metadata={"example": "kept"})
+    urge = fields.Integer(allow_none=True, metadata={"example": 3})
+    mood = fields.Integer(allow_none=True, metadata={"example": 4})
+    slip = fields.Nested(SlipSchema, allow_none=True, metadata={"example": None})
+    note = fields.String(allow_none=True, metadata={"description": "private; not shown to coaches",
+                                                    "example": "walked past the cafe and kept going"})
     version = fields.Integer(metadata={"description": "stream version of the event that stands for the day; also "
-                                                      "the ETag, to send as If-Match"})
-    recorded_at = fields.DateTime()
-    updated_at = fields.DateTime()
+                                                      "the ETag, to send as If-Match", "example": 13})
+    recorded_at = fields.DateTime(metadata={"example": AT})
+    updated_at = fields.DateTime(metadata={"example": AT})
 
 
 class CheckInList(Schema):
@@ -98,43 +110,46 @@ class RangeQuery(Schema):
             raise ValidationError("must not be after 'to'", "from")
 
 
-def _iso_date(**kwargs: Any) -> fields.String:
+def _iso_date(example: str | None, **kwargs: Any) -> fields.String:
     # The streak document is built by the domain with ISO strings already.
-    return fields.String(metadata={"format": "date"}, **kwargs)
+    return fields.String(metadata={"format": "date", "example": example}, **kwargs)
 
 
 class StreakOut(Schema):
-    commitment_id = fields.String()
-    as_of = _iso_date()
-    policy = fields.String()
-    current_days = fields.Integer()
-    longest_days = fields.Integer()
-    kept_days = fields.Integer()
-    slipped_days = fields.Integer()
-    unreported_days = fields.Integer()
-    streak_started_on = _iso_date(allow_none=True)
-    last_slip_on = _iso_date(allow_none=True)
-    last_check_in_on = _iso_date(allow_none=True)
-    milestones_reached = fields.List(fields.Integer())
-    next_milestone = fields.Integer(allow_none=True)
-    counted_through = _iso_date(allow_none=True)
+    commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    as_of = _iso_date(TODAY)
+    policy = fields.String(metadata={"example": "since_last_slip"})
+    current_days = fields.Integer(metadata={"example": 12})
+    longest_days = fields.Integer(metadata={"example": 12})
+    kept_days = fields.Integer(metadata={"example": 11})
+    slipped_days = fields.Integer(metadata={"example": 0})
+    unreported_days = fields.Integer(metadata={"example": 1})
+    streak_started_on = _iso_date("2027-02-27", allow_none=True)
+    last_slip_on = _iso_date(None, allow_none=True)
+    last_check_in_on = _iso_date(TODAY, allow_none=True)
+    milestones_reached = fields.List(fields.Integer(), metadata={"example": [1, 3, 7]})
+    next_milestone = fields.Integer(allow_none=True, metadata={"example": 14})
+    counted_through = _iso_date(TODAY, allow_none=True)
 
 
 class RunOut(Schema):
-    started_on = _iso_date()
+    started_on = _iso_date("2027-02-27")
     ended_on = fields.String(allow_none=True, metadata={"format": "date", "description": "the run's last day; "
-                                                        "null while it goes on"})
+                                                        "null while it goes on", "example": None})
     days = fields.Integer(metadata={"description": "the run's length (ended_on or the last counted day - "
-                                                   "started_on + 1)"})
+                                                   "started_on + 1)", "example": 12})
     ended_by = fields.String(allow_none=True, metadata={
         "enum": ["slip", "unreported", "commitment_end", None],
         "description": "what ended the run: a slip the day after it; under the `verified` policy an unreported "
-                       "day; the commitment's end (its last day is over, or it was ended); null while it goes on"})
+                       "day; the commitment's end (its last day is over, or it was ended); null while it goes on",
+                       "example": None})
     reported_days = fields.Integer(metadata={"description": "days of the run reported kept (the others were "
-                                                            "unreported, counted as kept under since_last_slip)"})
+                                                            "unreported, counted as kept under since_last_slip)",
+                                                            "example": 11})
     milestones = fields.List(fields.Integer(), metadata={
         "description": "the thresholds this run reached: the milestones streak.milestone_reached announced for it "
-                       "(keyed by started_on = run_started_on), minus those streak.milestone_revoked took back"})
+                       "(keyed by started_on = run_started_on), minus those streak.milestone_revoked took back",
+                       "example": [1, 3, 7]})
 
 
 class RunsOut(Schema):
@@ -143,62 +158,65 @@ class RunsOut(Schema):
 
 
 class RiskSettings(Schema):
-    slip_window_days = fields.Integer(strict=True, validate=validate.Range(1, 365))
-    high_urge = fields.Integer(strict=True, validate=validate.Range(0, 10))
-    high_urge_count = fields.Integer(strict=True, validate=validate.Range(1, 30))
-    urge_window_check_ins = fields.Integer(strict=True, validate=validate.Range(1, 30))
-    silent_days = fields.Integer(strict=True, validate=validate.Range(1, 365))
+    slip_window_days = fields.Integer(strict=True, validate=validate.Range(1, 365), metadata={"example": 7})
+    high_urge = fields.Integer(strict=True, validate=validate.Range(0, 10), metadata={"example": 8})
+    high_urge_count = fields.Integer(strict=True, validate=validate.Range(1, 30), metadata={"example": 2})
+    urge_window_check_ins = fields.Integer(strict=True, validate=validate.Range(1, 30), metadata={"example": 3})
+    silent_days = fields.Integer(strict=True, validate=validate.Range(1, 365), metadata={"example": 2})
 
 
 class SettingsBody(Schema):
     """Every field optional: what is left out keeps its current value."""
 
-    streak_policy = fields.String(validate=validate.OneOf(["since_last_slip", "verified"]))
+    streak_policy = fields.String(validate=validate.OneOf(["since_last_slip", "verified"]),
+                                  metadata={"example": "since_last_slip"})
     milestones = fields.List(
-        fields.Integer(strict=True, validate=validate.Range(1, 3650)), validate=validate.Length(1, 50)
+        fields.Integer(strict=True, validate=validate.Range(1, 3650)), validate=validate.Length(1, 50),
+        metadata={"example": [1, 3, 7, 14, 30, 60, 90, 180, 365]}
     )
-    backdate_days = fields.Integer(strict=True, validate=validate.Range(0, MAX_BACKDATE_DAYS))
-    missed_check_in_grace_hours = fields.Integer(strict=True, validate=validate.Range(0, MAX_GRACE_HOURS))
+    backdate_days = fields.Integer(strict=True, validate=validate.Range(0, MAX_BACKDATE_DAYS), metadata={"example": 7})
+    missed_check_in_grace_hours = fields.Integer(strict=True, validate=validate.Range(0, MAX_GRACE_HOURS),
+                                                 metadata={"example": 12})
     at_risk = fields.Nested(RiskSettings)
 
 
 class SettingsOut(SettingsBody):
-    version = fields.Integer()
+    version = fields.Integer(metadata={"example": 3})
 
 
 class DayState(Schema):
-    date = fields.Date()
-    state = fields.String(metadata={"description": "kept | slipped | unreported"})
+    date = fields.Date(metadata={"example": TODAY})
+    state = fields.String(metadata={"description": "kept | slipped | unreported", "example": "kept"})
 
 
 class UrgeOut(Schema):
-    date = fields.Date()
-    urge = fields.Integer()
+    date = fields.Date(metadata={"example": TODAY})
+    urge = fields.Integer(metadata={"example": 3})
 
 
 class ClientCommitmentOut(Schema):
-    commitment_id = fields.String()
-    contact_label = fields.String()
-    relationship = fields.String()
-    status = fields.String()
+    commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    contact_label = fields.String(metadata={"example": "Alex (ex)"})
+    relationship = fields.String(metadata={"example": "romantic"})
+    status = fields.String(metadata={"example": "active"})
     streak = fields.Nested(StreakOut)
-    last_check_in_on = fields.Date(allow_none=True)
+    last_check_in_on = fields.Date(allow_none=True, metadata={"example": TODAY})
     last_30_days = fields.List(fields.Nested(DayState))
     recent_urges = fields.List(fields.Nested(UrgeOut))
-    at_risk = fields.Boolean()
-    reasons = fields.List(fields.String())
+    at_risk = fields.Boolean(metadata={"example": False})
+    reasons = fields.List(fields.String(), metadata={"example": []})
 
 
 class ClientOut(Schema):
-    member_id = fields.String()
-    at_risk = fields.Boolean()
-    reasons = fields.List(fields.String())
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    at_risk = fields.Boolean(metadata={"example": False})
+    reasons = fields.List(fields.String(), metadata={"example": []})
     commitments = fields.List(fields.Nested(ClientCommitmentOut))
 
 
 class ClientsOut(Schema):
-    coach_id = fields.String()
-    as_of = fields.DateTime()
+    coach_id = fields.String(metadata={"example": "coach-maria"})
+    as_of = fields.DateTime(metadata={"example": AT})
     items = fields.List(fields.Nested(ClientOut))
 
 

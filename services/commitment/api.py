@@ -32,37 +32,48 @@ from .domain.commitment import CHANNELS, RELATIONSHIPS, Status
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
+# Examples of the OpenAPI documents (shared.openapi composes each operation's from its fields').
+TENANT_ID = "7d9a4c1e-2f3b-4a5c-8d6e-0f1a2b3c4d5e"
+KEY_ID = "09e8d217-a53d-40d6-8e12-a201d6eb9052"
+API_KEY = "nck_EXAMPLE-admin-key-shown-once-0123456789abcd"
+COMMITMENT_ID = "73086767-b067-433e-aebd-e40f286c24eb"
+MEMBER_ID = "member-42"
+COACH_ID = "coach-maria"
+AT = "2027-03-10T08:30:00+00:00"
+TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJtZW1iZXItNDIiLCJyb2xlIjoibWVtYmVyIn0.EXAMPLE"
+
 
 # -- schemas --------------------------------------------------------------------------------
 
 
 class TenantCreateSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(1, tenancy.TENANT_NAME_MAX))
+    name = fields.String(required=True, validate=validate.Length(1, tenancy.TENANT_NAME_MAX),
+                         metadata={"example": "Acme Support"})
 
 
 class TenantCreatedSchema(Schema):
-    id = fields.String()
-    name = fields.String()
-    api_key = fields.String(metadata={"description": "shown once; only its hash is kept"})
+    id = fields.String(metadata={"example": TENANT_ID})
+    name = fields.String(metadata={"example": "Acme Support"})
+    api_key = fields.String(metadata={"description": "shown once; only its hash is kept", "example": API_KEY})
 
 
 class ApiKeyCreateSchema(Schema):
     tenant_id = fields.String(validate=validate.Length(1, 64), metadata={
         "description": "the operator names the tenant (required with the operator token); an admin key "
-                       "issues for its own tenant and may leave it out"})
+                       "issues for its own tenant and may leave it out", "example": TENANT_ID})
 
 
 class ApiKeyCreatedSchema(Schema):
-    id = fields.String()
-    api_key = fields.String(metadata={"description": "shown once; only its hash is kept"})
+    id = fields.String(metadata={"example": KEY_ID})
+    api_key = fields.String(metadata={"description": "shown once; only its hash is kept", "example": API_KEY})
 
 
 class ApiKeySchema(Schema):
-    id = fields.String()
-    prefix = fields.String()
-    role = fields.String()
-    issued_at = fields.AwareDateTime()
-    revoked_at = fields.AwareDateTime(allow_none=True)
+    id = fields.String(metadata={"example": KEY_ID})
+    prefix = fields.String(metadata={"example": API_KEY[:12]})
+    role = fields.String(metadata={"example": "admin"})
+    issued_at = fields.AwareDateTime(metadata={"example": AT})
+    revoked_at = fields.AwareDateTime(allow_none=True, metadata={"example": None})
 
 
 class ApiKeyListSchema(Schema):
@@ -70,40 +81,50 @@ class ApiKeyListSchema(Schema):
 
 
 class TokenRequestSchema(Schema):
-    role = fields.String(required=True, validate=validate.OneOf(TOKEN_ROLES))
-    subject_id = fields.String(required=True, validate=validate.Length(1, tenancy.SUBJECT_ID_MAX))
+    role = fields.String(required=True, validate=validate.OneOf(TOKEN_ROLES), metadata={"example": "member"})
+    subject_id = fields.String(required=True, validate=validate.Length(1, tenancy.SUBJECT_ID_MAX),
+                               metadata={"example": MEMBER_ID})
     ttl_seconds = fields.Integer(strict=True, load_default=3600,
-                                 validate=validate.Range(tenancy.TTL_MIN_SECONDS, tenancy.TTL_MAX_SECONDS))
+                                 validate=validate.Range(tenancy.TTL_MIN_SECONDS, tenancy.TTL_MAX_SECONDS),
+                                 metadata={"example": 3600})
 
 
 class TokenSchema(Schema):
     token = fields.String(metadata={"description": "a JWT naming the API key that minted it (`key_id`) and its "
-                                                   "own id (`jti`); revoking either stops it on every service"})
-    expires_at = fields.AwareDateTime()
+                                                   "own id (`jti`); revoking either stops it on every service",
+                                                   "example": TOKEN})
+    expires_at = fields.AwareDateTime(metadata={"example": "2027-03-10T09:30:00+00:00"})
 
 
 class TokenRevocationSchema(Schema):
-    token = fields.String(required=True, validate=validate.Length(1, 8192))
+    token = fields.String(required=True, validate=validate.Length(1, 8192), metadata={"example": TOKEN})
 
 
 class ContactSchema(Schema):
     label = fields.String(required=True, validate=validate.Length(1, commitment.LABEL_MAX),
-                          metadata={"description": "a label such as 'Alex (ex)', never real data"})
-    relationship = fields.String(required=True, validate=validate.OneOf(RELATIONSHIPS))
+                          metadata={"description": "a label such as 'Alex (ex)', never real data",
+                                    "example": "Alex (ex)"})
+    relationship = fields.String(required=True, validate=validate.OneOf(RELATIONSHIPS),
+                                 metadata={"example": "romantic"})
 
 
 class CommitmentCreateSchema(Schema):
-    member_id = fields.String(required=True, validate=validate.Length(1, commitment.MEMBER_ID_MAX))
+    member_id = fields.String(required=True, validate=validate.Length(1, commitment.MEMBER_ID_MAX),
+                              metadata={"example": MEMBER_ID})
     contact = fields.Nested(ContactSchema, required=True)
     channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), validate=validate.Length(min=1),
-                           load_default=None, metadata={"description": "default: all channels"})
-    timezone = fields.String(required=True, metadata={"description": "IANA name, e.g. Europe/Berlin"})
-    starts_on = fields.Date(load_default=None, metadata={"description": "default: today in timezone"})
+                           load_default=None, metadata={"description": "default: all channels",
+                                                        "example": ["calls", "texts", "social_media"]})
+    timezone = fields.String(required=True, metadata={"description": "IANA name, e.g. Europe/Berlin",
+                                                      "example": "Europe/Berlin"})
+    starts_on = fields.Date(load_default=None, metadata={"description": "default: today in timezone",
+                                                         "example": "2027-03-10"})
     duration_days = fields.Integer(strict=True, allow_none=True, load_default=None,
                                    validate=validate.Range(commitment.DURATION_MIN, commitment.DURATION_MAX),
-                                   metadata={"description": "null: indefinitely"})
+                                   metadata={"description": "null: indefinitely", "example": 90})
     motivation = fields.String(allow_none=True, load_default=None,
-                               validate=validate.Length(max=commitment.MOTIVATION_MAX))
+                               validate=validate.Length(max=commitment.MOTIVATION_MAX),
+                               metadata={"example": "I want my evenings back"})
 
     @validates("timezone")
     def _timezone(self, value: str, **_: Any) -> None:
@@ -113,31 +134,34 @@ class CommitmentCreateSchema(Schema):
 
 class ExtendSchema(Schema):
     additional_days = fields.Integer(strict=True, allow_none=True, load_default=None,
-                                     validate=validate.Range(commitment.DURATION_MIN, commitment.DURATION_MAX))
+                                     validate=validate.Range(commitment.DURATION_MIN, commitment.DURATION_MAX),
+                                     metadata={"example": 30})
     # JSON true/false only: marshmallow would otherwise read "yes" or 1 as true.
-    indefinite = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+    indefinite = fields.Boolean(load_default=False, truthy={True}, falsy={False}, metadata={"example": False})
 
 
 class EndSchema(Schema):
-    reason = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=commitment.REASON_MAX))
+    reason = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=commitment.REASON_MAX),
+                           metadata={"example": "the member moved to another programme"})
 
 
 class CommitmentSchema(Schema):
-    id = fields.String()
-    member_id = fields.String()
+    id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     contact = fields.Nested(ContactSchema)
-    channels = fields.List(fields.String())
-    timezone = fields.String()
-    starts_on = fields.Date()
-    duration_days = fields.Integer(allow_none=True)
-    ends_on = fields.Date(allow_none=True, metadata={"description": "last day, or null when indefinite"})
-    motivation = fields.String(allow_none=True)
+    channels = fields.List(fields.String(), metadata={"example": ["calls", "texts", "social_media"]})
+    timezone = fields.String(metadata={"example": "Europe/Berlin"})
+    starts_on = fields.Date(metadata={"example": "2027-03-10"})
+    duration_days = fields.Integer(allow_none=True, metadata={"example": 90})
+    ends_on = fields.Date(allow_none=True, metadata={"description": "last day, or null when indefinite",
+                                                     "example": "2027-06-07"})
+    motivation = fields.String(allow_none=True, metadata={"example": "I want my evenings back"})
     status = fields.String(metadata={"description": "active | completed | ended (completed as soon as "
-                                                    "ends_on has passed in timezone)"})
-    ended_on = fields.Date(allow_none=True)
-    coach_id = fields.String(allow_none=True)
-    created_at = fields.AwareDateTime()
-    version = fields.Integer(metadata={"description": "also the ETag; send it as If-Match"})
+                                                    "ends_on has passed in timezone)", "example": "active"})
+    ended_on = fields.Date(allow_none=True, metadata={"example": None})
+    coach_id = fields.String(allow_none=True, metadata={"example": COACH_ID})
+    created_at = fields.AwareDateTime(metadata={"example": AT})
+    version = fields.Integer(metadata={"description": "also the ETag; send it as If-Match", "example": 1})
 
 
 class CommitmentQuerySchema(Schema):
@@ -152,20 +176,23 @@ class CommitmentQuerySchema(Schema):
 
 class CommitmentPageSchema(Schema):
     items = fields.List(fields.Nested(CommitmentSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(allow_none=True, metadata={"example": None})
 
 
 class EventSchema(Schema):
-    id = fields.UUID()
-    type = fields.String()
-    schema_version = fields.Integer()
-    stream_version = fields.Integer()
-    occurred_at = fields.AwareDateTime()
-    recorded_at = fields.AwareDateTime()
-    actor = fields.String(allow_none=True)
-    correlation_id = fields.String(allow_none=True)
-    causation_id = fields.String(allow_none=True)
-    data = fields.Dict()
+    id = fields.UUID(metadata={"example": "5fcd4da5-9d4a-4d9c-a9bf-21aad7f3390d"})
+    type = fields.String(metadata={"example": "commitment.created"})
+    schema_version = fields.Integer(metadata={"example": 1})
+    stream_version = fields.Integer(metadata={"example": 1})
+    occurred_at = fields.AwareDateTime(metadata={"example": AT})
+    recorded_at = fields.AwareDateTime(metadata={"example": AT})
+    actor = fields.String(allow_none=True, metadata={"example": f"api_key:{KEY_ID}"})
+    correlation_id = fields.String(allow_none=True, metadata={"example": "c2d2173b-d360-443b-98b9-6169d2362cdb"})
+    causation_id = fields.String(allow_none=True, metadata={"example": None})
+    data = fields.Dict(metadata={"example": {"commitment_id": COMMITMENT_ID, "member_id": MEMBER_ID,
+                                             "contact": {"label": "Alex (ex)", "relationship": "romantic"},
+                                             "timezone": "Europe/Berlin", "starts_on": "2027-03-10",
+                                             "duration_days": 90, "ends_on": "2027-06-07"}})
 
 
 # -- shaping ------------------------------------------------------------------------------------

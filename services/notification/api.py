@@ -28,6 +28,13 @@ from shared.web import ProblemSchema, context, engine, now, require_role, requir
 
 MAX_PAGE = 100
 
+# Examples of the OpenAPI documents (shared.openapi composes each operation's from its fields').
+ENDPOINT_ID = "9a8f6a97-3f41-4d7f-9c31-8edf7c2623a8"
+MESSAGE_ID = "msg_639ceaf49fe44738bf2186a87e8b1d4d"
+HOOK_URL = "https://partner.example/webhooks/nocontact"
+EVENT_TYPES = ["streak.milestone_reached", "checkin.missed"]
+AT = "2027-03-10T08:30:00+00:00"
+
 # -- schemas ---------------------------------------------------------------------------------
 
 
@@ -37,46 +44,49 @@ def _unique(values: list[str]) -> None:
 
 
 class EndpointCreateSchema(Schema):
-    url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+    url = fields.String(required=True, validate=validate.Length(min=1, max=2048), metadata={"example": HOOK_URL})
     event_types = fields.List(
         fields.String(validate=validate.OneOf([*WEBHOOK_EVENT_TYPES, WILDCARD])),
         required=True,
         validate=[validate.Length(min=1, max=len(WEBHOOK_EVENT_TYPES) + 1), _unique],
-        metadata={"description": "event types to receive; `*` for all"},
+        metadata={"description": "event types to receive; `*` for all", "example": EVENT_TYPES},
     )
-    description = fields.String(load_default="", validate=validate.Length(max=1000))
+    description = fields.String(load_default="", validate=validate.Length(max=1000),
+                                metadata={"example": "Partner app: milestones and missed days"})
 
 
 class EndpointPatchSchema(Schema):
-    url = fields.String(validate=validate.Length(min=1, max=2048))
+    url = fields.String(validate=validate.Length(min=1, max=2048), metadata={"example": HOOK_URL})
     event_types = fields.List(
         fields.String(validate=validate.OneOf([*WEBHOOK_EVENT_TYPES, WILDCARD])),
         validate=[validate.Length(min=1, max=len(WEBHOOK_EVENT_TYPES) + 1), _unique],
+        metadata={"example": ["*"]},
     )
-    description = fields.String(validate=validate.Length(max=1000))
+    description = fields.String(validate=validate.Length(max=1000), metadata={"example": "Partner app: everything"})
 
 
 class EndpointSchema(Schema):
-    id = fields.String()
-    url = fields.String()
-    description = fields.String()
-    event_types = fields.List(fields.String())
-    status = fields.String(metadata={"description": "enabled | disabled"})
-    disabled_reason = fields.String(allow_none=True)
+    id = fields.String(metadata={"example": ENDPOINT_ID})
+    url = fields.String(metadata={"example": HOOK_URL})
+    description = fields.String(metadata={"example": "Partner app: milestones and missed days"})
+    event_types = fields.List(fields.String(), metadata={"example": EVENT_TYPES})
+    status = fields.String(metadata={"description": "enabled | disabled", "example": "enabled"})
+    disabled_reason = fields.String(allow_none=True, metadata={"example": None})
     previous_secret_expires_at = fields.AwareDateTime(
-        allow_none=True, metadata={"description": "until when the rotated-out secret still signs"}
+        allow_none=True, metadata={"description": "until when the rotated-out secret still signs", "example": None}
     )
-    created_at = fields.AwareDateTime()
-    updated_at = fields.AwareDateTime()
+    created_at = fields.AwareDateTime(metadata={"example": AT})
+    updated_at = fields.AwareDateTime(metadata={"example": AT})
 
 
 class EndpointWithSecretSchema(EndpointSchema):
-    secret = fields.String(metadata={"description": "whsec_...: shown only on create and rotate"})
+    secret = fields.String(metadata={"description": "whsec_...: shown only on create and rotate",
+                                     "example": "whsec_RVhBTVBMRS1zaWduaW5nLXNlY3JldCEh"})
 
 
 class EndpointPageSchema(Schema):
     items = fields.List(fields.Nested(EndpointSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(allow_none=True, metadata={"example": None})
 
 
 class PageArgsSchema(Schema):
@@ -96,49 +106,53 @@ class MessageArgsSchema(PageArgsSchema):
 
 
 class AttemptSchema(Schema):
-    id = fields.Integer()
-    message_id = fields.String()
-    event_type = fields.String()
-    attempt = fields.Integer(metadata={"description": "attempt number of this message, from 1"})
-    status_code = fields.Integer(allow_none=True)
-    duration_ms = fields.Integer()
-    error = fields.String(allow_none=True)
+    id = fields.Integer(metadata={"example": 812})
+    message_id = fields.String(metadata={"example": MESSAGE_ID})
+    event_type = fields.String(metadata={"example": "streak.milestone_reached"})
+    attempt = fields.Integer(metadata={"description": "attempt number of this message, from 1", "example": 2})
+    status_code = fields.Integer(allow_none=True, metadata={"example": 503})
+    duration_ms = fields.Integer(metadata={"example": 184})
+    error = fields.String(allow_none=True, metadata={"example": "HTTP 503"})
     response_excerpt = fields.String(
         allow_none=True,
         metadata={
             "description": "the first KiB of the receiver's reply, as plain text: invalid UTF-8 and control "
-            "characters (but line feeds and tabs) replaced by U+FFFD. Show it as text, never as HTML"
+            "characters (but line feeds and tabs) replaced by U+FFFD. Show it as text, never as HTML",
+            "example": "Service Unavailable"
         },
     )
-    state = fields.String(metadata={"description": "after this attempt: succeeded | retrying | failed"})
-    next_attempt_at = fields.AwareDateTime(allow_none=True)
-    attempted_at = fields.AwareDateTime()
+    state = fields.String(metadata={"description": "after this attempt: succeeded | retrying | failed",
+                                    "example": "retrying"})
+    next_attempt_at = fields.AwareDateTime(allow_none=True, metadata={"example": "2027-03-10T09:00:00+00:00"})
+    attempted_at = fields.AwareDateTime(metadata={"example": AT})
 
 
 class AttemptPageSchema(Schema):
     items = fields.List(fields.Nested(AttemptSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(allow_none=True, metadata={"example": None})
 
 
 class MessageDeliverySchema(Schema):
-    message_id = fields.String()
-    event_type = fields.String()
-    state = fields.String(metadata={"description": "pending | succeeded | failed | skipped_disabled"})
-    attempts = fields.Integer()
-    next_attempt_at = fields.AwareDateTime(allow_none=True)
-    last_status_code = fields.Integer(allow_none=True)
-    last_error = fields.String(allow_none=True)
-    last_attempt_at = fields.AwareDateTime(allow_none=True)
-    created_at = fields.AwareDateTime()
+    message_id = fields.String(metadata={"example": MESSAGE_ID})
+    event_type = fields.String(metadata={"example": "streak.milestone_reached"})
+    state = fields.String(metadata={"description": "pending | succeeded | failed | skipped_disabled",
+                                    "example": "pending"})
+    attempts = fields.Integer(metadata={"example": 2})
+    next_attempt_at = fields.AwareDateTime(allow_none=True, metadata={"example": "2027-03-10T09:00:00+00:00"})
+    last_status_code = fields.Integer(allow_none=True, metadata={"example": 503})
+    last_error = fields.String(allow_none=True, metadata={"example": "HTTP 503"})
+    last_attempt_at = fields.AwareDateTime(allow_none=True, metadata={"example": AT})
+    created_at = fields.AwareDateTime(metadata={"example": "2027-03-10T08:29:59+00:00"})
 
 
 class MessageDeliveryPageSchema(Schema):
     items = fields.List(fields.Nested(MessageDeliverySchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(allow_none=True, metadata={"example": None})
 
 
 class RedeliverFailedSchema(Schema):
-    since = fields.AwareDateTime(required=True, metadata={"description": "redeliver what failed since"})
+    since = fields.AwareDateTime(required=True, metadata={"description": "redeliver what failed since",
+                                                          "example": "2027-03-09T00:00:00+00:00"})
 
     @validates_schema
     def _not_future(self, data: dict[str, Any], **_: Any) -> None:
@@ -147,23 +161,23 @@ class RedeliverFailedSchema(Schema):
 
 
 class RequeuedSchema(Schema):
-    requeued = fields.Integer()
+    requeued = fields.Integer(metadata={"example": 4})
 
 
 class FeedItemSchema(Schema):
-    id = fields.Integer()
-    kind = fields.String(metadata={"description": " | ".join(FEED_KINDS)})
-    event_type = fields.String()
-    event_id = fields.String()
-    commitment_id = fields.String()
-    member_id = fields.String()
-    occurred_at = fields.AwareDateTime()
-    data = fields.Dict()
+    id = fields.Integer(metadata={"example": 57})
+    kind = fields.String(metadata={"description": " | ".join(FEED_KINDS), "example": "milestone"})
+    event_type = fields.String(metadata={"example": "streak.milestone_reached"})
+    event_id = fields.String(metadata={"example": "639ceaf4-9fe4-4738-bf21-86a87e8b1d4d"})
+    commitment_id = fields.String(metadata={"example": "73086767-b067-433e-aebd-e40f286c24eb"})
+    member_id = fields.String(metadata={"example": "member-42"})
+    occurred_at = fields.AwareDateTime(metadata={"example": AT})
+    data = fields.Dict(metadata={"example": {"milestone": 7, "run_started_on": "2027-03-04", "current_days": 7}})
 
 
 class FeedPageSchema(Schema):
     items = fields.List(fields.Nested(FeedItemSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(allow_none=True, metadata={"example": None})
 
 
 class FeedArgsSchema(PageArgsSchema):
@@ -174,17 +188,20 @@ class EventTypeChoiceSchema(Schema):
     event_type = fields.String(
         required=True,
         validate=validate.OneOf(WEBHOOK_EVENT_TYPES),
-        metadata={"description": "the type whose catalogue example is sent (GET /v1/event-types)"},
+        metadata={"description": "the type whose catalogue example is sent (GET /v1/event-types)",
+                  "example": "streak.milestone_reached"},
     )
 
 
 class MessageSchema(Schema):
-    message_id = fields.String(metadata={"description": "the webhook-id header of every attempt"})
-    event_id = fields.String()
-    event_type = fields.String()
-    test = fields.Boolean(metadata={"description": "a test event (POST .../test), not a real one"})
-    occurred_at = fields.AwareDateTime()
-    created_at = fields.AwareDateTime(metadata={"description": "when the message was queued"})
+    message_id = fields.String(metadata={"description": "the webhook-id header of every attempt",
+                                         "example": MESSAGE_ID})
+    event_id = fields.String(metadata={"example": "639ceaf4-9fe4-4738-bf21-86a87e8b1d4d"})
+    event_type = fields.String(metadata={"example": "streak.milestone_reached"})
+    test = fields.Boolean(metadata={"description": "a test event (POST .../test), not a real one", "example": False})
+    occurred_at = fields.AwareDateTime(metadata={"example": AT})
+    created_at = fields.AwareDateTime(metadata={"description": "when the message was queued",
+                                                "example": "2027-03-10T08:30:01+00:00"})
     payload = fields.Dict(
         metadata={
             "description": "the body as sent (every attempt sends the same bytes). Personal values read null "
@@ -192,26 +209,28 @@ class MessageSchema(Schema):
             "allOf": [catalogue.ref(catalogue.PAYLOAD_COMPONENT)],
         }
     )
-    state = fields.String(metadata={"description": "at this endpoint: pending | succeeded | failed | skipped_disabled"})
-    next_attempt_at = fields.AwareDateTime(allow_none=True)
-    last_status_code = fields.Integer(allow_none=True)
-    last_error = fields.String(allow_none=True)
-    last_attempt_at = fields.AwareDateTime(allow_none=True)
+    state = fields.String(metadata={"description": "at this endpoint: pending | succeeded | failed | skipped_disabled",
+                                    "example": "succeeded"})
+    next_attempt_at = fields.AwareDateTime(allow_none=True, metadata={"example": None})
+    last_status_code = fields.Integer(allow_none=True, metadata={"example": 204})
+    last_error = fields.String(allow_none=True, metadata={"example": None})
+    last_attempt_at = fields.AwareDateTime(allow_none=True, metadata={"example": "2027-03-10T08:30:02+00:00"})
     attempts = fields.List(fields.Nested(AttemptSchema), metadata={"description": "its attempts, oldest first"})
 
 
 class LatencySchema(Schema):
-    p50 = fields.Integer(allow_none=True, metadata={"description": "null: no attempts in the window"})
-    p90 = fields.Integer(allow_none=True)
-    p99 = fields.Integer(allow_none=True)
+    p50 = fields.Integer(allow_none=True, metadata={"description": "null: no attempts in the window", "example": 120})
+    p90 = fields.Integer(allow_none=True, metadata={"example": 310})
+    p99 = fields.Integer(allow_none=True, metadata={"example": 870})
 
 
 class WindowStatsSchema(Schema):
-    since = fields.AwareDateTime(metadata={"description": "the window is (since, as_of]"})
-    attempts = fields.Integer()
-    successes = fields.Integer(metadata={"description": "attempts answered with a 2xx"})
+    since = fields.AwareDateTime(metadata={"description": "the window is (since, as_of]",
+                                           "example": "2027-03-10T07:30:00+00:00"})
+    attempts = fields.Integer(metadata={"example": 42})
+    successes = fields.Integer(metadata={"description": "attempts answered with a 2xx", "example": 40})
     failures = fields.Integer(metadata={"description": "every other attempt: an error status, a timeout, "
-                                        "a refused connection"})
+                                        "a refused connection", "example": 2})
     latency_ms = fields.Nested(
         LatencySchema, metadata={"description": "percentiles of the attempts' durations (nearest rank)"}
     )
@@ -224,19 +243,21 @@ class StatsWindowsSchema(Schema):
 
 
 class EndpointStatsSchema(Schema):
-    endpoint_id = fields.String()
-    as_of = fields.AwareDateTime()
-    pending = fields.Integer(metadata={"description": "deliveries waiting for an attempt or a retry, now"})
+    endpoint_id = fields.String(metadata={"example": ENDPOINT_ID})
+    as_of = fields.AwareDateTime(metadata={"example": AT})
+    pending = fields.Integer(metadata={"description": "deliveries waiting for an attempt or a retry, now",
+                                       "example": 3})
     windows = fields.Nested(StatsWindowsSchema)
 
 
 class EventTypeSchema(Schema):
-    type = fields.String(metadata={"enum": list(WEBHOOK_EVENT_TYPES)})
-    description = fields.String()
+    type = fields.String(metadata={"enum": list(WEBHOOK_EVENT_TYPES), "example": "streak.milestone_reached"})
+    description = fields.String(metadata={"example": "A streak reached one of the tenant's milestones."})
     schema = fields.Dict(
         metadata={
             "description": "JSON Schema (2020-12) of the body's data; in this document: components/schemas/"
-            "<Type>Data (e.g. StreakMilestoneReachedData). Objects stay open: ignore fields you do not know"
+            "<Type>Data (e.g. StreakMilestoneReachedData). Objects stay open: ignore fields you do not know",
+            "example": {"type": "object", "properties": {"milestone": {"type": "integer"}}}
         }
     )
     example = fields.Dict(
@@ -600,10 +621,11 @@ members_blp = Blueprint(
 
 
 class ExportSchema(Schema):
-    member_id = fields.String()
-    service = fields.String()
-    exported_at = fields.String(metadata={"description": "ISO 8601 instant"})
-    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear"})
+    member_id = fields.String(metadata={"example": "member-42"})
+    service = fields.String(metadata={"example": "notification"})
+    exported_at = fields.String(metadata={"description": "ISO 8601 instant", "example": AT})
+    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear",
+                                 "example": {"webhook_messages": [], "coach_feed": [], "coach_assignments": []}})
 
 
 @members_blp.route("/<member_id>/export", methods=["GET"])

@@ -1,6 +1,6 @@
 """/docs carries a Content-Security-Policy, and Swagger UI (served locally) still works under
 it: in a real browser (Debian's chromium through Playwright), every service's page renders
-its operations with no policy violation."""
+its operations with no policy violation; so does the combined reference at /reference."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def test_docs_policy_allows_only_this_origin_and_the_pages_own_script(world: Wor
     assert policy["frame-ancestors"] == ["'none'"]
 
 
+@pytest.mark.parametrize("path", ["/docs", "/reference"])
 @pytest.mark.parametrize("service", ["commitment", "checkin", "notification"])
-def test_swagger_ui_works_under_its_policy(world: World, browser: Any, service: str) -> None:  # noqa: F811
+def test_swagger_ui_works_under_its_policy(world: World, browser: Any, service: str, path: str) -> None:  # noqa: F811
     page = browser.new_page()
     problems: list[str] = []
     # The browser's own request for /favicon.ico (there is none) is no problem of the page.
@@ -38,10 +39,10 @@ def test_swagger_ui_works_under_its_policy(world: World, browser: Any, service: 
     page.on("request", lambda request: outside.append(request.url)
             if not request.url.startswith(world.suite.url(service)) and not request.url.startswith("data:")
             else None)
-    page.goto(world.suite.url(service, "/docs"))
+    page.goto(world.suite.url(service, path))
     page.wait_for_selector(".opblock-summary-path", timeout=30_000)
     assert page.locator(".opblock").count() >= 3
-    # The operations come from this service's /openapi.json.
+    # The operations come from this service's /openapi.json (or /openapi-all.json).
     assert page.locator(".info .title").inner_text().startswith("nocontact")
     assert not problems, problems  # a violation is reported as a console error ("Refused to ...")
     assert not outside, outside

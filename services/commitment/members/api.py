@@ -18,36 +18,46 @@ blp = Blueprint("members", __name__, url_prefix="/v1/members",
                 description="A member's profile, and their data: exported or erased on request")
 
 
+MEMBER_ID = "member-42"  # the examples of the OpenAPI document
+AT = "2027-03-10T08:30:00+00:00"
+
+
 class ProfileUpdateSchema(Schema):
     display_name = fields.String(required=True, allow_none=True,
                                  validate=validate.Length(1, domain.DISPLAY_NAME_MAX),
-                                 metadata={"description": "shown instead of the member id; null clears it"})
+                                 metadata={"description": "shown instead of the member id; null clears it",
+                                           "example": "Sam"})
 
 
 class ProfileSchema(Schema):
-    member_id = fields.String()
-    display_name = fields.String(allow_none=True)
-    updated_at = fields.AwareDateTime()
-    version = fields.Integer()
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    display_name = fields.String(allow_none=True, metadata={"example": "Sam"})
+    updated_at = fields.AwareDateTime(metadata={"example": AT})
+    version = fields.Integer(metadata={"example": 1})
 
 
 class ErasureAcceptedSchema(Schema):
-    member_id = fields.String()
-    status = fields.String(metadata={"description": "erasing | erased"})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    status = fields.String(metadata={"description": "erasing | erased", "example": "erasing"})
 
 
 class ErasureSchema(ErasureAcceptedSchema):
     services = fields.Dict(keys=fields.String(), values=fields.String(),
-                           metadata={"description": "each service's part: erasing | erased"})
-    requested_at = fields.AwareDateTime()
-    erased_at = fields.AwareDateTime(allow_none=True)
+                           metadata={"description": "each service's part: erasing | erased",
+                                     "example": {"commitment": "erased", "checkin": "erased",
+                                                 "notification": "erasing"}})
+    requested_at = fields.AwareDateTime(metadata={"example": AT})
+    erased_at = fields.AwareDateTime(allow_none=True, metadata={"example": None})
 
 
 class ExportSchema(Schema):
-    member_id = fields.String()
-    service = fields.String()
-    exported_at = fields.String(metadata={"description": "ISO 8601 instant"})
-    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear"})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    service = fields.String(metadata={"example": "commitment"})
+    exported_at = fields.String(metadata={"description": "ISO 8601 instant", "example": AT})
+    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear",
+                                 "example": {"profile": {"display_name": "Sam"},
+                                             "commitments": [{"id": "73086767-b067-433e-aebd-e40f286c24eb",
+                                                              "contact": {"label": "Alex (ex)"}}]}})
 
 
 def _tenant_of_caller(member_id: str) -> str:
