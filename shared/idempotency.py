@@ -37,7 +37,11 @@ note, a commitment's label), so they are never stored in clear: an answer naming
 (``member_id`` anywhere in it) is sealed under each of those members' keys
 (`shared.keyring`): a member's erasure destroys the key and with it every stored answer
 about them (a replay then answers 404, like the member's commitments); any other answer
-is sealed under the master key (`shared.crypto`), bound to its row. The fingerprint is an
+is sealed under the master key (`shared.crypto`), bound to its row. An answer that shows an
+API key (a new tenant's, a new key's) is never kept at all, sealed or not: a key is shown
+once and stored only as its hash (CONTRACT, "Tenants and credentials"), so a repeat is told
+the request was carried out (409) and that the key must be listed and revoked if it was
+never received. The fingerprint is an
 HMAC under a key derived from the master key, so it tells nothing of the body either (a
 master-key rotation therefore makes a retry across it a different request).
 """
@@ -112,6 +116,10 @@ idempotency_keys = Table(
 )
 
 
+#: Stored instead of an answer that showed an API key (see the module's docstring).
+CREDENTIAL_NOT_KEPT = "credential-not-kept"
+
+
 class KeyInUse(Busy):
     """The first request with this key is still being carried out (HTTP 409, Retry-After)."""
 
@@ -128,6 +136,16 @@ class AnswerLost(Conflict):
         super().__init__(
             f"the request with this {HEADER} was carried out, but its answer was lost (the server stopped "
             "before answering); read the resource instead of sending the request again"
+        )
+
+
+class CredentialNotKept(Conflict):
+    """The first request with this key issued an API key: shown once, never kept (HTTP 409)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"the request with this {HEADER} was carried out; its answer showed an API key, which is shown "
+            "once and never stored: list the tenant's keys and revoke the one you did not receive"
         )
 
 
@@ -216,6 +234,14 @@ class Answer:
         stored = json.loads(text)
         return cls(stored["status"], stored["body"].encode("utf-8"), stored["headers"])
 
+    def shows_credential(self) -> bool:
+        """Whether the answer shows an API key (``api_key`` in a JSON body)."""
+        try:
+            document = json.loads(self.body) if self.body else None
+        except ValueError:
+            return False
+        return isinstance(document, dict) and "api_key" in document
+
     def members(self) -> list[str]:
         """Every member the answer names (``member_id`` anywhere in a JSON body)."""
         try:
@@ -292,6 +318,8 @@ def _take_over(conn: Connection, request: Keyed, previous: uuid.UUID, values: Ma
 def _stored_answer(conn: Connection, request: Keyed, row: Any) -> Answer:
     if row.answer is None:
         raise AnswerLost()
+    if row.answer == CREDENTIAL_NOT_KEPT:
+        raise CredentialNotKept()
     if not keyring.is_sealed(row.answer):
         return Answer.from_json(crypto.unseal_text(row.answer, _associated_data(request, row.holder)))
     opener = keyring.Opener(conn, request.scope)
@@ -343,7 +371,12 @@ def _keep(engine: Engine, reservation: Reservation, answer: Answer, *, erased: b
         if state != COMMITTED and not 200 <= answer.status < 300:
             conn.execute(delete(idempotency_keys).where(reservation.where()))
             return
-        kept = None if answer.status >= 500 or erased else _seal(conn, request, reservation.holder, answer)
+        if answer.status >= 500 or erased:
+            kept = None
+        elif answer.shows_credential():
+            kept = CREDENTIAL_NOT_KEPT
+        else:
+            kept = _seal(conn, request, reservation.holder, answer)
         conn.execute(update(idempotency_keys).where(reservation.where()).values(state=DONE, answer=kept))
 
 

@@ -257,6 +257,15 @@ def test_answers_are_sealed_and_a_members_erasure_leaves_none_readable(client: C
     gone = client.post("/v1/commitments", json=_body("m-erased"), headers=_key("about-member"))
     assert gone.status_code == 404, gone.text
     assert LABEL not in gone.text
-    # Answers about no member stay replayable.
+    # An API key is shown once and stored only as its hash: its answer is not kept, even
+    # sealed; a repeat is told the request was carried out, and no second key is issued.
+    keys_before = client.get("/v1/api-keys").json()["items"]
     again = client.post("/v1/api-keys", headers=_key("new-key"))
-    assert again.status_code == 201 and again.json() == issued.json()
+    assert again.status_code == 409, again.text
+    assert issued.json()["api_key"] not in again.text and "revoke" in again.json()["detail"]
+    assert client.get("/v1/api-keys").json()["items"] == keys_before
+    # Answers about no member and showing no credential stay replayable.
+    token = client.post("/v1/tokens", json={"role": "coach", "subject_id": "c-1"}, headers=_key("a-token"))
+    assert token.status_code == 201
+    replayed = client.post("/v1/tokens", json={"role": "coach", "subject_id": "c-1"}, headers=_key("a-token"))
+    assert replayed.status_code == 201 and replayed.json() == token.json()
