@@ -20,6 +20,7 @@ from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.projection import rebuild
 from shared.testing import wait_until
 from tests.integration.notification.conftest import NotificationHarness, Receiver, Tenant, commitment_data
+from tests.support.catalogue import problems
 
 NEW_TYPES = ["commitment.boundaries_changed", "checkin.reminder_due", "urge.logged", "member.sos",
              "pause.scheduled", "pause.cancelled"]
@@ -56,18 +57,21 @@ def test_an_sos_is_pinned_on_top_until_acknowledged_and_its_message_is_the_coach
     message = f"please call me {uuid.uuid4().hex}"
 
     # A day and more ago: an SOS no longer pinned, an urge that ended in reaching out.
-    old_sos = _emit_sealed(harness, tenant, "member.sos", {**mine, "sos_id": "s-old", "message": "old one"},
+    old_sos = _emit_sealed(harness, tenant, "member.sos", {**mine, "coach_id": "coach-1", "message": "old one"},
                            ("message",), occurred_at=datetime.now(UTC) - timedelta(hours=25))
-    _emit_sealed(harness, tenant, "urge.logged", {**mine, "urge_id": "u-1", "intensity": 9,
-                                                  "outcome": "reached_out", "at": "2026-01-05T02:00:00Z"})
-    _emit_sealed(harness, tenant, "urge.logged", {**mine, "urge_id": "u-2", "intensity": 3, "outcome": "passed",
-                                                  "at": "2026-01-05T03:00:00Z"})
-    sos = _emit_sealed(harness, tenant, "member.sos", {**mine, "sos_id": "s-1", "message": message}, ("message",))
+    urge = {"at": "2026-01-05T02:00:00Z", "trigger": "their birthday", "coping": None}
+    _emit_sealed(harness, tenant, "urge.logged", {**mine, **urge, "urge_id": "u-1", "intensity": 9,
+                                                  "outcome": "reached_out"}, ("trigger", "coping"))
+    _emit_sealed(harness, tenant, "urge.logged", {**mine, **urge, "urge_id": "u-2", "intensity": 3,
+                                                  "outcome": "passed"}, ("trigger", "coping"))
+    sos = _emit_sealed(harness, tenant, "member.sos", {**mine, "coach_id": "coach-1", "message": message},
+                       ("message",))
     harness.emit(tenant, "streak.milestone_reached", {**mine, "milestone": 7, "current_days": 7})
-    _emit_sealed(harness, tenant, "pause.scheduled", {**mine, "pause_id": "p-1", "from": "2026-02-01",
-                                                      "to": "2026-02-03", "reason": "hospital"})
-    _emit_sealed(harness, tenant, "pause.cancelled", {**mine, "pause_id": "p-1"})
-    _emit_sealed(harness, tenant, "checkin.reminder_due", {**mine, "date": "2026-01-06"})
+    pause = {"pause_id": "p-1", "from": "2026-02-01", "to": "2026-02-03"}
+    _emit_sealed(harness, tenant, "pause.scheduled", {**mine, **pause, "reason": "hospital"}, ("reason",))
+    _emit_sealed(harness, tenant, "pause.cancelled", {**mine, **pause})
+    _emit_sealed(harness, tenant, "checkin.reminder_due", {**mine, "date": "2026-01-06",
+                                                           "reminder_local_time": "20:00"})
     harness.emit(tenant, "commitment.boundaries_changed", {**mine, "exceptions": [], "places": []},
                  stream_id=f"commitment-{mine['commitment_id']}")
 
@@ -95,14 +99,19 @@ def test_an_sos_is_pinned_on_top_until_acknowledged_and_its_message_is_the_coach
     assert [i["pinned"] for i in _feed(coach, kind="sos")["items"]] == [True, False]
     assert _feed(coach, kind="urge_reached_out")["items"][0]["data"]["urge_id"] == "u-1"
 
-    # Webhooks: every new type, the SOS without its message.
+    # Webhooks: every new type, as the event catalogue documents it; the SOS without its message.
     wanted = set(NEW_TYPES)
     got = wait_until(lambda: (lambda r: r if {q.json["type"] for q in r} >= wanted else None)(
         receiver.at("/hooks")), 15, message="every new type delivered")
-    sent = {q.json["data"]["sos_id"]: q for q in got if q.json["type"] == "member.sos"}
-    assert set(sent) == {"s-old", "s-1"}
+    for delivered in got:
+        if delivered.json["type"] in wanted:
+            assert problems(delivered.json["type"], delivered.json["data"]) == []
+    sent = {q.json["data"]["event_id"]: q for q in got if q.json["type"] == "member.sos"}
+    assert set(sent) == {str(old_sos.id), str(sos.id)}
     assert all("message" not in q.json["data"] and b"please call" not in q.body for q in sent.values())
     assert all(q.verifies_with(endpoint["secret"]) for q in got)
+    # Personal values are sent opened, as for a contact's label.
+    assert {q.json["data"]["trigger"] for q in got if q.json["type"] == "urge.logged"} == {"their birthday"}
 
     # Who may acknowledge: that coach, or an admin; nobody else, nothing of another tenant.
     path = f"/v1/coaches/coach-1/notifications/{top['id']}/acknowledge"
