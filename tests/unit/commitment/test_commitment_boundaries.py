@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,25 +19,16 @@ from services.commitment.domain.commitment import (
 )
 
 from ._support import record
+from .test_commitment_lifecycle import NOW
+from .test_commitment_lifecycle import create as create_any
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 HANDOVER = {"label": "Custody handover", "channels": ["texts", "in_person"]}
 LAWYER = {"label": "Lawyer", "channels": ["email"]}
 
 
 def create(**overrides: Any) -> Commitment:
-    kwargs: dict[str, Any] = {
-        "commitment_id": "c-1",
-        "member_id": "m-1",
-        "contact": {"label": "Alex (ex)", "relationship": "romantic"},
-        "channels": ["calls", "texts", "email", "in_person"],
-        "timezone": "Europe/Berlin",
-        "starts_on": "2026-11-21",
-        "duration_days": 30,
-        "now": NOW,
-    }
-    kwargs.update(overrides)
-    return Commitment.create(**kwargs)
+    """A commitment over every channel but social media (an exception can name only its own)."""
+    return create_any(**{"channels": ["calls", "texts", "email", "in_person"], **overrides})
 
 
 def errors_of(call: Any) -> dict[str, list[str]]:
