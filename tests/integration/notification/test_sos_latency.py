@@ -8,6 +8,11 @@ configured as the check-in service's (defaults: its poll interval, its categorie
 by the notification inbox, queued, and sent by the delivery worker (the notification
 service's own worker parts, default settings) to a receiver on loopback. Latency: from just
 before the append's transaction begins to the receiver reading the request.
+
+The relay reads an event once every older transaction on the server has ended (its feed is
+gated on the snapshot's xmin: shared.eventstore); on a server shared with other work, a
+transaction of theirs that lasts a second (another test's migrations) holds every SOS back
+that long. Run it alone before believing a failure.
 """
 
 from __future__ import annotations
