@@ -108,17 +108,24 @@ class ContactSchema(Schema):
                                  metadata={"example": "romantic"})
 
 
+EXCEPTIONS_EXAMPLE = [{"label": "Custody handover", "channels": ["texts", "in_person"]}]
+PLACES_EXAMPLE = [{"label": "Their street"}]
+
+
 class NecessaryContactSchema(Schema):
     label = fields.String(required=True, validate=validate.Length(1, commitment.LABEL_MAX),
-                          metadata={"description": "e.g. 'Custody handover', 'Lawyer', 'Work'"})
+                          metadata={"description": "e.g. 'Custody handover', 'Lawyer', 'Work'",
+                                    "example": EXCEPTIONS_EXAMPLE[0]["label"]})
     channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), required=True,
                            validate=validate.Length(min=1),
-                           metadata={"description": "over which of the commitment's channels the contact may happen"})
+                           metadata={"description": "over which of the commitment's channels the contact may happen",
+                                     "example": EXCEPTIONS_EXAMPLE[0]["channels"]})
 
 
 class PlaceSchema(Schema):
     label = fields.String(required=True, validate=validate.Length(1, commitment.LABEL_MAX),
-                          metadata={"description": "e.g. 'Their street', 'The climbing gym'"})
+                          metadata={"description": "e.g. 'Their street', 'The climbing gym'",
+                                    "example": PLACES_EXAMPLE[0]["label"]})
 
 
 def _exceptions(**options: Any) -> fields.List:
@@ -126,7 +133,8 @@ def _exceptions(**options: Any) -> fields.List:
         fields.Nested(NecessaryContactSchema), validate=validate.Length(max=commitment.EXCEPTIONS_MAX),
         metadata={"description": "Necessary contact the commitment allows (custody handovers, a lawyer, work), "
                                  f"at most {commitment.EXCEPTIONS_MAX}. A kept check-in names the one it used by "
-                                 "its index in this list (`necessary_contact.exception`). Labels are personal."},
+                                 "its index in this list (`necessary_contact.exception`). Labels are personal.",
+                  "example": EXCEPTIONS_EXAMPLE},
         **options,
     )
 
@@ -134,7 +142,8 @@ def _exceptions(**options: Any) -> fields.List:
 def _places(**options: Any) -> fields.List:
     return fields.List(
         fields.Nested(PlaceSchema), validate=validate.Length(max=commitment.PLACES_MAX),
-        metadata={"description": f"Places the member avoids, at most {commitment.PLACES_MAX}. Labels are personal."},
+        metadata={"description": f"Places the member avoids, at most {commitment.PLACES_MAX}. Labels are personal.",
+                  "example": PLACES_EXAMPLE},
         **options,
     )
 

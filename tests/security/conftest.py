@@ -106,6 +106,9 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
         texts.append([label, motivation, exception, place])
     assert client.put(suite.url("commitment", f"/v1/coaches/{coach}/clients/{member}"),
                       headers=headers).status_code == 204
+    # The feed tells a coach of what happens once it knows them (404 until then).
+    eventually(lambda: client.get(suite.url("notification", f"/v1/coaches/{coach}/notifications"), headers=headers),
+               200)
     eventually(lambda: client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/check-ins"), headers=headers,
                                    json={"date": day, "outcome": "kept", "urge": 3, "note": note}), 201)
     endpoint = client.post(suite.url("notification", "/v1/webhook-endpoints"), headers=headers, json={
