@@ -227,6 +227,49 @@ _RISK = {
 }
 
 
+#: A commitment's boundaries (CONTRACT v1.1, "Between check-ins"), as they stand.
+BOUNDARIES: dict[str, Schema] = {
+    "exceptions": {
+        "type": "array",
+        "maxItems": 20,
+        "description": "Necessary contact the commitment allows (custody handovers, a lawyer, work). A kept "
+                       "check-in names the one it used by its index in this list",
+        "items": {
+            "type": "object",
+            "description": "An exception to no contact",
+            "properties": {
+                "label": _personal(_string("The member's label for it", maxLength=200)),
+                "channels": {
+                    "type": "array",
+                    "items": _enum("Channel", CHANNELS),
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "description": "Over which of the commitment's channels the contact may happen",
+                },
+            },
+            "required": ["label", "channels"],
+        },
+    },
+    "places": {
+        "type": "array",
+        "maxItems": 20,
+        "description": "Places the member avoids",
+        "items": {
+            "type": "object",
+            "description": "A place to avoid",
+            "properties": {"label": _personal(_string("The member's label for it", maxLength=200))},
+            "required": ["label"],
+        },
+    },
+}
+_BOUNDARIES = {
+    "exceptions": [{"label": "Custody handover", "channels": ["texts", "in_person"]},
+                   {"label": "Lawyer", "channels": ["email"]}],
+    "places": [{"label": "Their street"}],
+}
+URGE_OUTCOMES = ("passed", "reached_out", "ongoing")
+
+
 def _erasure(services: str) -> dict[str, Schema]:
     """The fields of a member's erasure events: ids only."""
     return {"member_id": IDS["member_id"], "services": {"type": "array", "items": _enum("Service", SERVICES),
@@ -260,6 +303,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "duration_days": _nullable(_integer("Length in days; null: indefinite", minimum=1, maximum=3650)),
             "ends_on": _nullable(_date("Last day; null: indefinite")),
             "motivation": _personal(_string("Why the member commits", maxLength=2000)),
+            **{name: {**schema, "description": f"{schema['description']} (absent from commitments created before "
+                                                 "boundaries existed)"} for name, schema in BOUNDARIES.items()},
         },
         required=("commitment_id", "member_id", "contact", "channels", "timezone", "starts_on", "duration_days",
                   "ends_on", "motivation"),
@@ -272,6 +317,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "duration_days": 90,
             "ends_on": "2027-01-29",
             "motivation": "I want my peace back.",
+            "exceptions": [{"label": "Custody handover", "channels": ["texts"]}],
+            "places": [],
         },
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a01",
         example_sequence=1,
@@ -491,6 +538,102 @@ EVENT_TYPES: tuple[EventType, ...] = (
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a15",
         example_sequence=3,
         example_timestamp="2027-02-03T09:00:02Z",
+    ),
+    EventType(
+        type="commitment.boundaries_changed",
+        description="A commitment's boundaries were replaced: its necessary-contact exceptions and the places "
+                    "the member avoids, both lists in full as they now stand.",
+        fields={**IDS, **BOUNDARIES},
+        required=(*IDS, *BOUNDARIES),
+        example_data={**_IDS, **_BOUNDARIES},
+        example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a16",
+        example_sequence=4,
+        example_timestamp="2026-11-09T18:20:00Z",
+    ),
+    EventType(
+        type="checkin.reminder_due",
+        description="The tenant's reminder time (reminder_local_time) came in the member's zone and the day is "
+                    "not reported yet. Told once per day.",
+        fields={
+            **IDS,
+            "date": _date("The day not reported yet"),
+            "reminder_local_time": _string("The tenant's reminder time, HH:MM in the member's zone",
+                                           pattern="^([01][0-9]|2[0-3]):[0-5][0-9]$"),
+        },
+        required=(*IDS, "date"),
+        example_data={**_IDS, "date": "2026-11-21", "reminder_local_time": "20:00"},
+        example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a17",
+        example_sequence=30,
+        example_timestamp="2026-11-21T19:00:00Z",
+    ),
+    EventType(
+        type="urge.logged",
+        description="The member logged an urge to make contact, between check-ins (the member's note is never "
+                    "sent).",
+        fields={
+            **IDS,
+            "urge_id": _string("The urge", minLength=1),
+            "at": _string("When the urge came (ISO 8601)", format="date-time"),
+            "intensity": _integer("How strong, 0-10", maximum=10),
+            "trigger": _personal(_string("What set it off, if said", maxLength=200)),
+            "coping": _personal(_string("What the member did about it, if said", maxLength=200)),
+            "outcome": _enum("How it ended, so far", URGE_OUTCOMES),
+        },
+        required=(*IDS, "at", "intensity", "outcome"),
+        example_data={**_IDS, "urge_id": "6f1d2c3b-9e8a-4b7c-8d6e-5f4a3b2c1d0e", "at": "2026-11-21T01:40:00Z",
+                      "intensity": 8, "trigger": "Saw their photo", "coping": "Called my sister",
+                      "outcome": "passed"},
+        example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a18",
+        example_sequence=31,
+        example_timestamp="2026-11-21T01:42:10Z",
+    ),
+    EventType(
+        type="member.sos",
+        description="The member asked for help now. Sent within a second. Their message goes to the coach's feed "
+                    "only, never into a webhook.",
+        fields={
+            **IDS,
+            "coach_id": _nullable(_string("The coach looking after the commitment, if any", maxLength=128)),
+        },
+        required=IDS,
+        example_data={**_IDS, "coach_id": "coach-17"},
+        example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a19",
+        example_sequence=32,
+        example_timestamp="2026-11-21T02:05:31Z",
+    ),
+    EventType(
+        type="pause.scheduled",
+        description="Days were excused (a funeral, a hospital stay): no check-in is expected on them, none is "
+                    "missed, and they neither break a run nor add to it.",
+        fields={
+            **IDS,
+            "pause_id": _string("The pause", minLength=1),
+            "from": _date("First excused day"),
+            "to": _date("Last excused day"),
+            "reason": _personal(_string("Why, if said", maxLength=200)),
+        },
+        required=(*IDS, "pause_id", "from", "to"),
+        example_data={**_IDS, "pause_id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "from": "2026-11-24",
+                      "to": "2026-11-26", "reason": "Hospital stay"},
+        example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a20",
+        example_sequence=33,
+        example_timestamp="2026-11-22T10:00:00Z",
+    ),
+    EventType(
+        type="pause.cancelled",
+        description="A pause was cancelled: its days are expected to be reported again.",
+        fields={
+            **IDS,
+            "pause_id": _string("The pause", minLength=1),
+            "from": _date("First day it excused"),
+            "to": _date("Last day it excused"),
+        },
+        required=(*IDS, "pause_id"),
+        example_data={**_IDS, "pause_id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "from": "2026-11-24",
+                      "to": "2026-11-26"},
+        example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a21",
+        example_sequence=34,
+        example_timestamp="2026-11-23T08:15:00Z",
     ),
 )
 

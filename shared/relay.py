@@ -11,11 +11,24 @@ The active copy keeps its checkpoint (a cursor in the feed) in memory and persis
 each confirmed batch with one UPDATE, so the hot loop costs one read of the log per batch;
 it reads the stored one back once per LAG_INTERVAL_S (an operator may have moved it). The
 lag gauge needs the head of the log: that is read at most once per LAG_INTERVAL_S too.
+
+Urgent appends wake it (PostgreSQL, the active copy): an event someone waits on
+(``member.sos``: its coach, a partner's webhook within a second) notifies `URGENT_CHANNEL`
+as its transaction commits (migration latency_0001); the relay LISTENs on its leadership
+connection and reads at once instead of at its next poll. If the event is not readable yet
+(an older transaction still holds the feed back, see shared.eventstore) it looks again
+after `RETRY_AFTER_WAKE_S`, doubling up to the poll interval, not a whole interval later.
+Other events are published within the poll interval, as before: a NOTIFY on every append
+would serialise the appends' commits (PostgreSQL takes one lock for it). Waiting costs no
+more than the plain sleep it replaces (a select() on the connection's socket), so the poll
+interval can be raised to save idle CPU without making an SOS wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import threading
 import time
 from collections.abc import Iterable
@@ -33,6 +46,12 @@ log = logging.getLogger(__name__)
 RELAY_LOCK_CLASS = 0x72656C  # "rel": advisory lock class of relay leadership
 STANDBY_POLL_S = 2.0
 LAG_INTERVAL_S = 1.0
+#: Where an urgent append notifies ``<schema>:<category>`` (migration latency_0001).
+URGENT_CHANNEL = "nocontact_urgent"
+#: How soon the relay looks again when an urgent append woke it and nothing was readable yet.
+RETRY_AFTER_WAKE_S = 0.002
+#: The longest a waiting relay goes without looking at its stop event.
+STOP_CHECK_S = 0.25
 
 
 def try_leadership(engine: Engine, name: str) -> DbConnection | None:
@@ -96,6 +115,8 @@ class Relay:
         # The checkpoint as last persisted by this copy; None: read it from the store first.
         self._cursor: LogCursor | None = None
         self._lag_due = 0.0
+        # The schema whose urgent appends wake this copy (None: not listening).
+        self._schema: str | None = None
 
     def _lead(self) -> bool:
         """Whether this copy is the active relay of its name.
@@ -113,17 +134,47 @@ class Relay:
         conn = try_leadership(self.engine, self.name)
         if conn is None:
             return False
-        self._leadership = conn
+        # No transaction around its statements: LISTEN takes effect at once, and
+        # notifications are delivered while it waits.
+        self._leadership = conn.execution_options(isolation_level="AUTOCOMMIT")
         # Another copy may have moved the checkpoint while this one stood by.
         self._cursor = None
+        self._schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        conn.exec_driver_sql(f"LISTEN {URGENT_CHANNEL}")
         log.info("relay %s is active", self.name)
         return True
 
     def _resign(self) -> None:
         self._cursor = None
+        self._schema = None
         if self._leadership is not None:
+            # The connection goes back to the pool: it must not keep collecting notifications.
+            with contextlib.suppress(Exception):
+                self._leadership.exec_driver_sql(f"UNLISTEN {URGENT_CHANNEL}")
             release_leadership(self._leadership)
             self._leadership = None
+
+    def _wait(self, stop: threading.Event, timeout_s: float) -> bool:
+        """Wait `timeout_s`, or less if an urgent append of this relay's categories commits
+        (True then). Without a listening connection (SQLite), just waits."""
+        if self._leadership is None or self._schema is None:
+            stop.wait(timeout_s)
+            return False
+        listener = self._leadership.connection.driver_connection
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set():
+            # Those psycopg received already, and those waiting on the socket now.
+            for notify in list(listener.notifies(timeout=0)):
+                schema, _, category = notify.payload.rpartition(":")
+                if schema == self._schema and (self.categories is None or category in self.categories):
+                    return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # On the socket itself (psycopg's own timed wait costs several times the CPU), in
+            # slices short enough to see `stop` soon with a long poll interval.
+            select.select([listener.fileno()], [], [], min(remaining, STOP_CHECK_S))
+        return False
 
     def _ensure_publisher(self) -> bus.ConfirmingPublisher:
         if self._publisher is None:
@@ -189,23 +240,31 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Relay until `stop` is set, backing off while the broker or database is away."""
         backoff = 0.5
+        # Set after an urgent append woke the relay: how soon to look again if it found nothing.
+        retry_s: float | None = None
         while not stop.is_set():
             try:
                 if not self._lead():
                     stop.wait(STANDBY_POLL_S)
                     continue
                 published = self.run_once()
+                backoff = 0.5
+                if published >= self.batch_size:
+                    continue
+                if retry_s is not None and not published:
+                    # Woken, but the event is not readable yet: look again soon, then less often.
+                    stop.wait(retry_s)
+                    retry_s = retry_s * 2 if retry_s * 2 < self.poll_interval_s else None
+                    continue
+                retry_s = RETRY_AFTER_WAKE_S if self._wait(stop, self.poll_interval_s) else None
             except Exception as error:  # noqa: BLE001 - any failure: reconnect and retry
                 log.warning("relay %s: %s; retrying in %.1fs", self.name, error, backoff)
                 metrics.RELAY_ERRORS.labels(self.name).inc()
                 self._reset()
                 self._resign()
+                retry_s = None
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = 0.5
-            if published < self.batch_size:
-                stop.wait(self.poll_interval_s)
         self._reset()
         self._resign()
 

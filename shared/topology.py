@@ -113,7 +113,7 @@ NOTIFICATION_INBOX = Component(
     "notification.inbox",
     # Webhooks and the coach feed react to almost everything; credentials authorise it.
     (*CREDENTIAL_EVENTS, "commitment.*", "coach.*", "checkin.*", "streak.*", "client.*",
-     "member.erasure_requested", "member.erased"),
+     "member.erasure_requested", "member.erased", "member.sos", "urge.logged", "pause.*"),
 )
 # A member's erasure (shared.erasure): each service that holds copies scrubs them in a
 # component of its own (its handler appends its report, so it is never batched with other

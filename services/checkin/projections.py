@@ -47,6 +47,7 @@ COMMITMENT_EVENTS = (
     "commitment.completed",
     "coach.assigned",
     "coach.unassigned",
+    "commitment.boundaries_changed",
 )
 OWN_EVENTS = tuple(sorted({*STREAM_EVENT_TYPES, SETTINGS_UPDATED}))
 """This service's own events that a read model folds: the day rows, the settings rows, the states."""
@@ -73,6 +74,12 @@ class FoldedEvent(Protocol):
 
 def _date(value: Any) -> date | None:
     return date.fromisoformat(value) if value else None
+
+
+def _boundaries(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A commitment's boundaries as its events carry them (labels sealed); none in a
+    ``commitment.created`` recorded before boundaries existed."""
+    return {"exceptions": list(data.get("exceptions") or []), "places": list(data.get("places") or [])}
 
 
 def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime) -> None:
@@ -102,8 +109,18 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
                 status=CommitmentStatus.ACTIVE.value,
                 created_at=event.occurred_at,
                 scheduler_due_at=now,
+                boundaries=_boundaries(data),
+                boundaries_version=event.stream_version,
             )
         )
+    elif event.type == "commitment.boundaries_changed":
+        # The latest version wins, whatever order the bus delivered them in.
+        conn.execute(
+            update(table)
+            .where(where, table.c.boundaries_version < event.stream_version)
+            .values(boundaries=_boundaries(data), boundaries_version=event.stream_version)
+        )
+        return  # the streak does not depend on them
     elif event.type == "commitment.extended":
         conn.execute(update(table).where(where).values(ends_on=_date(data.get("ends_on")), scheduler_due_at=now))
     elif event.type == "commitment.ended":

@@ -47,6 +47,12 @@ commitments = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     # When the scheduler should look at this commitment next (a day ends, a grace passes).
     Column("scheduler_due_at", UtcDateTime(), nullable=False),
+    # The boundaries as the commitment's events carry them, labels sealed:
+    # {"exceptions": [{label, channels}], "places": [{label}]} (a check-in's
+    # necessary_contact names an exception by its index), and the version of the
+    # commitment's stream that set them (a later one wins).
+    Column("boundaries", Json, nullable=False),
+    Column("boundaries_version", Integer, nullable=False),
     Index("checkin_commitments_tenant_member", "tenant_id", "member_id"),
     Index("checkin_commitments_tenant_coach", "tenant_id", "coach_id"),
     Index("checkin_commitments_due", "scheduler_due_at"),

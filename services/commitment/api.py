@@ -108,6 +108,46 @@ class ContactSchema(Schema):
                                  metadata={"example": "romantic"})
 
 
+EXCEPTIONS_EXAMPLE = [{"label": "Custody handover", "channels": ["texts", "in_person"]}]
+PLACES_EXAMPLE = [{"label": "Their street"}]
+
+
+class NecessaryContactSchema(Schema):
+    label = fields.String(required=True, validate=validate.Length(1, commitment.LABEL_MAX),
+                          metadata={"description": "e.g. 'Custody handover', 'Lawyer', 'Work'",
+                                    "example": EXCEPTIONS_EXAMPLE[0]["label"]})
+    channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), required=True,
+                           validate=validate.Length(min=1),
+                           metadata={"description": "over which of the commitment's channels the contact may happen",
+                                     "example": EXCEPTIONS_EXAMPLE[0]["channels"]})
+
+
+class PlaceSchema(Schema):
+    label = fields.String(required=True, validate=validate.Length(1, commitment.LABEL_MAX),
+                          metadata={"description": "e.g. 'Their street', 'The climbing gym'",
+                                    "example": PLACES_EXAMPLE[0]["label"]})
+
+
+def _exceptions(**options: Any) -> fields.List:
+    return fields.List(
+        fields.Nested(NecessaryContactSchema), validate=validate.Length(max=commitment.EXCEPTIONS_MAX),
+        metadata={"description": "Necessary contact the commitment allows (custody handovers, a lawyer, work), "
+                                 f"at most {commitment.EXCEPTIONS_MAX}. A kept check-in names the one it used by "
+                                 "its index in this list (`necessary_contact.exception`). Labels are personal.",
+                  "example": EXCEPTIONS_EXAMPLE},
+        **options,
+    )
+
+
+def _places(**options: Any) -> fields.List:
+    return fields.List(
+        fields.Nested(PlaceSchema), validate=validate.Length(max=commitment.PLACES_MAX),
+        metadata={"description": f"Places the member avoids, at most {commitment.PLACES_MAX}. Labels are personal.",
+                  "example": PLACES_EXAMPLE},
+        **options,
+    )
+
+
 class CommitmentCreateSchema(Schema):
     member_id = fields.String(required=True, validate=validate.Length(1, commitment.MEMBER_ID_MAX),
                               metadata={"example": MEMBER_ID})
@@ -125,6 +165,8 @@ class CommitmentCreateSchema(Schema):
     motivation = fields.String(allow_none=True, load_default=None,
                                validate=validate.Length(max=commitment.MOTIVATION_MAX),
                                metadata={"example": "I want my evenings back"})
+    exceptions = _exceptions(load_default=None)
+    places = _places(load_default=None)
 
     @validates("timezone")
     def _timezone(self, value: str, **_: Any) -> None:
@@ -138,6 +180,13 @@ class ExtendSchema(Schema):
                                      metadata={"example": 30})
     # JSON true/false only: marshmallow would otherwise read "yes" or 1 as true.
     indefinite = fields.Boolean(load_default=False, truthy={True}, falsy={False}, metadata={"example": False})
+
+
+class BoundariesSchema(Schema):
+    """Both lists, in full: what is not in them is no longer a boundary."""
+
+    exceptions = _exceptions(required=True)
+    places = _places(required=True)
 
 
 class EndSchema(Schema):
@@ -156,6 +205,8 @@ class CommitmentSchema(Schema):
     ends_on = fields.Date(allow_none=True, metadata={"description": "last day, or null when indefinite",
                                                      "example": "2027-06-07"})
     motivation = fields.String(allow_none=True, metadata={"example": "I want my evenings back"})
+    exceptions = _exceptions()
+    places = _places()
     status = fields.String(metadata={"description": "active | completed | ended (completed as soon as "
                                                     "ends_on has passed in timezone)", "example": "active"})
     ended_on = fields.Date(allow_none=True, metadata={"example": None})
@@ -209,6 +260,8 @@ def resource(row: Row[Any], at: datetime) -> dict[str, Any]:
         "duration_days": row.duration_days,
         "ends_on": row.ends_on,
         "motivation": row.motivation,
+        "exceptions": row.exceptions,
+        "places": row.places,
         "status": queries.status_of(row, at),
         "ended_on": row.ended_on,
         "coach_id": row.coach_id,
@@ -372,6 +425,21 @@ class End(MethodView):
         """End early (409 unless active). Honours If-Match."""
         caller = require_tenant()
         handlers.end_commitment(engine(), caller, context(), commitment_id, now=now(), if_match=if_match(), **body)
+        return _answer(commitment_id)
+
+
+@commitments_blp.route("/<string:commitment_id>/boundaries")
+class Boundaries(MethodView):
+    @commitments_blp.arguments(BoundariesSchema)
+    @commitments_blp.response(200, CommitmentSchema)
+    def put(self, body: dict[str, Any], commitment_id: str) -> Any:
+        """Replace the boundaries: `exceptions` and `places`, both in full (admin key, or the
+        member's own token). 409 unless active; the same boundaries again change nothing
+        (no event, same version). Honours If-Match (412 when the commitment changed).
+        Event `commitment.boundaries_changed`."""
+        caller = require_tenant()
+        handlers.change_boundaries(engine(), caller, context(), commitment_id, now=now(), if_match=if_match(),
+                                   **body)
         return _answer(commitment_id)
 
 

@@ -12,7 +12,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, text
@@ -159,11 +159,21 @@ def load_commitment(conn: Connection, commitment_id: str) -> Commitment:
     return Commitment.from_events(read_stream(conn, Commitment.stream_of(commitment_id)))
 
 
+def load_opened_commitment(conn: Connection, tenant_id: str, commitment_id: str) -> Commitment:
+    """The commitment with its personal values opened (in memory only): for decisions that
+    compare them with the command's, e.g. the same boundaries again."""
+    opener = keyring.Opener(conn, tenant_id)
+    events = read_stream(conn, Commitment.stream_of(commitment_id))
+    return Commitment.from_events([replace(event, data=opener.open_all(event.data, event_id=event.id))
+                                   for event in events])
+
+
 def create_commitment(engine: Engine, caller: Principal, context: Context, *, now: datetime,
                       member_id: object, contact: object, timezone: object, channels: object = None,
                       starts_on: date | str | None = None, duration_days: object = None,
-                      motivation: object = None) -> str:
-    """Open a commitment; it gets the coach its member is assigned to, if any."""
+                      motivation: object = None, exceptions: object = None, places: object = None) -> str:
+    """Open a commitment, with its boundaries if given; it gets the coach its member is
+    assigned to, if any."""
     require_may_open_commitment(caller, member_id)
     tenant_id = _tenant_of(context)
     commitment_id = str(uuid.uuid4())
@@ -172,7 +182,7 @@ def create_commitment(engine: Engine, caller: Principal, context: Context, *, no
         commitment = Commitment.create(
             commitment_id=commitment_id, member_id=member_id, contact=contact,  # type: ignore[arg-type]
             timezone=timezone, now=uow.now, channels=channels, starts_on=starts_on,  # type: ignore[arg-type]
-            duration_days=duration_days, motivation=motivation,
+            duration_days=duration_days, motivation=motivation, exceptions=exceptions, places=places,
         )
         _lock_member(uow.conn, tenant_id, commitment.member_id)
         coach_id = queries.assigned_coach(uow.conn, tenant_id, commitment.member_id)
@@ -190,13 +200,14 @@ Decision = Callable[[Commitment, datetime], list[NewEvent]]
 
 def _change_commitment(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,
                        now: datetime, if_match: int | None, decide: Decision) -> None:
-    """Run one decision on a commitment the caller may change. With `if_match`, only on
-    that version (412 otherwise, also when another writer wins the race)."""
+    """Run one decision on a commitment the caller may change, its personal values opened.
+    With `if_match`, only on that version (412 otherwise, also when another writer wins the
+    race)."""
 
     def command(uow: UnitOfWork) -> None:
         row = queries.visible_commitment(uow.conn, caller, commitment_id)
         require_may_write_commitment(caller, row.member_id)
-        commitment = load_commitment(uow.conn, commitment_id)
+        commitment = load_opened_commitment(uow.conn, _tenant_of(context), commitment_id)
         require_version(if_match, commitment.version)
         events = personal.seal(uow.conn, _tenant_of(context), decide(commitment, uow.now))
         uow.record(commitment.stream_id, events, expected_version=commitment.expected_version)
@@ -220,6 +231,16 @@ def end_commitment(engine: Engine, caller: Principal, context: Context, commitme
     _change_commitment(
         engine, caller, context, commitment_id, now=now, if_match=if_match,
         decide=lambda c, at: c.end(now=at, reason=reason),
+    )
+
+
+def change_boundaries(engine: Engine, caller: Principal, context: Context, commitment_id: str, *,
+                      now: datetime, if_match: int | None = None, exceptions: object,
+                      places: object) -> None:
+    """Replace an active commitment's boundaries (exceptions and places, both in full)."""
+    _change_commitment(
+        engine, caller, context, commitment_id, now=now, if_match=if_match,
+        decide=lambda c, at: c.change_boundaries(now=at, exceptions=exceptions, places=places),
     )
 
 

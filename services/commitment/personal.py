@@ -6,8 +6,10 @@ answers, the export). Everything else stays in clear (ids, relationship, channel
 zone, dates, status, coach), so projections, rebuilds, the scheduler and metrics never
 need a key.
 
-- ``commitment.created``: the contact's label and the motivation
-  (``commitment_commitments.contact_label``, ``.motivation``);
+- ``commitment.created``: the contact's label, the motivation and the labels of the
+  boundaries (``commitment_commitments.contact_label``, ``.motivation``, the labels in
+  ``.exceptions`` and ``.places``);
+- ``commitment.boundaries_changed``: the labels of the boundaries;
 - ``commitment.ended``: the reason (free text the member may fill with anything);
 - ``member.profile_updated``: the display name (``commitment_members.display_name``).
 """
@@ -23,8 +25,11 @@ from shared.events import NewEvent
 
 from .domain import commitment, members
 
+BOUNDARY_LABELS = ("exceptions.*.label", "places.*.label")
+
 EVENT_FIELDS: keyring.PersonalFields = {
-    commitment.CREATED: ("contact.label", "motivation"),
+    commitment.CREATED: ("contact.label", "motivation", *BOUNDARY_LABELS),
+    commitment.BOUNDARIES_CHANGED: BOUNDARY_LABELS,
     commitment.ENDED: ("reason",),
     members.PROFILE_UPDATED: ("display_name",),
 }

@@ -53,6 +53,8 @@ def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
             duration_days=data["duration_days"],
             ends_on=ends_on,
             motivation=data.get("motivation"),
+            exceptions=list(data.get("exceptions") or []),
+            places=list(data.get("places") or []),
             recorded_status=model.Status.ACTIVE.value,
             completes_at=model.completes_at(data["timezone"], ends_on),
             created_at=event.occurred_at,
@@ -82,6 +84,8 @@ def _apply_commitment(conn: Connection, event: RecordedEvent) -> None:
         values.update(coach_id=data["coach_id"])
     elif event.type == model.COACH_UNASSIGNED:
         values.update(coach_id=None)
+    elif event.type == model.BOUNDARIES_CHANGED:
+        values.update(exceptions=list(data["exceptions"]), places=list(data["places"]))
     conn.execute(update(commitments).where(commitments.c.commitment_id == data["commitment_id"]).values(**values))
 
 

@@ -35,6 +35,9 @@ commitments = Table(
     Column("duration_days", Integer),
     Column("ends_on", Date),
     Column("motivation", Text),
+    # The boundaries, as the events carry them (labels sealed): [{label, channels}], [{label}].
+    Column("exceptions", Json, nullable=False),
+    Column("places", Json, nullable=False),
     # Status as recorded by events; the API combines it with `completes_at` and the clock.
     Column("recorded_status", String(16), nullable=False),
     # First instant (UTC) the period is over in the member's zone; null when indefinite.

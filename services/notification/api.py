@@ -21,6 +21,7 @@ from services.notification.delivery import queue
 from services.notification.domain.endpoints import parse_id
 from services.notification.domain.messages import FEED_KINDS, WEBHOOK_EVENT_TYPES, WILDCARD, message_id
 from shared import catalogue
+from shared.auth import Principal
 from shared.commands import Context
 from shared.errors import Forbidden, NotFound
 from shared.problems import PROBLEM_JSON, Problem
@@ -172,7 +173,19 @@ class FeedItemSchema(Schema):
     commitment_id = fields.String(metadata={"example": "73086767-b067-433e-aebd-e40f286c24eb"})
     member_id = fields.String(metadata={"example": "member-42"})
     occurred_at = fields.AwareDateTime(metadata={"example": AT})
-    data = fields.Dict(metadata={"example": {"milestone": 7, "run_started_on": "2027-03-04", "current_days": 7}})
+    data = fields.Dict(metadata={
+        "description": "the event's data, without the member's notes (an SOS keeps its message: it is written "
+                       "to the coach)",
+        "example": {"milestone": 7, "run_started_on": "2027-03-04", "current_days": 7}})
+    pinned = fields.Boolean(metadata={
+        "description": "on top of the feed now: an SOS, until acknowledged or for 24 h after it was sent",
+        "example": False})
+    pinned_until = fields.AwareDateTime(allow_none=True, metadata={
+        "description": "when a pinned kind (sos) stops being pinned if not acknowledged before; null: never pinned",
+        "example": None})
+    acknowledged_at = fields.AwareDateTime(allow_none=True, metadata={"example": None})
+    acknowledged_by = fields.String(allow_none=True, metadata={
+        "description": "the credential that acknowledged it (coach:<id> or api_key:<id>)", "example": None})
 
 
 class FeedPageSchema(Schema):
@@ -586,28 +599,57 @@ feed_blp = Blueprint(
     "coach-notifications",
     __name__,
     url_prefix="/v1/coaches",
-    description="What a coach should know about their clients: slips, missed days, risk, milestones",
+    description="What a coach should know about their clients: SOS calls (pinned on top), slips, urges that "
+    "ended in reaching out, missed days, risk, milestones",
 )
+
+
+def _coach_reader(coach_id: str) -> Principal:
+    """Admin, or that coach's own token."""
+    principal = require_role("admin", "coach")
+    if principal.role == "coach" and principal.subject_id != coach_id:
+        raise Forbidden("a coach reads only their own notifications")
+    assert principal.tenant_id is not None  # admins and coaches belong to a tenant
+    return principal
 
 
 @feed_blp.route("/<coach_id>/notifications", methods=["GET"])
 @feed_blp.arguments(FeedArgsSchema, location="query")
 @feed_blp.response(200, FeedPageSchema)
 def coach_feed(args: Mapping[str, Any], coach_id: str) -> dict[str, Any]:
-    """The coach's notifications, newest first. Admin, or that coach's own token."""
-    principal = require_role("admin", "coach")
-    if principal.role == "coach" and principal.subject_id != coach_id:
-        raise Forbidden("a coach reads only their own notifications")
-    assert principal.tenant_id is not None  # admins and coaches belong to a tenant
+    """The coach's notifications. Admin, or that coach's own token.
+
+    SOS first: the first page (no `cursor`) starts with every pinned item, newest first
+    and not counted in `limit`: an SOS is pinned until a coach acknowledges it
+    (`POST .../notifications/{id}/acknowledge`) or for 24 hours after it was sent. Then
+    the other items, newest first, `limit` per page; an item no longer pinned takes its
+    place among them (by when it happened)."""
+    principal = _coach_reader(coach_id)
     return queries.coach_feed(
         engine(),
-        principal.tenant_id,
+        str(principal.tenant_id),
         coach_id,
         kind=args["kind"],
         limit=args["limit"],
         cursor=args["cursor"],
         known_coach_only=principal.role == "admin",
+        now=now(),
     )
+
+
+@feed_blp.route("/<coach_id>/notifications/<int:item_id>/acknowledge", methods=["POST"])
+@feed_blp.response(200, FeedItemSchema)
+@problems(feed_blp, {
+    **CREDENTIAL_PROBLEMS,
+    403: _problem(403, "a member's token, or another coach's", "a coach reads only their own notifications"),
+    404: _problem(404, "no such item in this coach's feed (of the caller's tenant)", "no such notification"),
+})
+def acknowledge(coach_id: str, item_id: int) -> dict[str, Any]:
+    """Acknowledge an item (admin, or that coach's own token): an SOS is no longer pinned
+    on top of the feed. The first acknowledgement stands; repeating it changes nothing."""
+    principal = _coach_reader(coach_id)
+    handlers.acknowledge_feed_item(engine(), context(), coach_id, item_id, now=now())
+    return queries.shown_feed_item(engine(), str(principal.tenant_id), coach_id, item_id, now())
 
 
 # -- members ---------------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from services.notification import config, projections
+from services.notification import config, projections, queries
 from services.notification.delivery import queue
 from services.notification.delivery.resolver import UrlRefused, vet_url
 from services.notification.domain import endpoints as rules
-from services.notification.domain import signing
+from services.notification.domain import feed, signing
 from services.notification.domain.endpoints import Endpoint, EndpointNotFound, Status
 from services.notification.tables import deliveries, endpoints
 from shared import crypto
@@ -255,3 +255,17 @@ def reseal_endpoints(engine: Engine, *, retired: Sequence[str] = ()) -> int:
                 resealed += 1
     return resealed
 
+
+
+def acknowledge_feed_item(engine: Engine, context: Context, coach_id: str, item_id: int, *,
+                          now: datetime | None = None) -> None:
+    """A coach (or an admin) acknowledges an item of the coach's feed: an SOS is no longer
+    pinned. Repeating it changes nothing; of two at once, one is recorded (version 0)."""
+
+    def command(uow: UnitOfWork) -> None:
+        item = queries.feed_item(uow.conn, str(uow.context.tenant_id), coach_id, item_id)
+        events = feed.acknowledge(coach_id=coach_id, event_id=item.event_id, acknowledged_at=item.acknowledged_at,
+                                  now=uow.now)
+        uow.record(feed.stream_id(item.event_id, coach_id), events, expected_version=0)
+
+    PIPELINE.run(engine, context, command, now=now)

@@ -8,7 +8,8 @@
   not a view of the log.
 - The coach feed and the coach assignments it hangs on, folded by the inbox from the bus
   and rebuildable from the store (`feed_projection`) with the same `fold_assignment` and
-  `add_feed_item`.
+  `add_feed_item`; coaches' acknowledgements (domain.feed) are folded inline by their
+  command and in that rebuild with the same `apply_acknowledgement`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from services.notification.delivery import queue
+from services.notification.domain import feed
 from services.notification.domain import messages as msgs
 from services.notification.domain.endpoints import (
     CREATED,
@@ -103,6 +105,9 @@ def settle_deliveries(conn: Connection, event: RecordedEvent) -> None:
 def project(conn: Connection, events: Sequence[RecordedEvent]) -> None:
     """The inline projector of the service's commands (shared.commands.Pipeline)."""
     for event in events:
+        if event.type in feed.EVENT_TYPES:
+            apply_acknowledgement(conn, event)
+            continue
         # Deliveries before the endpoint row: the order the delivery worker locks them in
         # (queue.record_many), so the two never wait for each other in a cycle.
         settle_deliveries(conn, event)
@@ -185,14 +190,32 @@ def add_feed_item(
             event_type=event.type,
             commitment_id=str(commitment_id),
             member_id=str(event.data.get("member_id") or found.member_id),
-            data={**msgs.public_data(event.data), "sequence": event.stream_version},
+            data={**msgs.feed_data(event.data), "sequence": event.stream_version},
             occurred_at=event.occurred_at,
+            pinned_until=msgs.pinned_until(kind, event.occurred_at),
         )
+    )
+
+
+def apply_acknowledgement(conn: Connection, event: RecordedEvent) -> None:
+    """A coach acknowledged an item: it is no longer pinned. The first acknowledgement stands."""
+    conn.execute(
+        update(feed_items)
+        .where(
+            feed_items.c.tenant_id == event.tenant_id,
+            feed_items.c.coach_id == str(event.data["coach_id"]),
+            feed_items.c.event_id == str(event.data["event_id"]),
+            feed_items.c.acknowledged_at.is_(None),
+        )
+        .values(acknowledged_at=event.occurred_at, acknowledged_by=event.actor)
     )
 
 
 def _fold_feed(conn: Connection, event: RecordedEvent) -> None:
     if event.tenant_id is None:
+        return
+    if event.type in feed.EVENT_TYPES:
+        apply_acknowledgement(conn, event)
         return
     if event.type in ASSIGNMENT_EVENTS:
         fold_assignment(conn, event)
@@ -215,7 +238,7 @@ def feed_projection() -> Projection:
     return Projection(
         name="notification.feed",
         tables=[coach_assignments, coaches, feed_items],
-        event_types=tuple(sorted({*ASSIGNMENT_EVENTS, *msgs.WEBHOOK_EVENT_TYPES})),
+        event_types=tuple(sorted({*ASSIGNMENT_EVENTS, *msgs.WEBHOOK_EVENT_TYPES, *feed.EVENT_TYPES})),
         apply=_fold_feed,
         finish=forget_erased_members,
     )

@@ -13,7 +13,21 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, String, Table, case, func, literal, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    String,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from services.notification.delivery.queue import PENDING, SUCCEEDED, opened_bodies
 from services.notification.domain.endpoints import EndpointNotFound, parse_id
@@ -241,14 +255,28 @@ def coach_feed(
     limit: int,
     cursor: str | None,
     known_coach_only: bool,
+    now: datetime,
 ) -> Page:
-    """The coach's notifications, newest first. `known_coach_only`: a coach never assigned
-    in the tenant is "not found" rather than "no news yet"."""
+    """The coach's notifications: on the first page, every pinned item first (an SOS not yet
+    acknowledged, for a day: messages.PINNED_FOR), newest first and not counted in `limit`;
+    then the others, newest first, `limit` per page. Pinned items are left out of the pages
+    while pinned and take their place among the others once no longer pinned.
+
+    `known_coach_only`: a coach never assigned in the tenant is "not found" rather than
+    "no news yet"."""
     scope = f"{tenant_id}:coaches:{coach_id}:notifications"
     before = decode_cursor(scope, cursor)
-    query = select(feed_items).where(feed_items.c.tenant_id == tenant_id, feed_items.c.coach_id == coach_id)
+    mine = [feed_items.c.tenant_id == tenant_id, feed_items.c.coach_id == coach_id]
     if kind:
-        query = query.where(feed_items.c.kind == kind)
+        mine.append(feed_items.c.kind == kind)
+    pinned = and_(feed_items.c.pinned_until > now, feed_items.c.acknowledged_at.is_(None))
+    # Spelled out rather than NOT(pinned): a null pinned_until would make that null, not true.
+    unpinned = or_(
+        feed_items.c.pinned_until.is_(None),
+        feed_items.c.pinned_until <= now,
+        feed_items.c.acknowledged_at.is_not(None),
+    )
+    query = select(feed_items).where(*mine, unpinned)
     if before is not None:
         query = query.where(feed_items.c.position < before)
     with read(engine) as conn:
@@ -260,9 +288,41 @@ def coach_feed(
                 raise NotFound("no such coach")
         rows = conn.execute(query.order_by(feed_items.c.position.desc()).limit(limit + 1)).all()
         page = _page(rows, limit, scope, "position")
+        if before is None:
+            on_top = conn.execute(
+                select(feed_items).where(*mine, pinned).order_by(feed_items.c.position.desc())
+            ).all()
+            page["items"] = [dict(row._mapping) for row in on_top] + page["items"]
+        for item in page["items"]:
+            item["pinned"] = _pinned(item, now)
         # Personal values in an item's data travel sealed (shared.keyring): opened to be read.
         opener = keyring.Opener(conn, tenant_id)
         opener.prefetch(item["data"] for item in page["items"])
         for item in page["items"]:
             item["data"] = opener.open_all(item["data"])
     return page
+
+
+def _pinned(item: dict[str, Any], now: datetime) -> bool:
+    return item["pinned_until"] is not None and item["pinned_until"] > now and item["acknowledged_at"] is None
+
+
+def feed_item(conn: Connection, tenant_id: str, coach_id: str, item_id: int) -> Row[Any]:
+    """One item of the coach's feed; another coach's or tenant's is not found."""
+    row = conn.execute(
+        select(feed_items).where(
+            feed_items.c.id == item_id, feed_items.c.tenant_id == tenant_id, feed_items.c.coach_id == coach_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound("no such notification")
+    return row
+
+
+def shown_feed_item(engine: Engine, tenant_id: str, coach_id: str, item_id: int, now: datetime) -> dict[str, Any]:
+    """An item as the feed shows it (pinned or not, its data opened)."""
+    with read(engine) as conn:
+        item = dict(feed_item(conn, tenant_id, coach_id, item_id)._mapping)
+        item["data"] = keyring.Opener(conn, tenant_id).open_all(item["data"])
+    item["pinned"] = _pinned(item, now)
+    return item

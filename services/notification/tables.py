@@ -163,6 +163,13 @@ feed_items = Table(
     Column("member_id", String(128), nullable=False),
     Column("data", Json, nullable=False),
     Column("occurred_at", UtcDateTime(), nullable=False),
+    # An item of a pinned kind (an SOS) stays on top of the feed until then, unless
+    # acknowledged before (messages.PINNED_FOR); null: never pinned.
+    Column("pinned_until", UtcDateTime()),
+    # The first acknowledgement (domain.feed): when, and by which credential.
+    Column("acknowledged_at", UtcDateTime()),
+    Column("acknowledged_by", String(200)),
     UniqueConstraint("coach_id", "tenant_id", "event_id", name="notification_feed_items_once"),
     Index("notification_feed_coach", "tenant_id", "coach_id", "position"),
+    Index("notification_feed_pinned", "tenant_id", "coach_id", "pinned_until"),
 )

@@ -4,8 +4,9 @@ Started once per session (starting a dozen processes costs seconds on a small ma
 with private webhook addresses refused (production's setting) and the rate limits out of
 the way (tests/security/test_rate_limit.py proves them on their own processes): the
 matrices send hundreds of bad credentials from one address. Two tenants, A and
-B, each with a commitment, a check-in, a coach, a member and a webhook endpoint; A's data
-carries markers that must never appear in an answer to anyone but A.
+B, each with a commitment (with boundaries), a check-in, a coach (with an item in their
+feed), a member and a webhook endpoint; A's data carries markers that must never appear in
+an answer to anyone but A.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
-from shared.testing import bearer, eventually
+from shared.testing import bearer, eventually, wait_until
 from tests.support.suite import (
     Suite,
     Tenant,
@@ -70,6 +71,7 @@ class Side:
     other_member_token: str
     coach_token: str
     other_coach_token: str
+    feed_item_id: int = 0
     markers: list[str] = field(default_factory=list)
     member_markers: list[str] = field(default_factory=list)
 
@@ -95,13 +97,18 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
     ids, texts = [], []
     for who in (member, other):
         label, motivation = f"Label-{who}", f"Motivation-{who}"
+        exception, place = f"Exception-{who}", f"Place-{who}"
         created = client.post(suite.url("commitment", "/v1/commitments"), headers=headers, json=commitment_body(
-            who, day, contact={"label": label, "relationship": "friend"}, motivation=motivation))
+            who, day, contact={"label": label, "relationship": "friend"}, motivation=motivation,
+            exceptions=[{"label": exception, "channels": ["calls"]}], places=[{"label": place}]))
         assert created.status_code == 201, created.text
         ids.append(created.json()["id"])
-        texts.append([label, motivation])
+        texts.append([label, motivation, exception, place])
     assert client.put(suite.url("commitment", f"/v1/coaches/{coach}/clients/{member}"),
                       headers=headers).status_code == 204
+    # The feed tells a coach of what happens once it knows them (404 until then).
+    eventually(lambda: client.get(suite.url("notification", f"/v1/coaches/{coach}/notifications"), headers=headers),
+               200)
     eventually(lambda: client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/check-ins"), headers=headers,
                                    json={"date": day, "outcome": "kept", "urge": 3, "note": note}), 201)
     endpoint = client.post(suite.url("notification", "/v1/webhook-endpoints"), headers=headers, json={
@@ -110,6 +117,14 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
     disabled = client.post(suite.url("notification", f"/v1/webhook-endpoints/{endpoint.json()['id']}/disable"),
                            headers=headers)
     assert disabled.status_code == 200, disabled.text
+
+    def first_feed_item() -> int | None:
+        answer = client.get(suite.url("notification", f"/v1/coaches/{coach}/notifications"), headers=headers)
+        items = answer.json().get("items") if answer.status_code == 200 else None
+        return items[0]["id"] if items else None
+
+    # The kept day reaches a milestone: an item in the coach's feed.
+    feed_item_id = wait_until(first_feed_item, 30, message="the milestone in the coach's feed")
     keys = client.get(suite.url("commitment", "/v1/api-keys"), headers=headers)
     assert keys.status_code == 200, keys.text
     tenant.key_id = keys.json()["items"][0]["id"]
@@ -119,6 +134,7 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
         other_member_token=issue_token(suite, client, tenant, "member", other),
         coach_token=issue_token(suite, client, tenant, "coach", coach),
         other_coach_token=issue_token(suite, client, tenant, "coach", f"coach2-{name}-{tag}"),
+        feed_item_id=feed_item_id,
         markers=[tenant.id, tenant.key_id, member, other, coach, note, *ids, *texts[0], *texts[1],
                  endpoint.json()["id"], f"Hook-{name}-{tag}"],
         member_markers=[member, ids[0], note, *texts[0]],

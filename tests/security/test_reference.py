@@ -30,7 +30,7 @@ import jsonschema
 import pytest
 import schemathesis
 
-from shared.testing import bearer
+from shared.testing import bearer, eventually, wait_until
 from tests.security.conftest import World
 from tests.support.suite import Suite, commitment_body, create_tenant, issue_token
 
@@ -183,13 +183,30 @@ def probed_tenant(world: World) -> dict[str, Any]:
         assert endpoint.status_code == 201, endpoint.text
         second_key = client.post(suite.url("commitment", "/v1/api-keys"), headers=bearer(tenant.api_key))
         assert second_key.status_code == 201, second_key.text
+        # A kept day of the coach's client: a milestone in the coach's feed, its {item_id}.
+        assert client.put(suite.url("commitment", f"/v1/coaches/{coach}/clients/{member}"),
+                          headers=bearer(tenant.api_key)).status_code == 204
+        # The feed tells a coach of what happens once it knows them (404 until then).
+        eventually(lambda: client.get(suite.url("notification", f"/v1/coaches/{coach}/notifications"),
+                                      headers=bearer(tenant.api_key)), 200)
+        eventually(lambda: client.post(suite.url("checkin", f"/v1/commitments/{created.json()['id']}/check-ins"),
+                                       headers=bearer(tenant.api_key), json={"date": world.day, "outcome": "kept"}),
+                   201)
+
+        def feed_item() -> str | None:
+            answer = client.get(suite.url("notification", f"/v1/coaches/{coach}/notifications"),
+                                headers=bearer(tenant.api_key))
+            items = answer.json().get("items") if answer.status_code == 200 else None
+            return str(items[0]["id"]) if items else None
+
+        item_id = wait_until(feed_item, 30, message="the milestone in the coach's feed")
         return {
             "admin": bearer(tenant.api_key),
             "unassigned coach": bearer(issue_token(suite, client, tenant, "coach", f"other-{coach}")),
             "another member": bearer(issue_token(suite, client, tenant, "member", f"other-{member}")),
             "real": {"commitment_id": created.json()["id"], "endpoint_id": endpoint.json()["id"], "coach_id": coach,
                      "member_id": member, "day": world.day, "key_id": second_key.json()["id"],
-                     "message_id": f"msg_{uuid.uuid4().hex}"},
+                     "message_id": f"msg_{uuid.uuid4().hex}", "item_id": item_id},
         }
 
 

@@ -17,7 +17,9 @@ Stream: ``commitment-<commitment_id>``. Events (``schema_version`` 1, dates as I
     ``commitment_id``, ``member_id``, ``contact`` {``label``, ``relationship``},
     ``channels`` (list), ``timezone`` (IANA name), ``starts_on``, ``duration_days``
     (int or null = indefinite), ``ends_on`` (last day, or null), ``motivation``
-    (str or null).
+    (str or null), ``exceptions`` [{``label``, ``channels``}] and ``places``
+    [{``label``}] (the boundaries, see below; empty lists when none were given; absent
+    from events recorded before boundaries existed, which read as empty).
 ``commitment.extended``
     ``commitment_id``, ``member_id``, ``previous_ends_on``, ``ends_on`` (null when made
     indefinite), ``additional_days`` (int or null), ``indefinite`` (bool).
@@ -31,6 +33,15 @@ Stream: ``commitment-<commitment_id>``. Events (``schema_version`` 1, dates as I
     lets a coach's client list drop the member without reading older events).
 ``coach.unassigned``
     ``commitment_id``, ``member_id``, ``coach_id`` (the coach who was removed).
+``commitment.boundaries_changed``
+    ``commitment_id``, ``member_id``, ``exceptions``, ``places``: the boundaries as they
+    now stand, in full (a reader folds it without older events).
+
+Boundaries: ``exceptions`` are the necessary contact the commitment allows (custody
+handovers, a lawyer, work), each with the channels it may use (a subset of the
+commitment's); ``places`` are places the member avoids. A kept check-in names the
+exception it used by its index in ``exceptions`` as it stood then. Their labels are
+personal values (services.commitment.personal).
 """
 
 from __future__ import annotations
@@ -53,9 +64,18 @@ ENDED = "commitment.ended"
 COMPLETED = "commitment.completed"
 COACH_ASSIGNED = "coach.assigned"
 COACH_UNASSIGNED = "coach.unassigned"
+BOUNDARIES_CHANGED = "commitment.boundaries_changed"
 
 EVENT_TYPES: frozenset[str] = frozenset(
-    {CREATED, EXTENDED, ENDED, COMPLETED, COACH_ASSIGNED, COACH_UNASSIGNED}
+    {
+        CREATED,
+        EXTENDED,
+        ENDED,
+        COMPLETED,
+        COACH_ASSIGNED,
+        COACH_UNASSIGNED,
+        BOUNDARIES_CHANGED,
+    }
 )
 
 STREAM_CATEGORY = "commitment"
@@ -80,6 +100,9 @@ DURATION_MIN = 1
 DURATION_MAX = 3650
 STARTS_ON_MAX_PAST_DAYS = 365
 STARTS_ON_MAX_FUTURE_DAYS = 30
+# Boundaries are a short list a member reads at a glance, not a diary.
+EXCEPTIONS_MAX = 20
+PLACES_MAX = 20
 # The last day any commitment may have. Far beyond any human commitment (indefinite is the
 # answer for "for good"), far below 9999-12-31, where the calendar arithmetic of every
 # service (local midnights, day bounds, the day after) overflows. Fixed, so that extending
@@ -128,6 +151,39 @@ class Contact:
     relationship: str
 
 
+@dataclass(frozen=True)
+class NecessaryContact:
+    """An exception to no contact the member cannot avoid (a custody handover, a lawyer,
+    work), over some of the commitment's channels. The label is personal: out of repr."""
+
+    label: str = field(repr=False)
+    channels: tuple[str, ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"label": self.label, "channels": list(self.channels)}
+
+
+@dataclass(frozen=True)
+class Place:
+    """A place the member avoids (where the other person lives, works, goes out)."""
+
+    label: str = field(repr=False)
+
+    def data(self) -> dict[str, Any]:
+        return {"label": self.label}
+
+
+def _exceptions_of(data: Mapping[str, Any]) -> tuple[NecessaryContact, ...]:
+    return tuple(
+        NecessaryContact(label=item["label"], channels=tuple(item["channels"]))
+        for item in data.get("exceptions") or ()
+    )
+
+
+def _places_of(data: Mapping[str, Any]) -> tuple[Place, ...]:
+    return tuple(Place(label=item["label"]) for item in data.get("places") or ())
+
+
 def completes_at(timezone: str, ends_on: date | None) -> datetime | None:
     """The first instant (UTC) a commitment ending on ``ends_on`` is over, or None when
     it is indefinite.
@@ -171,6 +227,8 @@ class Commitment(Aggregate):
     end_reason: str | None = field(default=None, repr=False)
     completed_at: datetime | None = None
     ended_at: datetime | None = None
+    exceptions: tuple[NecessaryContact, ...] = ()
+    places: tuple[Place, ...] = ()
 
     # ------------------------------------------------------------- folding
 
@@ -190,6 +248,8 @@ class Commitment(Aggregate):
         self.motivation = d.get("motivation")
         self.created_at = event.occurred_at
         self.recorded_status = Status.ACTIVE
+        self.exceptions = _exceptions_of(d)
+        self.places = _places_of(d)
 
     @applies(EXTENDED)
     def _apply_extended(self, event: EventLike) -> None:
@@ -217,6 +277,11 @@ class Commitment(Aggregate):
     @applies(COACH_UNASSIGNED)
     def _apply_coach_unassigned(self, event: EventLike) -> None:
         self.coach_id = None
+
+    @applies(BOUNDARIES_CHANGED)
+    def _apply_boundaries_changed(self, event: EventLike) -> None:
+        self.exceptions = _exceptions_of(event.data)
+        self.places = _places_of(event.data)
 
     # ----------------------------------------------------------------- status
 
@@ -266,6 +331,8 @@ class Commitment(Aggregate):
         starts_on: date | str | None = None,
         duration_days: object = None,
         motivation: object = None,
+        exceptions: object = None,
+        places: object = None,
     ) -> Commitment:
         """Open a new commitment; the result holds one pending ``commitment.created``.
 
@@ -274,6 +341,7 @@ class Commitment(Aggregate):
         ``commitment_id`` is chosen by the caller (a fresh uuid) so this stays pure.
         ``starts_on`` accepts a date or an ISO string and defaults to today in
         ``timezone``; it may lie at most 365 days back and 30 ahead of that today.
+        ``exceptions`` and ``places`` (the boundaries) default to none.
         """
         require_aware(now)
         v = Validator(InvalidCommitment)
@@ -300,6 +368,7 @@ class Commitment(Aggregate):
                 relationship = str(rel)
 
         chosen = _validate_channels(v, channels)
+        boundaries = _validate_boundaries(v, exceptions, places, chosen)
 
         tz: str | None = None
         if timezone is None:
@@ -329,6 +398,7 @@ class Commitment(Aggregate):
         v.raise_if_any()
         assert member is not None and label is not None and relationship is not None
         assert tz is not None and start is not None and chosen is not None
+        assert boundaries is not None
 
         ends_on = None if duration is None else start + timedelta(days=duration - 1)
         if ends_on is not None and ends_on > ENDS_ON_LATEST:
@@ -347,10 +417,33 @@ class Commitment(Aggregate):
                 "duration_days": duration,
                 "ends_on": _iso(ends_on),
                 "motivation": motivation_text,
+                **_boundaries_data(*boundaries),
             },
             now,
         )
         return commitment
+
+    def change_boundaries(
+        self, *, now: datetime, exceptions: object, places: object
+    ) -> list[NewEvent]:
+        """Replace the boundaries (both lists, in full) of an active commitment.
+
+        Validated as on creation (422, naming e.g. ``exceptions.0.channels``); 409 unless
+        active: a finished commitment's boundaries are the record of what it allowed.
+        The same boundaries again emit nothing, so the PUT can be repeated safely.
+        """
+        require_aware(now)
+        v = Validator(InvalidCommitment)
+        boundaries = _validate_boundaries(v, exceptions, places, self.channels)
+        v.raise_if_any()
+        assert boundaries is not None
+        self._require_active(now, "change the boundaries of")
+        if boundaries == (self.exceptions, self.places):
+            return []
+        event = self._emit(
+            BOUNDARIES_CHANGED, {**self._ids(), **_boundaries_data(*boundaries)}, now
+        )
+        return [event]
 
     def extend(
         self,
@@ -514,6 +607,102 @@ def _validate_channels(
         v.add("channels", "must not repeat a channel")
         return None
     return tuple(str(c) for c in channels)
+
+
+Boundaries = tuple[tuple[NecessaryContact, ...], tuple[Place, ...]]
+
+
+def _boundaries_data(
+    exceptions: Sequence[NecessaryContact], places: Sequence[Place]
+) -> dict[str, Any]:
+    return {
+        "exceptions": [item.data() for item in exceptions],
+        "places": [item.data() for item in places],
+    }
+
+
+def _validate_boundaries(
+    v: Validator,
+    exceptions: object,
+    places: object,
+    channels: tuple[str, ...] | None,
+) -> Boundaries | None:
+    """Both lists of boundaries, or None (with the reasons in `v`).
+
+    ``channels``: the commitment's, which every exception's must be among (None: they
+    are invalid themselves, and only the exceptions' own shape is checked).
+    """
+    found_exceptions: list[NecessaryContact] = []
+    for name, item in _items(v, "exceptions", exceptions, EXCEPTIONS_MAX):
+        label = v.text(f"{name}.label", item.get("label"), min_len=1, max_len=LABEL_MAX)
+        allowed = _validate_exception_channels(
+            v, f"{name}.channels", item.get("channels"), channels
+        )
+        if label is not None and allowed is not None:
+            found_exceptions.append(NecessaryContact(label=label, channels=allowed))
+    found_places: list[Place] = []
+    for name, item in _items(v, "places", places, PLACES_MAX):
+        label = v.text(f"{name}.label", item.get("label"), min_len=1, max_len=LABEL_MAX)
+        if label is not None:
+            found_places.append(Place(label=label))
+    for list_name, labels in (
+        ("exceptions", [item.label for item in found_exceptions]),
+        ("places", [item.label for item in found_places]),
+    ):
+        # A check-in names an exception by its index; two of one label would be ambiguous
+        # to the member choosing it.
+        if len(set(labels)) != len(labels):
+            v.add(list_name, "must not repeat a label")
+    if any(f.partition(".")[0] in ("exceptions", "places") for f in v.errors):
+        return None
+    return tuple(found_exceptions), tuple(found_places)
+
+
+def _items(
+    v: Validator, list_name: str, value: object, maximum: int
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """(field name, item) of a list of objects; the list's and items' shape checked."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        v.add(list_name, "must be a list")
+        return []
+    if len(value) > maximum:
+        v.add(list_name, f"must hold at most {maximum} items")
+        return []
+    items = []
+    for index, item in enumerate(value):
+        name = f"{list_name}.{index}"
+        if isinstance(item, Mapping):
+            items.append((name, item))
+        else:
+            v.add(name, "must be an object")
+    return items
+
+
+def _validate_exception_channels(
+    v: Validator, name: str, value: object, allowed: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """An exception's channels: a non-empty list, no repeats, among the commitment's."""
+    if value is None:
+        v.add(name, "is required")
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        v.add(name, "must be a list")
+        return None
+    if not value:
+        v.add(name, "must name at least one channel")
+        return None
+    if any(not isinstance(c, str) or c not in CHANNELS for c in value):
+        v.add(name, f"must be among {', '.join(CHANNELS)}")
+        return None
+    if len(set(value)) != len(value):
+        v.add(name, "must not repeat a channel")
+        return None
+    if allowed is not None and not set(value) <= set(allowed):
+        v.add(name, f"must be among the commitment's channels ({', '.join(allowed)})")
+        return None
+    return tuple(str(c) for c in value)
 
 
 def _validate_starts_on(v: Validator, starts_on: object, today: date) -> date | None:

@@ -104,7 +104,7 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
         if not rows and found_profile is None and found_erasure is None:
             return None
         opener = keyring.Opener(conn, tenant_id)
-        opener.prefetch([row.contact_label for row in rows])
+        opener.prefetch([(row.contact_label, row.exceptions, row.places) for row in rows])
         exported = [
             {
                 "id": row.commitment_id,
@@ -115,6 +115,8 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                 "duration_days": row.duration_days,
                 "ends_on": row.ends_on,
                 "motivation": opener.open(row.motivation),
+                "exceptions": opener.open_all(row.exceptions),
+                "places": opener.open_all(row.places),
                 "status": status_of(row, now),
                 "ended_on": row.ended_on,
                 "coach_id": row.coach_id,

@@ -6,7 +6,12 @@ service put there) plus ``event_id`` and ``sequence`` (the event's version in it
 stream: no sender guarantees order, so receivers need it to order per commitment).
 
 The member's private ``note`` never leaves the service: notes are private to the member,
-not to the platform's other systems, so neither webhooks nor the coach feed carry it.
+not to the platform's other systems, so neither webhooks nor the coach feed carry it, at
+any depth (a check-in's note, the note of its necessary contact). An SOS ``message`` is
+written to the member's coach: the coach's feed shows it, webhooks never carry it.
+
+The coach's feed pins what needs an answer now: an SOS stays above every other item until
+a coach acknowledges it, or for `PINNED_FOR` after it was sent (`pinned_until`).
 
 Other personal values (a contact's label, a motivation) arrive sealed under the member's
 key (shared.keyring) and are stored so: a message's body is opened only to be sent, a
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.catalogue import CATALOGUE
@@ -46,11 +51,24 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     # A member's erasure (shared.erasure): requested, then done on every service. Ids only.
     "member.erasure_requested",
     "member.erased",
+    # Between check-ins (CONTRACT v1.1): boundaries, reminders, urges, SOS, pauses.
+    "commitment.boundaries_changed",
+    "checkin.reminder_due",
+    "urge.logged",
+    "member.sos",
+    "pause.scheduled",
+    "pause.cancelled",
 )
 WILDCARD = "*"
 
-#: Payload keys that are private to the member and never delivered.
-PRIVATE_KEYS = frozenset({"note"})
+#: Payload keys private to the member, never delivered to a webhook (at any depth).
+PRIVATE_KEYS = frozenset({"note", "message"})
+#: What the coach's feed leaves out: the notes. An SOS message is meant for the coach.
+FEED_PRIVATE_KEYS = frozenset({"note"})
+
+#: How long an item of these kinds stays pinned at the top of the coach's feed, unless a
+#: coach acknowledges it first.
+PINNED_FOR: dict[str, timedelta] = {"sos": timedelta(hours=24)}
 
 
 def message_id(event_id: object) -> str:
@@ -64,9 +82,22 @@ def matches(event_types: Iterable[str], event_type: str) -> bool:
     return event_type in WEBHOOK_EVENT_TYPES and (WILDCARD in subscribed or event_type in subscribed)
 
 
+def _without(value: Any, private: frozenset[str]) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _without(item, private) for key, item in value.items() if key not in private}
+    if isinstance(value, list):
+        return [_without(item, private) for item in value]
+    return value
+
+
 def public_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The event payload without the member's private fields."""
-    return {key: value for key, value in data.items() if key not in PRIVATE_KEYS}
+    """The event payload as webhooks carry it: without the member's private fields."""
+    return dict(_without(data, PRIVATE_KEYS))
+
+
+def feed_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The event payload as the coach's feed shows it: without the member's notes."""
+    return dict(_without(data, FEED_PRIVATE_KEYS))
 
 
 def _timestamp(moment: datetime) -> str:
@@ -113,12 +144,15 @@ def feed_kind(event_type: str, data: Mapping[str, Any]) -> str | None:
 
     A slip is the check-in that reports it (recorded, or corrected to slipped); the
     ``streak.reset`` that follows it would say the same thing twice. A coach told of a
-    milestone is told when it is taken back.
+    milestone is told when it is taken back. Of the urges, a coach is told of those that
+    ended in reaching out (the others are in the client view).
     """
     if event_type in ("checkin.recorded", "checkin.corrected"):
         if data.get("outcome") == "slipped" and data.get("previous_outcome") != "slipped":
             return "slip"
         return None
+    if event_type == "urge.logged":
+        return "urge_reached_out" if data.get("outcome") == "reached_out" else None
     return _FEED_KINDS_OF.get(event_type)
 
 
@@ -127,6 +161,13 @@ _FEED_KINDS_OF = {
     "client.at_risk": "at_risk",
     "streak.milestone_reached": "milestone",
     "streak.milestone_revoked": "milestone_revoked",
+    "member.sos": "sos",
 }
 #: The kinds of coach-feed items.
-FEED_KINDS: tuple[str, ...] = ("slip", *_FEED_KINDS_OF.values())
+FEED_KINDS: tuple[str, ...] = ("slip", "urge_reached_out", *_FEED_KINDS_OF.values())
+
+
+def pinned_until(kind: str, occurred_at: datetime) -> datetime | None:
+    """Until when a new feed item of `kind` stays pinned (None: never pinned)."""
+    pinned_for = PINNED_FOR.get(kind)
+    return None if pinned_for is None else occurred_at + pinned_for

@@ -2,8 +2,9 @@
 APIs and worker processes, real PostgreSQL and RabbitMQ, a partner's receiver on loopback.
 
 A member is seeded with a unique marker in every personal field the commitment and
-notification services hold (contact label, motivation, end reason, display name, and their
-copies: webhook messages, dead letters). The marker is then nowhere in clear: not in a
+notification services hold (contact label, motivation, end reason, display name, the labels
+of necessary-contact exceptions and places, and their copies: webhook messages, dead
+letters, the check-in service's copy of the boundaries). The marker is then nowhere in clear: not in a
 ``pg_dump`` of the database, not on the bus (a tap queue bound to every event), not in any
 process's log; yet both services' exports (HTTP, and ``nocontact members export``) carry
 it in every field. After the erasure those services report erased, their exports are
@@ -105,9 +106,15 @@ def _seed(suite: Suite, client: httpx.Client, admin: dict[str, str], member_id: 
     for suffix in ("", "-2"):
         created = client.post(suite.url("commitment", "/v1/commitments"), headers=admin, json={
             "member_id": member_id, "contact": {"label": f"{marker}-label{suffix}", "relationship": "friend"},
-            "timezone": "UTC", "starts_on": day, "duration_days": 90, "motivation": f"{marker}-why{suffix}"})
+            "timezone": "UTC", "starts_on": day, "duration_days": 90, "motivation": f"{marker}-why{suffix}",
+            "exceptions": [{"label": f"{marker}-exception{suffix}", "channels": ["calls"]}],
+            "places": [{"label": f"{marker}-place{suffix}"}]})
         assert created.status_code == 201, created.text
         ids.append(created.json()["id"])
+    changed = client.put(suite.url("commitment", f"/v1/commitments/{ids[1]}/boundaries"), headers=admin, json={
+        "exceptions": [{"label": f"{marker}-exception-changed", "channels": ["texts"]}],
+        "places": [{"label": f"{marker}-place-changed"}]})
+    assert changed.status_code == 200, changed.text
     ended = client.post(suite.url("commitment", f"/v1/commitments/{ids[1]}/end"), headers=admin,
                         json={"reason": f"{marker}-reason"})
     assert ended.status_code == 200, ended.text
@@ -122,7 +129,8 @@ def _seed(suite: Suite, client: httpx.Client, admin: dict[str, str], member_id: 
     return ids
 
 
-FIELDS = ("label", "label-2", "why", "why-2", "reason", "name")
+FIELDS = ("label", "label-2", "why", "why-2", "reason", "name", "exception", "place", "exception-changed",
+          "place-changed")
 
 
 def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(

@@ -53,6 +53,8 @@ def test_create_emits_created_event_with_documented_data() -> None:
         "duration_days": 30,
         "ends_on": "2026-12-20",
         "motivation": "I want my peace back.",
+        "exceptions": [],
+        "places": [],
     }
 
 

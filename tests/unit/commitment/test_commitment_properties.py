@@ -27,8 +27,15 @@ ZONES = [
 ]
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
+LABELS = st.text(min_size=1, max_size=200).filter(str.strip)
+
 # A command is a tuple; the first item names it. "wait" moves the clock forward.
 commands = st.one_of(
+    st.tuples(
+        st.just("boundaries"),
+        st.lists(LABELS, max_size=3, unique=True),
+        st.lists(LABELS, max_size=3, unique=True),
+    ),
     st.tuples(st.just("extend_days"), st.integers(1, 3650)),
     st.tuples(st.just("extend_indefinite")),
     st.tuples(st.just("end"), st.one_of(st.none(), st.text(max_size=500))),
@@ -91,6 +98,16 @@ def test_rebuilt_aggregate_equals_the_commanded_one(
                     commitment.assign_coach(coach, now=now)
                 case ("unassign", coach):
                     commitment.unassign_coach(now=now, coach_id=coach)  # type: ignore[arg-type]
+                case ("boundaries", list(exceptions), list(places)):
+                    # Each exception over the commitment's first channel: always valid.
+                    commitment.change_boundaries(
+                        now=now,
+                        exceptions=[
+                            {"label": label, "channels": commitment.channels[:1]}
+                            for label in exceptions
+                        ],
+                        places=[{"label": label} for label in places],
+                    )
                 case ("wait", int(hours)):
                     now += timedelta(hours=hours)
         except CommitmentConflict:

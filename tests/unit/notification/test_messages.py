@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from services.notification.domain.messages import (
+    FEED_KINDS,
     WEBHOOK_EVENT_TYPES,
+    feed_data,
     feed_kind,
     matches,
     message_id,
+    pinned_until,
     public_data,
     webhook_body,
 )
@@ -92,7 +95,38 @@ def test_public_data_drops_only_private_keys() -> None:
         ("checkin.withdrawn", {"previous_outcome": "slipped"}, None),
         ("streak.reset", {}, None),
         ("commitment.created", {}, None),
+        ("member.sos", {}, "sos"),
+        ("urge.logged", {"outcome": "reached_out"}, "urge_reached_out"),
+        ("urge.logged", {"outcome": "passed"}, None),
+        ("urge.logged", {"outcome": "ongoing"}, None),
+        ("pause.scheduled", {}, None),
+        ("checkin.reminder_due", {}, None),
+        ("commitment.boundaries_changed", {}, None),
     ],
 )
 def test_feed_kinds(event_type: str, data: dict[str, object], kind: str | None) -> None:
-    assert feed_kind(event_type, data) == kind
+    found = feed_kind(event_type, data)
+    assert found == kind
+    assert found is None or found in FEED_KINDS
+
+
+def test_an_sos_message_is_for_the_coach_never_for_webhooks() -> None:
+    sos = {"commitment_id": "c", "member_id": "m", "message": "please call", "sos_id": "s"}
+    body = json.loads(webhook_body(event_type="member.sos", event_id=EVENT_ID, occurred_at=datetime(2026, 1, 1),
+                                   sequence=1, data=sos))
+    assert "message" not in body["data"] and "please call" not in json.dumps(body)
+    assert feed_data(sos) == sos
+
+
+def test_notes_are_left_out_at_any_depth_of_webhooks_and_the_feed() -> None:
+    kept = {"outcome": "kept", "note": "mine", "necessary_contact": {"exception": 0, "note": "handover ran late"},
+            "contact_attempts": [{"channel": "texts", "answered": False, "note": "x"}]}
+    expected = {"outcome": "kept", "necessary_contact": {"exception": 0},
+                "contact_attempts": [{"channel": "texts", "answered": False}]}
+    assert public_data(kept) == expected == feed_data(kept)
+
+
+def test_only_an_sos_is_pinned_and_for_a_day() -> None:
+    at = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    assert pinned_until("sos", at) == at + timedelta(hours=24)
+    assert all(pinned_until(kind, at) is None for kind in FEED_KINDS if kind != "sos")
