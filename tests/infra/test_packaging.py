@@ -167,7 +167,10 @@ def _runtime_site(directory: Path) -> Path:
 def _run(command: list[str | Path], cwd: Path | None = None, **env: str) -> str:
     """Run a command in a clean environment (no NOCONTACT_*, no PYTHONPATH); its stdout."""
     clean = {name: value for name, value in os.environ.items()
-             if not name.startswith(("NOCONTACT_", "PYTHON", "VIRTUAL_ENV"))}
+             if not name.startswith(("NOCONTACT_", "PYTHON", "VIRTUAL_ENV"))
+             # Under `make test` these say "you are a sub-make": make would then print
+             # "Entering directory" lines into the commands we read.
+             and name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
     done = subprocess.run([str(part) for part in command], cwd=cwd, env={**clean, **env}, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
@@ -321,7 +324,7 @@ def test_everything_the_image_copies_exists_and_reaches_the_build_context() -> N
 
 
 def _make_dry_run(target: str) -> str:
-    return _run(["make", "--dry-run", "--always-make", target], cwd=REPO_ROOT)
+    return _run(["make", "--no-print-directory", "--dry-run", "--always-make", target], cwd=REPO_ROOT)
 
 
 def test_make_run_installs_the_runtime_lock_and_says_what_it_is_doing() -> None:
