@@ -213,12 +213,19 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     sam = next(item for item in clients if item["member_id"] == "sam.r")
     message = f"please call me {uuid.uuid4().hex[:6]}"
     _sos(postgres_url, tenant.tenant_id, sam["commitments"][0]["commitment_id"], "sam.r", tenant.coach_id, message)
-    first = page.locator("#feed-items > li").first
-    wait_until(lambda: first.get_attribute("data-kind") == "sos", 20, message="the SOS on top of the feed")
+    first = page.locator("#sos-items > li").first
+    wait_until(lambda: first.count() and first.get_attribute("data-kind") == "sos", 20,
+               message="the SOS on top of the page")
     assert message in first.inner_text() and "sam.r" in first.inner_text()
     assert page.evaluate("window.__notReloaded") is True
-    feed_box = page.locator("#feed").bounding_box()
-    assert feed_box is not None and feed_box["y"] < page.locator("#clients").bounding_box()["y"]
+    sos_box = page.locator("#sos").bounding_box()
+    assert sos_box is not None and sos_box["y"] < page.locator("#feed").bounding_box()["y"]
+    assert sos_box["y"] < page.locator("#clients").bounding_box()["y"]
+    # The rest of the feed: the newest few, then all of them on request.
+    assert 0 < page.locator("#feed-items > li").count() <= 6
+    page.click("#feed-more")
+    wait_until(lambda: page.locator("#feed-items > li").count() > 6, 5)
+    page.click("#feed-more")
     _no_axe_violations(page, "overview with the feed")
     _screenshot(page, "dashboard.png")
 
@@ -226,7 +233,8 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     first.locator("button.ack").focus()
     page.keyboard.press("Enter")
     wait_until(lambda: page.locator(f'#feed-seen > li[data-item="{sos_id}"]').count() == 1, 10)
-    assert page.locator(f'#feed-items > li[data-item="{sos_id}"]').count() == 0
+    assert page.locator(f'#sos-items > li[data-item="{sos_id}"]').count() == 0
+    assert page.locator("#sos").is_hidden()
     page.reload()
     page.wait_for_selector("#clients > li.client")
     wait_until(lambda: page.locator(f'#feed-seen > li[data-item="{sos_id}"]').count() == 1, 10)
@@ -324,12 +332,12 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
         body='{"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "database is resting"}'))
     page.wait_for_selector("#error:not([hidden])")
     assert "database is resting" in page.locator("#error").inner_text()
-    assert page.locator("#error").bounding_box()["y"] < page.locator("#feed").bounding_box()["y"]
+    assert page.locator("#error").bounding_box()["y"] < page.locator("#overview-title").bounding_box()["y"]
     page.unroute("**/dashboard/api/clients")
     page.route("**/dashboard/api/**", lambda route: route.abort("internetdisconnected"))
     page.wait_for_selector("#offline:not([hidden])")
     assert re.search(r"as of \d\d:\d\d", page.locator("#offline").inner_text())
-    assert page.locator("#offline").bounding_box()["y"] < page.locator("#feed").bounding_box()["y"]
+    assert page.locator("#offline").bounding_box()["y"] < page.locator("#overview-title").bounding_box()["y"]
     _screenshot(page, "dashboard-offline.png")
     page.unroute("**/dashboard/api/**")
     page.wait_for_selector("#offline", state="hidden")

@@ -41,6 +41,7 @@ const state = {
   detail: null, // commitment id shown in the detail view
   detailSignature: null,
   feedSignature: null,
+  feedExpanded: false,
   loadedAt: null, // when the service last answered
   filter: "all",
   query: "",
@@ -146,8 +147,8 @@ function reset() {
   state.detailSignature = state.feedSignature = null;
   $("clients").replaceChildren();
   $("table-wrap").replaceChildren();
-  $("feed-items").replaceChildren();
-  $("feed-seen").replaceChildren();
+  for (const id of ["sos-items", "feed-items", "feed-seen"]) $(id).replaceChildren();
+  $("sos").hidden = true;
 }
 
 function showSignIn(message) {
@@ -276,12 +277,22 @@ function clientName(memberId) {
   return state.clients.find((c) => c.memberId === memberId)?.name || memberId;
 }
 
+const FEED_SHOWN = 6; // new items shown before "Show all": the clients stay in sight
+
 function renderFeed(items) {
-  // Pinned (SOS) first as the service orders them; then what is not acknowledged yet.
-  const fresh = items.filter((i) => !i.acknowledged);
-  const seen = items.filter((i) => i.acknowledged);
+  // Pinned SOS calls above everything; then what is new (not acknowledged), newest first,
+  // as the service orders them; then, folded away, what was acknowledged.
+  const pinned = items.filter((i) => i.pinned);
+  const fresh = items.filter((i) => !i.pinned && !i.acknowledged);
+  const seen = items.filter((i) => !i.pinned && i.acknowledged);
+  $("sos").hidden = pinned.length === 0;
+  $("sos-items").replaceChildren(...pinned.map(feedEntry));
   $("feed-state").textContent = fresh.length ? `${fresh.length} new` : "Nothing new. You are up to date.";
-  $("feed-items").replaceChildren(...fresh.map(feedEntry));
+  const shown = state.feedExpanded ? fresh : fresh.slice(0, FEED_SHOWN);
+  $("feed-items").replaceChildren(...shown.map(feedEntry));
+  $("feed-more").hidden = fresh.length <= FEED_SHOWN;
+  $("feed-more").setAttribute("aria-expanded", String(state.feedExpanded));
+  $("feed-more").textContent = state.feedExpanded ? "Show fewer" : `Show all ${fresh.length} new`;
   $("feed-seen").replaceChildren(...seen.map(feedEntry));
   $("feed-seen-wrap").hidden = seen.length === 0;
   $("feed-seen-title").textContent = `Acknowledged (${seen.length})`;
@@ -309,13 +320,18 @@ function feedEntry(item) {
 }
 
 async function onFeedClick(event) {
+  if (event.target.closest("#feed-more")) {
+    state.feedExpanded = !state.feedExpanded;
+    state.feedSignature = null;
+    return loadFeed();
+  }
   const button = event.target.closest("button[data-ack]");
   if (!button) return;
   button.disabled = true;
   try {
     await api(`/dashboard/api/feed/${button.dataset.ack}/acknowledge`, { method: "POST", body: {} });
     await loadFeed();
-    $("feed-title").focus?.();
+    $("feed-title").focus();
   } catch (error) {
     button.disabled = false;
     $("error").hidden = false;
@@ -725,7 +741,7 @@ function slipsTable(slips) {
   );
 }
 
-const ENDED_BY = { slip: "a slip", unreported: "an unreported day", commitment_end: "the commitment's end" };
+const ENDED_BY = { slip: "a slip the next day", unreported: "an unreported day next", commitment_end: "the commitment ended" };
 
 function runsTable(runs) {
   return el(
@@ -809,5 +825,6 @@ $("sign-in-form").addEventListener("submit", onSignIn);
 $("token").addEventListener("input", onTokenInput);
 $("sign-out").addEventListener("click", onSignOut);
 $("feed").addEventListener("click", onFeedClick);
+$("sos").addEventListener("click", onFeedClick);
 setupTools();
 boot();
