@@ -139,6 +139,8 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     assert len(views) == len(demo.STORIES)
     ids = {key: entry["id"] for key, entry in tenant.commitments.items()}
     assert views[ids["lee-taylor"]]["at_risk"] and "not_checking_in" in views[ids["lee-taylor"]]["reasons"]
+    # Ana has a display name (a personal value: sealed in the events and read models).
+    assert admin.put(f"{commitment_url}/v1/members/ana.g", json={"display_name": "Ana García"}).status_code == 200
 
     # -- signing in: a single-use link, a session every tab shares ------------------------------
     link = _sign_in_link(checkin_url, tenant.api_key, tenant.coach_id)
@@ -203,6 +205,13 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     silent = re.search(r"no check-in for (\d+) days", lee.locator(".reasons").inner_text())
     assert silent and lee.locator(".last-check-in").inner_text() == f"{silent.group(1)} days ago"
     assert "slipped in the last 7 days" in page.locator('li.client[data-member="jordan.k"] .reasons').inner_text()
+    # A display name instead of the id, the id beside it; the service keeps it sealed.
+    ana_head = page.locator('li.client[data-member="ana.g"] .client-head h2')
+    wait_until(lambda: ana_head.locator(".name").inner_text() == "Ana García", 15)
+    assert ana_head.locator(".id").inner_text() == "ana.g"
+    with engine_for(postgres_url).connect() as conn:
+        stored = conn.exec_driver_sql("SELECT display_name FROM checkin_member_profiles WHERE member_id = 'ana.g'")
+        assert stored.scalar().startswith(keyring.PREFIX)
     # The summary counts clients, each number of them.
     summary = page.locator("#summary").inner_text()
     assert f"{len(members)} clients" in summary and "commitment" not in summary
@@ -306,6 +315,21 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
         assert any(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2}", text) for text in texts), texts
         assert page.locator(f"{chart} svg circle").count() > 10
     assert page.locator(".member-id").inner_text() == "ana.g"
+    assert page.locator("#detail-title").inner_text().startswith("Ana García")
+
+    # A private note on the client: saved, there again after a reload, sealed at rest.
+    note = "Prefers a call after 6pm; sister is her support."
+    page.fill("#note-text", note)
+    page.locator("#note-save").focus()
+    page.keyboard.press("Enter")
+    wait_until(lambda: page.locator("#note-status").inner_text().startswith("Saved"), 10)
+    page.reload()
+    page.wait_for_selector("table.slips")
+    wait_until(lambda: page.locator("#note-text").input_value() == note, 10)
+    with engine_for(postgres_url).connect() as conn:
+        sealed = conn.exec_driver_sql("SELECT note FROM checkin_coach_notes WHERE member_id = 'ana.g'").scalar()
+        assert sealed.startswith(keyring.PREFIX) and note not in sealed
+        assert note not in str(conn.exec_driver_sql("SELECT data FROM events WHERE type = 'coach_note.saved'").all())
     assert not any(note in page.content() for note in NOTES)
     _no_axe_violations(page, "detail")
     _screenshot(page, "dashboard-detail.png")
@@ -392,10 +416,25 @@ def test_a_large_caseload_in_the_compact_table(postgres_url: str, amqp_url: str,
     page.set_viewport_size(PHONE)
     assert _no_sideways_scroll(page)
     _screenshot(page, "dashboard-table-phone.png")
+    # An erased client: the name and the coach's note become unreadable (their key is gone).
+    with _api(tenant.api_key) as admin:
+        assert admin.put(f"{commitment_url}/v1/members/client-30", json={"display_name": "Zed"}).status_code == 200
+        wait_until(lambda: page.locator('table.compact tr[data-member="client-30"] .name').inner_text() == "Zed", 15)
+        page.locator('table.compact tr[data-member="client-30"] a').click()
+        page.wait_for_selector("#note:not([hidden])")
+        page.fill("#note-text", "Talked about moving out.")
+        page.click("#note-save")
+        wait_until(lambda: page.locator("#note-status").inner_text().startswith("Saved"), 10)
+        assert admin.delete(f"{commitment_url}/v1/members/client-30").status_code == 202
+    page.reload()
+    wait_until(lambda: "erased" in page.locator("#note-status").inner_text(), 15)
+    assert page.locator("#note-text").input_value() == ""
+    assert page.locator("#detail-title").inner_text().startswith("client-30")
+    page.goto(f"{checkin_url}/dashboard")
+    page.wait_for_selector("table.compact")
+
     # Back to cards (the choice is remembered per browser): 40 cards, still no sideways scroll.
     page.click("#view-cards")
-    page.keyboard.press("Control+A")
-    page.locator("#search").fill("")
     wait_until(lambda: page.locator("#clients > li.client").count() == 40, 5)
     assert _no_sideways_scroll(page)
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from flask import Blueprint, Response, jsonify
 
-from services.checkin import queries
+from services.checkin import coach_notes, profiles, queries
 from services.checkin.access import authorized, may_read_coach
 from services.checkin.api import CheckInOut, ClientsOut, RunOut, StreakOut, check_in_json
 from services.checkin.dashboard import sessions
@@ -28,7 +28,7 @@ from shared import config, keyring
 from shared.auth import encode_token
 from shared.db import read
 from shared.problems import Problem
-from shared.web import correlation_id, engine, now, principal
+from shared.web import context, correlation_id, engine, now, principal
 
 blueprint = Blueprint("dashboard_data", __name__)
 
@@ -66,9 +66,13 @@ def clients() -> Response:
     with read(engine()) as conn:
         items = queries.coach_clients(conn, tenant_id, coach_id, at)
         settings, _ = queries.load_settings(conn, tenant_id)
-    # Dumped by the /v1/ answer's own schema: the page reads exactly the documented shape.
-    return _json({**CLIENTS.dump({"coach_id": coach_id, "as_of": at, "items": items}),
-                  "at_risk": settings.as_json()["at_risk"]})
+        names = profiles.display_names(conn, tenant_id, [item["member_id"] for item in items])
+    # Dumped by the /v1/ answer's own schema: the page reads exactly the documented shape,
+    # plus each member's profile (the display name, opened here for the page only).
+    body = CLIENTS.dump({"coach_id": coach_id, "as_of": at, "items": items})
+    for item in body["items"]:
+        item["profile"] = profiles.profile_json(names.get(item["member_id"]))
+    return _json({**body, "at_risk": settings.as_json()["at_risk"]})
 
 
 @blueprint.get("/api/commitments/<commitment_id>")
@@ -87,6 +91,7 @@ def commitment(commitment_id: str) -> Response:
         rows = queries.check_in_rows(conn, known.commitment_id)
         runs = run_history(known, queries.decision_state(conn, inputs), inputs.settings, at)
         label = keyring.Opener(conn, known.tenant_id).open(known.contact_label)
+        name = profiles.display_names(conn, known.tenant_id, [known.member_id]).get(known.member_id)
     return _json({
         "commitment": {
             "commitment_id": known.commitment_id, "member_id": known.member_id, "contact_label": label,
@@ -97,7 +102,42 @@ def commitment(commitment_id: str) -> Response:
         "check_ins": CHECK_INS.dump([check_in_json(row._mapping, with_note=False) for row in rows]),
         "runs": RUNS.dump(runs),
         "at_risk": inputs.settings.as_json()["at_risk"],
+        "profile": profiles.profile_json(name),
     })
+
+
+# -- the coach's private notes -------------------------------------------------------------------------
+
+
+def _note_writer() -> str:
+    """The coach of a coach's own session: notes are theirs alone (an admin viewing the
+    dashboard neither reads nor writes them)."""
+    if sessions.session().role != "coach":
+        raise Problem(403, "a coach's notes are the coach's own: an admin key does not read them")
+    return sessions.session().coach_id
+
+
+@blueprint.get("/api/members/<member_id>/note")
+@sessions.signed_in
+def note(member_id: str) -> Response:
+    coach_id = _note_writer()
+    with read(engine()) as conn:
+        return _json(coach_notes.read_note(conn, sessions.session().tenant_id, coach_id, member_id))
+
+
+@blueprint.put("/api/members/<member_id>/note")
+@sessions.signed_in
+def write_note(member_id: str) -> Response:
+    """Save the coach's note on the client; `version` is the one the coach edited (0: none)."""
+    coach_id = _note_writer()
+    body = sessions.json_object()
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise Problem(422, "version: the note's version you edited (0 for a new note)",
+                      errors={"version": ["must be a whole number, 0 or more"]})
+    saved = coach_notes.save_note(engine(), context(), coach_id, member_id, body.get("note"), if_version=version,
+                                  now=now())
+    return _json(saved)
 
 
 # -- the coach's feed, from the notification service -------------------------------------------------

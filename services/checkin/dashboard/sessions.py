@@ -152,7 +152,8 @@ def session() -> Session:
 # -- opening and closing a session ---------------------------------------------------------------
 
 
-def _body() -> dict[str, Any]:
+def json_object() -> dict[str, Any]:
+    """The JSON object a write of the page sends (none: an empty one)."""
     if request.content_length and not request.is_json:
         raise Problem(415, "the body must be application/json")
     body = request.get_json(silent=True) if request.content_length else {}
@@ -214,7 +215,7 @@ def _from_credential(body: dict[str, Any], at: datetime) -> tuple[str, str, str,
 
 def open_session() -> Response:
     refuse_cross_site()
-    body = _body()
+    body = json_object()
     at = now()
     link = _text(body, "link", required=False)
     secret = secrets.token_urlsafe(32)

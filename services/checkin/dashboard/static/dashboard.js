@@ -42,6 +42,7 @@ const state = {
   detailSignature: null,
   feedSignature: null,
   feedExpanded: false,
+  note: null, // {memberId, version} of the note open in the detail view
   loadedAt: null, // when the service last answered
   filter: "all",
   query: "",
@@ -617,7 +618,47 @@ function renderDetail({ commitment: c, name, streak, reports, today, startsOn, h
       : el("p", { class: "muted", text: "None yet: the first one is one kept day away." }),
   );
   $("detail-body").replaceChildren(body);
-  if (first) $("detail-title").focus();
+  if (first) {
+    $("detail-title").focus();
+    loadNote(c.member_id);
+  }
+}
+
+// -- the coach's private note on the client ------------------------------------------------------------
+
+async function loadNote(memberId) {
+  // An admin viewing a coach's dashboard has no notes: they are the coach's own.
+  $("note").hidden = state.session.role !== "coach";
+  if ($("note").hidden) return;
+  state.note = { memberId, version: 0 };
+  $("note-text").value = "";
+  $("note-status").textContent = "Loading…";
+  try {
+    const note = await api(`/dashboard/api/members/${encodeURIComponent(memberId)}/note`);
+    state.note.version = note.version;
+    $("note-text").value = note.note;
+    $("note-status").textContent = note.erased ? "The client's data was erased: the note cannot be read any more."
+      : note.updated_at ? `Saved ${new Date(note.updated_at).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" })}.` : "No note yet.";
+  } catch (error) {
+    $("note-status").textContent = `The note cannot be loaded: ${error.message}.`;
+  }
+}
+
+async function onNoteSave() {
+  const { memberId, version } = state.note;
+  $("note-save").disabled = true;
+  try {
+    const saved = await api(`/dashboard/api/members/${encodeURIComponent(memberId)}/note`, {
+      method: "PUT", body: { note: $("note-text").value, version } });
+    state.note.version = saved.version;
+    $("note-status").textContent = `Saved ${clockTime(new Date(saved.updated_at))}.`;
+  } catch (error) {
+    $("note-status").textContent = error.status === 412
+      ? "The note was changed elsewhere (another tab?) since you opened it. Copy your text, then reload to see it."
+      : `Not saved (${error.status}): ${error.message}.`;
+  } finally {
+    $("note-save").disabled = false;
+  }
 }
 
 function heatmap(reports, startsOn, today) {
@@ -826,5 +867,6 @@ $("token").addEventListener("input", onTokenInput);
 $("sign-out").addEventListener("click", onSignOut);
 $("feed").addEventListener("click", onFeedClick);
 $("sos").addEventListener("click", onFeedClick);
+$("note-save").addEventListener("click", onNoteSave);
 setupTools();
 boot();
