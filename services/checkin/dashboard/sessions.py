@@ -39,7 +39,7 @@ from sqlalchemy import Connection, insert, select, update
 from services.checkin.access import tenant_of
 from services.checkin.dashboard.tables import sessions, sign_in_links
 from services.checkin.tables import CREDENTIALS
-from shared import ratelimit
+from shared import config, ratelimit
 from shared.auth import Presented, Principal, SignedToken, admit, holds_credentials, lookup, read_token, unauthorized
 from shared.db import read
 from shared.problems import Problem, invalid
@@ -95,8 +95,17 @@ def _still_valid(conn: Connection, session: Session) -> bool:
 # -- the checks of every request --------------------------------------------------------------
 
 
+def _https() -> bool:
+    """The browser reached the page over https: directly, or through a trusted proxy that
+    terminated TLS and said so (X-Forwarded-Proto, honoured behind NOCONTACT_TRUSTED_PROXIES)."""
+    if request.is_secure:
+        return True
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return config.trusted_proxies() > 0 and forwarded == "https"
+
+
 def _cookie_name() -> str:
-    return SECURE_COOKIE if request.is_secure else COOKIE
+    return SECURE_COOKIE if _https() else COOKIE
 
 
 def refuse_cross_site() -> None:
@@ -235,14 +244,14 @@ def open_session() -> Response:
     response = jsonify(opened.as_json())
     response.status_code = 201
     response.set_cookie(_cookie_name(), secret, max_age=int((expires_at - at).total_seconds()), path=_cookie_path(),
-                        secure=request.is_secure, httponly=True, samesite="Strict")
+                        secure=_https(), httponly=True, samesite="Strict")
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def _cookie_path() -> str:
     # A __Host- cookie must have Path=/; the plain one is kept to the dashboard's paths.
-    return "/" if request.is_secure else "/dashboard"
+    return "/" if _https() else "/dashboard"
 
 
 def close_session() -> Response:
@@ -254,7 +263,7 @@ def close_session() -> Response:
             conn.execute(update(sessions).where(sessions.c.session_hash == _digest(secret),
                                                 sessions.c.revoked_at.is_(None)).values(revoked_at=now()))
     response = Response(status=204)
-    response.delete_cookie(_cookie_name(), path=_cookie_path(), secure=request.is_secure, httponly=True,
+    response.delete_cookie(_cookie_name(), path=_cookie_path(), secure=_https(), httponly=True,
                            samesite="Strict")
     return response
 
@@ -300,7 +309,7 @@ class SignInLinks(MethodView):
         caller = require_role("admin")
         with engine().begin() as conn:
             secret, expires_at = mint_link(conn, caller, body["coach_id"], body["ttl_seconds"], now())
-        return {"url": f"{request.host_url}dashboard#link={secret}", "coach_id": body["coach_id"],
-                "expires_at": expires_at}
+        origin = f"{'https' if _https() else 'http'}://{request.host}"
+        return {"url": f"{origin}/dashboard#link={secret}", "coach_id": body["coach_id"], "expires_at": expires_at}
 
 
