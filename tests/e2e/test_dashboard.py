@@ -360,6 +360,7 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     page.unroute("**/dashboard/api/clients")
     page.route("**/dashboard/api/**", lambda route: route.abort("internetdisconnected"))
     page.wait_for_selector("#offline:not([hidden])")
+    assert page.locator("#error").is_hidden()  # one banner: the latest trouble
     assert re.search(r"as of \d\d:\d\d", page.locator("#offline").inner_text())
     assert page.locator("#offline").bounding_box()["y"] < page.locator("#overview-title").bounding_box()["y"]
     _screenshot(page, "dashboard-offline.png")

@@ -236,13 +236,14 @@ async function refresh() {
     if (error.status === 401) return showSignIn(signInMessage(error));
     if (error.status === 403) return showSignIn(signInMessage(error));
     const asOf = state.loadedAt ? `as of ${clockTime(state.loadedAt)}` : "nothing loaded yet";
+    // One banner at a time: the latest trouble, not a stack of past ones.
+    $("error").hidden = error.status === 0;
+    $("offline").hidden = error.status !== 0;
     if (error.status === 0) {
       setLive(false, "Offline · retrying");
-      $("offline").hidden = false;
       $("offline").textContent = `Offline: the service does not answer. What you see is ${asOf}; retrying every ${REFRESH_MS / 1000} s.`;
     } else {
       setLive(false, "Trouble loading · retrying");
-      $("error").hidden = false;
       $("error").textContent = `Could not load (${error.status}): ${error.message}. What you see is ${asOf}.`;
     }
   }
@@ -489,7 +490,7 @@ function commitmentBlock(c, client) {
   );
 }
 
-const STATE_TEXT = { kept: "kept", slipped: "slipped", unreported: "not reported" };
+const STATE_TEXT = { kept: "kept", slipped: "slipped", unreported: "not reported", excused: "paused (excused)" };
 
 function dayCell(day, today) {
   const isToday = day.date === today;
@@ -504,8 +505,8 @@ function dayCell(day, today) {
 }
 
 function strip(c) {
-  const kept = c.days.filter((d) => d.state === "kept").length;
-  const slipped = c.days.filter((d) => d.state === "slipped").length;
+  const count = (state) => c.days.filter((d) => d.state === state).length;
+  const excused = count("excused");
   // Younger commitments are padded on the left so every card shares one 30-day axis.
   const pad = c.days.length ? Math.max(30 - c.days.length, 0) : 0;
   const first = c.days.length ? addDays(c.days[0].date, -pad) : null;
@@ -516,7 +517,7 @@ function strip(c) {
     el(
       "figcaption",
       { class: "visually-hidden" },
-      `Last ${c.days.length} days: ${kept} kept, ${slipped} slipped, ${c.days.length - kept - slipped} not reported.`,
+      `Last ${c.days.length} days: ${count("kept")} kept, ${count("slipped")} slipped, ${count("unreported")} not reported${excused ? `, ${excused} paused` : ""}.`,
     ),
     el("ol", { class: "strip", "aria-label": `Last ${c.days.length} days` }, blanks, c.days.map((d) => dayCell(d, c.today))),
     el("div", { class: "strip-scale", "aria-hidden": "true" }, el("span", { text: first ? shortDate(first) : "" }), el("span", { text: "today" })),
@@ -602,6 +603,8 @@ function renderDetail({ commitment: c, name, streak, reports, today, startsOn, h
       el("div", {}, el("dt", { text: "Kept" }), el("dd", { text: streak.kept_days })),
       el("div", {}, el("dt", { text: "Slipped" }), el("dd", { text: streak.slipped_days })),
       el("div", {}, el("dt", { text: "Not reported" }), el("dd", { text: streak.unreported_days })),
+      // Pauses (excused days) come with the between-check-ins work's streak figures.
+      streak.excused_days !== undefined ? el("div", {}, el("dt", { text: "Paused" }), el("dd", { text: streak.excused_days })) : null,
       el("div", {}, el("dt", { text: "Last check-in" }), el("dd", { class: "last-check-in", text: relativeDay(streak.last_check_in_on, today) })),
       el("div", {}, el("dt", { text: "Next milestone" }), el("dd", { text: streak.next_milestone ? `${streak.next_milestone} days` : "all reached" })),
     ),
