@@ -34,7 +34,7 @@ from flask import Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from services.checkin.access import tenant_of
 from services.checkin.dashboard.tables import sessions, sign_in_links
@@ -54,6 +54,7 @@ CSRF_HEADER = "X-Nocontact-Dashboard"
 SESSION_TTL = timedelta(hours=12)
 LINK_TTL_DEFAULT_S = 15 * 60
 LINK_TTL_MAX_S = 24 * 3600
+FORGET_AFTER = timedelta(days=1)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -241,6 +242,9 @@ def open_session() -> Response:
         conn.execute(insert(sessions).values(
             session_hash=_digest(secret), session_id=session_id, tenant_id=tenant_id, role=role, coach_id=coach_id,
             key_id=key_id, token_id=token_id, created_at=at, expires_at=expires_at))
+        # What expired over a day ago goes (a day later still says "expired", not "unknown").
+        conn.execute(delete(sessions).where(sessions.c.expires_at < at - FORGET_AFTER))
+        conn.execute(delete(sign_in_links).where(sign_in_links.c.expires_at < at - FORGET_AFTER))
     response = jsonify(opened.as_json())
     response.status_code = 201
     response.set_cookie(_cookie_name(), secret, max_age=int((expires_at - at).total_seconds()), path=_cookie_path(),

@@ -40,7 +40,15 @@ def _cookie(response: httpx.Response) -> dict[str, str]:
     return {name: rest.split(";", 1)[0]}
 
 
-def test_a_sign_in_link_opens_one_session_and_logout_ends_it_at_once(pg_stack: CheckinStack) -> None:
+@pytest.fixture(params=["pg_stack", "embedded_stack"])
+def any_stack(request: pytest.FixtureRequest) -> CheckinStack:
+    """PostgreSQL + RabbitMQ, and SQLite + the filesystem broker (the server-less default)."""
+    stack: CheckinStack = request.getfixturevalue(request.param)
+    return stack
+
+
+def test_a_sign_in_link_opens_one_session_and_logout_ends_it_at_once(any_stack: CheckinStack) -> None:
+    pg_stack = any_stack
     tenant = pg_stack.tenant()
     commitment_id = pg_stack.commitment(tenant, starts_on=date.today() - timedelta(days=3), coach_id="coach-1")
     with api(pg_stack.base_url) as client:
@@ -109,7 +117,8 @@ def test_the_cli_mints_a_link_with_an_admin_key(pg_stack: CheckinStack, postgres
     assert bad.returncode != 0 and "not a valid admin API key" in bad.stderr
 
 
-def test_a_coachs_note_is_sealed_theirs_alone_and_versioned(pg_stack: CheckinStack) -> None:
+def test_a_coachs_note_is_sealed_theirs_alone_and_versioned(any_stack: CheckinStack) -> None:
+    pg_stack = any_stack
     tenant = pg_stack.tenant()
     pg_stack.commitment(tenant, starts_on=date.today() - timedelta(days=3), coach_id="coach-1", member_id="m-7")
     pg_stack.commitment(tenant, starts_on=date.today() - timedelta(days=3), coach_id="coach-2", member_id="m-8")
@@ -144,7 +153,7 @@ def test_a_coachs_note_is_sealed_theirs_alone_and_versioned(pg_stack: CheckinSta
 
     with read(pg_stack.engine) as conn:
         stored = conn.exec_driver_sql("SELECT note FROM checkin_coach_notes WHERE member_id = 'm-7'").scalar()
-        data = conn.exec_driver_sql("SELECT data::text FROM events WHERE type = 'coach_note.saved'").scalar()
+        data = str(conn.exec_driver_sql("SELECT data FROM events WHERE type = 'coach_note.saved'").scalar())
     assert stored.startswith(keyring.PREFIX) and "Sundays" not in stored and "Sundays" not in data
 
 
