@@ -37,6 +37,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import Connection, delete, insert, select, update
 
 from services.checkin.access import tenant_of
+from services.checkin.api import _problem
 from services.checkin.dashboard.tables import sessions, sign_in_links
 from services.checkin.tables import CREDENTIALS
 from shared import config, ratelimit
@@ -307,6 +308,8 @@ def mint_link(conn: Connection, caller: Principal, coach_id: str, ttl_seconds: i
 class SignInLinks(MethodView):
     @links_blp.arguments(LinkBody)
     @links_blp.response(201, LinkOut)
+    @_problem(links_blp, 403, "not an admin key (a coach's or member's token)")
+    @_problem(links_blp, 422, "coach_id missing or too long, ttl_seconds outside 60..86400")
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """A single-use sign-in link to a coach's dashboard (admin key). It works once, until
         `expires_at` (15 minutes by default), and not after the key that minted it is revoked."""
