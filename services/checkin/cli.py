@@ -29,13 +29,14 @@ def rebuild_command(with_inbox: bool) -> None:
     --with-inbox the commitments and credentials (small: about one event per commitment and
     key) are replayed first by the lock-based rebuild, which pauses appends while it runs.
     """
+    from services.checkin.profiles import profiles_projection
     from services.checkin.projections import CREDENTIALS_PROJECTION, inbox_projection
     from services.checkin.rebuild import rebuild_checkin
     from shared.projection import rebuild
 
     engine = engine_for(config.database_url("checkin"))
     if with_inbox:
-        for projection in (CREDENTIALS_PROJECTION, inbox_projection()):
+        for projection in (CREDENTIALS_PROJECTION, inbox_projection(), profiles_projection()):
             report = rebuild(engine, projection)
             click.echo(
                 f"{report.projection}: {report.events} events in {report.seconds:.2f}s "

@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Column, Connection, String, Table, Text, inse
 from services.checkin.tables import metadata
 from shared import keyring
 from shared.events import RecordedEvent
+from shared.projection import Projection
 from shared.schema import UtcDateTime
 
 PROFILE_UPDATED = "member.profile_updated"
@@ -41,6 +42,13 @@ def apply_profile_event(conn: Connection, event: RecordedEvent) -> None:
         conn.execute(insert(profiles).values(tenant_id=tenant_id, member_id=member_id, **values))
     elif known.position < event.position:
         conn.execute(update(profiles).where(*where).values(**values))
+
+
+def profiles_projection() -> Projection:
+    """The names replayed from the store (`nocontact checkin rebuild --with-inbox`, the shared
+    database only): how names set before this service listened for them are learnt."""
+    return Projection(name="checkin.member_profiles", tables=[profiles], event_types=[PROFILE_UPDATED],
+                      apply=apply_profile_event)
 
 
 def display_names(conn: Connection, tenant_id: str, member_ids: Iterable[str]) -> dict[str, str | None]:

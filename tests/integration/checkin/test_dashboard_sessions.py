@@ -18,6 +18,7 @@ from sqlalchemy import update
 from services.checkin.dashboard.tables import sign_in_links
 from shared import keyring
 from shared.db import read
+from shared.testing import wait_until
 from tests.integration.checkin.conftest import CheckinStack
 from tests.integration.checkin.support import api
 
@@ -180,3 +181,36 @@ def test_a_session_behind_https_gets_a_secure_host_cookie(postgres_url: str, amq
         assert "Secure" in attributes and "Path=/;" in attributes and "SameSite=Strict" in attributes
     finally:
         next(stacks, None)
+
+
+def test_display_names_set_before_are_learnt_by_a_rebuild_and_stay_sealed(pg_stack: CheckinStack) -> None:
+    from datetime import UTC, datetime
+
+    from services.checkin.profiles import display_names, profiles_projection
+    from shared import eventstore
+    from shared.events import Metadata, NewEvent
+    from shared.projection import rebuild
+
+    tenant = pg_stack.tenant()
+    now = datetime.now(UTC)
+    keyring.ensure_key(pg_stack.engine, tenant.tenant_id, "m-9", now=now)
+    for name in ("Sam", "Samira"):  # one append per transaction, its first write
+        with pg_stack.engine.begin() as conn:
+            event = keyring.seal_event(keyring.member_key(conn, tenant.tenant_id, "m-9"),
+                                       NewEvent("member.profile_updated", {"member_id": "m-9", "display_name": name}),
+                                       ("display_name",))
+            eventstore.append(conn, f"member-{tenant.tenant_id}:m-9", [event],
+                              metadata=Metadata(tenant_id=tenant.tenant_id, actor="tests"), now=now)
+    assert rebuild(pg_stack.engine, profiles_projection()).events >= 2
+    with read(pg_stack.engine) as conn:
+        assert display_names(conn, tenant.tenant_id, ["m-9"]) == {"m-9": "Samira"}
+        stored = conn.exec_driver_sql("SELECT display_name FROM checkin_member_profiles WHERE member_id = 'm-9'")
+        assert stored.scalar().startswith(keyring.PREFIX)
+    with pg_stack.engine.begin() as conn:
+        keyring.destroy(conn, tenant.tenant_id, "m-9", now=now)
+
+    def erased() -> bool:  # a process's key cache lives at most NOCONTACT_KEYRING_CACHE_TTL_S
+        with read(pg_stack.engine) as conn:
+            return display_names(conn, tenant.tenant_id, ["m-9"]) == {"m-9": None}
+
+    wait_until(erased, 10, message="the name to read as nothing once the key is destroyed")
