@@ -150,7 +150,7 @@ def _feed_call(method: str, path: str, **kwargs: Any) -> Any:
     token = encode_token(tenant_id=session.tenant_id, role="coach", subject_id=session.coach_id,
                          key_id=session.key_id, token_id=session.token_id,
                          expires_at=min(at + FEED_TOKEN_TTL, session.expires_at), issued_at=at)
-    url = f"{config.service_url('notification')}/v1/coaches/{session.coach_id}/notifications{path}"
+    url = f"{config.dashboard_feed_url()}/v1/coaches/{session.coach_id}/notifications{path}"
     headers = {"Authorization": f"Bearer {token}", "X-Correlation-ID": correlation_id()}
     try:
         response = httpx.request(method, url, headers=headers, timeout=FEED_TIMEOUT_S, **kwargs)
