@@ -99,6 +99,13 @@ def _no_axe_violations(page: Any, view: str) -> None:
     assert not violations, f"{view}: {violations}"
 
 
+def _seen(page: Any, requests: list[str], path: str) -> int:
+    """How many requests to `path` the page sent; a round trip to the browser first lets
+    Playwright hand over the events that arrived meanwhile (they come only on its calls)."""
+    page.evaluate("0")
+    return sum(path in url for url in requests)
+
+
 def _no_sideways_scroll(page: Any) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
 
@@ -280,6 +287,10 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     wait_until(lambda: page.locator("#clients > li.client").count() == at_risk, 5)
     assert page.locator('#summary button[data-filter="at_risk"]').get_attribute("aria-pressed") == "true"
     assert all(cards.nth(i).evaluate("n => n.classList.contains('at-risk')") for i in range(cards.count()))
+    # The polls that follow leave the keyboard where it was.
+    polled = _seen(page, requests, "/dashboard/api/clients")
+    wait_until(lambda: _seen(page, requests, "/dashboard/api/clients") >= polled + 2, 15)
+    assert page.evaluate("document.activeElement.dataset.filter") == "at_risk"
     page.keyboard.press("Space")  # the same chip again: everyone
     wait_until(lambda: page.locator("#clients > li.client").count() == len(members), 5)
     page.locator("#search").focus()

@@ -42,6 +42,8 @@ const state = {
   detailSignature: null,
   feedSignature: null,
   feedExpanded: false,
+  summarySignature: null,
+  tableSignature: null,
   note: null, // {memberId, version} of the note open in the detail view
   loadedAt: null, // when the service last answered
   filter: "all",
@@ -145,7 +147,7 @@ function reset() {
   state.session = null;
   state.clients = [];
   state.cards.clear();
-  state.detailSignature = state.feedSignature = null;
+  state.detailSignature = state.feedSignature = state.summarySignature = state.tableSignature = null;
   $("clients").replaceChildren();
   $("table-wrap").replaceChildren();
   for (const id of ["sos-items", "feed-items", "feed-seen"]) $(id).replaceChildren();
@@ -361,12 +363,19 @@ function renderOverview() {
   $("detail").hidden = true;
   const atRisk = clients.filter((c) => c.atRisk).length;
   const notToday = clients.filter((c) => c.hasActive && !c.checkedInToday).length;
-  // Every number of the summary counts clients (never commitments).
-  $("summary").replaceChildren(
-    summaryChip("all", clients.length, `client${clients.length === 1 ? "" : "s"}`),
-    summaryChip("at_risk", atRisk, "at risk"),
-    summaryChip("not_today", notToday, "not checked in today"),
-  );
+  // Every number of the summary counts clients (never commitments). Redrawn only when it
+  // changed: a poll must not take the keyboard focus away from a chip.
+  const summary = JSON.stringify([clients.length, atRisk, notToday, state.filter]);
+  if (summary !== state.summarySignature) {
+    state.summarySignature = summary;
+    const focused = document.activeElement?.dataset?.filter;
+    $("summary").replaceChildren(
+      summaryChip("all", clients.length, `client${clients.length === 1 ? "" : "s"}`),
+      summaryChip("at_risk", atRisk, "at risk"),
+      summaryChip("not_today", notToday, "not checked in today"),
+    );
+    if (focused) $("summary").querySelector(`[data-filter="${focused}"]`)?.focus();
+  }
   $("empty").hidden = clients.length > 0;
   const shown = visibleClients(clients, state);
   $("count").textContent = shown.length === clients.length ? "" : `Showing ${shown.length} of ${clients.length} clients.`;
@@ -403,6 +412,10 @@ function renderCards(clients) {
 }
 
 function renderTable(clients) {
+  // Redrawn only when what it shows changed (a poll must not take the focus from a link).
+  const signature = JSON.stringify([clients, state.highUrge]);
+  if (signature === state.tableSignature && $("table-wrap").firstChild) return;
+  state.tableSignature = signature;
   const head = ["Client", "Contact", "Streak", "Last check-in", "Urge", "Risk"];
   const rows = clients.flatMap((client) =>
     client.commitments.map((c, i) => {
@@ -825,7 +838,6 @@ function setupTools() {
     if (!chip) return;
     state.filter = chip.dataset.filter === state.filter ? "all" : chip.dataset.filter;
     renderOverview();
-    $("summary").querySelector(`[data-filter="${chip.dataset.filter}"]`)?.focus();
   });
   $("search").addEventListener("input", () => {
     state.query = $("search").value;
