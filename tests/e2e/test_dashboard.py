@@ -353,6 +353,7 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     page.goto(f"{checkin_url}/dashboard?refresh=1")  # the session cookie keeps the coach signed in
     page.wait_for_selector("#clients > li.client")
     assert _no_sideways_scroll(page)
+    _no_axe_violations(page, "overview, phone")
     _screenshot(page, "dashboard-phone.png")
     page.click("#view-table")
     page.wait_for_selector("table.compact")
@@ -374,6 +375,7 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     assert page.locator("#error").is_hidden()  # one banner: the latest trouble
     assert re.search(r"as of \d\d:\d\d", page.locator("#offline").inner_text())
     assert page.locator("#offline").bounding_box()["y"] < page.locator("#overview-title").bounding_box()["y"]
+    _no_axe_violations(page, "offline")
     _screenshot(page, "dashboard-offline.png")
     page.unroute("**/dashboard/api/**")
     page.wait_for_selector("#offline", state="hidden")
