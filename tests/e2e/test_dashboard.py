@@ -388,6 +388,7 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
         refused = stale.get(f"{checkin_url}/dashboard/api/clients")
     assert refused.status_code == 401 and "signed out" in refused.json()["detail"]
     other_tab.wait_for_selector("#sign-in:not([hidden])", timeout=15000)
+    assert "signed out" in other_tab.locator("#sign-in-error").inner_text()
 
     # Everything the page loaded came from the service itself: no CDN, no third party.
     assert requests and all(url.startswith(checkin_url) for url in requests)

@@ -235,7 +235,12 @@ async function refresh() {
       schedule();
       throw error; // a bug of the page, not the service's trouble: let it show as one
     }
-    if (error.status === 401) return showSignIn(signInMessage(error));
+    // The session ended (signed out in another tab, expired, its key revoked): said as the service says it.
+    if (error.status === 401) {
+      // No cookie any more: this browser signed out (another tab did).
+      if (error.message === "not signed in") return showSignIn("You are signed out.");
+      return showSignIn(`${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}.`);
+    }
     if (error.status === 403) return showSignIn(signInMessage(error));
     const asOf = state.loadedAt ? `as of ${clockTime(state.loadedAt)}` : "nothing loaded yet";
     // One banner at a time: the latest trouble, not a stack of past ones.
