@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Protocol
 
@@ -24,8 +24,12 @@ from services.checkin import tables
 from services.checkin.domain import (
     CHECKIN_WITHDRAWN,
     DAY_EVENT_TYPES,
+    MEMBER_SOS,
+    PAUSE_CANCELLED,
+    PAUSE_SCHEDULED,
     SETTINGS_UPDATED,
     STREAM_EVENT_TYPES,
+    URGE_LOGGED,
     CommitmentState,
     CommitmentStatus,
     KnownCommitment,
@@ -203,6 +207,8 @@ def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dic
         "slip_channel": slip.get("channel"),
         "slip_initiated_by": slip.get("initiated_by"),
         "note": data.get("note"),
+        "contact_attempts": data.get("contact_attempts"),
+        "necessary_contact": data.get("necessary_contact"),
         "stream_version": event.stream_version,
         "updated_at": event.recorded_at,
     }
@@ -267,6 +273,35 @@ def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
         apply_check_in_event(conn, event)
 
 
+# -- between check-ins: pauses, urges, SOS -------------------------------------------------------
+
+
+def write_between(conn: Connection, recorded: Sequence[RecordedEvent], *, urge_note: str | None = None) -> None:
+    """The rows of the between-check-in events a command appended: a pause scheduled or
+    cancelled, an urge (with its note, sealed, which no event carries), an SOS (what the
+    per-member limit counts)."""
+    for event in recorded:
+        data = event.data
+        if event.type == PAUSE_SCHEDULED:
+            conn.execute(insert(tables.pauses).values(
+                pause_id=data["pause_id"], commitment_id=data["commitment_id"], tenant_id=event.tenant_id,
+                member_id=data["member_id"], first_day=date.fromisoformat(data["from"]),
+                last_day=date.fromisoformat(data["to"]), reason=data.get("reason"), scheduled_at=event.occurred_at))
+        elif event.type == PAUSE_CANCELLED:
+            conn.execute(update(tables.pauses).where(tables.pauses.c.pause_id == data["pause_id"])
+                         .values(cancelled_at=event.occurred_at))
+        elif event.type == URGE_LOGGED:
+            conn.execute(insert(tables.urges).values(
+                urge_id=data["urge_id"], commitment_id=data["commitment_id"], tenant_id=event.tenant_id,
+                member_id=data["member_id"], at=datetime.fromisoformat(data["at"]), intensity=data["intensity"],
+                outcome=data["outcome"], trigger=data.get("trigger"), coping=data.get("coping"), note=urge_note,
+                recorded_at=event.recorded_at))
+        elif event.type == MEMBER_SOS:
+            conn.execute(insert(tables.sos_calls).values(
+                event_id=str(event.id), tenant_id=event.tenant_id, member_id=data["member_id"],
+                commitment_id=data["commitment_id"], at=event.occurred_at))
+
+
 # -- the state row -------------------------------------------------------------------------------
 
 
@@ -305,6 +340,12 @@ def state_values(
         "milestones_announced": [[t, day.isoformat()] for t, day in sorted(state.milestones, key=_by_run)],
         "missed_told": sorted(day.isoformat() for day in state.missed),
         "standing_announced": list(state.standing),
+        "excused_days": streak.excused_days,
+        "held_firm_days": streak.held_firm_days,
+        "pauses": [[pause_id, first.isoformat(), last.isoformat()]
+                   for pause_id, first, last in sorted(state.pauses, key=lambda p: (p[1], p[0]))],
+        "urge_log": [mark.as_json() for mark in state.urge_log],
+        "reminded_on": state.reminded_on,
     }
 
 

@@ -86,6 +86,15 @@ _STREAM_COLUMNS = (
     _DATA["milestone"].as_integer(),
     _DATA["run_started_on"].as_string(),
     _DATA["reasons"].as_json(),
+    # Between check-ins: what the fold reads of contact on a kept day, pauses and urges.
+    _DATA["contact_attempts"].as_json(),
+    _DATA["necessary_contact"].as_json(),
+    _DATA["pause_id"].as_string(),
+    _DATA["from"].as_string(),
+    _DATA["to"].as_string(),
+    _DATA["urge_id"].as_string(),
+    _DATA["at"].as_string(),
+    _DATA["intensity"].as_integer(),
 )
 
 
@@ -105,9 +114,12 @@ def _read_stream_events(conn: Connection, after: int, within: ColumnElement[bool
             "commitment_id": cid, "member_id": member, "date": day, "outcome": outcome, "urge": urge,
             "mood": mood, "slip": {"channel": channel, "initiated_by": by} if channel else None, "note": note,
             "milestone": milestone, "run_started_on": run_started_on, "reasons": reasons,
+            "contact_attempts": attempts, "necessary_contact": necessary, "pause_id": pause_id, "from": first,
+            "to": last, "urge_id": urge_id, "at": at, "intensity": intensity,
         }, tenant_id, recorded_at)
         for (type_, position, version, tenant_id, recorded_at, cid, member, day, outcome, urge, mood, channel, by,
-             note, milestone, run_started_on, reasons) in conn.execute(query)
+             note, milestone, run_started_on, reasons, attempts, necessary, pause_id, first, last, urge_id, at,
+             intensity) in conn.execute(query)
     ]
 
 
