@@ -25,8 +25,8 @@ START = date(2027, 6, 1)
 
 
 def _play(engine, policy: str):  # type: ignore[no-untyped-def]
-    """Reports of June 1-29 but for 10-14, paused; a pause scheduled then cancelled; the
-    scheduler's pass."""
+    """Reports of June 1-29 but for 10-14, paused (June 1 held firm); a pause scheduled then
+    cancelled; the scheduler's pass."""
     tenant = new_tenant(engine)
     cid, events = new_commitment(engine, tenant, timezone="Europe/Berlin", starts_on=START, duration_days=60,
                                  created_at=datetime(2027, 5, 31, tzinfo=UTC), coach_id="coach")
@@ -35,8 +35,9 @@ def _play(engine, policy: str):  # type: ignore[no-untyped-def]
                                                                     "milestones": [1, 3, 7, 14, 21]}, now=NOW)
     admin, context = tenant.admin, tenant.context
     for offset in (*range(0, 9), *range(14, 29)):
-        handlers.record_check_in(engine, admin, context, cid, {"outcome": "kept", "date": START + timedelta(offset)},
-                                 now=NOW)
+        attempts = [{"channel": "calls", "answered": False}] if offset == 0 else []
+        handlers.record_check_in(engine, admin, context, cid, {"outcome": "kept", "date": START + timedelta(offset),
+                                                               "contact_attempts": attempts}, now=NOW)
     handlers.schedule_pause(engine, admin, context, cid, {"from_": date(2027, 6, 10), "to": date(2027, 6, 14),
                                                           "reason": "hospital"}, now=NOW)
     other = handlers.schedule_pause(engine, admin, context, cid, {"from_": date(2027, 7, 2), "to": date(2027, 7, 3)},
@@ -55,6 +56,7 @@ def test_excused_days_in_the_state_and_rebuild_equals_incremental(engine) -> Non
         pauses = list(conn.execute(select(tables.pauses).where(tables.pauses.c.commitment_id == cid)
                                    .order_by(tables.pauses.c.first_day)))
     # June 10-14 unreported and paused: excused, the run goes on over them (9 + 15 days).
+    assert state.days[:1] == "h" and state.held_firm_days == 1
     assert state.days[9:14] == "xxxxx" and state.excused_days == 5
     assert (state.current_days, state.longest_days, state.unreported_days) == (24, 24, 0)
     assert not [e for e in stream if e.type == "checkin.missed" and "2027-06-1" in e.data["date"]]
