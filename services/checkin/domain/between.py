@@ -207,6 +207,8 @@ def member_sos_data(*, commitment_id: str, member_id: str, coach_id: str | None,
 
 def parse_local_time(value: str) -> time:
     """``"HH:MM"`` (00:00-23:59) as a time; ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("must be HH:MM")
     hours, sep, minutes = value.partition(":")
     if not sep or len(hours) != 2 or len(minutes) != 2 or not (hours + minutes).isdigit():
         raise ValueError("must be HH:MM")

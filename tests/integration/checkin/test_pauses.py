@@ -88,6 +88,11 @@ def test_pauses_over_http(pg_stack) -> None:  # type: ignore[no-untyped-def]
     with api(stack.base_url) as client:
         client.headers.update(tenant.headers())
         assert client.put("/v1/settings", json={"backdate_days": 14}).status_code == 200
+        # (The reminder time of CONTRACT v1.1 is a setting too: HH:MM or null.)
+        wrong_time = client.put("/v1/settings", json={"reminder_local_time": "24:00"})
+        assert wrong_time.status_code == 422 and "reminder_local_time" in wrong_time.json()["errors"]
+        assert client.put("/v1/settings", json={"reminder_local_time": "20:00"}).json()["reminder_local_time"] == \
+            "20:00"
         for offset in (0, 1, 2, 3, 7, 8, 9):
             assert client.post(f"{url}/check-ins", json=body("kept", start + timedelta(offset)),
                                headers=member).status_code == 201
