@@ -230,7 +230,8 @@ class SettingsOut(SettingsBody):
 
 class DayState(Schema):
     date = fields.Date(metadata={"example": TODAY})
-    state = fields.String(metadata={"description": "kept | slipped | unreported", "example": "kept"})
+    state = fields.String(metadata={"description": "kept | slipped | unreported | excused (paused, not reported)",
+                                    "example": "kept"})
 
 
 class UrgeOut(Schema):

@@ -355,8 +355,9 @@ def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime
     windows = {c.commitment_id: _window(c, now) for c in commitments}
     outcomes = _outcomes_since(conn, coached, min(first for first, _ in windows.values()))
     urges = _recent_urges(conn, coached)
+    paused = paused_days(conn, [c.commitment_id for c in commitments])
     stale = [c for c in commitments if c.commitment_id not in snapshots]
-    recomputed = _recompute(conn, tenant_id, stale, now) if stale else {}
+    recomputed = _recompute(conn, tenant_id, stale, now, paused) if stale else {}
 
     # Labels are sealed (shared.keyring); a coach reads them opened.
     labels = keyring.Opener(conn, tenant_id)
@@ -383,7 +384,8 @@ def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime
             "status": str(commitment.status_at(now)),
             "streak": streak,
             "last_check_in_on": last_check_in_on,
-            "last_30_days": _day_states(commitment, now, windows[cid], outcomes.get(cid, {})),
+            "last_30_days": _day_states(commitment, now, windows[cid], outcomes.get(cid, {}),
+                                        paused.get(cid, set())),
             "recent_urges": urges.get(cid, []),
             "at_risk": bool(reasons),
             "reasons": reasons,
@@ -403,7 +405,8 @@ def _window(commitment: KnownCommitment, now: datetime) -> tuple[date, date]:
 
 
 def _day_states(
-    commitment: KnownCommitment, now: datetime, window: tuple[date, date], outcomes: dict[date, str]
+    commitment: KnownCommitment, now: datetime, window: tuple[date, date], outcomes: dict[date, str],
+    excused: set[date],
 ) -> list[dict[str, Any]]:
     today = commitment.today(now)
     first, last = window
@@ -413,7 +416,8 @@ def _day_states(
         outcome = outcomes.get(day)
         if outcome is None and day == today:
             continue  # today is not over: not yet unreported
-        states.append({"date": day, "state": outcome or "unreported"})
+        # A paused day nobody reported is excused, not unreported (a report stands over a pause).
+        states.append({"date": day, "state": outcome or ("excused" if day in excused else "unreported")})
     return states
 
 
@@ -453,7 +457,8 @@ def _recent_urges(conn: Connection, coached: Select[Any]) -> dict[str, list[dict
 
 
 def _recompute(
-    conn: Connection, tenant_id: str, commitments: list[KnownCommitment], now: datetime
+    conn: Connection, tenant_id: str, commitments: list[KnownCommitment], now: datetime,
+    paused: Mapping[str, set[date]],
 ) -> dict[str, tuple[Streak, list[str]]]:
     """Streak and risk reasons of commitments without a current snapshot, from their rows."""
     settings, _ = load_settings(conn, tenant_id)
@@ -462,7 +467,6 @@ def _recompute(
     query = select(table).where(table.c.commitment_id.in_([c.commitment_id for c in commitments]))
     for row in conn.execute(query.order_by(table.c.day)):
         reports[row.commitment_id].append(check_in_from_row(row._mapping))
-    paused = paused_days(conn, [c.commitment_id for c in commitments])
     result = {}
     for commitment in commitments:
         standing = reports[commitment.commitment_id]

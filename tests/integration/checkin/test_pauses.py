@@ -109,6 +109,8 @@ def test_pauses_over_http(pg_stack) -> None:  # type: ignore[no-untyped-def]
         assert (streak["current_days"], streak["excused_days"], streak["unreported_days"]) == (7, 3, 0)
         clients = client.get("/v1/coaches/coach-1/clients").json()["items"][0]["commitments"][0]
         assert clients["streak"]["excused_days"] == 3
+        assert [d["state"] for d in clients["last_30_days"]][3:8] == ["kept", "excused", "excused", "excused",
+                                                                     "kept"]
 
         # Who sees and does what: the coach reads without the reason and cannot pause.
         coach = tenant.headers("coach", "coach-1")
