@@ -54,7 +54,9 @@ COMMITMENT_EVENTS = (
     "commitment.boundaries_changed",
 )
 OWN_EVENTS = tuple(sorted({*STREAM_EVENT_TYPES, SETTINGS_UPDATED}))
-"""This service's own events that a read model folds: the day rows, the settings rows, the states."""
+"""This service's own events that a read model folds: the day rows, the settings rows, the
+states, the pauses' rows."""
+PAUSE_EVENT_TYPES = frozenset({PAUSE_SCHEDULED, PAUSE_CANCELLED})
 
 
 class FoldedEvent(Protocol):
@@ -271,9 +273,39 @@ def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
         apply_settings_event(conn, event)
     elif event.type in DAY_EVENT_TYPES:
         apply_check_in_event(conn, event)
+    elif event.type in PAUSE_EVENT_TYPES:
+        apply_pause_event(conn, event)
 
 
 # -- between check-ins: pauses, urges, SOS -------------------------------------------------------
+
+
+def merge_pause(current: Mapping[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
+    """A pause's row after `event` (None: unchanged): shared by the SQL fold (commands, the
+    lock-based replay) and the in-memory fold of the aside rebuild."""
+    data = event.data
+    if event.type == PAUSE_SCHEDULED and current is None:
+        return {"pause_id": data["pause_id"], "commitment_id": data["commitment_id"], "tenant_id": event.tenant_id,
+                "member_id": data["member_id"], "first_day": date.fromisoformat(data["from"]),
+                "last_day": date.fromisoformat(data["to"]), "reason": data.get("reason"),
+                "scheduled_at": event.recorded_at, "cancelled_at": None}
+    if event.type == PAUSE_CANCELLED and current is not None and current["cancelled_at"] is None:
+        return {**current, "cancelled_at": event.recorded_at}
+    return None
+
+
+def apply_pause_event(conn: Connection, event: FoldedEvent) -> None:
+    """Fold a ``pause.scheduled`` / ``pause.cancelled`` into its row (see `merge_pause`)."""
+    table = tables.pauses
+    where = table.c.pause_id == event.data["pause_id"]
+    current = conn.execute(select(table).where(where)).mappings().first()
+    merged = merge_pause(current, event)
+    if merged is None:
+        return
+    if current is None:
+        conn.execute(insert(table).values(**merged))
+    else:
+        conn.execute(update(table).where(where).values(cancelled_at=merged["cancelled_at"]))
 
 
 def write_between(conn: Connection, recorded: Sequence[RecordedEvent], *, urge_note: str | None = None) -> None:
@@ -282,14 +314,8 @@ def write_between(conn: Connection, recorded: Sequence[RecordedEvent], *, urge_n
     per-member limit counts)."""
     for event in recorded:
         data = event.data
-        if event.type == PAUSE_SCHEDULED:
-            conn.execute(insert(tables.pauses).values(
-                pause_id=data["pause_id"], commitment_id=data["commitment_id"], tenant_id=event.tenant_id,
-                member_id=data["member_id"], first_day=date.fromisoformat(data["from"]),
-                last_day=date.fromisoformat(data["to"]), reason=data.get("reason"), scheduled_at=event.occurred_at))
-        elif event.type == PAUSE_CANCELLED:
-            conn.execute(update(tables.pauses).where(tables.pauses.c.pause_id == data["pause_id"])
-                         .values(cancelled_at=event.occurred_at))
+        if event.type in PAUSE_EVENT_TYPES:
+            apply_pause_event(conn, event)
         elif event.type == URGE_LOGGED:
             conn.execute(insert(tables.urges).values(
                 urge_id=data["urge_id"], commitment_id=data["commitment_id"], tenant_id=event.tenant_id,
@@ -426,14 +452,16 @@ def rebuild_states(conn: Connection, now: datetime) -> int:
 
 
 def own_projection(clock: Clock = utcnow) -> Projection:
-    """Check-in rows, states with their snapshots, and settings, from this service's own events."""
+    """Check-in rows, states with their snapshots, settings and pauses, from this service's own
+    events (the urges' rows hold a note no event carries, and the SOS rows only count: a
+    rebuild leaves both alone)."""
 
     def finish(conn: Connection) -> None:
         rebuild_states(conn, clock())
 
     return Projection(
         name="checkin.read_models",
-        tables=[tables.settings, tables.streaks, tables.check_ins],
+        tables=[tables.settings, tables.streaks, tables.check_ins, tables.pauses],
         event_types=OWN_EVENTS,
         apply=apply_own_event,
         finish=finish,
