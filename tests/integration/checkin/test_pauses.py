@@ -1,12 +1,13 @@
-"""Pauses (CONTRACT v1.1, "Between check-ins") over the real store and over HTTP on
-PostgreSQL + RabbitMQ: excused days in the streak, no missed check-in for them, the rules
-(422 naming the field), who may do what, the reason sealed, and the state rows and the
-pauses' rows a rebuild gives equal to those the commands keep."""
+"""Pauses (CONTRACT v1.1, "Between check-ins") over the real store and over HTTP (PostgreSQL +
+RabbitMQ, SQLite + the filesystem broker): excused days in the streak, no missed check-in
+for them, the rules (422 naming the field), who may do what, the reason sealed, and the
+state rows and the pauses' rows a rebuild gives equal to those the commands keep."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from services.checkin import handlers, tables
@@ -81,8 +82,9 @@ def _today(zone: str) -> date:
     return local_today(zone, datetime.now(UTC))
 
 
-def test_pauses_over_http(pg_stack) -> None:  # type: ignore[no-untyped-def]
-    stack = pg_stack
+@pytest.mark.parametrize("which", ["pg_stack", "embedded_stack"])
+def test_pauses_over_http(which: str, request: pytest.FixtureRequest) -> None:
+    stack = request.getfixturevalue(which)
     tenant = stack.tenant()
     zone = "Europe/Berlin"
     today = _today(zone)
