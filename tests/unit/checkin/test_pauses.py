@@ -26,6 +26,7 @@ from services.checkin.domain import (
     record,
     run_history,
     schedule_pause,
+    withdraw,
 )
 from services.checkin.domain.state import EXCUSED
 from tests.unit.checkin.factories import stored
@@ -211,12 +212,13 @@ def test_every_counted_day_is_kept_slipped_unreported_or_excused(case) -> None: 
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["kept", "slipped", "pause", "cancel"]), st.integers(1, 10),
+@given(st.lists(st.tuples(st.sampled_from(["kept", "slipped", "pause", "cancel", "withdraw"]), st.integers(1, 10),
                           st.integers(0, 3)), max_size=15),
        st.sampled_from([WIDE, VERIFIED]))
 def test_rebuild_equals_incremental_with_pauses(steps, policy_settings) -> None:  # type: ignore[no-untyped-def]
-    """Whatever reports, pauses and cancellations come in whatever order, the state decided
-    command by command is the stream folded at once (and the milestones told are the runs')."""
+    """Whatever reports, withdrawals, pauses and cancellations come in whatever order, the state
+    decided command by command is the stream folded at once, and the milestones told (reached
+    minus revoked) are the runs'."""
     stream: list = []
     state = CommitmentState(START)
     for what, day, length in steps:
@@ -228,6 +230,10 @@ def test_rebuild_equals_incremental_with_pauses(steps, policy_settings) -> None:
                 if not state.pauses:
                     continue
                 decision = cancel_pause(state, COMMITMENT, policy_settings, sorted(state.pauses)[0][0], NOW)
+            elif what == "withdraw":
+                if not state.reported(d(day)):
+                    continue
+                decision = withdraw(state, COMMITMENT, policy_settings, d(day), NOW)
             elif state.reported(d(day)):
                 continue
             else:
