@@ -23,6 +23,7 @@ from services.checkin.domain import (
     CommitmentState,
     Initiator,
     KnownCommitment,
+    LoggedUrge,
     Outcome,
     Slip,
     Streak,
@@ -467,19 +468,33 @@ def _recompute(
     query = select(table).where(table.c.commitment_id.in_([c.commitment_id for c in commitments]))
     for row in conn.execute(query.order_by(table.c.day)):
         reports[row.commitment_id].append(check_in_from_row(row._mapping))
+    logged = _logged_urges(conn, commitments, now - timedelta(days=settings.at_risk.urge_log_window_days + 1))
     result = {}
     for commitment in commitments:
         standing = reports[commitment.commitment_id]
         excused = paused.get(commitment.commitment_id, set())
         streak = _streak_of_rows(commitment, standing, settings, now, excused)
-        # The urges' signals need the state (its urge log): a snapshot that is not today's is
-        # only a lagging scheduler's, the next pass brings them back.
-        assessment = standing_risk(commitment, standing, settings, now, excused=excused)
+        assessment = standing_risk(commitment, standing, settings, now, excused=excused,
+                                   urges=logged[commitment.commitment_id])
         result[commitment.commitment_id] = (streak, [str(reason) for reason in assessment.reasons])
     return result
 
 
 # -- between check-ins: pauses and urges -----------------------------------------------------------
+
+
+def _logged_urges(conn: Connection, commitments: list[KnownCommitment], since: datetime
+                  ) -> dict[str, list[LoggedUrge]]:
+    """The urges logged since `since`, oldest first, as the at-risk rules read them (the rows'
+    view of `domain.logged_urges`)."""
+    table = tables.urges
+    of = {c.commitment_id: c for c in commitments}
+    found: dict[str, list[LoggedUrge]] = defaultdict(list)
+    query = select(table.c.commitment_id, table.c.at, table.c.intensity, table.c.outcome).where(
+        table.c.commitment_id.in_(list(of)), table.c.at >= since).order_by(table.c.at, table.c.urge_id)
+    for row in conn.execute(query):
+        found[row.commitment_id].append(LoggedUrge(of[row.commitment_id].today(row.at), row.intensity, row.outcome))
+    return found
 
 
 def pause_rows(conn: Connection, commitment_id: str) -> list[Row[Any]]:

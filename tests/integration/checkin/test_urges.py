@@ -71,6 +71,11 @@ def test_urges_over_http(pg_stack) -> None:  # type: ignore[no-untyped-def]
         # The fifth urge within a week, and one that ended in reaching out: at risk, at once.
         reasons = client.get("/v1/coaches/coach-1/clients", headers=coach).json()["items"][0]["reasons"]
         assert reasons == ["frequent_urges", "urge_reached_out"]
+        # The same from the rows when the snapshot is not today's (a lagging scheduler).
+        with stack.engine.begin() as conn:
+            conn.execute(tables.streaks.update().where(tables.streaks.c.commitment_id == cid)
+                         .values(as_of=today - timedelta(days=1)))
+        assert client.get("/v1/coaches/coach-1/clients", headers=coach).json()["items"][0]["reasons"] == reasons
 
     with read(stack.engine) as conn:
         stream = read_stream(conn, f"checkin-{cid}")
