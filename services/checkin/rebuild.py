@@ -191,11 +191,11 @@ class CheckinRebuild:
         if state is not None:
             return state
         commitment = self.commitments.get(commitment_id)
-        if commitment is None:  # created after the commitments were read: it has its row by now
-            self.commitments = self._load_commitments(conn)
-            commitment = self.commitments.get(commitment_id)
-            if commitment is None and erased(conn, event.tenant_id, event.data["member_id"]):
+        if commitment is None:
+            if erased(conn, event.tenant_id, event.data["member_id"]):
                 return None
+            # Created after the commitments were read: it has its row by now.
+            self.commitments = self._load_commitments(conn)
             commitment = self.commitments[commitment_id]
         return CommitmentState(commitment.starts_on)
 

@@ -74,26 +74,34 @@ def _dump(suite: Suite) -> str:
     return dumped.stdout
 
 
+#: Messages about a member that no inbox can read: the notification inbox parks both, the
+#: check-in inbox the second.
+PARKED_TYPES = ("checkin.recorded", "commitment.created")
+
+
 def _park(rabbitmq_url: str, tenant_id: str, member_id: str, sealed_label: str) -> None:
-    """A message the notification inbox cannot read (a schema version from the future),
-    about the member: it is parked in the dead letters, with a copy of a sealed value.
-    Published under the suite's prefix (the `tap` fixture sets it)."""
-    envelope = {
-        "id": str(uuid.uuid4()), "type": "checkin.recorded", "schema_version": 99, "tenant_id": tenant_id,
-        "stream_id": f"checkin-{uuid.uuid4()}", "stream_version": 1, "position": 1,
-        "occurred_at": "2026-11-21T09:00:00+00:00", "recorded_at": "2026-11-21T09:00:00+00:00",
-        "correlation_id": None, "causation_id": None, "actor": "test",
-        "data": {"member_id": member_id, "commitment_id": str(uuid.uuid4()), "label": sealed_label},
-    }
+    """Messages the inboxes cannot read (a schema version from the future), about the
+    member: they are parked in the dead letters, with a copy of a sealed value. Published
+    under the suite's prefix (the `tap` fixture sets it)."""
     with bus.connect(rabbitmq_url) as connection:
-        Producer(connection.channel(), exchange=bus.events_exchange()).publish(
-            json.dumps(envelope).encode(), routing_key="checkin.recorded", content_type="application/json",
-            delivery_mode=2)
+        for event_type in PARKED_TYPES:
+            envelope = {
+                "id": str(uuid.uuid4()), "type": event_type, "schema_version": 99, "tenant_id": tenant_id,
+                "stream_id": f"{event_type.split('.')[0]}-{uuid.uuid4()}", "stream_version": 1, "position": 1,
+                "occurred_at": "2026-11-21T09:00:00+00:00", "recorded_at": "2026-11-21T09:00:00+00:00",
+                "correlation_id": None, "causation_id": None, "actor": "test",
+                "data": {"member_id": member_id, "commitment_id": str(uuid.uuid4()), "label": sealed_label},
+            }
+            Producer(connection.channel(), exchange=bus.events_exchange()).publish(
+                json.dumps(envelope).encode(), routing_key=event_type, content_type="application/json",
+                delivery_mode=2)
 
 
 def _parked(suite: Suite, member_id: str) -> list[str]:
+    """The components that parked a message about the member, one entry per message."""
     with read(engine_for(suite.database_url)) as conn:
-        return [body for body in conn.execute(select(dead_letters.c.body)).scalars() if member_id in body]
+        return sorted(row.component for row in conn.execute(select(dead_letters.c.component, dead_letters.c.body))
+                      if member_id in row.body)
 
 
 def _seed(suite: Suite, client: httpx.Client, admin: dict[str, str], member_id: str, marker: str,
@@ -160,7 +168,8 @@ def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(
         lambda body: body["type"] == "commitment.created" and body["data"]["member_id"] == member))
     for who, label in ((member, sealed_label), (other, "not sealed, not the member's")):
         _park(rabbitmq_url, tenant.id, who, label)
-    wait_until(lambda: _parked(suite, member) and _parked(suite, other), 30, message="the parked messages")
+    parked = ["checkin.inbox", "notification.inbox", "notification.inbox"]
+    wait_until(lambda: _parked(suite, member) == parked == _parked(suite, other), 30, message="the parked messages")
 
     # Exported in clear, every field: over HTTP (the member's own token) and by the CLI.
     commitment_part = client.get(suite.url("commitment", f"/v1/members/{member}/export"), headers=member_token)
@@ -237,7 +246,7 @@ def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(
         assert all(item["member_id"] != member for item in feed.json()["items"])
         assert not _parked(suite, member)
         # The second member of the tenant is untouched.
-        assert _parked(suite, other)
+        assert _parked(suite, other) == parked
         kept = client.get(suite.url("commitment", f"/v1/commitments/{other_ids[0]}"), headers=admin)
         assert kept.status_code == 200 and kept.json()["contact"]["label"] == f"{other_marker}-label"
         theirs = client.get(suite.url("commitment", f"/v1/members/{other}/export"), headers=admin)
