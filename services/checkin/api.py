@@ -1,4 +1,5 @@
-"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients.
+"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients,
+a member's export.
 
 Views are thin: parse (the schema), authorize and call a handler, shape the answer. Every
 error a view can answer is documented on it (problem+json, see `_problem`).

@@ -45,8 +45,13 @@ def erased(conn: Connection, tenant_id: str | None, member_id: object) -> bool:
 def scrub(conn: Connection, tenant_id: str, member_id: str, now: datetime) -> None:
     """Destroy the member's key and delete what this service holds about them (shared.erasure.Scrub)."""
     keyring.destroy(conn, tenant_id, member_id, now=now)
-    for table in (tables.check_ins, tables.streaks, tables.commitments):
-        conn.execute(delete(table).where(table.c.tenant_id == tenant_id, table.c.member_id == member_id))
+    commitments = tables.commitments
+    theirs = (commitments.c.tenant_id == tenant_id) & (commitments.c.member_id == member_id)
+    # By commitment (the rows' keys), not by member: those tables have no index on it.
+    owned = select(commitments.c.commitment_id).where(theirs)
+    for table in (tables.check_ins, tables.streaks):
+        conn.execute(delete(table).where(table.c.commitment_id.in_(owned)))
+    conn.execute(delete(commitments).where(theirs))
     forget_member_dead_letters(conn, [CHECKIN_INBOX.name, CHECKIN_ERASURE.name], tenant_id, member_id)
 
 
