@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, Table, func, select
 
-from services.checkin import tables
+from services.checkin import members, tables
 from services.checkin.projections import inbox_projection, own_projection
-from services.checkin.rebuild import rebuild_checkin
+from services.checkin.rebuild import CheckinRebuild, rebuild_checkin
 from services.checkin.scheduler import Scheduler
 from services.commitment.domain.members import stream_id as member_stream
 from shared import erasure, keyring
 from shared.db import read
 from shared.events import Metadata, NewEvent
-from shared.eventstore import append, read_stream
-from shared.projection import rebuild
+from shared.eventstore import LogCursor, append, read_stream
+from shared.projection import rebuild, rebuild_aside
 from shared.relay import Relay
 from shared.schema import events
 from shared.testing import wait_until
@@ -200,3 +200,34 @@ def test_erased_members_are_refused_while_their_rows_are_not_scrubbed_yet(pg_sta
     assert all(row.commitment_id != commitment
                for row in Scheduler(pg_stack.engine).due(datetime.now(UTC) + timedelta(days=30)))
     assert "not any more" not in _stored(pg_stack)
+
+
+class ErasedDuringFill(CheckinRebuild):
+    """A rebuild during which a member is erased: after the fill folded their days, before the swap."""
+
+    def __init__(self, erase: Callable[[], None]) -> None:
+        super().__init__()
+        self.erase = erase
+
+    def fill(self, engine: Engine, shadows: Mapping[str, Table], up_to: LogCursor) -> int:
+        count = super().fill(engine, shadows, up_to)
+        self.erase()
+        return count
+
+
+def test_a_member_erased_during_a_rebuild_does_not_come_back_with_the_swap(pg_stack: CheckinStack) -> None:
+    tenant = pg_stack.tenant()
+    client = api(pg_stack.base_url)
+    for member_id in ("m-1", "m-2"):
+        commitment = pg_stack.commitment(tenant, member_id=member_id, timezone="UTC", starts_on=STARTS_ON)
+        posted = client.post(f"/v1/commitments/{commitment}/check-ins", headers=tenant.headers(),
+                             json=body("kept", STARTS_ON, note=f"{member_id}'s day"))
+        assert posted.status_code == 201, posted.text
+
+    def erase() -> None:
+        with pg_stack.engine.begin() as conn:
+            members.scrub(conn, tenant.tenant_id, "m-1", datetime.now(UTC))
+
+    rebuild_aside(pg_stack.engine, ErasedDuringFill(erase))
+    assert _member_rows(pg_stack, "m-1") == 0
+    assert _member_rows(pg_stack, "m-2") == 3  # the commitment, the day, the state
