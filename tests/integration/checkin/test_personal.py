@@ -32,14 +32,17 @@ TODAY = datetime.now(UTC).date()
 STARTS_ON = TODAY - timedelta(days=5)
 
 
-@pytest.fixture
-def member_relay(pg_stack: CheckinStack) -> Iterator[None]:
-    """The commitment service's relay of the ``member`` category (member.erasure_requested)."""
+@pytest.fixture(params=["pg_stack", "embedded_stack"])
+def stack(request: pytest.FixtureRequest) -> Iterator[CheckinStack]:
+    """The check-in service on PostgreSQL and RabbitMQ, or embedded (SQLite, the filesystem
+    broker), with the commitment service's relay of the ``member`` category
+    (member.erasure_requested)."""
+    running: CheckinStack = request.getfixturevalue(request.param)
     stop = threading.Event()
-    relay = Relay(pg_stack.engine, name="test:member", categories=["member"], poll_interval_s=0.02)
+    relay = Relay(running.engine, name="test:member", categories=["member"], poll_interval_s=0.02)
     thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
     thread.start()
-    yield
+    yield running
     stop.set()
     thread.join(timeout=10)
 
@@ -83,22 +86,21 @@ def _member_rows(stack: CheckinStack, member_id: str) -> int:
                    .scalar_one() for table in (tables.commitments, tables.check_ins, tables.streaks))
 
 
-def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(
-        pg_stack: CheckinStack, member_relay: None) -> None:
-    tenant, other_tenant = pg_stack.tenant(), pg_stack.tenant()
+def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(stack: CheckinStack) -> None:
+    tenant, other_tenant = stack.tenant(), stack.tenant()
     marker, other_marker, old_marker = (f"Zq{uuid.uuid4().hex}" for _ in range(3))
     # A note recorded before sealing existed (its commitment's stream older than this
     # service's knowledge of it) still reads, once the rebuild folded it into the day rows.
     first = str(uuid.uuid4())
-    _plaintext_check_in(pg_stack, tenant, first, "m-1", STARTS_ON, f"{old_marker}-old")
-    commitment_event(pg_stack.engine, tenant, first, "commitment.created", {
+    _plaintext_check_in(stack, tenant, first, "m-1", STARTS_ON, f"{old_marker}-old")
+    commitment_event(stack.engine, tenant, first, "commitment.created", {
         "commitment_id": first, "member_id": "m-1", "contact": {"label": "Alex (ex)", "relationship": "romantic"},
         "channels": ["calls", "texts"], "timezone": "UTC", "starts_on": STARTS_ON.isoformat(), "duration_days": 30,
         "ends_on": (STARTS_ON + timedelta(days=29)).isoformat(), "motivation": "peace", "coach_id": "c-1"})
-    wait_until(lambda: pg_stack.known(first), 15, message="commitment.created to reach the inbox")
-    rebuild_checkin(pg_stack.engine)
-    second = pg_stack.commitment(tenant, member_id="m-2", timezone="UTC", starts_on=STARTS_ON)
-    client = api(pg_stack.base_url)
+    wait_until(lambda: stack.known(first), 15, message="commitment.created to reach the inbox")
+    rebuild_checkin(stack.engine)
+    second = stack.commitment(tenant, member_id="m-2", timezone="UTC", starts_on=STARTS_ON)
+    client = api(stack.base_url)
     admin, member = tenant.headers(), tenant.headers("member", "m-1")
 
     day = STARTS_ON + timedelta(days=1)
@@ -125,7 +127,7 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(
     assert all(item["note"] is None for item in client.get(f"/v1/commitments/{first}/check-ins",
                                                            headers=coach).json()["items"])
     # Sealed at rest: in the log and in the day rows.
-    stored = _stored(pg_stack)
+    stored = _stored(stack)
     assert marker not in stored and other_marker not in stored and "pii:1:" in stored
 
     # The export: everything held, in clear; the member's own token or an admin's.
@@ -144,9 +146,9 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(
     assert client.get("/v1/members/m-nobody/export", headers=admin).status_code == 404
 
     # The erasure: the check-in service scrubs and reports.
-    _request_erasure(pg_stack, tenant, "m-1")
+    _request_erasure(stack, tenant, "m-1")
     def reports() -> int:
-        with read(pg_stack.engine) as conn:
+        with read(stack.engine) as conn:
             return conn.execute(select(func.count()).where(
                 events.c.type == erasure.COMPLETED,
                 events.c.stream_id == erasure.completion_stream("checkin", tenant.tenant_id, "m-1"))).scalar_one()
@@ -154,7 +156,7 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(
     wait_until(lambda: reports() == 1, 20, message="the check-in service's erasure report")
 
     def nothing_left() -> None:
-        assert _member_rows(pg_stack, "m-1") == 0
+        assert _member_rows(stack, "m-1") == 0
         assert client.get(f"/v1/commitments/{first}/check-ins", headers=admin).status_code == 404
         assert client.get(f"/v1/commitments/{first}/streak", headers=admin).status_code == 404
         assert client.post(f"/v1/commitments/{first}/check-ins", headers=admin,
@@ -167,21 +169,21 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(
 
     nothing_left()
     # Nothing comes back: a late or replayed commitment.created, the scheduler, every rebuild.
-    told = _told(pg_stack, first)
-    with read(pg_stack.engine) as conn:
+    told = _told(stack, first)
+    with read(stack.engine) as conn:
         created = read_stream(conn, f"commitment-{first}")
-    deliver(pg_stack.engine, created)
-    Scheduler(pg_stack.engine).tick(datetime.now(UTC) + timedelta(days=3))
-    rebuild(pg_stack.engine, inbox_projection())
-    rebuild_checkin(pg_stack.engine)
-    rebuild(pg_stack.engine, own_projection())
-    rebuild_checkin(pg_stack.engine)
+    deliver(stack.engine, created)
+    Scheduler(stack.engine).tick(datetime.now(UTC) + timedelta(days=3))
+    rebuild(stack.engine, inbox_projection())
+    rebuild_checkin(stack.engine)
+    rebuild(stack.engine, own_projection())
+    rebuild_checkin(stack.engine)
     nothing_left()
-    assert _told(pg_stack, first) == told  # nothing recorded about them since
-    assert marker not in _stored(pg_stack)
+    assert _told(stack, first) == told  # nothing recorded about them since
+    assert marker not in _stored(stack)
 
     # A second request (a redelivery) reports again and changes nothing else.
-    _request_erasure(pg_stack, tenant, "m-1")
+    _request_erasure(stack, tenant, "m-1")
     wait_until(lambda: reports() == 2, 20, message="the second report")
     nothing_left()
 
