@@ -97,7 +97,7 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(s
         "commitment_id": first, "member_id": "m-1", "contact": {"label": "Alex (ex)", "relationship": "romantic"},
         "channels": ["calls", "texts"], "timezone": "UTC", "starts_on": STARTS_ON.isoformat(), "duration_days": 30,
         "ends_on": (STARTS_ON + timedelta(days=29)).isoformat(), "motivation": "peace", "coach_id": "c-1"})
-    wait_until(lambda: stack.known(first), 15, message="commitment.created to reach the inbox")
+    wait_until(lambda: stack.known(first), 60, message="commitment.created to reach the inbox")
     rebuild_checkin(stack.engine)
     second = stack.commitment(tenant, member_id="m-2", timezone="UTC", starts_on=STARTS_ON)
     client = api(stack.base_url)
@@ -153,7 +153,7 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(s
                 events.c.type == erasure.COMPLETED,
                 events.c.stream_id == erasure.completion_stream("checkin", tenant.tenant_id, "m-1"))).scalar_one()
 
-    wait_until(lambda: reports() == 1, 20, message="the check-in service's erasure report")
+    wait_until(lambda: reports() == 1, 60, message="the check-in service's erasure report")
 
     def nothing_left() -> None:
         assert _member_rows(stack, "m-1") == 0
@@ -184,7 +184,7 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(s
 
     # A second request (a redelivery) reports again and changes nothing else.
     _request_erasure(stack, tenant, "m-1")
-    wait_until(lambda: reports() == 2, 20, message="the second report")
+    wait_until(lambda: reports() == 2, 60, message="the second report")
     nothing_left()
 
 
