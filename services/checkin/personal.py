@@ -9,7 +9,9 @@ rebuilds, the scheduler and the state rows never need a key.
 Sealed here:
 
 - ``checkin.recorded`` and ``checkin.corrected``: the member's ``note``
-  (``checkin_check_ins.note``). A withdrawal carries no note.
+  (``checkin_check_ins.note``) and the note of a necessary contact
+  (``necessary_contact.note``, CONTRACT "Between check-ins": sealed as soon as a report
+  carries one). A withdrawal carries no note.
 
 Held sealed as they came (sealed by the commitment service, services.commitment.personal):
 the contact's label and the labels of the boundaries in ``checkin_commitments``.
@@ -17,8 +19,9 @@ the contact's label and the labels of the boundaries in ``checkin_commitments``.
 Notes recorded before sealing existed are plain text in the log: they read as they are
 (`shared.keyring.Opener` passes anything not sealed through).
 
-**For a new personal field** (an urge's note, an SOS message...): add its event type and
-the path of the value to `EVENT_FIELDS`, pass the command's events through `seal` before
+**For a new personal field** (an urge's trigger, coping and note, an SOS message, a
+pause's reason): add its event type and the paths of the values to `EVENT_FIELDS` (the
+event's data must name its ``member_id``), pass the command's events through `seal` before
 ``uow.record`` and run the command in ``keyring.creating_keys`` (the member's first sealed
 value makes their key); open it with a ``keyring.Opener`` where the API answers. Its rows then
 go with the member's other rows in ``services.checkin.members.scrub``.
@@ -36,9 +39,11 @@ from shared.events import NewEvent
 
 from .domain import CHECKIN_CORRECTED, CHECKIN_RECORDED
 
+REPORT_FIELDS = ("note", "necessary_contact.note")
+
 EVENT_FIELDS: keyring.PersonalFields = {
-    CHECKIN_RECORDED: ("note",),
-    CHECKIN_CORRECTED: ("note",),
+    CHECKIN_RECORDED: REPORT_FIELDS,
+    CHECKIN_CORRECTED: REPORT_FIELDS,
 }
 
 

@@ -42,6 +42,9 @@ def test_only_a_reports_note_is_personal() -> None:
                                        previous=CheckIn(DAY, Outcome.KEPT))
     assert not personal.carries_personal(NewEvent(CHECKIN_WITHDRAWN, withdrawn))
     assert not personal.carries_personal(NewEvent(CHECKIN_MISSED, {"member_id": "m-1", "note": "not a field of it"}))
+    necessary = {**_report(None), "necessary_contact": {"exception": 0, "note": "handover ran late"}}
+    assert personal.carries_personal(NewEvent(CHECKIN_RECORDED, necessary))
+    assert not personal.carries_personal(NewEvent(CHECKIN_RECORDED, {**necessary, "necessary_contact": None}))
 
 
 def test_events_without_a_note_go_as_they_are_without_reading_a_key() -> None:
@@ -59,3 +62,11 @@ def test_the_note_is_sealed_for_its_event_and_everything_else_stays_in_clear() -
         k: v for k, v in event.data.items() if k != "note"}
     parsed = keyring.Sealed.parse(sealed.data["note"])
     assert parsed is not None and parsed.event_id == event.id and parsed.open(key.cipher) == "walked past the cafe"
+
+
+def test_a_necessary_contacts_note_is_sealed_and_its_exception_stays_in_clear() -> None:
+    key = keyring.DataKey(uuid.uuid4(), "t-1", "m-1", AESGCM(AESGCM.generate_key(256)))
+    event = NewEvent(CHECKIN_RECORDED, {**_report(None), "necessary_contact": {"exception": 1, "note": "lawyer"}})
+    sealed = keyring.seal_event(key, event, personal.EVENT_FIELDS[CHECKIN_RECORDED])
+    assert sealed.data["note"] is None and sealed.data["necessary_contact"]["exception"] == 1
+    assert keyring.is_sealed(sealed.data["necessary_contact"]["note"]) and "lawyer" not in str(sealed.data)
