@@ -47,9 +47,12 @@ def scrub(conn: Connection, tenant_id: str, member_id: str, now: datetime) -> No
     keyring.destroy(conn, tenant_id, member_id, now=now)
     commitments = tables.commitments
     theirs = (commitments.c.tenant_id == tenant_id) & (commitments.c.member_id == member_id)
-    # By commitment (the rows' keys), not by member: those tables have no index on it.
+    # By commitment (the rows' keys), not by member: those tables have no index on it. The
+    # state rows first: a command on one of these commitments writes its state row last, so
+    # this delete waits for it to commit, and the next statement sees (and deletes) the day
+    # row it wrote; a command that comes later finds the commitment gone and answers 404.
     owned = select(commitments.c.commitment_id).where(theirs)
-    for table in (tables.check_ins, tables.streaks):
+    for table in (tables.streaks, tables.check_ins):
         conn.execute(delete(table).where(table.c.commitment_id.in_(owned)))
     conn.execute(delete(commitments).where(theirs))
     forget_member_dead_letters(conn, [CHECKIN_INBOX.name, CHECKIN_ERASURE.name], tenant_id, member_id)
