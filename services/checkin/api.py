@@ -1,4 +1,5 @@
-"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients.
+"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients,
+a member's export.
 
 Views are thin: parse (the schema), authorize and call a handler, shape the answer. Every
 error a view can answer is documented on it (problem+json, see `_problem`).
@@ -6,22 +7,25 @@ error a view can answer is documented on it (problem+json, see `_problem`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy import Connection, Row
 
-from services.checkin import handlers, queries
+from services.checkin import handlers, members, queries
 from services.checkin.access import authorized, may_read_coach, tenant_of, visible_commitment
-from services.checkin.domain import CHANNELS, Outcome, run_history
+from services.checkin.domain import CHANNELS, KnownCommitment, Outcome, run_history
 from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
+from shared import keyring
+from shared.auth import Principal
 from shared.db import read
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.problems import PROBLEM_JSON
-from shared.web import ProblemSchema, context, engine, etag, if_match, now, principal
+from shared.web import ProblemSchema, context, engine, etag, if_match, now, principal, require_role
 
 checkins_blp = Blueprint("check-ins", __name__, url_prefix="/v1", description="Daily check-ins and streaks")
 settings_blp = Blueprint("settings", __name__, url_prefix="/v1", description="Tenant streak settings (admin)")
@@ -241,6 +245,18 @@ def check_in_json(row: Mapping[str, Any], *, with_note: bool) -> dict[str, Any]:
     }
 
 
+def stored_check_ins_json(conn: Connection, caller: Principal, commitment: KnownCommitment,
+                          rows: Iterable[Row[Any]]) -> list[dict[str, Any]]:
+    """Stored check-in rows as the API shows them to `caller`: notes (sealed at rest,
+    services.checkin.personal) opened for the member and admins, never shown to a coach."""
+    rows = list(rows)
+    if caller.role == "coach":
+        return [check_in_json(row._mapping, with_note=False) for row in rows]
+    notes = keyring.Opener(conn, commitment.tenant_id)
+    notes.prefetch(row.note for row in rows)
+    return [check_in_json({**row._mapping, "note": notes.open(row.note)}, with_note=True) for row in rows]
+
+
 def parse_day(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -280,7 +296,7 @@ class CheckIns(MethodView):
         with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             rows = queries.check_in_rows(conn, commitment.commitment_id, query.get("from_"), query.get("to"))
-        return {"items": [check_in_json(row._mapping, with_note=caller.role != "coach") for row in rows]}
+            return {"items": stored_check_ins_json(conn, caller, commitment, rows)}
 
 
 @checkins_blp.route("/commitments/<commitment_id>/check-ins/<day>")
@@ -295,9 +311,10 @@ class CheckInOfDay(MethodView):
         with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             row = queries.check_in_row(conn, commitment.commitment_id, parsed)
-        if row is None:
-            raise NotFound("no check-in for that date")
-        return check_in_json(row._mapping, with_note=caller.role != "coach"), 200, {"ETag": etag(row.stream_version)}
+            if row is None:
+                raise NotFound("no check-in for that date")
+            [shown] = stored_check_ins_json(conn, caller, commitment, [row])
+        return shown, 200, {"ETag": etag(row.stream_version)}
 
     @checkins_blp.arguments(CHECK_IN)
     @checkins_blp.doc(parameters=[IF_MATCH])
@@ -393,4 +410,36 @@ class CoachClients(MethodView):
         return {"coach_id": coach_id, "as_of": at, "items": items}
 
 
-BLUEPRINTS = [checkins_blp, settings_blp, coaches_blp]
+# -- members ---------------------------------------------------------------------------------------
+
+members_blp = Blueprint("members", __name__, url_prefix="/v1/members",
+                        description="What this service holds about a member: their check-ins, their streaks")
+
+
+class ExportOut(Schema):
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    service = fields.String(metadata={"example": "checkin"})
+    exported_at = fields.String(metadata={"description": "ISO 8601 instant", "example": AT})
+    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear",
+                                 "example": {"commitments": [{"commitment_id": COMMITMENT_ID, "check_ins": [
+                                     {"date": TODAY, "outcome": "kept", "note": "walked past the cafe"}]}]}})
+
+
+@members_blp.route("/<member_id>/export")
+class MemberExport(MethodView):
+    @members_blp.response(200, ExportOut)
+    @_problem(members_blp, 403, "a member's token for another member, or a coach's")
+    @_problem(members_blp, 404, "this service holds nothing about the member (of the caller's tenant)")
+    def get(self, member_id: str) -> dict[str, Any]:
+        """Everything this service holds about the member, notes in clear (admin key, or the
+        member's own token). ``nocontact members export`` merges it with the other services'."""
+        caller = require_role("admin", "member")
+        if caller.role == "member" and caller.subject_id != member_id:
+            raise Forbidden("a member exports only their own data")
+        exported = members.export_member(engine(), tenant_of(caller), member_id, now())
+        if exported is None:
+            raise NotFound("this service holds nothing about the member")
+        return exported
+
+
+BLUEPRINTS = [checkins_blp, settings_blp, coaches_blp, members_blp]

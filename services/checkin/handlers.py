@@ -33,10 +33,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, update
 
-from services.checkin import tables
+from services.checkin import personal, tables
 from services.checkin.access import authorized, may_change_settings
 from services.checkin.domain import (
     DAY_EVENT_TYPES,
+    CheckIn,
     CommitmentState,
     CommitmentStatus,
     Decision,
@@ -53,6 +54,7 @@ from services.checkin.domain import (
 )
 from services.checkin.projections import apply_settings_event, state_values, write_check_in, write_state
 from services.checkin.queries import CommandInputs, command_inputs, decision_state, load_settings, tenant_inputs
+from shared import keyring
 from shared.auth import Principal
 from shared.commands import Context, Pipeline, UnitOfWork
 from shared.errors import require_version
@@ -75,10 +77,12 @@ def _inputs(conn: Connection, caller: Principal, commitment_id: str,
 def _carry_out(
     uow: UnitOfWork, inputs: CommandInputs, state: CommitmentState, decision: Decision, settings_version: int
 ) -> tuple[list[RecordedEvent], dict[str, Any] | None]:
-    """Append what was decided on `state`, then write the day's row (when the command
-    reported a day) and the state row; returns the recorded events and the day's row."""
+    """Append what was decided on `state` (its personal values sealed: `personal`), then
+    write the day's row (when the command reported a day) and the state row; returns the
+    recorded events and the day's row (its note sealed, as the event holds it)."""
     commitment = inputs.commitment
-    uow.record(commitment.stream_id, decision.events, expected_version=state.version)
+    events = personal.seal(uow.conn, commitment.tenant_id, decision.events)
+    uow.record(commitment.stream_id, events, expected_version=state.version)
     recorded = uow.commit()  # the append: the first write (see the module docstring)
     day_row = None
     if recorded and recorded[0].type in DAY_EVENT_TYPES:
@@ -106,9 +110,9 @@ def record_check_in(
         decision = record(state, inputs.commitment, inputs.settings, check_in, uow.now)
         _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         assert row is not None, "a report writes its day's row"
-        return row
+        return _answered(row, check_in)
 
-    return PIPELINE.run(engine, context, command, now=now)
+    return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
 
 def correct_check_in(
@@ -127,13 +131,14 @@ def correct_check_in(
 
     def command(uow: UnitOfWork) -> dict[str, Any]:
         inputs, state = _inputs(uow.conn, caller, commitment_id, day)
-        decision = correct(state, inputs.commitment, inputs.settings, reported_check_in(report, day), uow.now,
+        check_in = reported_check_in(report, day)
+        decision = correct(state, inputs.commitment, inputs.settings, check_in, uow.now,
                            if_match=if_match, day_version=_day_version(inputs))
         _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         assert row is not None, "a correction writes its day's row"
-        return row
+        return _answered(row, check_in)
 
-    return PIPELINE.run(engine, context, command, now=now)
+    return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
 
 def withdraw_check_in(
@@ -155,6 +160,12 @@ def withdraw_check_in(
         _carry_out(uow, inputs, state, decision, inputs.settings_version)
 
     PIPELINE.run(engine, context, command, now=now)
+
+
+def _answered(row: dict[str, Any], check_in: CheckIn) -> dict[str, Any]:
+    """The day's row as the member who just reported it reads it: their own note, which the
+    row holds sealed (nothing to open: the report is at hand)."""
+    return {**row, "note": check_in.note}
 
 
 def _day_version(inputs: CommandInputs) -> int | None:

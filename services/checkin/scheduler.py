@@ -15,13 +15,14 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Engine, Row, exists, select
 
 from services.checkin import tables
 from services.checkin.handlers import run_scheduled
 from shared import config
 from shared.clock import Clock, utcnow
 from shared.db import read
+from shared.schema import keyring
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,17 @@ class Scheduler:
         self.batch_size = batch_size
 
     def due(self, now: datetime) -> list[Row[Any]]:
-        """The commitments due at `now` (id and tenant), the longest due first."""
+        """The commitments due at `now` (id and tenant), the longest due first; none of a
+        member erased (their key destroyed, their rows not scrubbed yet: nothing more is
+        recorded about them, services.checkin.members)."""
         table = tables.commitments
+        erased = exists().where(keyring.c.tenant_id == table.c.tenant_id, keyring.c.member_id == table.c.member_id,
+                                keyring.c.wrapped_key.is_(None))
         with read(self.engine) as conn:
             return list(
                 conn.execute(
                     select(table.c.commitment_id, table.c.tenant_id)
-                    .where(table.c.scheduler_due_at <= now)
+                    .where(table.c.scheduler_due_at <= now, ~erased)
                     .order_by(table.c.scheduler_due_at)
                     .limit(self.batch_size)
                 )
