@@ -1,4 +1,5 @@
-"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients.
+"""HTTP API of the check-in service: check-ins, streaks and runs, settings, a coach's clients,
+a member's export.
 
 Views are thin: parse (the schema), authorize and call a handler, shape the answer. Every
 error a view can answer is documented on it (problem+json, see `_problem`).
@@ -6,24 +7,25 @@ error a view can answer is documented on it (problem+json, see `_problem`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 
-from services.checkin import handlers, queries
+from services.checkin import handlers, members, queries
 from services.checkin.access import authorized, may_read_coach, tenant_of, visible_commitment
-from services.checkin.domain import CHANNELS, Outcome, UrgeOutcome, run_history
+from services.checkin.domain import CHANNELS, KnownCommitment, Outcome, UrgeOutcome, run_history
 from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
 from shared import keyring
+from shared.auth import Principal
 from shared.db import read
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.problems import PROBLEM_JSON, Problem
-from shared.web import ProblemSchema, context, engine, etag, if_match, now, principal
+from shared.web import ProblemSchema, context, engine, etag, if_match, now, principal, require_role
 
 checkins_blp = Blueprint("check-ins", __name__, url_prefix="/v1", description="Daily check-ins and streaks")
 settings_blp = Blueprint("settings", __name__, url_prefix="/v1", description="Tenant streak settings (admin)")
@@ -294,6 +296,25 @@ def _necessary_contact(value: Mapping[str, Any] | None, *, with_note: bool) -> d
     return {"exception": value["exception"], "note": value.get("note") if with_note else None}
 
 
+def stored_check_ins_json(conn: Connection, caller: Principal, commitment: KnownCommitment,
+                          rows: Iterable[Row[Any]]) -> list[dict[str, Any]]:
+    """Stored check-in rows as the API shows them to `caller`: notes (a day's, its necessary
+    contact's: sealed at rest, services.checkin.personal) opened for the member and admins,
+    never shown to a coach."""
+    rows = list(rows)
+    if caller.role == "coach":
+        return [check_in_json(row._mapping, with_note=False) for row in rows]
+    return opened(conn, commitment.tenant_id, [check_in_json(row._mapping, with_note=True) for row in rows])
+
+
+def opened(conn: Connection, tenant_id: str, document: Any) -> Any:
+    """`document` (as the API shows it to the member or an admin) with the personal values
+    in it, sealed at rest, opened with the tenant's keys."""
+    opener = keyring.Opener(conn, tenant_id)
+    opener.prefetch([document])
+    return opener.open_all(document)
+
+
 def parse_day(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -321,8 +342,7 @@ class CheckIns(MethodView):
         day) within the backdating window."""
         row = handlers.record_check_in(engine(), principal(), context(), commitment_id, body, now=now())
         location = f"/v1/commitments/{commitment_id}/check-ins/{row['day'].isoformat()}"
-        return (_opened(check_in_json(row, with_note=True)), 201,
-                {"Location": location, "ETag": etag(row["stream_version"])})
+        return check_in_json(row, with_note=True), 201, {"Location": location, "ETag": etag(row["stream_version"])}
 
     @checkins_blp.arguments(RangeQuery, location="query")
     @checkins_blp.response(200, CheckInList)
@@ -334,8 +354,7 @@ class CheckIns(MethodView):
         with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             rows = queries.check_in_rows(conn, commitment.commitment_id, query.get("from_"), query.get("to"))
-            return {"items": _opened([check_in_json(row._mapping, with_note=caller.role != "coach") for row in rows],
-                                     conn)}
+            return {"items": stored_check_ins_json(conn, caller, commitment, rows)}
 
 
 @checkins_blp.route("/commitments/<commitment_id>/check-ins/<day>")
@@ -350,10 +369,10 @@ class CheckInOfDay(MethodView):
         with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             row = queries.check_in_row(conn, commitment.commitment_id, parsed)
-        if row is None:
-            raise NotFound("no check-in for that date")
-        return (_opened(check_in_json(row._mapping, with_note=caller.role != "coach")), 200,
-                {"ETag": etag(row.stream_version)})
+            if row is None:
+                raise NotFound("no check-in for that date")
+            [shown] = stored_check_ins_json(conn, caller, commitment, [row])
+        return shown, 200, {"ETag": etag(row.stream_version)}
 
     @checkins_blp.arguments(CHECK_IN)
     @checkins_blp.doc(parameters=[IF_MATCH])
@@ -367,7 +386,7 @@ class CheckInOfDay(MethodView):
         parsed = parse_day(day)
         row = handlers.correct_check_in(engine(), principal(), context(), commitment_id, parsed, body, now=now(),
                                         if_match=if_match())
-        return _opened(check_in_json(row, with_note=True)), 200, {"ETag": etag(row["stream_version"])}
+        return check_in_json(row, with_note=True), 200, {"ETag": etag(row["stream_version"])}
 
     @checkins_blp.doc(parameters=[IF_MATCH])
     @checkins_blp.response(204)
@@ -457,34 +476,6 @@ PAUSE_ID = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 URGE_ID = "6f1d2c3b-9e8a-4b7c-8d6e-5f4a3b2c1d0e"
 
 
-def _opened(document: Any, conn: Connection | None = None) -> Any:
-    """`document` with the personal values in it opened for the caller (the member's own, or
-    an admin's), read with the caller's tenant's keys: sealed values are stored so."""
-    tenant_id = tenant_of(principal())
-
-    def opened(connection: Connection) -> Any:
-        opener = keyring.Opener(connection, tenant_id)
-        opener.prefetch([document])
-        return opener.open_all(document)
-
-    if conn is not None:
-        return opened(conn)
-    if not any(keyring.is_sealed(text) for text in _strings(document)):
-        return document
-    with read(engine()) as fresh:
-        return opened(fresh)
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [text for item in value.values() for text in _strings(item)]
-    if isinstance(value, list):
-        return [text for item in value for text in _strings(item)]
-    return []
-
-
 class PauseBody(Schema):
     from_ = fields.Date(data_key="from", required=True, metadata={"description": "first excused day (local)",
                                                                  "example": "2027-03-12"})
@@ -530,12 +521,13 @@ class Pauses(MethodView):
         counted as `excused_days` (event `pause.scheduled`). A report of a paused day still
         stands."""
         event = handlers.schedule_pause(engine(), principal(), context(), commitment_id, body, now=now())
-        data = event.data
-        row = {"pause_id": data["pause_id"], "commitment_id": commitment_id, "first_day": body["from_"],
-               "last_day": body["to"], "reason": data.get("reason"), "scheduled_at": event.occurred_at,
+        pause_id = event.data["pause_id"]
+        # The reason as the caller sent it (the event holds it sealed).
+        row = {"pause_id": pause_id, "commitment_id": commitment_id, "first_day": body["from_"],
+               "last_day": body["to"], "reason": body.get("reason"), "scheduled_at": event.recorded_at,
                "cancelled_at": None}
-        location = f"/v1/commitments/{commitment_id}/pauses/{data['pause_id']}"
-        return _opened(_pause_json(row, with_reason=True)), 201, {"Location": location}
+        location = f"/v1/commitments/{commitment_id}/pauses/{pause_id}"
+        return _pause_json(row, with_reason=True), 201, {"Location": location}
 
     @between_blp.response(200, PauseList)
     @_problem(between_blp, 404, "no such commitment (or not the caller's)")
@@ -545,8 +537,8 @@ class Pauses(MethodView):
         with read(engine()) as conn:
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             rows = queries.pause_rows(conn, commitment.commitment_id)
-            return {"items": _opened([_pause_json(r._mapping, with_reason=caller.role != "coach") for r in rows],
-                                     conn)}
+            items = [_pause_json(r._mapping, with_reason=caller.role != "coach") for r in rows]
+            return {"items": opened(conn, commitment.tenant_id, items)}
 
 
 @between_blp.route("/commitments/<commitment_id>/pauses/<pause_id>")
@@ -561,7 +553,7 @@ class PauseOfId(MethodView):
             row = queries.pause_row(conn, commitment.commitment_id, pause_id)
             if row is None:
                 raise NotFound("no such pause")
-            return _opened(_pause_json(row._mapping, with_reason=caller.role != "coach"), conn)
+            return opened(conn, commitment.tenant_id, _pause_json(row._mapping, with_reason=caller.role != "coach"))
 
     @between_blp.response(204)
     @_problem(between_blp, 404, "no such commitment, or no such pause (or it was cancelled already)")
@@ -629,10 +621,10 @@ class Urges(MethodView):
         """Log an urge to make contact, between check-ins (event `urge.logged`, without the
         note). Urges feed the at-risk rules: frequent, rising, or ended in reaching out."""
         event = handlers.log_urge(engine(), principal(), context(), commitment_id, body, now=now())
-        data = event.data
-        row = {**data, "at": datetime.fromisoformat(data["at"]), "note": body.get("note"),
-               "recorded_at": event.recorded_at}
-        return _opened(_urge_json(row, with_note=True)), 201
+        # Its personal values as the caller sent them (the event and the row hold them sealed).
+        row = {**event.data, "at": datetime.fromisoformat(event.data["at"]), "trigger": body.get("trigger"),
+               "coping": body.get("coping"), "note": body.get("note"), "recorded_at": event.recorded_at}
+        return _urge_json(row, with_note=True), 201
 
     @between_blp.arguments(UrgeQuery, location="query")
     @between_blp.response(200, UrgeList)
@@ -648,7 +640,7 @@ class Urges(MethodView):
             rows, next_cursor = queries.urge_page(conn, commitment, query.get("from_"), query.get("to"),
                                                   query["limit"], query.get("cursor"))
             items = [_urge_json(r._mapping, with_note=caller.role != "coach") for r in rows]
-            return {"items": _opened(items, conn), "next_cursor": next_cursor}
+            return {"items": opened(conn, commitment.tenant_id, items), "next_cursor": next_cursor}
 
 
 class SosBody(Schema):
@@ -683,4 +675,36 @@ class Sos(MethodView):
                 "sent_at": event.occurred_at}, 202
 
 
-BLUEPRINTS = [checkins_blp, settings_blp, coaches_blp, between_blp]
+# -- members ---------------------------------------------------------------------------------------
+
+members_blp = Blueprint("members", __name__, url_prefix="/v1/members",
+                        description="What this service holds about a member: their check-ins, their streaks")
+
+
+class ExportOut(Schema):
+    member_id = fields.String(metadata={"example": MEMBER_ID})
+    service = fields.String(metadata={"example": "checkin"})
+    exported_at = fields.String(metadata={"description": "ISO 8601 instant", "example": AT})
+    data = fields.Dict(metadata={"description": "everything this service holds about the member, in clear",
+                                 "example": {"commitments": [{"commitment_id": COMMITMENT_ID, "check_ins": [
+                                     {"date": TODAY, "outcome": "kept", "note": "walked past the cafe"}]}]}})
+
+
+@members_blp.route("/<member_id>/export")
+class MemberExport(MethodView):
+    @members_blp.response(200, ExportOut)
+    @_problem(members_blp, 403, "a member's token for another member, or a coach's")
+    @_problem(members_blp, 404, "this service holds nothing about the member (of the caller's tenant)")
+    def get(self, member_id: str) -> dict[str, Any]:
+        """Everything this service holds about the member, notes in clear (admin key, or the
+        member's own token). ``nocontact members export`` merges it with the other services'."""
+        caller = require_role("admin", "member")
+        if caller.role == "member" and caller.subject_id != member_id:
+            raise Forbidden("a member exports only their own data")
+        exported = members.export_member(engine(), tenant_of(caller), member_id, now())
+        if exported is None:
+            raise NotFound("this service holds nothing about the member")
+        return exported
+
+
+BLUEPRINTS = [checkins_blp, settings_blp, coaches_blp, between_blp, members_blp]

@@ -34,10 +34,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from services.checkin import between_personal, tables
+from services.checkin import personal, tables
 from services.checkin.access import authorized, may_change_settings
 from services.checkin.domain import (
     DAY_EVENT_TYPES,
+    CheckIn,
     CommitmentState,
     CommitmentStatus,
     Decision,
@@ -91,15 +92,15 @@ def _carry_out(
     uow: UnitOfWork, inputs: CommandInputs, state: CommitmentState, decision: Decision, settings_version: int,
     *, urge_note: str | None = None,
 ) -> tuple[list[RecordedEvent], dict[str, Any] | None]:
-    """Append what was decided on `state` (personal values sealed), then write the day's row
-    (when the command reported a day), the rows of a pause, an urge (`urge_note`: its note,
-    which no event carries) or an SOS, and the state row; returns the recorded events and
-    the day's row."""
+    """Append what was decided on `state` (its personal values sealed: `personal`), then
+    write the day's row (when the command reported a day), the rows of a pause, an urge
+    (`urge_note`: its note, which no event carries, sealed too) or an SOS, and the state
+    row; returns the recorded events and the day's row (its note sealed, as the event holds
+    it)."""
     commitment = inputs.commitment
-    events = between_personal.seal(uow.conn, commitment.tenant_id, decision.events)
+    events = personal.seal(uow.conn, commitment.tenant_id, decision.events)
     if urge_note is not None:
-        urge_note = between_personal.seal_note(uow.conn, commitment.tenant_id, commitment.member_id, urge_note,
-                                               events[0])
+        urge_note = personal.seal_note(uow.conn, commitment.tenant_id, commitment.member_id, urge_note, events[0])
     uow.record(commitment.stream_id, events, expected_version=state.version)
     recorded = uow.commit()  # the append: the first write (see the module docstring)
     day_row = None
@@ -129,7 +130,7 @@ def record_check_in(
         decision = record(state, inputs.commitment, inputs.settings, check_in, uow.now)
         _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         assert row is not None, "a report writes its day's row"
-        return row
+        return _answered(row, check_in)
 
     return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
@@ -150,11 +151,12 @@ def correct_check_in(
 
     def command(uow: UnitOfWork) -> dict[str, Any]:
         inputs, state = _inputs(uow.conn, caller, commitment_id, day)
-        decision = correct(state, inputs.commitment, inputs.settings, reported_check_in(report, day), uow.now,
+        check_in = reported_check_in(report, day)
+        decision = correct(state, inputs.commitment, inputs.settings, check_in, uow.now,
                            if_match=if_match, day_version=_day_version(inputs))
         _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         assert row is not None, "a correction writes its day's row"
-        return row
+        return _answered(row, check_in)
 
     return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
@@ -178,6 +180,15 @@ def withdraw_check_in(
         _carry_out(uow, inputs, state, decision, inputs.settings_version)
 
     PIPELINE.run(engine, context, command, now=now)
+
+
+def _answered(row: dict[str, Any], check_in: CheckIn) -> dict[str, Any]:
+    """The day's row as the member who just reported it reads it: their own notes (the day's,
+    its necessary contact's), which the row holds sealed (nothing to open: the report is at
+    hand)."""
+    necessary = check_in.necessary_contact
+    return {**row, "note": check_in.note, "necessary_contact": None if necessary is None else
+            {"exception": necessary.exception, "note": necessary.note}}
 
 
 def _day_version(inputs: CommandInputs) -> int | None:

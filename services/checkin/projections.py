@@ -37,6 +37,7 @@ from services.checkin.domain import (
     TenantSettings,
     assess,
 )
+from services.checkin.members import erased
 from services.checkin.queries import CommandInputs, StoredState, command_inputs, decision_state, tenant_inputs
 from shared.auth import credentials_projection
 from shared.clock import Clock, utcnow
@@ -100,6 +101,8 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
     if event.type == "commitment.created":
         if conn.execute(select(table.c.commitment_id).where(where)).first():
             return  # a redelivery: the first one already folded it
+        if erased(conn, event.tenant_id, data["member_id"]):
+            return  # late, or replayed: nothing of an erased member comes back (services.checkin.members)
         conn.execute(
             insert(table).values(
                 commitment_id=commitment_id,
@@ -268,10 +271,10 @@ def apply_check_in_event(conn: Connection, event: FoldedEvent) -> None:
 
 def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
     """Fold one of this service's own events into its day and settings rows (the states
-    are folded from whole streams: `rebuild_states`)."""
+    are folded from whole streams: `rebuild_states`); an erased member's days stay out."""
     if event.type == SETTINGS_UPDATED:
         apply_settings_event(conn, event)
-    elif event.type in DAY_EVENT_TYPES:
+    elif event.type in DAY_EVENT_TYPES and not erased(conn, event.tenant_id, event.data["member_id"]):
         apply_check_in_event(conn, event)
     elif event.type in PAUSE_EVENT_TYPES:
         apply_pause_event(conn, event)

@@ -40,6 +40,7 @@ from services.checkin.domain import (
     StateFold,
     TenantSettings,
 )
+from services.checkin.members import erased
 from services.checkin.projections import (
     PAUSE_EVENT_TYPES,
     Removed,
@@ -161,6 +162,7 @@ class CheckinRebuild:
         self.commitments: dict[str, KnownCommitment] = {}  # as the inbox had them at the last projection
         self.projected_on: dict[str, date] = {}  # the local "today" each snapshot was computed for
         self._settings_cache: dict[str, TenantSettings] = {}
+        self.erased: set[str] = set()  # commitments of erased members: their events are skipped
 
     # -- the folds ---------------------------------------------------------------------------
 
@@ -180,6 +182,15 @@ class CheckinRebuild:
                 tenants.add(tenant_id)
                 continue
             commitment_id = event.data["commitment_id"]
+            if commitment_id is None or commitment_id in self.erased:
+                continue  # not a commitment's stream (this service's erasure reports), or an erased member's
+            fold = folds.get(commitment_id)
+            if fold is None:
+                state = self._state(conn, commitment_id, event)
+                if state is None:
+                    self.erased.add(commitment_id)
+                    continue
+                fold = (StateFold(state), 0)
             if event.type in DAY_EVENT_TYPES:
                 days = self.days.setdefault(commitment_id, {})
                 day = date.fromisoformat(event.data["date"])
@@ -195,21 +206,23 @@ class CheckinRebuild:
                 if merged_pause is not None:
                     self.pauses[pause_id] = merged_pause
                 self.pauses_touched.add(pause_id)
-            fold = folds.get(commitment_id)
-            if fold is None:
-                fold = (StateFold(self._state(conn, commitment_id)), 0)
             fold[0].add(event.type, event.data)
             folds[commitment_id] = (fold[0], event.stream_version)
         for commitment_id, (fold, version) in folds.items():
             self.states[commitment_id] = fold.state(version)
         return rows, set(folds), tenants
 
-    def _state(self, conn: Connection, commitment_id: str) -> CommitmentState:
+    def _state(self, conn: Connection, commitment_id: str, event: _Event) -> CommitmentState | None:
+        """The commitment's state folded so far; None when its member was erased (the
+        erasure took the commitment's row: nothing of theirs is brought back)."""
         state = self.states.get(commitment_id)
         if state is not None:
             return state
         commitment = self.commitments.get(commitment_id)
-        if commitment is None:  # created after the commitments were read: it has its row by now
+        if commitment is None:
+            if erased(conn, event.tenant_id, event.data["member_id"]):
+                return None
+            # Created after the commitments were read: it has its row by now.
             self.commitments = self._load_commitments(conn)
             commitment = self.commitments[commitment_id]
         return CommitmentState(commitment.starts_on)
@@ -293,6 +306,15 @@ class CheckinRebuild:
                 stale.add(cid)
         _replace(conn, shadows[tables.streaks.name], ("commitment_id",),
                  [self._state_row(current[cid], now) for cid in stale if cid in current])
+        # A member erased since the fill: the erasure took their commitments' rows, the
+        # shadows lose what the fill folded of them.
+        gone = [{"commitment_id": cid} for cid in before.keys() - current.keys()]
+        for name in (tables.check_ins.name, tables.streaks.name):
+            _delete(conn, shadows[name], ("commitment_id",), gone)
+        for cid in before.keys() - current.keys():
+            self.days.pop(cid, None)
+            self.states.pop(cid, None)
+            self.erased.add(cid)
         return len(batch), up_to
 
 

@@ -22,13 +22,14 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Engine, Row, exists, select, update
 
 from services.checkin import tables
 from services.checkin.handlers import run_scheduled
 from shared import config, metrics
 from shared.clock import Clock, utcnow
 from shared.db import read
+from shared.schema import keyring
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ class Scheduler:
 
     def due(self, now: datetime, skip: Collection[str] = ()) -> list[Row[Any]]:
         """The commitments due at `now` (id and tenant), the longest due first, but those of
-        `skip` (failed in this tick)."""
+        `skip` (failed in this tick); none of a member erased (their key destroyed, their rows
+        not scrubbed yet: nothing more is recorded about them, services.checkin.members)."""
         table = tables.commitments
-        query = select(table.c.commitment_id, table.c.tenant_id).where(table.c.scheduler_due_at <= now)
+        erased = exists().where(keyring.c.tenant_id == table.c.tenant_id, keyring.c.member_id == table.c.member_id,
+                                keyring.c.wrapped_key.is_(None))
+        query = select(table.c.commitment_id, table.c.tenant_id).where(table.c.scheduler_due_at <= now, ~erased)
         if skip:
             query = query.where(table.c.commitment_id.not_in(sorted(skip)))
         with read(self.engine) as conn:

@@ -32,8 +32,8 @@ from shared.eventstore import read_stream
 from shared.relay import Relay
 from shared.testing import wait_until
 from tests.integration.checkin.support import FOREIGN_CATEGORIES, new_commitment, new_tenant
-from tests.integration.notification.conftest import Receiver
 from tests.integration.notification.test_sos_latency import percentile
+from tests.support.receiver import Receiver
 
 ZONE = "Europe/Berlin"
 MEMBERS = 10  # 5 SOS each: the per-member limit
@@ -42,6 +42,7 @@ PER_MEMBER = 5
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    """A partner's webhook receiver on loopback."""
     server = Receiver()
     yield server
     server.close()
