@@ -4,8 +4,9 @@ What this service holds about a member: their commitments as the inbox folded th
 (``checkin_commitments``: the contact's label and the boundaries' labels sealed, as the
 commitment service sealed them), their check-ins (``checkin_check_ins``, the notes sealed
 here, services.checkin.personal), each commitment's state and streak row
-(``checkin_streaks``), the events of their check-in streams, and parked inbox messages
-about them.
+(``checkin_streaks``), their pauses, urges and SOS (``checkin_pauses``, ``checkin_urges``,
+``checkin_sos``: personal values sealed), the events of their check-in streams, and parked
+inbox messages about them.
 
 Erasure (`scrub`, run by the ``erasure`` worker part on ``member.erasure_requested``, see
 `shared.erasure`): the member's key is destroyed (the commitment service did it already
@@ -52,7 +53,7 @@ def scrub(conn: Connection, tenant_id: str, member_id: str, now: datetime) -> No
     # this delete waits for it to commit, and the next statement sees (and deletes) the day
     # row it wrote; a command that comes later finds the commitment gone and answers 404.
     owned = select(commitments.c.commitment_id).where(theirs)
-    for table in (tables.streaks, tables.check_ins):
+    for table in (tables.streaks, tables.check_ins, tables.pauses, tables.urges, tables.sos_calls):
         conn.execute(delete(table).where(table.c.commitment_id.in_(owned)))
     conn.execute(delete(commitments).where(theirs))
     forget_member_dead_letters(conn, [CHECKIN_INBOX.name, CHECKIN_ERASURE.name], tenant_id, member_id)
@@ -97,9 +98,17 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
             days.setdefault(day.commitment_id, []).append(day)
         states = {state.commitment_id: state for state in conn.execute(
             select(streaks).where(streaks.c.commitment_id.in_(ids)))}
+        # Between check-ins: pauses and urges (an urge's note is in its row only).
+        between: dict[str, dict[str, list[Any]]] = {}
+        for name, table, order in (("pauses", tables.pauses, tables.pauses.c.first_day),
+                                   ("urges", tables.urges, tables.urges.c.at)):
+            for found in conn.execute(select(table).where(table.c.commitment_id.in_(ids)).order_by(order)):
+                item = {k: v for k, v in found._mapping.items() if k not in ("commitment_id", "tenant_id")}
+                between.setdefault(found.commitment_id, {}).setdefault(name, []).append(item)
         opener = keyring.Opener(conn, tenant_id)
         opener.prefetch([(row.contact_label, row.boundaries) for row in rows]
-                        + [day.note for found in days.values() for day in found])
+                        + [(day.note, day.necessary_contact) for found in days.values() for day in found]
+                        + list(between.values()))
         exported = []
         for row in rows:
             commitment = commitment_from_row(row)
@@ -122,6 +131,8 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                         if day.slip_channel else None,
                         "note": opener.open(day.note), "version": day.stream_version,
                         "recorded_at": day.recorded_at, "updated_at": day.updated_at,
+                        "contact_attempts": day.contact_attempts or [],
+                        "necessary_contact": opener.open_all(day.necessary_contact),
                     }
                     for day in days.get(row.commitment_id, [])
                 ],
@@ -131,6 +142,8 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                                  "unreported_days", "streak_started_on", "last_slip_on", "last_check_in_on",
                                  "milestones_reached", "next_milestone", "at_risk", "risk_reasons")
                 },
+                "pauses": opener.open_all(between.get(row.commitment_id, {}).get("pauses", [])),
+                "urges": opener.open_all(between.get(row.commitment_id, {}).get("urges", [])),
                 "history": _history(conn, opener, row.commitment_id),
             })
     return erasure.export_document(member_id, SERVICE, now, {"commitments": exported})

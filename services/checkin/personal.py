@@ -12,6 +12,11 @@ Sealed here:
   (``checkin_check_ins.note``) and the note of a necessary contact
   (``necessary_contact.note``, CONTRACT "Between check-ins": sealed as soon as a report
   carries one). A withdrawal carries no note.
+- ``pause.scheduled``: the reason (``checkin_pauses.reason``);
+- ``urge.logged``: the trigger and the coping (``checkin_urges.trigger``, ``.coping``); the
+  urge's note is in no event (CONTRACT: ``urge.logged`` has none): `seal_note` seals it into
+  its row (``checkin_urges.note``), bound to the event's id;
+- ``member.sos``: the message (for the coach's feed; webhooks never carry it).
 
 Held sealed as they came (sealed by the commitment service, services.commitment.personal):
 the contact's label and the labels of the boundaries in ``checkin_commitments``.
@@ -37,13 +42,16 @@ from sqlalchemy import Connection
 from shared import keyring
 from shared.events import NewEvent
 
-from .domain import CHECKIN_CORRECTED, CHECKIN_RECORDED
+from .domain import CHECKIN_CORRECTED, CHECKIN_RECORDED, MEMBER_SOS, PAUSE_SCHEDULED, URGE_LOGGED
 
 REPORT_FIELDS = ("note", "necessary_contact.note")
 
 EVENT_FIELDS: keyring.PersonalFields = {
     CHECKIN_RECORDED: REPORT_FIELDS,
     CHECKIN_CORRECTED: REPORT_FIELDS,
+    PAUSE_SCHEDULED: ("reason",),
+    URGE_LOGGED: ("trigger", "coping"),
+    MEMBER_SOS: ("message",),
 }
 
 
@@ -75,3 +83,11 @@ def seal(conn: Connection, tenant_id: str, events: Sequence[NewEvent]) -> list[N
         return list(events)
     return keyring.seal_events(conn, tenant_id, events, EVENT_FIELDS)
 
+
+
+def seal_note(conn: Connection, tenant_id: str, member_id: str, note: str | None, event: NewEvent) -> str | None:
+    """A personal value that stays out of `event` (an urge's note), sealed under the member's
+    key bound to it, for its row."""
+    if note is None:
+        return None
+    return keyring.member_key(conn, tenant_id, member_id).seal(note, event.id)
