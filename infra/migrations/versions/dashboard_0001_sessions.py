@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "dashboard_0001"
-down_revision = "checkin_0003"
+down_revision = "checkin_0005"
 branch_labels = None
 depends_on = None
 
