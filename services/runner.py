@@ -133,6 +133,9 @@ def banner(ready: dict[str, bool]) -> str:
         lines.append(f"  {service:<13} {url:<24} {'ready' if ok else 'NOT READY':<9}  API docs: {url}/docs")
         if _has_module(f"services.{service}.worker"):
             lines.append(f"  {'':<13} worker metrics: http://127.0.0.1:{worker_metrics_port(service)}/metrics")
+    first = config.service_url(next(iter(ready))) if ready else None
+    if first:  # every service serves the whole suite's reference; one address is enough
+        lines.append(f"  API reference (all three services): {first}/reference")
     if "checkin" in ready:
         lines.append(f"  Coach dashboard: {config.service_url('checkin')}/dashboard")
     return "\n".join(lines)

@@ -168,6 +168,8 @@ class ShadowTable:
     def swap(self, conn: Connection) -> None:
         """Drop the live table and put the shadow in its place, under the live names."""
         quote = conn.dialect.identifier_preparer.quote
+        if conn.dialect.name == "postgresql":
+            self._take_privileges(conn)
         conn.execute(text(f"DROP TABLE {quote(self.live.name)}"))
         conn.execute(text(f"ALTER TABLE {quote(self.table.name)} RENAME TO {quote(self.live.name)}"))
         if conn.dialect.name == "postgresql":
@@ -181,6 +183,18 @@ class ShadowTable:
         else:
             for name, columns, unique in self.indexes:
                 _create_index(conn, name, self.live.name, columns, unique)
+
+    def _take_privileges(self, conn: Connection) -> None:
+        """Grant the shadow what the live table's grantees hold: the services' role
+        (`shared.db.grant_app_role`) must keep reading and writing the table it replaces,
+        and the table is new to the database, so no earlier GRANT covers it."""
+        quote = conn.dialect.identifier_preparer.quote
+        grants = conn.execute(text(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type "
+            "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = to_regclass(:live) AND a.grantee <> c.relowner"
+        ), {"live": quote(self.live.name)}).all()
+        for grantee, privilege in grants:  # both from the catalog: a role name (quoted by regrole), a keyword
+            conn.execute(text(f"GRANT {privilege} ON {quote(self.table.name)} TO {grantee}"))
 
     def drop(self, conn: Connection) -> None:
         self.table.drop(conn, checkfirst=True)

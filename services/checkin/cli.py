@@ -33,7 +33,9 @@ def rebuild_command(with_inbox: bool) -> None:
     from services.checkin.rebuild import rebuild_checkin
     from shared.projection import rebuild
 
-    engine = engine_for(config.database_url("checkin"))
+    # The owner's connection: building aside creates and renames tables (DDL), which the
+    # services' role may not do; the swapped-in tables keep the role's privileges.
+    engine = engine_for(config.migration_database_url("checkin"))
     if with_inbox:
         for projection in (CREDENTIALS_PROJECTION, inbox_projection()):
             report = rebuild(engine, projection)

@@ -44,7 +44,8 @@ from sqlalchemy import create_engine, select, text
 from shared import testing
 from shared.config import REPO_ROOT
 from shared.testing import bearer, eventually
-from tests.support.suite import Receiver, Suite, commitment_body, create_tenant, running_suite
+from tests.support.receiver import Receiver
+from tests.support.suite import Suite, commitment_body, create_tenant, running_suite
 
 MALFORMED_MARKER = "chaos-malformed"
 
@@ -224,7 +225,7 @@ def run_chaos(suite: Suite, name: str, seconds: float, faults: list[Fault], clie
     receiver = Receiver()
     endpoint = eventually(lambda: http.post(suite.url("notification", "/v1/webhook-endpoints"),
                                             headers=bearer(tenant.api_key),
-                                            json={"url": receiver.url, "event_types": ["checkin.recorded"]}), 201)
+                                            json={"url": receiver.url(), "event_types": ["checkin.recorded"]}), 201)
     secret = endpoint.json()["secret"]
     starts_on = (date.today() - timedelta(days=364)).isoformat()
     per_client = max(2, int(seconds / max(pause_s, 0.01) / 300) + 1)

@@ -4,66 +4,27 @@ PostgreSQL and RabbitMQ, a partner's webhook receiver on loopback.
 One story, end to end: an operator creates a tenant; a partner subscribes to webhooks; a
 member commits and checks in; the streak, the milestone webhooks (signature verified with
 the standardwebhooks package) and the coach's view follow; a revoked key stops working on
-every service within a second.
+every service as soon as its DELETE has returned.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from standardwebhooks import Webhook
 
 from shared import testing
 from shared.db import migrate
 from shared.testing import bearer, eventually
+from tests.support.receiver import Receiver
+from tests.support.suite import free_port
 
 SERVICES = ("commitment", "checkin", "notification")
 OPERATOR = "operator-" + uuid.uuid4().hex
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Receiver:
-    """A partner's webhook endpoint: records every delivery with its headers."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self, secret: str) -> list[dict]:  # type: ignore[type-arg]
-        """Verified payloads, deduplicated by webhook-id (retries reuse it)."""
-        verifier = Webhook(secret)
-        seen: dict[str, dict] = {}  # type: ignore[type-arg]
-        for headers, body in list(self.deliveries):
-            payload = verifier.verify(body, headers)
-            seen.setdefault(headers["webhook-id"], payload)
-        return list(seen.values())
 
 
 @pytest.fixture
@@ -83,7 +44,7 @@ def suite(postgres_database_url: str, rabbitmq_url: str, amqp_url: str, tmp_path
         }
         urls = {}
         for service in SERVICES:
-            port = _free_port()
+            port = free_port()
             env[f"NOCONTACT_{service.upper()}_PORT"] = str(port)
             env[f"NOCONTACT_{service.upper()}_URL"] = f"http://127.0.0.1:{port}"
             urls[service] = f"http://127.0.0.1:{port}"
@@ -123,7 +84,7 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
     receiver = Receiver()
     endpoint = eventually(lambda: client.post(
         f"{notification}/v1/webhook-endpoints", headers=admin,
-        json={"url": receiver.url, "event_types": ["*"], "description": "partner app"}), 201).json()
+        json={"url": receiver.url(), "event_types": ["*"], "description": "partner app"}), 201).json()
     assert endpoint["secret"].startswith("whsec_")
 
     # A member commits, starting three days ago.
@@ -160,11 +121,11 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
 
     # The partner received the milestones, signed; notes never leave the member.
     def milestones() -> list[int]:
-        events = receiver.events(endpoint["secret"])
+        events = receiver.verified(endpoint["secret"])[0].values()
         return sorted(e["data"]["milestone"] for e in events if e["type"] == "streak.milestone_reached")
 
     testing.wait_until(lambda: milestones() == [1, 3], 20, message="milestone webhooks 1 and 3")
-    delivered = receiver.events(endpoint["secret"])
+    delivered = list(receiver.verified(endpoint["secret"])[0].values())
     assert {"commitment.created", "checkin.recorded"} <= {e["type"] for e in delivered}
     assert all("private" not in json.dumps(e) for e in delivered)
     assert all(e["data"].get("commitment_id") in (commitment_id, None) for e in delivered)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import stat
 import subprocess
 import sys
@@ -131,6 +132,7 @@ def test_make_run_redirected_to_a_log_writes_no_credential_into_it(tmp_path: Pat
     for service in SERVICES:
         assert f"API docs: http://127.0.0.1:{env[f'NOCONTACT_{service.upper()}_PORT']}/docs" in logged
     assert f"Coach dashboard: http://127.0.0.1:{env['NOCONTACT_CHECKIN_PORT']}/dashboard" in logged
+    assert re.search(r"API reference \(all three services\): http://127\.0\.0\.1:\d+/reference", logged)
 
 
 def test_make_run_on_a_terminal_shows_the_credentials_there_and_not_in_the_log(tmp_path: Path) -> None:

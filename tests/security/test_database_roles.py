@@ -118,3 +118,20 @@ def test_the_suite_runs_as_the_app_role(roles: tuple[str, str], amqp_url: str, s
     monkeypatch.setenv("NOCONTACT_DATABASE_URL", app_url)
     result = CliRunner().invoke(cli, ["commitment", "rebuild"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    # The check-in rebuild builds aside and swaps (DDL): it connects as the owner
+    # (NOCONTACT_MIGRATION_DATABASE_URL), and the app role keeps its privileges on the
+    # swapped-in tables: the service still reads and records.
+    result = CliRunner().invoke(cli, ["checkin", "rebuild"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with httpx.Client(timeout=15) as client:
+        commitment_id = created.json()["id"]
+        after = client.get(stack.url("checkin", f"/v1/commitments/{commitment_id}/streak"), headers=admin)
+        assert after.status_code == 200 and after.json() == streak.json(), after.text
+        recorded = client.get(stack.url("checkin", f"/v1/commitments/{commitment_id}/check-ins/{day}"),
+                              headers=admin)
+        assert recorded.status_code == 200 and recorded.json()["outcome"] == "kept", recorded.text
+        settings = client.get(stack.url("checkin", "/v1/settings"), headers=admin)
+        assert settings.status_code == 200, settings.text
+        changed = client.put(stack.url("checkin", "/v1/settings"), headers=admin,
+                             json={k: v for k, v in settings.json().items() if k != "version"})
+        assert changed.status_code == 200, changed.text

@@ -17,18 +17,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
-from standardwebhooks import Webhook
 
 from shared import testing
 from shared.config import REPO_ROOT
@@ -268,48 +265,3 @@ def commitment_body(member_id: str, starts_on: str, **extra: Any) -> dict[str, A
         "duration_days": 365,
         **extra,
     }
-
-
-# -- a partner's webhook receiver ----------------------------------------------------------
-
-
-class Receiver:
-    """A partner's webhook endpoint on loopback: records every delivery with its headers."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # http.server calls do_<METHOD>
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def verified(self, secret: str) -> tuple[dict[str, dict[str, Any]], int]:
-        """Verified payloads by webhook-id, and how many deliveries were repeats of an id."""
-        verifier = Webhook(secret)
-        seen: dict[str, dict[str, Any]] = {}
-        repeats = 0
-        with self._lock:
-            deliveries = list(self.deliveries)
-        for headers, body in deliveries:
-            payload = verifier.verify(body, headers)
-            if headers["webhook-id"] in seen:
-                repeats += 1
-            seen.setdefault(headers["webhook-id"], payload)
-        return seen, repeats
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

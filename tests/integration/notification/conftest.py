@@ -1,7 +1,6 @@
 """Support for the notification service's integration tests.
 
-- ``receiver``: a real HTTP server on loopback playing a partner's webhook receiver; it
-  answers from a per-path script and verifies signatures with ``standardwebhooks``.
+- ``receiver``: a partner's webhook receiver (tests.support.receiver).
 - ``notification``: the service over real HTTP with its worker parts, plus a relay over
   every category (the commitment/checkin relays are not running in these tests), a
   tenant and an admin API key folded from events, and helpers to emit domain events.
@@ -9,29 +8,25 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
 
-from shared import eventstore
-from shared.auth import encode_token
 from shared.db import engine_for
-from shared.events import Metadata, NewEvent, RecordedEvent
+from shared.events import NewEvent, RecordedEvent
 from shared.relay import Relay
 from shared.testing import wait_until
+from tests.support.receiver import Receiver, Reply, receiver
+from tests.support.tenants import Tenant as SeededTenant
+from tests.support.tenants import append_as, new_tenant
+
+# The receiver is every suite's (tests.support.receiver); the tests here name it from here.
+__all__ = ["Receiver", "Reply", "receiver"]
 
 #: Short schedules keep the tests fast: attempts at 0 s, +1 s, +1 s.
 FAST_ENV = {
@@ -42,136 +37,19 @@ FAST_ENV = {
 
 
 @dataclass
-class Reply:
-    status: int = 200
-    body: bytes = b"ok"
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    #: Answer only once this is set (at most a minute): a receiver busy for as long as the
-    #: test says, not for a guessed time.
-    until: threading.Event | None = None
+class Tenant:
+    """A seeded tenant (tests.support.tenants) with a client holding its admin key."""
 
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
+    seeded: SeededTenant
+    client: httpx.Client
 
     @property
-    def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
+    def id(self) -> str:
+        return self.seeded.tenant_id
 
-    def verifies_with(self, secret: str) -> bool:
-        try:
-            Webhook(secret).verify(self.body, self.headers)
-        except WebhookVerificationError:
-            return False
-        return True
-
-
-class Receiver:
-    """A partner's webhook receiver: scripted answers per path, every request kept."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.scripts: dict[str, list[Reply]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                reply = receiver._next(self.path)
-                with receiver.lock:
-                    receiver.requests.append(
-                        Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
-                    )
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
-                if reply.until is not None:
-                    reply.until.wait(60)
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("content-length", str(len(reply.body)))
-                    self.end_headers()
-                    self.wfile.write(reply.body)
-                except OSError:
-                    pass  # the sender gave up (timeout): nothing to answer to
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _next(self, path: str) -> Reply:
-        with self.lock:
-            script = self.scripts.get(path)
-            if not script:
-                return Reply()
-            return script.pop(0) if len(script) > 1 else script[0]
-
-    def script(self, path: str, *replies: Reply) -> None:
-        """Answer ``path`` with these replies in turn; the last one repeats."""
-        with self.lock:
-            self.scripts[path] = list(replies)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def at(self, path: str) -> list[Request]:
-        with self.lock:
-            return [r for r in self.requests if r.path == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-def seed_tenant(engine: Any, name: str = "Acme") -> tuple[str, str]:
-    """A tenant and an admin API key, as the commitment service would emit them."""
-    tenant_id = str(uuid.uuid4())
-    key_id = str(uuid.uuid4())
-    api_key = "nck_" + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        eventstore.append(
-            conn,
-            f"tenant-{tenant_id}",
-            [
-                NewEvent("tenant.created", {"tenant_id": tenant_id, "name": name}),
-                NewEvent(
-                    "api_key.issued",
-                    {
-                        "key_id": key_id,
-                        "tenant_id": tenant_id,
-                        "key_hash": hashlib.sha256(api_key.encode()).hexdigest(),
-                        "prefix": api_key[:8],
-                    },
-                ),
-            ],
-            metadata=Metadata(tenant_id=tenant_id, actor="operator"),
-        )
-    return tenant_id, api_key
-
-
-@dataclass
-class Tenant:
-    id: str
-    api_key: str
-    client: httpx.Client
+    @property
+    def api_key(self) -> str:
+        return self.seeded.api_key
 
 
 class NotificationHarness:
@@ -183,19 +61,14 @@ class NotificationHarness:
 
     def token_client(self, tenant: Tenant, role: str, subject: str) -> httpx.Client:
         """A client with a scoped token of the tenant (coach or member)."""
-        now = datetime.now(UTC)
-        token = encode_token(
-            tenant_id=tenant.id, role=role, subject_id=subject, key_id="harness-key", token_id=uuid.uuid4().hex,
-            expires_at=now + timedelta(hours=1), issued_at=now,
-        )
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        return httpx.Client(base_url=self.base_url, headers=tenant.seeded.headers(role, subject), timeout=10)
 
     def tenant(self, name: str = "Acme") -> Tenant:
-        tenant_id, api_key = seed_tenant(self.engine, name)
-        client = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        seeded = new_tenant(self.engine, name)
+        client = httpx.Client(base_url=self.base_url, headers=seeded.headers(), timeout=10)
         # The key is usable once the inbox has folded it from the bus.
         wait_until(lambda: client.get("/v1/webhook-endpoints").status_code == 200, 15, message="api key folded")
-        return Tenant(tenant_id, api_key, client)
+        return Tenant(seeded, client)
 
     def emit(
         self, tenant: Tenant | str, event_type: str, data: dict[str, Any], stream_id: str | None = None
@@ -203,10 +76,7 @@ class NotificationHarness:
         tenant_id = tenant if isinstance(tenant, str) else tenant.id
         category = "commitment" if event_type.split(".")[0] in ("commitment", "coach") else "checkin"
         stream = stream_id or f"{category}-{data.get('commitment_id', uuid.uuid4())}"
-        with self.engine.begin() as conn:
-            (event,) = eventstore.append(
-                conn, stream, [NewEvent(event_type, data)], metadata=Metadata(tenant_id=tenant_id, actor="test")
-            )
+        (event,) = append_as(self.engine, stream, [NewEvent(event_type, data)], tenant_id)
         return event
 
     def create_endpoint(self, tenant: Tenant, url: str, event_types: list[str] | None = None) -> dict[str, Any]:

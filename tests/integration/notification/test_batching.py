@@ -35,7 +35,7 @@ from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.schema import dead_letters, processed_events
 from shared.testing import wait_until
 from shared.topology import NOTIFICATION_INBOX
-from tests.integration.notification.conftest import Receiver
+from tests.support.receiver import Receiver
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -19,8 +19,9 @@ from shared.db import read
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.projection import rebuild
 from shared.testing import wait_until
-from tests.integration.notification.conftest import NotificationHarness, Receiver, Tenant, commitment_data
+from tests.integration.notification.conftest import NotificationHarness, Tenant, commitment_data
 from tests.support.catalogue import problems
+from tests.support.receiver import Receiver
 
 NEW_TYPES = ["commitment.boundaries_changed", "checkin.reminder_due", "urge.logged", "member.sos",
              "pause.scheduled", "pause.cancelled"]

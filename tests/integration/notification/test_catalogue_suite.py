@@ -13,8 +13,9 @@ import httpx
 
 from shared.testing import bearer, eventually, wait_until
 from tests.integration.commitment.conftest import OPERATOR
-from tests.integration.notification.conftest import FAST_ENV, Receiver
+from tests.integration.notification.conftest import FAST_ENV
 from tests.support.catalogue import problems
+from tests.support.receiver import Receiver
 
 #: What the story below makes the services tell partners, at least. Others may follow and
 #: are checked as well: ``client.at_risk`` (told at once, or only after the commitment's

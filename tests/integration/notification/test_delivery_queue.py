@@ -26,7 +26,7 @@ from shared.commands import Context
 from shared.consumer import apply_once
 from shared.db import engine_for, read
 from shared.events import Metadata, NewEvent, RecordedEvent
-from tests.integration.notification.conftest import Receiver, Reply
+from tests.support.receiver import Receiver, Reply
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -18,8 +18,9 @@ from shared import catalogue, eventstore, keyring
 from shared.db import engine_for, read
 from shared.events import Metadata, NewEvent
 from shared.testing import wait_until
-from tests.integration.notification.conftest import Receiver, Reply, Tenant, commitment_data
+from tests.integration.notification.conftest import Tenant, commitment_data
 from tests.support.catalogue import problems
+from tests.support.receiver import Receiver, Reply
 
 
 def _message(tenant: Tenant, endpoint_id: str, message: str) -> dict[str, Any]:

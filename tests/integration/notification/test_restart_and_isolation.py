@@ -18,7 +18,8 @@ from services.notification.tables import deliveries
 from shared import eventstore
 from shared.db import read
 from shared.testing import wait_until
-from tests.integration.notification.conftest import Receiver, Reply, commitment_data
+from tests.integration.notification.conftest import commitment_data
+from tests.support.receiver import Receiver, Reply
 
 
 class Running:

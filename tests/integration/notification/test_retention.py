@@ -17,7 +17,8 @@ from services.notification.tables import attempts, deliveries, messages
 from shared.clock import utcnow
 from shared.db import engine_for, read
 from shared.testing import wait_until
-from tests.integration.notification.conftest import Receiver, Reply, commitment_data
+from tests.integration.notification.conftest import commitment_data
+from tests.support.receiver import Receiver, Reply
 
 
 def _count(engine: Any, table: Any, message_id: str | None = None) -> int:

@@ -35,7 +35,8 @@ from shared.db import engine_for
 from shared.events import Metadata, NewEvent
 from shared.relay import Relay
 from shared.testing import wait_until
-from tests.integration.notification.conftest import Receiver, seed_tenant
+from tests.support.receiver import Receiver
+from tests.support.tenants import new_tenant
 
 SOS_COUNT = 50
 #: The commitment service's relay, for the tenant's key (the check-in service's relays the SOS).
@@ -68,9 +69,9 @@ def test_an_sos_reaches_a_webhook_within_a_second(postgres_url: str, amqp_url: s
                                                    relays: None, receiver: Receiver) -> None:
     stack = stack_factory(postgres_url, ["notification"])
     engine = engine_for(postgres_url)
-    tenant_id, api_key = seed_tenant(engine)
-    admin = httpx.Client(base_url=stack.url("notification"), headers={"Authorization": f"Bearer {api_key}"},
-                         timeout=10)
+    tenant = new_tenant(engine)
+    tenant_id = tenant.tenant_id
+    admin = httpx.Client(base_url=stack.url("notification"), headers=tenant.headers(), timeout=10)
     wait_until(lambda: admin.get("/v1/webhook-endpoints").status_code == 200, 15, message="the key folded")
     created = admin.post("/v1/webhook-endpoints", json={"url": receiver.url("/sos"), "event_types": ["member.sos"]})
     assert created.status_code == 201, created.text

@@ -11,7 +11,8 @@ from typing import Any
 
 from services.notification.domain.messages import message_id
 from shared.testing import wait_until
-from tests.integration.notification.conftest import Receiver, Reply, commitment_data
+from tests.integration.notification.conftest import commitment_data
+from tests.support.receiver import Receiver, Reply
 
 
 def test_event_is_delivered_signed_with_the_contract_body(

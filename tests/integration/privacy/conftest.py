@@ -11,7 +11,8 @@ import pytest
 
 from shared.testing import bearer, eventually
 from tests.integration.commitment.conftest import OPERATOR, probe_factory
-from tests.integration.notification.conftest import FAST_ENV, receiver
+from tests.integration.notification.conftest import FAST_ENV
+from tests.support.receiver import receiver
 
 __all__ = ["probe_factory", "receiver"]
 

@@ -38,7 +38,8 @@ from shared.db import engine_for, read
 from shared.schema import dead_letters
 from shared.testing import bearer, eventually, wait_until
 from tests.integration.commitment.conftest import Probe
-from tests.support.suite import Receiver, Suite, create_tenant, issue_token, running_suite
+from tests.support.receiver import Receiver
+from tests.support.suite import Suite, create_tenant, issue_token, running_suite
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(
     admin = bearer(tenant.api_key)
     receiver = Receiver()
     hook = client.post(suite.url("notification", "/v1/webhook-endpoints"), headers=admin,
-                       json={"url": receiver.url, "event_types": ["*"]})
+                       json={"url": receiver.url(), "event_types": ["*"]})
     assert hook.status_code == 201, hook.text
     tag = uuid.uuid4().hex[:10]
     member, other = f"m1-{tag}", f"m2-{tag}"
@@ -150,7 +151,7 @@ def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(
     member_token = bearer(issue_token(suite, client, tenant, "member", member))
 
     # Partners get the values in clear (opened at send time); the coach's feed has the member.
-    wait_until(lambda: len([b for _, b in receiver.deliveries if marker.encode() in b]) >= 3, 30,
+    wait_until(lambda: len([b for b in (r.body for r in receiver.at()) if marker.encode() in b]) >= 3, 30,
                message="the webhooks about the member")
     coach_feed = eventually(lambda: client.get(suite.url("notification", f"/v1/coaches/coach-{tag}/notifications"),
                                                headers=admin), 200)
@@ -195,7 +196,7 @@ def test_a_members_data_is_sealed_everywhere_exported_in_clear_and_erased(
     assert status["status"] == "erasing"
     assert status["services"] == {"commitment": "erased", "notification": "erased", "checkin": "erasing"}
     assert client.delete(suite.url("commitment", f"/v1/members/{member}"), headers=admin).json() == erased.json()
-    wait_until(lambda: any(b"member.erasure_requested" in b for _, b in receiver.deliveries), 30,
+    wait_until(lambda: any(b"member.erasure_requested" in b for b in (r.body for r in receiver.at())), 30,
                message="partners told of the erasure")
 
     def nothing_left() -> None:

@@ -25,8 +25,8 @@ from shared.projection import rebuild
 from shared.relay import Relay
 from shared.schema import events
 from shared.testing import eventually, wait_until
-from tests.integration.notification.conftest import Receiver
 from tests.integration.privacy.conftest import Stack
+from tests.support.receiver import Receiver
 
 
 def _commitment(label: str, motivation: str, member_id: str) -> dict[str, Any]:
