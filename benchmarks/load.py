@@ -15,7 +15,9 @@ row per request: ``[due, late, elapsed, status, commitment_id, date]`` (`stats.R
 
 The payload is nocontact's ``POST /v1/commitments/{id}/check-ins`` body: ``date``,
 ``outcome``, ``urge``, ``mood``, and one request in ten (`SLIP_EVERY`) a slip with its
-``slip`` object.
+``slip`` object. With ``NOCONTACT_BENCH_CHECKIN_NOTE_EVERY=N`` (default 0: none) one
+request in N carries a member's ``note`` (`NOTE`), the personal value the check-in service
+seals (services.checkin.personal): what measures sealing's cost (see benchmarks/unsealed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import http.client
 import itertools
 import json
 import multiprocessing
+import os
 import resource
 import threading
 import time
@@ -33,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 SLIP_EVERY = 10  # one check-in in ten is a slip: streak resets and milestones happen too
+NOTE_EVERY = int(os.environ.get("NOCONTACT_BENCH_CHECKIN_NOTE_EVERY", "0"))
+NOTE = "walked past the cafe where we used to meet and kept going; called my sister instead"
 
 Pair = tuple[str, str]
 """(commitment_id, ISO date): one check-in to record."""
@@ -43,6 +48,8 @@ def check_in_body(day: str, index: int) -> bytes:
     if index % SLIP_EVERY == SLIP_EVERY - 1:
         body["outcome"] = "slipped"
         body["slip"] = {"channel": "texts", "initiated_by": "me"}
+    if NOTE_EVERY and index % NOTE_EVERY == 0:
+        body["note"] = NOTE
     return json.dumps(body).encode()
 
 

@@ -74,9 +74,10 @@ OUTCOMES = ("kept", "slipped")
 CHANNELS = ("calls", "texts", "social_media", "email", "in_person")
 RELATIONSHIPS = ("romantic", "family", "friend", "professional", "other")
 STREAK_POLICIES = ("since_last_slip", "verified")
-RISK_REASONS = ("recent_slip", "high_urges", "not_checking_in")
+RISK_REASONS = ("recent_slip", "high_urges", "not_checking_in", "frequent_urges", "rising_urges",
+                "urge_reached_out")
 REVOCATION_REASONS = ("report_recorded", "report_corrected", "report_withdrawn", "settings_changed",
-                      "commitment_changed")
+                      "commitment_changed", "pause_scheduled", "pause_cancelled")
 SERVICES = ("commitment", "checkin", "notification")
 
 #: Every message's own fields (services.notification.domain.messages.webhook_body).
@@ -115,7 +116,13 @@ STREAK_FIGURES: dict[str, Schema] = {
     },
     "next_milestone": _nullable(_integer("The next milestone (days) of the current run", minimum=1)),
     "counted_through": _nullable(_date("Last day counted (today once reported, yesterday until then)")),
+    "excused_days": _integer("Days a pause excused: neither kept nor unreported, they neither break a run nor "
+                             "add to it (CONTRACT v1.1; absent from events recorded before pauses existed)"),
+    "held_firm_days": _integer("Kept days the other person reached out on and the member held firm (CONTRACT "
+                               "v1.1; absent from events recorded before)"),
 }
+#: The figures every check-in stream event with figures carries (those added later may be absent).
+STREAK_REQUIRED = tuple(name for name in STREAK_FIGURES if name not in ("excused_days", "held_firm_days"))
 
 SLIP: Schema = {
     "type": ["object", "null"],
@@ -133,7 +140,26 @@ REPORT: dict[str, Schema] = {
     "urge": _nullable(_integer("Urge to make contact, 0-10", maximum=10)),
     "mood": _nullable(_integer("Mood, 1-5", minimum=1, maximum=5)),
     "slip": SLIP,
+    "contact_attempts": {
+        "type": "array",
+        "description": "A kept day only, when told: the other person reached out and the member held firm",
+        "items": {
+            "type": "object",
+            "properties": {"channel": _enum("Over which channel", CHANNELS),
+                           "answered": {"type": "boolean", "description": "Always false: answered is a slip"}},
+            "required": ["channel", "answered"],
+        },
+    },
+    "necessary_contact": {
+        "type": ["object", "null"],
+        "description": "A kept day only, when told: contact one of the commitment's exceptions allowed (its "
+                       "note is the member's, never sent)",
+        "properties": {"exception": _integer("Index of the exception in the commitment's `exceptions`")},
+        "required": ["exception"],
+    },
 }
+#: The fields every report carries (those added later are present only when told).
+REPORT_REQUIRED = ("date", "outcome", "urge", "mood", "slip")
 
 # -- the catalogue -----------------------------------------------------------------------------
 
@@ -204,7 +230,7 @@ _FIGURES = {
     "as_of": "2026-11-21", "policy": "since_last_slip", "current_days": 14, "longest_days": 14,
     "kept_days": 19, "slipped_days": 1, "unreported_days": 1, "streak_started_on": "2026-11-08",
     "last_slip_on": "2026-11-07", "last_check_in_on": "2026-11-21", "milestones_reached": [1, 3, 7, 14],
-    "next_milestone": 21, "counted_through": "2026-11-21",
+    "next_milestone": 21, "counted_through": "2026-11-21", "excused_days": 0, "held_firm_days": 2,
 }
 #: The same member once 11-15 was corrected to slipped: the run since 11-08 ended at 7 days.
 _AFTER_SLIP = {
@@ -384,9 +410,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
         description="A day was reported for the first time. Carries the streak after it (the member's "
                     "private note is never sent).",
         fields={**IDS, **REPORT, **STREAK_FIGURES},
-        required=(*IDS, *REPORT, *STREAK_FIGURES),
+        required=(*IDS, *REPORT_REQUIRED, *STREAK_REQUIRED),
         example_data={**_IDS, "date": "2026-11-21", "outcome": "kept", "urge": 3, "mood": 4, "slip": None,
-                      **_FIGURES},
+                      "contact_attempts": [{"channel": "calls", "answered": False}],
+                      "necessary_contact": {"exception": 0}, **_FIGURES},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a06",
         example_sequence=31,
         example_timestamp="2026-11-21T20:45:12Z",
@@ -399,9 +426,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "previous_outcome": _nullable(_enum("What the replaced report said", OUTCOMES)),
             **STREAK_FIGURES,
         },
-        required=(*IDS, *REPORT, "previous_outcome", *STREAK_FIGURES),
+        required=(*IDS, *REPORT_REQUIRED, "previous_outcome", *STREAK_REQUIRED),
         example_data={**_IDS, "date": "2026-11-15", "outcome": "slipped", "urge": 8, "mood": 2,
-                      "slip": {"channel": "texts", "initiated_by": "me"}, "previous_outcome": "kept", **_AFTER_SLIP},
+                      "slip": {"channel": "texts", "initiated_by": "me"}, "contact_attempts": [],
+                      "necessary_contact": None, "previous_outcome": "kept", **_AFTER_SLIP},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a07",
         example_sequence=32,
         example_timestamp="2026-11-21T21:02:47Z",
@@ -416,7 +444,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "previous_outcome": _enum("What the withdrawn report said", OUTCOMES),
             **STREAK_FIGURES,
         },
-        required=(*IDS, "date", "previous_outcome", *STREAK_FIGURES),
+        required=(*IDS, "date", "previous_outcome", *STREAK_REQUIRED),
         example_data={
             **_IDS, "date": "2026-11-21", "previous_outcome": "kept", **_FIGURES,
             "current_days": 13, "longest_days": 13, "kept_days": 18, "last_check_in_on": "2026-11-20",
@@ -436,7 +464,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "deadline": _string("When it became missed (ISO 8601, UTC)", format="date-time"),
             **STREAK_FIGURES,
         },
-        required=(*IDS, "date", "deadline", *STREAK_FIGURES),
+        required=(*IDS, "date", "deadline", *STREAK_REQUIRED),
         example_data={
             **_IDS, "date": "2026-11-20", "deadline": "2026-11-21T11:00:00+00:00", **_FIGURES,
             "current_days": 13, "longest_days": 13, "kept_days": 17, "unreported_days": 2,
@@ -464,7 +492,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
                 "unreported_days is the run's length. The run's, not the streak's figure of the same name"
             ),
         },
-        required=(*IDS, "milestone", "run_started_on", "attempt", "reached_on", *STREAK_FIGURES, "reported_days"),
+        required=(*IDS, "milestone", "run_started_on", "attempt", "reached_on", *STREAK_REQUIRED, "reported_days"),
         example_data={**_IDS, "milestone": 14, "run_started_on": "2026-11-08", "attempt": 2,
                       "reached_on": "2026-11-21", **_FIGURES, "reported_days": 13, "unreported_days": 1},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a10",
@@ -483,7 +511,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "reason": _enum("What made it untrue", REVOCATION_REASONS),
             **STREAK_FIGURES,
         },
-        required=(*IDS, "milestone", "run_started_on", "reason", *STREAK_FIGURES),
+        required=(*IDS, "milestone", "run_started_on", "reason", *STREAK_REQUIRED),
         example_data={**_IDS, "milestone": 14, "run_started_on": "2026-11-08", "reason": "report_corrected",
                       **_AFTER_SLIP},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a11",
@@ -500,7 +528,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
             "ended_run_started_on": _nullable(_date("First day of the run it ended")),
             **STREAK_FIGURES,
         },
-        required=(*IDS, "slipped_on", "ended_run_days", "ended_run_started_on", *STREAK_FIGURES),
+        required=(*IDS, "slipped_on", "ended_run_days", "ended_run_started_on", *STREAK_REQUIRED),
         example_data={**_IDS, "slipped_on": "2026-11-15", "ended_run_days": 7, "ended_run_started_on": "2026-11-08",
                       **_AFTER_SLIP},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a12",
@@ -512,7 +540,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
         description="The commitment's standing changed: at risk (with reasons), or no longer. Told once per "
                     "change of reasons.",
         fields={**IDS, **_RISK, **STREAK_FIGURES},
-        required=(*IDS, *_RISK, *STREAK_FIGURES),
+        required=(*IDS, *_RISK, *STREAK_REQUIRED),
         example_data={**_IDS, "at_risk": True, "reasons": ["recent_slip"], "previous_reasons": [], **_AFTER_SLIP},
         example_event_id="0b7e3c52-1f0a-4d7e-9a51-6c2d8e4f1a13",
         example_sequence=35,

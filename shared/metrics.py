@@ -30,3 +30,8 @@ DEAD_LETTERS = Counter("nocontact_dead_letters_total", "Messages sent to a dead-
 WEBHOOK_ATTEMPTS = Counter(
     "nocontact_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"]
 )
+SCHEDULER_FAILURES = Counter(
+    "nocontact_scheduler_failures_total",
+    "Items a scheduler could not process (skipped, logged, tried again later)",
+    ["scheduler"],
+)

@@ -119,9 +119,11 @@ NOTIFICATION_INBOX = Component(
 # component of its own (its handler appends its report, so it is never batched with other
 # work), and the commitment service's inbox collects the reports.
 NOTIFICATION_ERASURE = Component("notification.erasure", ("member.erasure_requested",))
+CHECKIN_ERASURE = Component("checkin.erasure", ("member.erasure_requested",))
 COMMITMENT_INBOX = Component("commitment.inbox", ("member.erasure_completed",))
 
-COMPONENTS: tuple[Component, ...] = (CHECKIN_INBOX, NOTIFICATION_INBOX, NOTIFICATION_ERASURE, COMMITMENT_INBOX)
+COMPONENTS: tuple[Component, ...] = (CHECKIN_INBOX, NOTIFICATION_INBOX, NOTIFICATION_ERASURE, CHECKIN_ERASURE,
+                                     COMMITMENT_INBOX)
 
 
 def component(name: str) -> Component:

@@ -26,21 +26,27 @@ lost to a change of another day is retried, not answered 412.
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Mapping
-from datetime import date, datetime
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, update
+from sqlalchemy import Connection, Engine, select, update
 
-from services.checkin import tables
+from services.checkin import personal, tables
 from services.checkin.access import authorized, may_change_settings
 from services.checkin.domain import (
     DAY_EVENT_TYPES,
+    CheckIn,
     CommitmentState,
     CommitmentStatus,
     Decision,
+    Pause,
     TenantSettings,
+    Urge,
+    UrgeOutcome,
+    call_for_help,
     change_settings,
     correct,
     next_due,
@@ -51,11 +57,21 @@ from services.checkin.domain import (
     settle,
     withdraw,
 )
-from services.checkin.projections import apply_settings_event, state_values, write_check_in, write_state
+from services.checkin.domain import cancel_pause as domain_cancel_pause
+from services.checkin.domain import log_urge as domain_log_urge
+from services.checkin.domain import schedule_pause as domain_schedule_pause
+from services.checkin.projections import (
+    apply_settings_event,
+    state_values,
+    write_between,
+    write_check_in,
+    write_state,
+)
 from services.checkin.queries import CommandInputs, command_inputs, decision_state, load_settings, tenant_inputs
+from shared import keyring
 from shared.auth import Principal
 from shared.commands import Context, Pipeline, UnitOfWork
-from shared.errors import require_version
+from shared.errors import Conflict, require_version
 from shared.events import RecordedEvent
 
 # Every command writes its read models itself, after its append, from its decision (see
@@ -73,16 +89,24 @@ def _inputs(conn: Connection, caller: Principal, commitment_id: str,
 
 
 def _carry_out(
-    uow: UnitOfWork, inputs: CommandInputs, state: CommitmentState, decision: Decision, settings_version: int
+    uow: UnitOfWork, inputs: CommandInputs, state: CommitmentState, decision: Decision, settings_version: int,
+    *, urge_note: str | None = None,
 ) -> tuple[list[RecordedEvent], dict[str, Any] | None]:
-    """Append what was decided on `state`, then write the day's row (when the command
-    reported a day) and the state row; returns the recorded events and the day's row."""
+    """Append what was decided on `state` (its personal values sealed: `personal`), then
+    write the day's row (when the command reported a day), the rows of a pause, an urge
+    (`urge_note`: its note, which no event carries, sealed too) or an SOS, and the state
+    row; returns the recorded events and the day's row (its note sealed, as the event holds
+    it)."""
     commitment = inputs.commitment
-    uow.record(commitment.stream_id, decision.events, expected_version=state.version)
+    events = personal.seal(uow.conn, commitment.tenant_id, decision.events)
+    if urge_note is not None:
+        urge_note = personal.seal_note(uow.conn, commitment.tenant_id, commitment.member_id, urge_note, events[0])
+    uow.record(commitment.stream_id, events, expected_version=state.version)
     recorded = uow.commit()  # the append: the first write (see the module docstring)
     day_row = None
     if recorded and recorded[0].type in DAY_EVENT_TYPES:
         day_row = write_check_in(uow.conn, inputs.day, recorded[0])
+    write_between(uow.conn, recorded, urge_note=urge_note)
     values = state_values(commitment, decision.state, decision.streak, decision.risk_reasons, settings_version)
     write_state(uow.conn, values, inputs.stored)
     return recorded, day_row
@@ -106,9 +130,9 @@ def record_check_in(
         decision = record(state, inputs.commitment, inputs.settings, check_in, uow.now)
         _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         assert row is not None, "a report writes its day's row"
-        return row
+        return _answered(row, check_in)
 
-    return PIPELINE.run(engine, context, command, now=now)
+    return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
 
 def correct_check_in(
@@ -127,13 +151,14 @@ def correct_check_in(
 
     def command(uow: UnitOfWork) -> dict[str, Any]:
         inputs, state = _inputs(uow.conn, caller, commitment_id, day)
-        decision = correct(state, inputs.commitment, inputs.settings, reported_check_in(report, day), uow.now,
+        check_in = reported_check_in(report, day)
+        decision = correct(state, inputs.commitment, inputs.settings, check_in, uow.now,
                            if_match=if_match, day_version=_day_version(inputs))
         _, row = _carry_out(uow, inputs, state, decision, inputs.settings_version)
         assert row is not None, "a correction writes its day's row"
-        return row
+        return _answered(row, check_in)
 
-    return PIPELINE.run(engine, context, command, now=now)
+    return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
 
 
 def withdraw_check_in(
@@ -155,6 +180,15 @@ def withdraw_check_in(
         _carry_out(uow, inputs, state, decision, inputs.settings_version)
 
     PIPELINE.run(engine, context, command, now=now)
+
+
+def _answered(row: dict[str, Any], check_in: CheckIn) -> dict[str, Any]:
+    """The day's row as the member who just reported it reads it: their own notes (the day's,
+    its necessary contact's), which the row holds sealed (nothing to open: the report is at
+    hand)."""
+    necessary = check_in.necessary_contact
+    return {**row, "note": check_in.note, "necessary_contact": None if necessary is None else
+            {"exception": necessary.exception, "note": necessary.note}}
 
 
 def _day_version(inputs: CommandInputs) -> int | None:
@@ -231,3 +265,88 @@ def update_settings(
         return new, new_version
 
     return PIPELINE.run(engine, context, command, now=now)
+
+
+# -- between check-ins (CONTRACT v1.1) -------------------------------------------------------------
+
+
+def _between_command(
+    engine: Engine, caller: Principal, context: Context, commitment_id: str, now: datetime,
+    decide: Callable[[Connection, CommandInputs, CommitmentState, datetime], Decision], *,
+    urge_note: str | None = None,
+) -> RecordedEvent:
+    """Decide on the commitment with `decide`, append (personal values sealed) and write the
+    rows; returns the command's own event (the first appended)."""
+
+    def command(uow: UnitOfWork) -> RecordedEvent:
+        inputs, state = _inputs(uow.conn, caller, commitment_id)
+        decision = decide(uow.conn, inputs, state, uow.now)
+        recorded, _ = _carry_out(uow, inputs, state, decision, inputs.settings_version, urge_note=urge_note)
+        return recorded[0]
+
+    return keyring.creating_keys(engine, lambda: PIPELINE.run(engine, context, command, now=now), now=now)
+
+
+def schedule_pause(engine: Engine, caller: Principal, context: Context, commitment_id: str,
+                   body: Mapping[str, Any], *, now: datetime) -> RecordedEvent:
+    """Excuse the days ``from``..``to`` (``pause.scheduled``); returns the event."""
+    pause = Pause(str(uuid.uuid4()), body["from_"], body["to"], body.get("reason"))
+    return _between_command(engine, caller, context, commitment_id, now,
+                            lambda _, inputs, state, at: domain_schedule_pause(state, inputs.commitment,
+                                                                            inputs.settings, pause, at))
+
+
+def cancel_pause(engine: Engine, caller: Principal, context: Context, commitment_id: str, pause_id: str, *,
+                 now: datetime) -> RecordedEvent:
+    """Take a pause back (``pause.cancelled``); returns the event."""
+    return _between_command(engine, caller, context, commitment_id, now,
+                            lambda _, inputs, state, at: domain_cancel_pause(state, inputs.commitment,
+                                                                          inputs.settings, pause_id, at))
+
+
+def log_urge(engine: Engine, caller: Principal, context: Context, commitment_id: str, body: Mapping[str, Any], *,
+             now: datetime) -> RecordedEvent:
+    """Log an urge (``urge.logged``, without its note: the note goes sealed into its row)."""
+    urge = Urge(str(uuid.uuid4()), body.get("at") or now, body["intensity"], UrgeOutcome(body["outcome"]),
+                body.get("trigger"), body.get("coping"), body.get("note"))
+    return _between_command(engine, caller, context, commitment_id, now,
+                            lambda _, inputs, state, at: domain_log_urge(state, inputs.commitment, inputs.settings,
+                                                                      urge, at),
+                            urge_note=urge.note)
+
+
+class SosLimited(Conflict):
+    """The member sent `SOS_LIMIT` SOS within `SOS_WINDOW`: the next may go in `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many SOS in a short time: the coach has them; send again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+SOS_LIMIT = 5
+SOS_WINDOW = timedelta(minutes=10)
+
+
+def send_sos(engine: Engine, caller: Principal, context: Context, commitment_id: str, message: str | None, *,
+             now: datetime) -> RecordedEvent:
+    """Call for help (``member.sos``). At most `SOS_LIMIT` per member (whatever the
+    commitment) within `SOS_WINDOW`, so a coach's feed is never flooded: else `SosLimited`."""
+
+    def decide(conn: Connection, inputs: CommandInputs, state: CommitmentState, at: datetime) -> Decision:
+        _sos_allowed(conn, inputs.commitment.tenant_id, inputs.commitment.member_id, at)
+        return call_for_help(state, inputs.commitment, inputs.settings, message, at)
+
+    return _between_command(engine, caller, context, commitment_id, now, decide)
+
+
+def _sos_allowed(conn: Connection, tenant_id: str, member_id: str, now: datetime) -> None:
+    # Read in the command's transaction, before its append. Two SOS of one member at the
+    # same instant may both pass: the limit guards against a flood, it is no exact count.
+    table = tables.sos_calls
+    recent = list(conn.execute(
+        select(table.c.at).where(table.c.tenant_id == tenant_id, table.c.member_id == member_id,
+                                 table.c.at > now - SOS_WINDOW)
+        .order_by(table.c.at.desc()).limit(SOS_LIMIT)).scalars())
+    if len(recent) >= SOS_LIMIT:
+        oldest = recent[-1]
+        raise SosLimited(max(1, math.ceil((oldest + SOS_WINDOW - now).total_seconds())))

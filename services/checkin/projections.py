@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Protocol
 
@@ -24,8 +24,12 @@ from services.checkin import tables
 from services.checkin.domain import (
     CHECKIN_WITHDRAWN,
     DAY_EVENT_TYPES,
+    MEMBER_SOS,
+    PAUSE_CANCELLED,
+    PAUSE_SCHEDULED,
     SETTINGS_UPDATED,
     STREAM_EVENT_TYPES,
+    URGE_LOGGED,
     CommitmentState,
     CommitmentStatus,
     KnownCommitment,
@@ -33,6 +37,7 @@ from services.checkin.domain import (
     TenantSettings,
     assess,
 )
+from services.checkin.members import erased
 from services.checkin.queries import CommandInputs, StoredState, command_inputs, decision_state, tenant_inputs
 from shared.auth import credentials_projection
 from shared.clock import Clock, utcnow
@@ -50,7 +55,9 @@ COMMITMENT_EVENTS = (
     "commitment.boundaries_changed",
 )
 OWN_EVENTS = tuple(sorted({*STREAM_EVENT_TYPES, SETTINGS_UPDATED}))
-"""This service's own events that a read model folds: the day rows, the settings rows, the states."""
+"""This service's own events that a read model folds: the day rows, the settings rows, the
+states, the pauses' rows."""
+PAUSE_EVENT_TYPES = frozenset({PAUSE_SCHEDULED, PAUSE_CANCELLED})
 
 
 class FoldedEvent(Protocol):
@@ -94,6 +101,8 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
     if event.type == "commitment.created":
         if conn.execute(select(table.c.commitment_id).where(where)).first():
             return  # a redelivery: the first one already folded it
+        if erased(conn, event.tenant_id, data["member_id"]):
+            return  # late, or replayed: nothing of an erased member comes back (services.checkin.members)
         conn.execute(
             insert(table).values(
                 commitment_id=commitment_id,
@@ -203,6 +212,8 @@ def merge_check_in(current: Mapping[str, Any] | None, event: FoldedEvent) -> dic
         "slip_channel": slip.get("channel"),
         "slip_initiated_by": slip.get("initiated_by"),
         "note": data.get("note"),
+        "contact_attempts": data.get("contact_attempts"),
+        "necessary_contact": data.get("necessary_contact"),
         "stream_version": event.stream_version,
         "updated_at": event.recorded_at,
     }
@@ -260,11 +271,64 @@ def apply_check_in_event(conn: Connection, event: FoldedEvent) -> None:
 
 def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
     """Fold one of this service's own events into its day and settings rows (the states
-    are folded from whole streams: `rebuild_states`)."""
+    are folded from whole streams: `rebuild_states`); an erased member's days stay out."""
     if event.type == SETTINGS_UPDATED:
         apply_settings_event(conn, event)
-    elif event.type in DAY_EVENT_TYPES:
+    elif event.type in DAY_EVENT_TYPES and not erased(conn, event.tenant_id, event.data["member_id"]):
         apply_check_in_event(conn, event)
+    elif event.type in PAUSE_EVENT_TYPES:
+        apply_pause_event(conn, event)
+
+
+# -- between check-ins: pauses, urges, SOS -------------------------------------------------------
+
+
+def merge_pause(current: Mapping[str, Any] | None, event: FoldedEvent) -> dict[str, Any] | None:
+    """A pause's row after `event` (None: unchanged): shared by the SQL fold (commands, the
+    lock-based replay) and the in-memory fold of the aside rebuild."""
+    data = event.data
+    if event.type == PAUSE_SCHEDULED and current is None:
+        return {"pause_id": data["pause_id"], "commitment_id": data["commitment_id"], "tenant_id": event.tenant_id,
+                "member_id": data["member_id"], "first_day": date.fromisoformat(data["from"]),
+                "last_day": date.fromisoformat(data["to"]), "reason": data.get("reason"),
+                "scheduled_at": event.recorded_at, "cancelled_at": None}
+    if event.type == PAUSE_CANCELLED and current is not None and current["cancelled_at"] is None:
+        return {**current, "cancelled_at": event.recorded_at}
+    return None
+
+
+def apply_pause_event(conn: Connection, event: FoldedEvent) -> None:
+    """Fold a ``pause.scheduled`` / ``pause.cancelled`` into its row (see `merge_pause`)."""
+    table = tables.pauses
+    where = table.c.pause_id == event.data["pause_id"]
+    current = conn.execute(select(table).where(where)).mappings().first()
+    merged = merge_pause(current, event)
+    if merged is None:
+        return
+    if current is None:
+        conn.execute(insert(table).values(**merged))
+    else:
+        conn.execute(update(table).where(where).values(cancelled_at=merged["cancelled_at"]))
+
+
+def write_between(conn: Connection, recorded: Sequence[RecordedEvent], *, urge_note: str | None = None) -> None:
+    """The rows of the between-check-in events a command appended: a pause scheduled or
+    cancelled, an urge (with its note, sealed, which no event carries), an SOS (what the
+    per-member limit counts)."""
+    for event in recorded:
+        data = event.data
+        if event.type in PAUSE_EVENT_TYPES:
+            apply_pause_event(conn, event)
+        elif event.type == URGE_LOGGED:
+            conn.execute(insert(tables.urges).values(
+                urge_id=data["urge_id"], commitment_id=data["commitment_id"], tenant_id=event.tenant_id,
+                member_id=data["member_id"], at=datetime.fromisoformat(data["at"]), intensity=data["intensity"],
+                outcome=data["outcome"], trigger=data.get("trigger"), coping=data.get("coping"), note=urge_note,
+                recorded_at=event.recorded_at))
+        elif event.type == MEMBER_SOS:
+            conn.execute(insert(tables.sos_calls).values(
+                event_id=str(event.id), tenant_id=event.tenant_id, member_id=data["member_id"],
+                commitment_id=data["commitment_id"], at=event.occurred_at))
 
 
 # -- the state row -------------------------------------------------------------------------------
@@ -305,6 +369,12 @@ def state_values(
         "milestones_announced": [[t, day.isoformat()] for t, day in sorted(state.milestones, key=_by_run)],
         "missed_told": sorted(day.isoformat() for day in state.missed),
         "standing_announced": list(state.standing),
+        "excused_days": streak.excused_days,
+        "held_firm_days": streak.held_firm_days,
+        "pauses": [[pause_id, first.isoformat(), last.isoformat()]
+                   for pause_id, first, last in sorted(state.pauses, key=lambda p: (p[1], p[0]))],
+        "urge_log": [mark.as_json() for mark in state.urge_log],
+        "reminded_on": state.reminded_on,
     }
 
 
@@ -385,14 +455,16 @@ def rebuild_states(conn: Connection, now: datetime) -> int:
 
 
 def own_projection(clock: Clock = utcnow) -> Projection:
-    """Check-in rows, states with their snapshots, and settings, from this service's own events."""
+    """Check-in rows, states with their snapshots, settings and pauses, from this service's own
+    events (the urges' rows hold a note no event carries, and the SOS rows only count: a
+    rebuild leaves both alone)."""
 
     def finish(conn: Connection) -> None:
         rebuild_states(conn, clock())
 
     return Projection(
         name="checkin.read_models",
-        tables=[tables.settings, tables.streaks, tables.check_ins],
+        tables=[tables.settings, tables.streaks, tables.check_ins, tables.pauses],
         event_types=OWN_EVENTS,
         apply=apply_own_event,
         finish=finish,

@@ -23,16 +23,21 @@ from services.checkin.domain import (
     CommitmentState,
     Initiator,
     KnownCommitment,
+    LoggedUrge,
     Outcome,
     Slip,
     Streak,
     TenantSettings,
+    UrgeMark,
+    contact_of,
     counted_through,
     standing_risk,
     streak_of,
 )
 from shared import keyring
+from shared.calendar import day_bounds
 from shared.eventstore import read_stream
+from shared.paging import decode_cursor, encode_cursor
 
 # What a coach's client list shows of each commitment.
 DAYS_SHOWN = 30
@@ -57,6 +62,7 @@ def commitment_from_row(row: Row[Any]) -> KnownCommitment:
         recorded_status=row.status,
         ended_on=row.ended_on,
         created_at=row.created_at,
+        exception_count=len((row.boundaries or {}).get("exceptions") or ()),
     )
 
 
@@ -110,6 +116,9 @@ _STATE_COLUMNS = (
     _STATE.c.milestones_announced.label("st_milestones"),
     _STATE.c.missed_told.label("st_missed"),
     _STATE.c.standing_announced.label("st_standing"),
+    _STATE.c.pauses.label("st_pauses"),
+    _STATE.c.urge_log.label("st_urge_log"),
+    _STATE.c.reminded_on.label("st_reminded_on"),
 )
 _DAY_COLUMNS = tuple(column.label(f"d_{column.name}") for column in _DAY.c)
 _JOINED = (
@@ -138,6 +147,10 @@ def state_from_row(row: Any, starts_on: date) -> CommitmentState | None:
         milestones=frozenset((threshold, date.fromisoformat(day)) for threshold, day in row.st_milestones),
         missed=frozenset(date.fromisoformat(day) for day in row.st_missed),
         standing=tuple(row.st_standing),
+        pauses=frozenset((pause_id, date.fromisoformat(first), date.fromisoformat(last))
+                         for pause_id, first, last in row.st_pauses),
+        urge_log=tuple(UrgeMark.from_json(mark) for mark in row.st_urge_log),
+        reminded_on=row.st_reminded_on,
     )
 
 
@@ -224,8 +237,9 @@ def check_in_row(conn: Connection, commitment_id: str, day: date) -> Row[Any] | 
 def check_in_from_row(row: Mapping[str, Any]) -> CheckIn:
     """The report a check-in row holds (a row's mapping, or the rebuild's row in memory)."""
     slip = Slip(row["slip_channel"], Initiator(row["slip_initiated_by"])) if row["slip_channel"] else None
+    attempts, necessary = contact_of(row)
     return CheckIn(day=row["day"], outcome=Outcome(row["outcome"]), urge=row["urge"], mood=row["mood"],
-                   slip=slip, note=row["note"])
+                   slip=slip, note=row["note"], contact_attempts=attempts, necessary_contact=necessary)
 
 
 def standing_reports(conn: Connection, commitment_id: str) -> list[CheckIn]:
@@ -238,13 +252,31 @@ def standing_reports(conn: Connection, commitment_id: str) -> list[CheckIn]:
 
 def current_streak(conn: Connection, commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> Streak:
     """The streak as of today in the commitment's zone, computed from the check-in rows."""
-    return _streak_of_rows(commitment, standing_reports(conn, commitment.commitment_id), settings, now)
+    cid = commitment.commitment_id
+    return _streak_of_rows(commitment, standing_reports(conn, cid), settings, now,
+                           paused_days(conn, [cid]).get(cid, set()))
 
 
 def _streak_of_rows(
-    commitment: KnownCommitment, reports: Iterable[CheckIn], settings: TenantSettings, now: datetime
+    commitment: KnownCommitment, reports: Iterable[CheckIn], settings: TenantSettings, now: datetime,
+    excused: set[date],
 ) -> Streak:
-    return streak_of(commitment, {report.day: report.outcome for report in reports}, settings, commitment.today(now))
+    reports = list(reports)
+    return streak_of(commitment, {report.day: report.outcome for report in reports}, settings, commitment.today(now),
+                     excused=excused, held_firm=[report.day for report in reports if report.contact_attempts])
+
+
+def paused_days(conn: Connection, commitment_ids: list[str]) -> dict[str, set[date]]:
+    """The days the pauses not cancelled cover, per commitment (the rows' view of
+    `CommitmentState.paused_days`)."""
+    table = tables.pauses
+    found: dict[str, set[date]] = defaultdict(set)
+    query = select(table.c.commitment_id, table.c.first_day, table.c.last_day).where(
+        table.c.commitment_id.in_(commitment_ids), table.c.cancelled_at.is_(None))
+    for row in conn.execute(query):
+        found[row.commitment_id].update(row.first_day + timedelta(days=n)
+                                        for n in range((row.last_day - row.first_day).days + 1))
+    return found
 
 
 _SNAPSHOT_DAYS = ("as_of", "streak_started_on", "last_slip_on", "last_check_in_on")
@@ -257,6 +289,8 @@ _SNAPSHOT_FIGURES = (
     "unreported_days",
     "milestones_reached",
     "next_milestone",
+    "excused_days",
+    "held_firm_days",
 )
 
 
@@ -322,8 +356,9 @@ def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime
     windows = {c.commitment_id: _window(c, now) for c in commitments}
     outcomes = _outcomes_since(conn, coached, min(first for first, _ in windows.values()))
     urges = _recent_urges(conn, coached)
+    paused = paused_days(conn, [c.commitment_id for c in commitments])
     stale = [c for c in commitments if c.commitment_id not in snapshots]
-    recomputed = _recompute(conn, tenant_id, stale, now) if stale else {}
+    recomputed = _recompute(conn, tenant_id, stale, now, paused) if stale else {}
 
     # Labels are sealed (shared.keyring); a coach reads them opened.
     labels = keyring.Opener(conn, tenant_id)
@@ -350,7 +385,8 @@ def coach_clients(conn: Connection, tenant_id: str, coach_id: str, now: datetime
             "status": str(commitment.status_at(now)),
             "streak": streak,
             "last_check_in_on": last_check_in_on,
-            "last_30_days": _day_states(commitment, now, windows[cid], outcomes.get(cid, {})),
+            "last_30_days": _day_states(commitment, now, windows[cid], outcomes.get(cid, {}),
+                                        paused.get(cid, set())),
             "recent_urges": urges.get(cid, []),
             "at_risk": bool(reasons),
             "reasons": reasons,
@@ -370,7 +406,8 @@ def _window(commitment: KnownCommitment, now: datetime) -> tuple[date, date]:
 
 
 def _day_states(
-    commitment: KnownCommitment, now: datetime, window: tuple[date, date], outcomes: dict[date, str]
+    commitment: KnownCommitment, now: datetime, window: tuple[date, date], outcomes: dict[date, str],
+    excused: set[date],
 ) -> list[dict[str, Any]]:
     today = commitment.today(now)
     first, last = window
@@ -380,7 +417,8 @@ def _day_states(
         outcome = outcomes.get(day)
         if outcome is None and day == today:
             continue  # today is not over: not yet unreported
-        states.append({"date": day, "state": outcome or "unreported"})
+        # A paused day nobody reported is excused, not unreported (a report stands over a pause).
+        states.append({"date": day, "state": outcome or ("excused" if day in excused else "unreported")})
     return states
 
 
@@ -420,7 +458,8 @@ def _recent_urges(conn: Connection, coached: Select[Any]) -> dict[str, list[dict
 
 
 def _recompute(
-    conn: Connection, tenant_id: str, commitments: list[KnownCommitment], now: datetime
+    conn: Connection, tenant_id: str, commitments: list[KnownCommitment], now: datetime,
+    paused: Mapping[str, set[date]],
 ) -> dict[str, tuple[Streak, list[str]]]:
     """Streak and risk reasons of commitments without a current snapshot, from their rows."""
     settings, _ = load_settings(conn, tenant_id)
@@ -429,10 +468,61 @@ def _recompute(
     query = select(table).where(table.c.commitment_id.in_([c.commitment_id for c in commitments]))
     for row in conn.execute(query.order_by(table.c.day)):
         reports[row.commitment_id].append(check_in_from_row(row._mapping))
+    logged = _logged_urges(conn, commitments, now - timedelta(days=settings.at_risk.urge_log_window_days + 1))
     result = {}
     for commitment in commitments:
         standing = reports[commitment.commitment_id]
-        streak = _streak_of_rows(commitment, standing, settings, now)
-        assessment = standing_risk(commitment, standing, settings, now)
+        excused = paused.get(commitment.commitment_id, set())
+        streak = _streak_of_rows(commitment, standing, settings, now, excused)
+        assessment = standing_risk(commitment, standing, settings, now, excused=excused,
+                                   urges=logged[commitment.commitment_id])
         result[commitment.commitment_id] = (streak, [str(reason) for reason in assessment.reasons])
     return result
+
+
+# -- between check-ins: pauses and urges -----------------------------------------------------------
+
+
+def _logged_urges(conn: Connection, commitments: list[KnownCommitment], since: datetime
+                  ) -> dict[str, list[LoggedUrge]]:
+    """The urges logged since `since`, oldest first, as the at-risk rules read them (the rows'
+    view of `domain.logged_urges`)."""
+    table = tables.urges
+    of = {c.commitment_id: c for c in commitments}
+    found: dict[str, list[LoggedUrge]] = defaultdict(list)
+    query = select(table.c.commitment_id, table.c.at, table.c.intensity, table.c.outcome).where(
+        table.c.commitment_id.in_(list(of)), table.c.at >= since).order_by(table.c.at, table.c.urge_id)
+    for row in conn.execute(query):
+        found[row.commitment_id].append(LoggedUrge(of[row.commitment_id].today(row.at), row.intensity, row.outcome))
+    return found
+
+
+def pause_rows(conn: Connection, commitment_id: str) -> list[Row[Any]]:
+    """Every pause of the commitment (cancelled ones too), by first day."""
+    table = tables.pauses
+    return list(conn.execute(select(table).where(table.c.commitment_id == commitment_id)
+                             .order_by(table.c.first_day, table.c.pause_id)))
+
+
+def pause_row(conn: Connection, commitment_id: str, pause_id: str) -> Row[Any] | None:
+    table = tables.pauses
+    return conn.execute(select(table).where(table.c.commitment_id == commitment_id,
+                                            table.c.pause_id == pause_id)).first()
+
+
+def urge_page(conn: Connection, commitment: KnownCommitment, first: date | None, last: date | None, limit: int,
+              cursor: str | None) -> tuple[list[Row[Any]], str | None]:
+    """A page of the commitment's urges of the local days `first`..`last`, newest first, and
+    the cursor of the next page (None on the last)."""
+    table = tables.urges
+    scope = f"{commitment.tenant_id}:urges:{commitment.commitment_id}"
+    offset = decode_cursor(scope, cursor) or 0
+    query = select(table).where(table.c.commitment_id == commitment.commitment_id)
+    if first is not None:
+        query = query.where(table.c.at >= day_bounds(commitment.timezone, first)[0])
+    if last is not None:
+        query = query.where(table.c.at < day_bounds(commitment.timezone, last)[1])
+    rows = list(conn.execute(query.order_by(table.c.at.desc(), table.c.urge_id.desc())
+                             .offset(offset).limit(limit + 1)))
+    more = len(rows) > limit
+    return rows[:limit], encode_cursor(scope, offset + limit) if more else None

@@ -40,7 +40,15 @@ from services.checkin.domain import (
     StateFold,
     TenantSettings,
 )
-from services.checkin.projections import Removed, merge_check_in, merge_settings, snapshot_values
+from services.checkin.members import erased
+from services.checkin.projections import (
+    PAUSE_EVENT_TYPES,
+    Removed,
+    merge_check_in,
+    merge_pause,
+    merge_settings,
+    snapshot_values,
+)
 from services.checkin.queries import commitment_from_row
 from shared.clock import Clock, utcnow
 from shared.db import read
@@ -86,6 +94,16 @@ _STREAM_COLUMNS = (
     _DATA["milestone"].as_integer(),
     _DATA["run_started_on"].as_string(),
     _DATA["reasons"].as_json(),
+    # Between check-ins: what the fold reads of contact on a kept day, pauses and urges.
+    _DATA["contact_attempts"].as_json(),
+    _DATA["necessary_contact"].as_json(),
+    _DATA["pause_id"].as_string(),
+    _DATA["from"].as_string(),
+    _DATA["to"].as_string(),
+    _DATA["urge_id"].as_string(),
+    _DATA["at"].as_string(),
+    _DATA["intensity"].as_integer(),
+    _DATA["reason"].as_string(),
 )
 
 
@@ -105,9 +123,12 @@ def _read_stream_events(conn: Connection, after: int, within: ColumnElement[bool
             "commitment_id": cid, "member_id": member, "date": day, "outcome": outcome, "urge": urge,
             "mood": mood, "slip": {"channel": channel, "initiated_by": by} if channel else None, "note": note,
             "milestone": milestone, "run_started_on": run_started_on, "reasons": reasons,
+            "contact_attempts": attempts, "necessary_contact": necessary, "pause_id": pause_id, "from": first,
+            "to": last, "urge_id": urge_id, "at": at, "intensity": intensity, "reason": reason,
         }, tenant_id, recorded_at)
         for (type_, position, version, tenant_id, recorded_at, cid, member, day, outcome, urge, mood, channel, by,
-             note, milestone, run_started_on, reasons) in conn.execute(query)
+             note, milestone, run_started_on, reasons, attempts, necessary, pause_id, first, last, urge_id, at,
+             intensity, reason) in conn.execute(query)
     ]
 
 
@@ -126,19 +147,22 @@ def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict
 
 
 class CheckinRebuild:
-    """Check-in rows, state rows and settings, folded in memory (an AsideProjection)."""
+    """Check-in rows, state rows, settings and pauses, folded in memory (an AsideProjection)."""
 
     name = NAME
-    tables: Sequence[Table] = (tables.check_ins, tables.streaks, tables.settings)
+    tables: Sequence[Table] = (tables.check_ins, tables.streaks, tables.settings, tables.pauses)
 
     def __init__(self, clock: Clock = utcnow) -> None:
         self.clock = clock
         self.days: dict[str, dict[date, dict[str, Any]]] = {}  # commitment -> day -> row
         self.settings_rows: dict[str, dict[str, Any]] = {}  # tenant -> row
+        self.pauses: dict[str, dict[str, Any]] = {}  # pause -> row
+        self.pauses_touched: set[str] = set()
         self.states: dict[str, CommitmentState] = {}  # commitment -> its stream folded
         self.commitments: dict[str, KnownCommitment] = {}  # as the inbox had them at the last projection
         self.projected_on: dict[str, date] = {}  # the local "today" each snapshot was computed for
         self._settings_cache: dict[str, TenantSettings] = {}
+        self.erased: set[str] = set()  # commitments of erased members: their events are skipped
 
     # -- the folds ---------------------------------------------------------------------------
 
@@ -158,6 +182,15 @@ class CheckinRebuild:
                 tenants.add(tenant_id)
                 continue
             commitment_id = event.data["commitment_id"]
+            if commitment_id is None or commitment_id in self.erased:
+                continue  # not a commitment's stream (this service's erasure reports), or an erased member's
+            fold = folds.get(commitment_id)
+            if fold is None:
+                state = self._state(conn, commitment_id, event)
+                if state is None:
+                    self.erased.add(commitment_id)
+                    continue
+                fold = (StateFold(state), 0)
             if event.type in DAY_EVENT_TYPES:
                 days = self.days.setdefault(commitment_id, {})
                 day = date.fromisoformat(event.data["date"])
@@ -167,21 +200,29 @@ class CheckinRebuild:
                 elif merged is not None:
                     days[day] = merged
                 rows.add((commitment_id, day))
-            fold = folds.get(commitment_id)
-            if fold is None:
-                fold = (StateFold(self._state(conn, commitment_id)), 0)
+            elif event.type in PAUSE_EVENT_TYPES:
+                pause_id = event.data["pause_id"]
+                merged_pause = merge_pause(self.pauses.get(pause_id), event)
+                if merged_pause is not None:
+                    self.pauses[pause_id] = merged_pause
+                self.pauses_touched.add(pause_id)
             fold[0].add(event.type, event.data)
             folds[commitment_id] = (fold[0], event.stream_version)
         for commitment_id, (fold, version) in folds.items():
             self.states[commitment_id] = fold.state(version)
         return rows, set(folds), tenants
 
-    def _state(self, conn: Connection, commitment_id: str) -> CommitmentState:
+    def _state(self, conn: Connection, commitment_id: str, event: _Event) -> CommitmentState | None:
+        """The commitment's state folded so far; None when its member was erased (the
+        erasure took the commitment's row: nothing of theirs is brought back)."""
         state = self.states.get(commitment_id)
         if state is not None:
             return state
         commitment = self.commitments.get(commitment_id)
-        if commitment is None:  # created after the commitments were read: it has its row by now
+        if commitment is None:
+            if erased(conn, event.tenant_id, event.data["member_id"]):
+                return None
+            # Created after the commitments were read: it has its row by now.
             self.commitments = self._load_commitments(conn)
             commitment = self.commitments[commitment_id]
         return CommitmentState(commitment.starts_on)
@@ -225,8 +266,10 @@ class CheckinRebuild:
         now = self.clock()
         states = [self._state_row(commitment, now) for commitment in self.commitments.values()]
         check_ins = [row for days in self.days.values() for row in days.values()]
+        self.pauses_touched.clear()
         for name, rows in ((tables.check_ins.name, check_ins), (tables.streaks.name, states),
-                           (tables.settings.name, list(self.settings_rows.values()))):
+                           (tables.settings.name, list(self.settings_rows.values())),
+                           (tables.pauses.name, list(self.pauses.values()))):
             # One transaction per chunk: on SQLite each holds the write lock, so appends interleave.
             for chunk in _chunks(rows, WRITE_BATCH):
                 with engine.begin() as conn:
@@ -249,6 +292,9 @@ class CheckinRebuild:
         _insert(conn, table, [self.days[c][d] for c, d in touched if d in self.days.get(c, {})])
         _replace(conn, shadows[tables.settings.name], ("tenant_id",),
                  [self.settings_rows[t] for t in tenants if t in self.settings_rows])
+        # Touched since the fill, not only in this pass: a retried final pass rewrites them too.
+        _replace(conn, shadows[tables.pauses.name], ("pause_id",),
+                 [self.pauses[p] for p in self.pauses_touched if p in self.pauses])
 
         now = self.clock()
         stale = set(moved)
@@ -260,6 +306,15 @@ class CheckinRebuild:
                 stale.add(cid)
         _replace(conn, shadows[tables.streaks.name], ("commitment_id",),
                  [self._state_row(current[cid], now) for cid in stale if cid in current])
+        # A member erased since the fill: the erasure took their commitments' rows, the
+        # shadows lose what the fill folded of them.
+        gone = [{"commitment_id": cid} for cid in before.keys() - current.keys()]
+        for name in (tables.check_ins.name, tables.streaks.name):
+            _delete(conn, shadows[name], ("commitment_id",), gone)
+        for cid in before.keys() - current.keys():
+            self.days.pop(cid, None)
+            self.states.pop(cid, None)
+            self.erased.add(cid)
         return len(batch), up_to
 
 

@@ -75,6 +75,10 @@ check_ins = Table(
     Column("stream_version", Integer, nullable=False),
     Column("recorded_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # Between check-ins (migration checkin_0005): [{channel, answered}] on a kept day that held
+    # firm; {exception, note (sealed)} on a kept day of necessary contact. NULL: none.
+    Column("contact_attempts", Json),
+    Column("necessary_contact", Json),
 )
 
 # Each commitment's decision state and streak snapshot, one row (see domain.state):
@@ -115,6 +119,62 @@ streaks = Table(
     Column("milestones_announced", Json, nullable=False),
     Column("missed_told", Json, nullable=False),
     Column("standing_announced", Json, nullable=False),
+    # Between check-ins (migration checkin_0005): the snapshot's excused and held-firm days;
+    # the state's pauses [[id, from, to], ...], latest urges [[at, id, intensity, outcome], ...]
+    # and the latest day reminded of.
+    Column("excused_days", Integer, nullable=False, server_default="0"),
+    Column("held_firm_days", Integer, nullable=False, server_default="0"),
+    Column("pauses", Json, nullable=False, server_default="[]"),
+    Column("urge_log", Json, nullable=False, server_default="[]"),
+    Column("reminded_on", Date),
+)
+
+# Pauses (pause.scheduled / pause.cancelled): what GET .../pauses lists. `reason` sealed.
+pauses = Table(
+    "checkin_pauses",
+    metadata,
+    Column("pause_id", String(64), primary_key=True),
+    Column("commitment_id", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("first_day", Date, nullable=False),
+    Column("last_day", Date, nullable=False),
+    Column("reason", Text),
+    Column("scheduled_at", UtcDateTime(), nullable=False),
+    Column("cancelled_at", UtcDateTime()),
+    Index("checkin_pauses_commitment", "commitment_id", "first_day"),
+)
+
+# Urges logged between check-ins (urge.logged), what GET .../urges pages through. `trigger`,
+# `coping` and `note` sealed; the note is in no event (CONTRACT: urge.logged has none), so
+# this row is its only home: a rebuild leaves this table alone.
+urges = Table(
+    "checkin_urges",
+    metadata,
+    Column("urge_id", String(64), primary_key=True),
+    Column("commitment_id", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("intensity", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("trigger", Text),
+    Column("coping", Text),
+    Column("note", Text),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Index("checkin_urges_commitment_at", "commitment_id", "at", "urge_id"),
+)
+
+# Each SOS sent (member.sos), what the per-member limit counts. Ids and instants only.
+sos_calls = Table(
+    "checkin_sos",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("commitment_id", String(64), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index("checkin_sos_member_at", "tenant_id", "member_id", "at"),
 )
 
 settings = Table(

@@ -73,6 +73,7 @@ class Side:
     other_coach_token: str
     feed_item_id: int = 0
     note: str = ""
+    pause_id: str = ""
     markers: list[str] = field(default_factory=list)
     member_markers: list[str] = field(default_factory=list)
 
@@ -112,6 +113,14 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
                200)
     eventually(lambda: client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/check-ins"), headers=headers,
                                    json={"date": day, "outcome": "kept", "urge": 3, "note": note}), 201)
+    # Between check-ins: a pause and an urge of the member's, their personal values as markers.
+    reason, trigger = f"Pause-{name}-{tag}", f"Trigger-{name}-{tag}"
+    pause = client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/pauses"), headers=headers,
+                        json={"from": day, "to": day, "reason": reason})
+    assert pause.status_code == 201, pause.text
+    urge = client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/urges"), headers=headers,
+                       json={"intensity": 4, "outcome": "passed", "trigger": trigger})
+    assert urge.status_code == 201, urge.text
     endpoint = client.post(suite.url("notification", "/v1/webhook-endpoints"), headers=headers, json={
         "url": PUBLIC_HOOK_URL, "event_types": ["*"], "description": f"Hook-{name}-{tag}"})
     assert endpoint.status_code == 201, endpoint.text
@@ -137,9 +146,10 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
         other_coach_token=issue_token(suite, client, tenant, "coach", f"coach2-{name}-{tag}"),
         feed_item_id=feed_item_id,
         note=note,
+        pause_id=pause.json()["pause_id"],
         markers=[tenant.id, tenant.key_id, member, other, coach, note, *ids, *texts[0], *texts[1],
-                 endpoint.json()["id"], f"Hook-{name}-{tag}"],
-        member_markers=[member, ids[0], note, *texts[0]],
+                 endpoint.json()["id"], f"Hook-{name}-{tag}", reason, trigger],
+        member_markers=[member, ids[0], note, *texts[0], reason, trigger],
     )
 
 

@@ -22,7 +22,7 @@ from tests.security.conftest import Side, World
 
 # Path parameters that name a resource of A (as opposed to a subject id: coach_id and
 # member_id are names inside a tenant's own namespace, which another tenant may also use).
-RESOURCE_PARAMETERS = {"commitment_id", "endpoint_id", "key_id", "message_id", "item_id"}
+RESOURCE_PARAMETERS = {"commitment_id", "endpoint_id", "key_id", "message_id", "item_id", "pause_id"}
 
 
 def _path_values(world: World, side: Side) -> dict[str, str]:
@@ -35,6 +35,7 @@ def _path_values(world: World, side: Side) -> dict[str, str]:
         "endpoint_id": side.endpoint_id,
         "message_id": str(uuid.uuid4()),
         "item_id": str(side.feed_item_id),
+        "pause_id": side.pause_id,
     }
 
 
@@ -56,6 +57,10 @@ def _body(method: str, template: str, world: World) -> dict[str, Any] | None:
         return {"reason": "isolation test"}
     if template.endswith("/boundaries"):
         return {"exceptions": [], "places": []}
+    if template.endswith("/pauses"):
+        return {"from": world.day, "to": world.day}
+    if template.endswith("/urges"):
+        return {"intensity": 3, "outcome": "passed"}
     if template == "/v1/webhook-endpoints/{endpoint_id}" and method == "PATCH":
         return {"description": "taken over"}
     return {}
@@ -86,7 +91,8 @@ def test_the_matrix_covers_every_service_and_resource(operations: dict[str, list
     for parameter in RESOURCE_PARAMETERS | {"day", "coach_id", "member_id"}:
         assert any("{" + parameter + "}" in t for t in templates), parameter
     found = {p.split("}")[0] for t in templates for p in t.split("{")[1:]}
-    known = {"commitment_id", "day", "key_id", "coach_id", "member_id", "endpoint_id", "message_id", "item_id"}
+    known = {"commitment_id", "day", "key_id", "coach_id", "member_id", "endpoint_id", "message_id", "item_id",
+             "pause_id"}
     assert found <= known, f"new path parameters: map them in _path_values: {found - known}"
 
 def test_another_tenant_gets_404_and_never_data(world: World, operations: dict[str, list[tuple[str, str]]]) -> None:

@@ -200,13 +200,18 @@ def probed_tenant(world: World) -> dict[str, Any]:
             return str(items[0]["id"]) if items else None
 
         item_id = wait_until(feed_item, 30, message="the milestone in the coach's feed")
+        # A pause of the commitment: its {pause_id} (from today: the day reported above stands).
+        pause = client.post(suite.url("checkin", f"/v1/commitments/{created.json()['id']}/pauses"),
+                            headers=bearer(tenant.api_key), json={"from": world.day, "to": world.day})
+        assert pause.status_code == 201, pause.text
         return {
             "admin": bearer(tenant.api_key),
             "unassigned coach": bearer(issue_token(suite, client, tenant, "coach", f"other-{coach}")),
             "another member": bearer(issue_token(suite, client, tenant, "member", f"other-{member}")),
             "real": {"commitment_id": created.json()["id"], "endpoint_id": endpoint.json()["id"], "coach_id": coach,
                      "member_id": member, "day": world.day, "key_id": second_key.json()["id"],
-                     "message_id": f"msg_{uuid.uuid4().hex}", "item_id": item_id},
+                     "message_id": f"msg_{uuid.uuid4().hex}", "item_id": item_id,
+                     "pause_id": pause.json()["pause_id"]},
         }
 
 

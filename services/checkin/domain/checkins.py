@@ -8,7 +8,7 @@ API can answer one 422 listing all of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -23,6 +23,7 @@ __all__ = [
     "CHECKIN_WITHDRAWN",
     "CHECK_IN_EVENT_TYPES",
     "DAY_EVENT_TYPES",
+    "MAX_ATTEMPTS",
     "MAX_NOTE_LENGTH",
     "SENSITIVE_FIELDS",
     "CheckIn",
@@ -30,7 +31,9 @@ __all__ = [
     "CommitmentNotActive",
     "CommitmentStatus",
     "CommitmentTerms",
+    "ContactAttempt",
     "Initiator",
+    "NecessaryContact",
     "Outcome",
     "Slip",
     "Violation",
@@ -39,6 +42,9 @@ __all__ = [
     "checkin_corrected_data",
     "checkin_recorded_data",
     "checkin_withdrawn_data",
+    "contact_data",
+    "contact_of",
+    "contact_violations",
     "day_violations",
     "reported_check_in",
     "require_own_day",
@@ -59,6 +65,9 @@ CHANNELS = frozenset({"calls", "texts", "social_media", "email", "in_person"})
 MAX_NOTE_LENGTH = 2000
 URGE_RANGE = range(11)
 MOOD_RANGE = range(1, 6)
+
+MAX_ATTEMPTS = 50
+"""Contact attempts one report may tell of."""
 
 SENSITIVE_FIELDS = frozenset({"note"})
 """Event data fields holding private member text: keep them out of logs and metrics."""
@@ -94,6 +103,76 @@ class Slip:
     initiated_by: Initiator
 
 
+# -- contact attempts and necessary contact (on a kept check-in) ---------------------------------
+
+
+@dataclass(frozen=True)
+class ContactAttempt:
+    """The other person reached out over `channel`; the member did not answer."""
+
+    channel: str
+    answered: bool = False
+
+
+@dataclass(frozen=True)
+class NecessaryContact:
+    """Contact the commitment's exception number `exception` allows (a custody handover...);
+    `note` is the member's (personal)."""
+
+    exception: int
+    note: str | None = None
+
+
+def contact_violations(
+    outcome: str, attempts: Sequence[ContactAttempt], necessary: NecessaryContact | None, exception_count: int
+) -> list[Violation]:
+    """Every rule a report's ``contact_attempts`` and ``necessary_contact`` break: both only on
+    a kept day (answered contact is a slip); an exception the commitment has."""
+    violations = []
+    if attempts:
+        if outcome != "kept":
+            violations.append(Violation("contact_attempts", "only on a kept day (contact answered is a slip)"))
+        if len(attempts) > MAX_ATTEMPTS:
+            violations.append(Violation("contact_attempts", f"must be at most {MAX_ATTEMPTS}"))
+        for index, attempt in enumerate(attempts):
+            if attempt.channel not in CHANNELS:
+                violations.append(Violation(f"contact_attempts.{index}.channel",
+                                            f"must be one of: {', '.join(sorted(CHANNELS))}"))
+            if attempt.answered is not False:
+                violations.append(Violation(f"contact_attempts.{index}.answered",
+                                            "must be false: an answered contact is a slip"))
+    if necessary is not None:
+        if outcome != "kept":
+            violations.append(Violation("necessary_contact", "only on a kept day"))
+        if isinstance(necessary.exception, bool) or not isinstance(necessary.exception, int) \
+                or not 0 <= necessary.exception < exception_count:
+            violations.append(Violation("necessary_contact.exception",
+                                        f"must be the index of one of the commitment's {exception_count} exceptions"))
+        if necessary.note is not None and len(necessary.note) > MAX_NOTE_LENGTH:
+            violations.append(Violation("necessary_contact.note", f"must be at most {MAX_NOTE_LENGTH} characters"))
+    return violations
+
+
+def contact_data(attempts: Sequence[ContactAttempt], necessary: NecessaryContact | None) -> dict[str, Any]:
+    """The fields a report's event adds for them (only those given: older reports have neither)."""
+    data: dict[str, Any] = {}
+    if attempts:
+        data["contact_attempts"] = [{"channel": a.channel, "answered": a.answered} for a in attempts]
+    if necessary is not None:
+        data["necessary_contact"] = {"exception": necessary.exception, "note": necessary.note}
+    return data
+
+
+def contact_of(report: Mapping[str, Any]) -> tuple[tuple[ContactAttempt, ...], NecessaryContact | None]:
+    """The contact attempts and necessary contact of a report shaped as the event data."""
+    attempts = tuple(ContactAttempt(str(a["channel"]), a.get("answered", False))
+                     for a in report.get("contact_attempts") or ())
+    raw = report.get("necessary_contact")
+    necessary = None if raw is None else NecessaryContact(raw["exception"], raw.get("note"))
+    return attempts, necessary
+
+
+
 @dataclass(frozen=True)
 class CheckIn:
     """One member's report of one local day. Unvalidated: see `check_in_violations`."""
@@ -104,6 +183,10 @@ class CheckIn:
     mood: int | None = None
     slip: Slip | None = None
     note: str | None = None
+    contact_attempts: tuple[ContactAttempt, ...] = ()
+    """The other person reached out and the member held firm (a kept day only)."""
+    necessary_contact: NecessaryContact | None = None
+    """Contact one of the commitment's exceptions allowed (a kept day only)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +203,8 @@ class CommitmentTerms:
     channels: frozenset[str]
     status: CommitmentStatus = CommitmentStatus.ACTIVE
     last_day: date | None = None
+    exception_count: int = 0
+    """How many necessary-contact exceptions the commitment has (their indexes)."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +331,8 @@ def check_in_violations(
             violations.append(Violation("note", "must be a string"))
         elif len(check_in.note) > MAX_NOTE_LENGTH:
             violations.append(Violation("note", f"must be at most {MAX_NOTE_LENGTH} characters"))
+    violations.extend(contact_violations(str(check_in.outcome), check_in.contact_attempts,
+                                         check_in.necessary_contact, commitment.exception_count))
     return violations
 
 
@@ -305,6 +392,7 @@ def checkin_recorded_data(*, commitment_id: str, member_id: str, check_in: Check
         "mood": check_in.mood,
         "slip": _slip_data(check_in.slip),
         "note": check_in.note,
+        **contact_data(check_in.contact_attempts, check_in.necessary_contact),
     }
 
 
@@ -364,6 +452,7 @@ def reported_check_in(report: Mapping[str, Any], day: date) -> CheckIn:
             channel=str(raw_slip["channel"]),
             initiated_by=Initiator(raw_slip["initiated_by"]),
         )
+    attempts, necessary = contact_of(report)
     return CheckIn(
         day=day,
         outcome=Outcome(report["outcome"]),
@@ -371,4 +460,6 @@ def reported_check_in(report: Mapping[str, Any], day: date) -> CheckIn:
         mood=report.get("mood"),
         slip=slip,
         note=report.get("note"),
+        contact_attempts=attempts,
+        necessary_contact=necessary,
     )

@@ -40,6 +40,8 @@ class KnownCommitment:
     recorded_status: str
     ended_on: date | None
     created_at: datetime
+    exception_count: int = 0
+    """How many necessary-contact exceptions its boundaries hold (a report names one by index)."""
 
     @property
     def stream_id(self) -> str:
@@ -71,4 +73,5 @@ class KnownCommitment:
             channels=frozenset(self.channels),
             status=self.status_at(now),
             last_day=self.last_day,
+            exception_count=self.exception_count,
         )

@@ -18,7 +18,12 @@ difference (CONTRACT v1.1, "Streak history and truthful events"):
 - the at-risk standing (the reasons as of today, none once the commitment is over; told as
   none until the commitment's first check-in deadline has passed): ``client.at_risk`` only
   when it differs from the one told last, so a standing is never told twice in a row;
-- with the clock (the scheduler): ``checkin.missed`` once per day.
+- with the clock (the scheduler): ``checkin.missed`` once per day (never of a paused day),
+  ``checkin.reminder_due`` once per unreported day at the tenant's reminder time.
+
+Between check-ins (CONTRACT v1.1) the decisions `schedule_pause`, `cancel_pause`,
+`log_urge` and `call_for_help` end in the same `reconcile`: a pause moves the runs (its
+days are excused), an urge the standing.
 
 A repeat (a retry, a second scheduler) decides on the state the first one left, so it
 finds everything told and decides nothing.
@@ -36,12 +41,31 @@ from shared.calendar import day_bounds, local_today
 from shared.errors import Conflict, NotFound, require_version
 from shared.events import NewEvent
 
+from .between import (
+    MEMBER_SOS,
+    PAUSE_CANCELLED,
+    PAUSE_SCHEDULED,
+    REMINDER_DUE,
+    URGE_LOGGED,
+    Pause,
+    Urge,
+    member_sos_data,
+    parse_local_time,
+    pause_cancelled_data,
+    pause_scheduled_data,
+    pause_violations,
+    reminder_at,
+    reminder_due_data,
+    urge_logged_data,
+    urge_violations,
+)
 from .checkins import (
     CHECKIN_CORRECTED,
     CHECKIN_RECORDED,
     CHECKIN_WITHDRAWN,
     CheckIn,
     CheckInRejected,
+    CommitmentNotActive,
     CommitmentStatus,
     Outcome,
     checkin_corrected_data,
@@ -53,7 +77,7 @@ from .checkins import (
 )
 from .commitment import KnownCommitment
 from .missed import CHECKIN_MISSED, missed_check_in_data, missed_days, missed_deadline
-from .risk import CLIENT_AT_RISK, RiskAssessment, assess_risk, client_at_risk_data
+from .risk import CLIENT_AT_RISK, LoggedUrge, RiskAssessment, assess_risk, client_at_risk_data
 from .settings import TenantSettings
 from .state import CommitmentState
 from .streaks import (
@@ -74,15 +98,22 @@ __all__ = [
     "DayAlreadyReported",
     "DayNotReported",
     "Decision",
+    "PauseNotFound",
     "RevocationReason",
     "assess",
+    "call_for_help",
+    "cancel_pause",
     "correct",
     "first_deadline",
+    "log_urge",
+    "logged_urges",
     "next_due",
     "pass_time",
     "reconcile",
     "record",
+    "reminder_due",
     "run_history",
+    "schedule_pause",
     "settle",
     "standing_risk",
     "streak_of",
@@ -117,6 +148,10 @@ class RevocationReason(StrEnum):
     SETTINGS_CHANGED = "settings_changed"
     COMMITMENT_CHANGED = "commitment_changed"
     """The commitment's terms as this service learnt them (e.g. it was ended), seen by the scheduler."""
+    PAUSE_SCHEDULED = "pause_scheduled"
+    """Days were excused: a run they shortened (``since_last_slip``) or joined (``verified``)."""
+    PAUSE_CANCELLED = "pause_cancelled"
+    """Excused days count again: a run they now break or lengthen."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +166,12 @@ class Decision:
 
 
 def streak_of(
-    commitment: KnownCommitment, outcomes: Mapping[date, Outcome], settings: TenantSettings, today: date
+    commitment: KnownCommitment, outcomes: Mapping[date, Outcome], settings: TenantSettings, today: date,
+    *, excused: Iterable[date] = (), held_firm: Iterable[date] = (),
 ) -> Streak:
     """The commitment's streak as of its local ``today``, from the outcome standing for each
-    reported day (`CommitmentState.outcomes`, or the check-in rows)."""
+    reported day (`CommitmentState.outcomes`, or the check-in rows), the paused days and the
+    kept days that held firm against a contact attempt."""
     return compute_streak(
         outcomes,
         starts_on=commitment.starts_on,
@@ -142,6 +179,8 @@ def streak_of(
         today=today,
         policy=settings.streak_policy,
         milestones=settings.milestones,
+        excused=frozenset(excused),
+        held_firm=frozenset(held_firm),
     )
 
 
@@ -154,14 +193,21 @@ def first_deadline(commitment: KnownCommitment, settings: TenantSettings) -> dat
 
 
 def standing_risk(
-    commitment: KnownCommitment, check_ins: Iterable[CheckIn], settings: TenantSettings, now: datetime
+    commitment: KnownCommitment, check_ins: Iterable[CheckIn], settings: TenantSettings, now: datetime,
+    *, excused: Iterable[date] = (), urges: Iterable[LoggedUrge] = (),
 ) -> RiskAssessment:
     """Whether the client is at risk at `now` (`check_ins`: the standing reports, or at least
-    those `CommitmentState.recent_check_ins` gives), as the coach sees it: only an active
-    commitment can be."""
+    those `CommitmentState.recent_check_ins` gives; `excused`: the paused days; `urges`: the
+    urges logged, oldest first), as the coach sees it: only an active commitment can be."""
     if commitment.status_at(now) is not CommitmentStatus.ACTIVE:
         return RiskAssessment(at_risk=False, reasons=())
-    return assess_risk(check_ins, commitment.today(now), settings.at_risk, starts_on=commitment.starts_on)
+    return assess_risk(check_ins, commitment.today(now), settings.at_risk, starts_on=commitment.starts_on,
+                       excused=frozenset(excused), urges=urges)
+
+
+def logged_urges(commitment: KnownCommitment, state: CommitmentState) -> list[LoggedUrge]:
+    """The urges the state keeps, as the at-risk rules read them (their local days)."""
+    return [LoggedUrge(commitment.today(mark.at), mark.intensity, mark.outcome) for mark in state.urge_log]
 
 
 def assess(
@@ -169,8 +215,11 @@ def assess(
 ) -> tuple[Streak, RiskAssessment]:
     """The streak and the at-risk standing that `state` makes true at `now`."""
     today = commitment.today(now)
-    streak = streak_of(commitment, state.outcomes(), settings, today)
-    return streak, standing_risk(commitment, state.recent_check_ins(today, settings.at_risk), settings, now)
+    excused = state.paused_days()
+    streak = streak_of(commitment, state.outcomes(), settings, today, excused=excused,
+                       held_firm=state.held_firm_days())
+    return streak, standing_risk(commitment, state.recent_check_ins(today, settings.at_risk), settings, now,
+                                 excused=excused, urges=logged_urges(commitment, state))
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -247,6 +296,74 @@ def settle(state: CommitmentState, commitment: KnownCommitment, settings: Tenant
            now: datetime) -> Decision:
     """What new settings (policy, milestones, thresholds, grace) make true of the commitment."""
     return reconcile(state, state, commitment, settings, now, RevocationReason.SETTINGS_CHANGED)
+
+
+def schedule_pause(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings, pause: Pause,
+                   now: datetime) -> Decision:
+    """Excuse `pause`'s days: ``pause.scheduled`` and what it changes (runs, milestones,
+    the standing). Only an active commitment takes one."""
+    terms = commitment.terms(now)
+    if terms.status is not CommitmentStatus.ACTIVE:
+        raise CommitmentNotActive(terms.status, terms.last_day)
+    violations = pause_violations(pause, commitment=terms, today=commitment.today(now),
+                                  backdate_days=settings.backdate_days, scheduled=state.pauses)
+    if violations:
+        raise CheckInRejected(violations)
+    data = pause_scheduled_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id, pause=pause)
+    return _between(state, NewEvent(PAUSE_SCHEDULED, data, occurred_at=now), commitment, settings, now,
+                    RevocationReason.PAUSE_SCHEDULED)
+
+
+class PauseNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("no such pause (or it was cancelled)")
+
+
+def cancel_pause(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings, pause_id: str,
+                 now: datetime) -> Decision:
+    """Take a pause back, its days expected again: ``pause.cancelled`` and what it changes."""
+    pause = state.pause(pause_id)
+    if pause is None:
+        raise PauseNotFound()
+    terms = commitment.terms(now)
+    if terms.status is not CommitmentStatus.ACTIVE:
+        raise CommitmentNotActive(terms.status, terms.last_day)
+    data = pause_cancelled_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id, pause=pause)
+    return _between(state, NewEvent(PAUSE_CANCELLED, data, occurred_at=now), commitment, settings, now,
+                    RevocationReason.PAUSE_CANCELLED)
+
+
+def log_urge(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings, urge: Urge,
+             now: datetime) -> Decision:
+    """An urge logged between check-ins: ``urge.logged`` and the standing it changes."""
+    terms = commitment.terms(now)
+    local_day = commitment.today(urge.at)
+    require_own_day(local_day, terms)
+    violations = urge_violations(urge, commitment=terms, local_day=local_day, today=commitment.today(now), now=now,
+                                 backdate_days=settings.backdate_days)
+    if violations:
+        raise CheckInRejected(violations)
+    data = urge_logged_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id, urge=urge)
+    # An urge moves no run: no milestone is revoked for it (the reason is never told).
+    return _between(state, NewEvent(URGE_LOGGED, data, occurred_at=now), commitment, settings, now,
+                    RevocationReason.REPORT_RECORDED)
+
+
+def call_for_help(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings,
+                  message: str | None, now: datetime) -> Decision:
+    """An SOS: ``member.sos`` (for the coach's feed and webhooks within a second). Whatever
+    the commitment's status: a member in danger is never refused for a date."""
+    data = member_sos_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id,
+                           coach_id=commitment.coach_id, message=message)
+    return _between(state, NewEvent(MEMBER_SOS, data, occurred_at=now), commitment, settings, now,
+                    RevocationReason.REPORT_RECORDED)
+
+
+def _between(state: CommitmentState, event: NewEvent, commitment: KnownCommitment, settings: TenantSettings,
+             now: datetime, reason: RevocationReason) -> Decision:
+    """`event` first (as the catalogue describes it: no streak figures), then what it makes true."""
+    reconciled = reconcile(state, state.after([event]), commitment, settings, now, reason)
+    return Decision([event, *reconciled.events], reconciled.state, reconciled.streak, reconciled.risk_reasons)
 
 
 def _validate(check_in: CheckIn, commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> None:
@@ -339,10 +456,10 @@ def reconcile(
 
     if include_missed:
         # Days before the commitment was known to anyone are not "missed": a commitment
-        # backdated 300 days must not start with 300 reminders.
+        # backdated 300 days must not start with 300 reminders. A paused day is not missed.
         grace = settings.missed_check_in_grace_hours
         for day in missed_days(
-            reported_days=after.reported_days(),
+            reported_days=after.reported_days() | after.paused_days(),
             starts_on=commitment.starts_on,
             ends_on=commitment.last_day,
             tz=commitment.timezone,
@@ -353,7 +470,29 @@ def reconcile(
             if day not in after.missed:
                 tell(CHECKIN_MISSED, missed_check_in_data(
                     **ids, day=day, deadline=missed_deadline(commitment.timezone, day, grace)))
+        reminder = reminder_due(after, commitment, settings, now)
+        if reminder is not None:
+            # As the catalogue describes it: no streak figures.
+            derived.append(NewEvent(REMINDER_DUE, reminder_due_data(
+                **ids, day=reminder, local_time=settings.reminder_local_time or ""), occurred_at=now))
     return Decision(derived, after.after(derived), streak, reasons)
+
+
+def reminder_due(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings,
+                 now: datetime) -> date | None:
+    """The day to remind of at `now`, if any: the tenant has a reminder time, it has come
+    today in the member's zone (after the commitment was made), today is one of an active
+    commitment's days, not reported, not paused, and not reminded of yet. Only today: a day
+    that ended unreported is missed, not reminded of."""
+    if settings.reminder_local_time is None or commitment.status_at(now) is not CommitmentStatus.ACTIVE:
+        return None
+    today = commitment.today(now)
+    if today < commitment.starts_on or (state.reminded_on is not None and state.reminded_on >= today):
+        return None
+    at = reminder_at(commitment.timezone, today, parse_local_time(settings.reminder_local_time))
+    if not commitment.created_at <= at <= now or state.reported(today) or today in state.paused_days():
+        return None
+    return today
 
 
 def next_due(commitment: KnownCommitment, settings: TenantSettings, now: datetime) -> datetime:
@@ -370,6 +509,8 @@ def next_due(commitment: KnownCommitment, settings: TenantSettings, now: datetim
         missed_deadline(commitment.timezone, today - timedelta(days=1), grace),
         missed_deadline(commitment.timezone, today, grace),  # on the first day: the first deadline
     ]
+    if settings.reminder_local_time is not None:
+        candidates.append(reminder_at(commitment.timezone, today, parse_local_time(settings.reminder_local_time)))
     return min(c for c in candidates if c > now)
 
 
@@ -387,7 +528,8 @@ def run_history(
     null while the run goes on (then ``ended_on`` is null too).
     """
     today = commitment.today(now)
-    streak = streak_of(commitment, state.outcomes(), settings, today)
+    streak = streak_of(commitment, state.outcomes(), settings, today, excused=state.paused_days(),
+                       held_firm=state.held_firm_days())
     last = commitment.last_day
     over = last is not None and (last < today or commitment.recorded_status == CommitmentStatus.ENDED)
     return [_run_json(run, state, settings, over and run.end == streak.counted_through) for run in streak.runs]

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.errors import ValidationFailed
 from shared.events import NewEvent
 
+from .between import parse_local_time
 from .risk import RiskThresholds
 from .streaks import DEFAULT_MILESTONES, StreakPolicy, normalize_milestones
 
@@ -43,6 +45,9 @@ class TenantSettings:
     backdate_days: int = 7
     missed_check_in_grace_hours: int = 12
     at_risk: RiskThresholds = field(default_factory=RiskThresholds)
+    reminder_local_time: str | None = None
+    """``"HH:MM"``: when, in each member's zone, a day not reported yet gets
+    ``checkin.reminder_due``; None: no reminders (CONTRACT v1.1)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,7 @@ class TenantSettings:
             "backdate_days": self.backdate_days,
             "missed_check_in_grace_hours": self.missed_check_in_grace_hours,
             "at_risk": asdict(self.at_risk),
+            "reminder_local_time": self.reminder_local_time,
         }
 
     @classmethod
@@ -66,6 +72,7 @@ class TenantSettings:
                 data.get("missed_check_in_grace_hours", default.missed_check_in_grace_hours)
             ),
             at_risk=RiskThresholds(**{k: int(v) for k, v in risk.items()}),
+            reminder_local_time=data.get("reminder_local_time"),
         )
 
     def reprojects_streaks(self, other: TenantSettings) -> bool:
@@ -91,6 +98,12 @@ def change_settings(
     field by field) and the ``settings.updated`` event that records them."""
     merged = {**current.as_json(), **changes}
     merged["at_risk"] = {**current.as_json()["at_risk"], **(changes.get("at_risk") or {})}
+    reminder = merged.get("reminder_local_time")
+    if reminder is not None:
+        try:
+            parse_local_time(reminder)
+        except (TypeError, ValueError):
+            raise ValidationFailed("reminder_local_time", "must be HH:MM (00:00-23:59) or null") from None
     new = TenantSettings.from_json(merged)
     data = settings_updated_data(tenant_id=tenant_id, settings=new, previous=current)
     return new, NewEvent(SETTINGS_UPDATED, data, occurred_at=now)

@@ -26,8 +26,9 @@ Definitions used throughout (all dates are local dates in the commitment's zone)
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -191,11 +192,22 @@ class Run:
     end: date
     ended_by_slip_on: date | None = None
     ended_by_unreported_on: date | None = None
+    excused: tuple[date, ...] = ()
+    """The excused days within ``start``..``end``, oldest first: they do not add to it."""
 
     @property
     def length(self) -> int:
-        """Number of days in the run (>= 1)."""
-        return (self.end - self.start).days + 1
+        """Number of days in the run that are not excused (>= 1)."""
+        return (self.end - self.start).days + 1 - len(self.excused)
+
+    def day_number(self, n: int) -> date:
+        """The run's `n`-th counted day (1-based), the excused days skipped."""
+        day = self.start + timedelta(days=n - 1)
+        for excused in self.excused:
+            if excused > day:
+                break
+            day += _DAY
+        return day
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready form, dates as ISO strings."""
@@ -248,6 +260,8 @@ class Streak:
     runs: tuple[Run, ...]
     milestone_hits: tuple[MilestoneHit, ...]
     slip_days: tuple[date, ...]
+    excused_days: int = 0
+    held_firm_days: int = 0
 
     @property
     def current_run(self) -> Run | None:
@@ -270,6 +284,8 @@ class Streak:
                 "kept_days": self.kept_days,
                 "slipped_days": self.slipped_days,
                 "unreported_days": self.unreported_days,
+                "excused_days": self.excused_days,
+                "held_firm_days": self.held_firm_days,
                 "streak_started_on": _iso(self.streak_started_on),
                 "last_slip_on": _iso(self.last_slip_on),
                 "last_check_in_on": _iso(self.last_check_in_on),
@@ -310,12 +326,16 @@ def compute_streak(
     today: date,
     policy: StreakPolicy | str = StreakPolicy.SINCE_LAST_SLIP,
     milestones: Sequence[int] = DEFAULT_MILESTONES,
+    excused: Collection[date] = (),
+    held_firm: Collection[date] = (),
 ) -> Streak:
     """The streak from the standing outcome of each reported day (see the module rules).
 
     ``today`` is the local date in the commitment's zone; days outside
-    ``starts_on``..``counted_through`` are ignored. The work grows with the reported days,
-    not with the calendar: a command on a year-old commitment computes this every time.
+    ``starts_on``..``counted_through`` are ignored. ``excused``: the days pauses cover (only
+    the unreported ones are excused); ``held_firm``: the kept days that held firm against a
+    contact attempt. The work grows with the reported and paused days, not with the
+    calendar: a command on a year-old commitment computes this every time.
     """
     policy = StreakPolicy(policy)
     thresholds = normalize_milestones(milestones)
@@ -324,11 +344,15 @@ def compute_streak(
     counted = [] if through is None else sorted(
         (day, outcome) for day, outcome in outcomes.items() if starts_on <= day <= through
     )
+    excused_days = [] if through is None else sorted(
+        day for day in set(excused) if starts_on <= day <= through and day not in outcomes
+    )
     slip_days = [day for day, outcome in counted if outcome != Outcome.KEPT]
     if policy == StreakPolicy.VERIFIED:
-        runs = _verified_runs(counted, through)
+        runs = _verified_runs(counted, through, set(excused) - outcomes.keys())
     else:
-        runs = _runs_between_slips(slip_days, starts_on, through)
+        runs = _runs_between_slips(slip_days, starts_on, through, set(excused_days))
+    runs = [replace(run, excused=_within(excused_days, run.start, run.end)) for run in runs]
 
     current = runs[-1] if runs and runs[-1].end == through else None
     current_days = current.length if current is not None else 0
@@ -337,7 +361,7 @@ def compute_streak(
             threshold=t,
             run_start=run.start,
             attempt=index,
-            reached_on=run.start + timedelta(days=t - 1),
+            reached_on=run.day_number(t),
         )
         for index, run in enumerate(runs, start=1)
         for t in thresholds
@@ -350,7 +374,7 @@ def compute_streak(
         longest_days=max((run.length for run in runs), default=0),
         kept_days=len(counted) - len(slip_days),
         slipped_days=len(slip_days),
-        unreported_days=0 if through is None else (through - starts_on).days + 1 - len(counted),
+        unreported_days=0 if through is None else (through - starts_on).days + 1 - len(counted) - len(excused_days),
         streak_started_on=current.start if current is not None else None,
         last_slip_on=slip_days[-1] if slip_days else None,
         last_check_in_on=counted[-1][0] if counted else None,
@@ -360,42 +384,73 @@ def compute_streak(
         runs=tuple(runs),
         milestone_hits=hits,
         slip_days=tuple(slip_days),
+        excused_days=len(excused_days),
+        held_firm_days=0 if through is None else sum(
+            1 for day in set(held_firm) if starts_on <= day <= through and outcomes.get(day) == Outcome.KEPT),
     )
 
 
 _DAY = timedelta(days=1)
 
 
-def _runs_between_slips(slip_days: Sequence[date], starts_on: date, through: date | None) -> list[Run]:
-    """``since_last_slip``: every counted day that is not a slip belongs to a run."""
+def _within(ordered: Sequence[date], first: date, last: date) -> tuple[date, ...]:
+    """The days of `ordered` (sorted) within `first`..`last`."""
+    return tuple(ordered[bisect_left(ordered, first):bisect_right(ordered, last)])
+
+
+def _runs_between_slips(slip_days: Sequence[date], starts_on: date, through: date | None,
+                        excused: Collection[date]) -> list[Run]:
+    """``since_last_slip``: every counted day that is not a slip belongs to a run (the
+    excused ones too, without adding to it); a run starts on a day that is not excused."""
+
+    def first_counted(day: date, last: date) -> date | None:
+        while day <= last and day in excused:
+            day += _DAY
+        return day if day <= last else None
+
     runs = []
     start = starts_on
     for slip in slip_days:
-        if slip > start:
-            runs.append(Run(start=start, end=slip - _DAY, ended_by_slip_on=slip))
+        first = first_counted(start, slip - _DAY)
+        if first is not None:
+            runs.append(Run(start=first, end=slip - _DAY, ended_by_slip_on=slip))
         start = slip + _DAY
-    if through is not None and start <= through:
-        runs.append(Run(start=start, end=through))
+    if through is not None:
+        first = first_counted(start, through)
+        if first is not None:
+            runs.append(Run(start=first, end=through))
     return runs
 
 
-def _verified_runs(counted: Sequence[tuple[date, Outcome]], through: date | None) -> list[Run]:
-    """``verified``: runs are consecutive reported kept days; the day after each is a slip
-    or unreported (or the run reaches the last counted day)."""
+def _verified_runs(counted: Sequence[tuple[date, Outcome]], through: date | None,
+                   excused: Collection[date]) -> list[Run]:
+    """``verified``: runs are consecutive reported kept days, the excused days between them
+    skipped; the day expected after each is a slip or unreported (or the run reaches the
+    last counted day, every day after it excused)."""
+
+    def expected_after(day: date) -> date:
+        day += _DAY
+        while day in excused:
+            day += _DAY
+        return day
+
     runs = []
     start = last = None
     for day, outcome in counted:
-        if start is not None and last is not None and (outcome != Outcome.KEPT or day != last + _DAY):
-            after = last + _DAY
-            runs.append(Run(start=start, end=last, ended_by_slip_on=after if after == day and outcome != Outcome.KEPT
-                            else None, ended_by_unreported_on=None if after == day else after))
+        if start is not None and last is not None and (outcome != Outcome.KEPT or day != expected_after(last)):
+            after = expected_after(last)
+            if after == day:  # a slip right after
+                runs.append(Run(start=start, end=day - _DAY, ended_by_slip_on=day))
+            else:
+                runs.append(Run(start=start, end=after - _DAY, ended_by_unreported_on=after))
             start = None
         if outcome == Outcome.KEPT and start is None:
             start = day
         last = day
     if start is not None and last is not None:
-        runs.append(Run(start=start, end=last) if last == through
-                    else Run(start=start, end=last, ended_by_unreported_on=last + _DAY))
+        after = expected_after(last)
+        runs.append(Run(start=start, end=through) if through is not None and after > through
+                    else Run(start=start, end=after - _DAY, ended_by_unreported_on=after))
     return runs
 
 
@@ -407,6 +462,7 @@ def fold_streak(
     today: date,
     policy: StreakPolicy | str = StreakPolicy.SINCE_LAST_SLIP,
     milestones: Sequence[int] = DEFAULT_MILESTONES,
+    excused: Collection[date] = (),
 ) -> Streak:
     """THE streak fold: the streak of a commitment from its check-in events, in any order.
 
@@ -422,6 +478,7 @@ def fold_streak(
         today=today,
         policy=policy,
         milestones=milestones,
+        excused=excused,
     )
 
 

@@ -16,7 +16,9 @@ def test_defaults_are_the_contracts() -> None:
         "backdate_days": 7,
         "missed_check_in_grace_hours": 12,
         "at_risk": {"slip_window_days": 7, "high_urge": 8, "high_urge_count": 2, "urge_window_check_ins": 3,
-                    "silent_days": 2},
+                    "silent_days": 2, "urge_log_window_days": 7, "frequent_urges": 5, "rising_urges": 3,
+                    "urge_reached_out": 1},
+        "reminder_local_time": None,
     }
 
 

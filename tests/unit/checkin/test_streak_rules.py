@@ -273,6 +273,8 @@ def test_the_contract_example_document() -> None:
         "current_days": 12,
         "longest_days": 20,
         "kept_days": 40,
+        "excused_days": 0,
+        "held_firm_days": 0,
         "slipped_days": 2,
         "unreported_days": 3,
         "streak_started_on": "2026-11-10",

@@ -321,7 +321,7 @@ function commitmentBlock(c) {
   );
 }
 
-const STATE_TEXT = { kept: "kept", slipped: "slipped", unreported: "not reported" };
+const STATE_TEXT = { kept: "kept", slipped: "slipped", unreported: "not reported", excused: "paused (excused)" };
 
 function dayCell(day, today, extra = "") {
   const isToday = day.date === today;
@@ -389,9 +389,10 @@ function findCommitment(id) {
 }
 
 function startOfCounting(streak) {
-  // Every day from starts_on to counted_through is kept, slipped or unreported, so the
-  // counts give the first day back even though the streak document does not name it.
-  const counted = (streak.kept_days || 0) + (streak.slipped_days || 0) + (streak.unreported_days || 0);
+  // Every day from starts_on to counted_through is kept, slipped, unreported or excused (a
+  // pause), so the counts give the first day back even though the streak document does not name it.
+  const counted = (streak.kept_days || 0) + (streak.slipped_days || 0) + (streak.unreported_days || 0) +
+    (streak.excused_days || 0);
   return streak.counted_through && counted > 0 ? addDays(streak.counted_through, 1 - counted) : null;
 }
 

@@ -94,7 +94,7 @@ const pick = (obj, ...keys) => {
 
 function dayState(value) {
   const state = typeof value === "string" ? value : pick(value, "outcome", "state", "status");
-  return state === "kept" || state === "slipped" ? state : "unreported";
+  return state === "kept" || state === "slipped" || state === "excused" ? state : "unreported";
 }
 
 function reasonCode(reason) {
