@@ -46,6 +46,7 @@ from shared.db import engine_for, read
 from shared.errors import Busy, DomainError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from shared.eventstore import ConcurrencyError
 from shared.problems import PROBLEM_JSON, Problem, flatten_errors, invalid
+from shared.rawpath import RawPath, Segment
 
 log = logging.getLogger(__name__)
 access_log = nclog.get_logger("nocontact.access")
@@ -261,6 +262,9 @@ def create_app(
     """A service's Flask app: API, docs, errors, auth, health and metrics wired once."""
     nclog.configure(service)
     app = Flask(service)
+    # Ids may hold a `/` (sent as %2F): route on the path as sent (shared.rawpath).
+    app.wsgi_app = RawPath(app.wsgi_app)  # type: ignore[method-assign]
+    app.url_map.converters["default"] = app.url_map.converters["string"] = Segment
     app.config.update(
         NOCONTACT_SERVICE=service,
         API_TITLE=title,

@@ -23,7 +23,7 @@ from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
 from shared import keyring
 from shared.auth import Principal
 from shared.db import read
-from shared.errors import Forbidden, NotFound, ValidationFailed
+from shared.errors import Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from shared.problems import PROBLEM_JSON, Problem
 from shared.web import ProblemSchema, context, engine, etag, if_match, now, principal, require_role
 
@@ -208,7 +208,8 @@ class RiskSettings(Schema):
 
 
 class SettingsBody(Schema):
-    """Every field optional: what is left out keeps its current value."""
+    """Every field optional: what is left out keeps its current value; at least one setting
+    is named (an empty PUT is a client's mistake, not a change)."""
 
     streak_policy = fields.String(validate=validate.OneOf(["since_last_slip", "verified"]),
                                   metadata={"example": "since_last_slip"})
@@ -224,10 +225,20 @@ class SettingsBody(Schema):
                                         metadata={"description": "HH:MM: at that time in each member's zone, a day "
                                                   "not reported yet gets `checkin.reminder_due` (once); null: no "
                                                   "reminders", "example": "20:00"})
+    # What GET returned can be sent back as it is: its version is the one the change is based
+    # on, compared like If-Match (412 when the settings changed since).
+    version = fields.Integer(strict=True, validate=validate.Range(0), metadata={
+        "description": "optional: the version this change is based on (as If-Match); 412 when it is not "
+                       "the current one", "example": 3})
+
+    @validates_schema
+    def _names_a_setting(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.keys() - {"version"}:
+            raise ValidationError("name at least one setting to change")
 
 
 class SettingsOut(SettingsBody):
-    version = fields.Integer(metadata={"example": 3})
+    version = fields.Integer(metadata={"description": "the settings' version, also the ETag", "example": 3})
 
 
 class DayState(Schema):
@@ -446,9 +457,13 @@ class SettingsView(MethodView):
     @settings_blp.arguments(SettingsBody)
     @settings_blp.response(200, SettingsOut)
     def put(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-        """Change settings (admin). A new policy or milestone list re-projects every streak."""
+        """Change settings (admin). A new policy or milestone list re-projects every streak.
+        The same settings again change nothing (no event, the same version)."""
+        based_on, header = body.pop("version", None), if_match()
+        if based_on is not None and header is not None and based_on != header:
+            raise PreconditionFailed(None, "If-Match and the body's version name different versions")
         settings, version = handlers.update_settings(
-            engine(), principal(), context(), body, now=now(), if_match=if_match()
+            engine(), principal(), context(), body, now=now(), if_match=header if header is not None else based_on
         )
         return {**settings.as_json(), "version": version}, 200, {"ETag": etag(version)}
 

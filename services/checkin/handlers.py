@@ -227,16 +227,19 @@ def update_settings(
     if_match: int | None = None,
 ) -> tuple[TenantSettings, int]:
     """Change a tenant's settings (fields left out keep their value) and return them with
-    their version. In the same transaction (one append of every stream) every commitment of
-    the tenant is reconciled with them (`domain.settle`: milestones a new policy or list
-    makes untrue are revoked, those it makes true reached, the standing under new
-    thresholds) and its state row rewritten. `if_match`: the version the caller decided on."""
+    their version; settings equal to the current ones record nothing. In the same
+    transaction (one append of every stream) every commitment of the tenant is reconciled
+    with them (`domain.settle`: milestones a new policy or list makes untrue are revoked,
+    those it makes true reached, the standing under new thresholds) and its state row
+    rewritten. `if_match`: the version the caller decided on."""
     tenant_id = may_change_settings(caller)
 
     def command(uow: UnitOfWork) -> tuple[TenantSettings, int]:
         current, version = load_settings(uow.conn, tenant_id)
         require_version(if_match, version)
         new, event = change_settings(tenant_id, current, changes, uow.now)
+        if new == current:
+            return current, version  # the same settings again (a GET sent back): nothing to tell
         uow.record(settings_stream_id(tenant_id), [event], expected_version=version)
         decided = []
         for inputs in tenant_inputs(uow.conn, tenant_id):

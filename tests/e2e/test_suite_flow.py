@@ -4,14 +4,12 @@ PostgreSQL and RabbitMQ, a partner's webhook receiver on loopback.
 One story, end to end: an operator creates a tenant; a partner subscribes to webhooks; a
 member commits and checks in; the streak, the milestone webhooks (signature verified with
 the standardwebhooks package) and the coach's view follow; a revoked key stops working on
-every service within a second.
+every service as soon as its DELETE has returned.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -132,31 +130,12 @@ def test_a_member_a_coach_and_a_partner_app_end_to_end(suite: dict[str, str]) ->
     assert all("private" not in json.dumps(e) for e in delivered)
     assert all(e["data"].get("commitment_id") in (commitment_id, None) for e in delivered)
 
-    # Revoking a key: it stops working on all three services within a second.
+    # Revoking a key: it stops working on all three services as soon as the DELETE has
+    # returned (CONTRACT v1.1 "Credentials"): the very next request is refused, no wait.
     second = client.post(f"{commitment}/v1/api-keys", headers=admin)
     assert second.status_code == 201
     extra = bearer(second.json()["api_key"])
-    for url in (f"{commitment}/v1/commitments", f"{checkin}/v1/settings", f"{notification}/v1/webhook-endpoints"):
-        eventually(lambda url=url: client.get(url, headers=extra), 200)
+    probes = (f"{commitment}/v1/commitments", f"{checkin}/v1/settings", f"{notification}/v1/webhook-endpoints")
+    assert [client.get(url, headers=extra).status_code for url in probes] == [200, 200, 200]
     assert client.delete(f"{commitment}/v1/api-keys/{second.json()['id']}", headers=admin).status_code == 204
-    revoked_at = time.monotonic()
-    refused_after: dict[str, float] = {}
-
-    def watch(name: str, url: str) -> None:
-        # Each service watched by its own poller, so one slow answer does not delay the others' clock.
-        with httpx.Client(timeout=5) as own:
-            eventually(lambda: own.get(url, headers=extra), 401, timeout=5)
-        refused_after[name] = time.monotonic() - revoked_at
-
-    watchers = [
-        threading.Thread(target=watch, args=(name, url))
-        for name, url in (("commitment", f"{commitment}/v1/commitments"), ("checkin", f"{checkin}/v1/settings"),
-                          ("notification", f"{notification}/v1/webhook-endpoints"))
-    ]
-    for watcher in watchers:
-        watcher.start()
-    for watcher in watchers:
-        watcher.join()
-    assert set(refused_after) == {"commitment", "checkin", "notification"}, refused_after
-    # The promise is one second; the margin absorbs a loaded CI machine's scheduling, not the bus.
-    assert max(refused_after.values()) < 1.5, f"revocation reached the services after {refused_after}"
+    assert [client.get(url, headers=extra).status_code for url in probes] == [401, 401, 401]

@@ -72,6 +72,7 @@ class Side:
     coach_token: str
     other_coach_token: str
     feed_item_id: int = 0
+    note: str = ""
     pause_id: str = ""
     markers: list[str] = field(default_factory=list)
     member_markers: list[str] = field(default_factory=list)
@@ -144,6 +145,7 @@ def _side(suite: Suite, client: httpx.Client, name: str, day: str) -> Side:
         coach_token=issue_token(suite, client, tenant, "coach", coach),
         other_coach_token=issue_token(suite, client, tenant, "coach", f"coach2-{name}-{tag}"),
         feed_item_id=feed_item_id,
+        note=note,
         pause_id=pause.json()["pause_id"],
         markers=[tenant.id, tenant.key_id, member, other, coach, note, *ids, *texts[0], *texts[1],
                  endpoint.json()["id"], f"Hook-{name}-{tag}", reason, trigger],

@@ -29,7 +29,10 @@ def _write(world: World, service: str) -> tuple[str, str, dict[str, Any]]:
     if service == "commitment":
         return "POST", world.suite.url(service, "/v1/commitments"), commitment_body("m-edge", world.day)
     if service == "checkin":
-        return "PUT", world.suite.url(service, "/v1/settings"), {"backdate_days": 7}  # the default
+        # The day's report again: a correction, recorded each time (settings sent again
+        # unchanged record nothing, so they would not reach the store).
+        return "PUT", world.suite.url(service, f"/v1/commitments/{world.b.commitment_id}/check-ins/{world.day}"), {
+            "outcome": "kept", "urge": 3, "note": world.b.note}
     return "POST", world.suite.url(service, "/v1/webhook-endpoints"), {
         "url": "https://1.1.1.1/nocontact-edge", "event_types": ["commitment.created"]}
 

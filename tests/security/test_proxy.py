@@ -14,18 +14,19 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 from shared import testing
 from shared.config import PORT_DEFAULTS, REPO_ROOT
-from shared.testing import wait_until
+from shared.testing import bearer, wait_until
 from shared.web import MAX_BODY_BYTES
 from tests.security.clients import REQUEST_TIMEOUT_S, address_of, raw, slow_clients
 from tests.security.conftest import World
 from tests.support import debian
-from tests.support.suite import SERVICES, commitment_body, free_port
+from tests.support.suite import SERVICES, commitment_body, create_tenant, free_port
 
 PROXY = REPO_ROOT / "infra" / "proxy"
 
@@ -171,3 +172,18 @@ def test_the_access_log_has_the_client_address_the_proxy_forwards(proxy: Proxy, 
     logged = wait_until(access_line, 15, message="the request's access line")
     assert logged["forwarded_for"] == "127.0.0.1" and logged["client"] == "127.0.0.1"
     assert logged["route"] == "/healthz" and logged["status"] == 200
+
+
+def test_an_id_with_a_slash_reaches_the_api_through_the_proxy(proxy: Proxy, world: World) -> None:
+    # nginx passes the request target on as sent: %2F stays inside the id (shared.rawpath).
+    coach, member = f"coach/proxy/{uuid.uuid4().hex[:6]}", f"m/proxy/{uuid.uuid4().hex[:6]}"
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+        admin = bearer(create_tenant(world.suite, client, "Proxy Slash").api_key)
+        created = client.post(proxy.url("commitment", "/v1/commitments"), headers=admin,
+                              json=commitment_body(member, world.day))
+        assert created.status_code == 201, created.text
+        path = f"/v1/coaches/{quote(coach, safe='')}/clients/{quote(member, safe='')}"
+        assigned = client.put(proxy.url("commitment", path), headers=admin)
+        assert assigned.status_code == 204, assigned.text
+        read = client.get(proxy.url("commitment", f"/v1/commitments/{created.json()['id']}"), headers=admin)
+        assert read.json()["coach_id"] == coach

@@ -25,6 +25,9 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    #: Answer only once this is set (at most a minute): a receiver busy for as long as the
+    #: test says, not for a guessed time.
+    until: threading.Event | None = None
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Receiver:
                     )
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.until is not None:
+                    reply.until.wait(60)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
