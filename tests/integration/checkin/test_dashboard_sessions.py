@@ -157,6 +157,19 @@ def test_a_coachs_note_is_sealed_theirs_alone_and_versioned(any_stack: CheckinSt
         data = str(conn.exec_driver_sql("SELECT data FROM events WHERE type = 'coach_note.saved'").scalar())
     assert stored.startswith(keyring.PREFIX) and "Sundays" not in stored and "Sundays" not in data
 
+    # The member's export carries the note about them; their erasure deletes it.
+    from services.checkin.members import export_member, scrub
+    from shared.clock import utcnow
+
+    exported = export_member(pg_stack.engine, tenant.tenant_id, "m-7", utcnow())
+    assert exported is not None
+    assert [n["note"] for n in exported["data"]["coach_notes"]] == ["calls on Sundays"]
+    assert exported["data"]["profile"] == {"display_name": None}
+    with pg_stack.engine.begin() as conn:
+        scrub(conn, tenant.tenant_id, "m-7", utcnow())
+    with read(pg_stack.engine) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM checkin_coach_notes WHERE member_id = 'm-7'").scalar() == 0
+
 
 @pytest.mark.parametrize("proxies", ["1"])
 def test_a_session_behind_https_gets_a_secure_host_cookie(postgres_url: str, amqp_url: str, stack_factory: Any,
