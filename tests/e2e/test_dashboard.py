@@ -17,7 +17,6 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,8 @@ import pytest
 
 from services import demo
 from services.checkin import coach_notes
-from shared import config, eventstore, keyring, testing
+from shared import config, keyring, testing
 from shared.db import engine_for
-from shared.events import Metadata, NewEvent
 from shared.testing import wait_until
 from tests.support import debian
 
@@ -120,18 +118,12 @@ def _sign_in_link(checkin_url: str, api_key: str, coach_id: str) -> str:
     return url.split("#link=", 1)[1]
 
 
-def _sos(postgres_url: str, tenant_id: str, commitment_id: str, member_id: str, coach_id: str, message: str) -> None:
-    """An SOS as the check-in service records it: `member.sos` on the commitment's stream,
-    its message sealed with the member's key (the relay publishes it to the feed)."""
-    engine = engine_for(postgres_url)
-    now = datetime.now(UTC)
-    keyring.ensure_key(engine, tenant_id, member_id, now=now)
-    data = {"commitment_id": commitment_id, "member_id": member_id, "coach_id": coach_id, "message": message}
-    with engine.begin() as conn:
-        event = keyring.seal_event(keyring.member_key(conn, tenant_id, member_id), NewEvent("member.sos", data),
-                                   ("message",))
-        eventstore.append(conn, f"checkin-{commitment_id}", [event],
-                          metadata=Metadata(tenant_id=tenant_id, actor=f"member:{member_id}"), now=now)
+def _member_token(commitment_url: str, api_key: str, member_id: str) -> str:
+    with _api(api_key) as admin:
+        minted = admin.post(f"{commitment_url}/v1/tokens", json={"role": "member", "subject_id": member_id,
+                                                                 "ttl_seconds": 600})
+    assert minted.status_code == 201, minted.text
+    return str(minted.json()["token"])
 
 
 def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, stack_factory: Any, browser: Any) -> None:
@@ -229,7 +221,10 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     page.evaluate("window.__notReloaded = true")
     sam = next(item for item in clients if item["member_id"] == "sam.r")
     message = f"please call me {uuid.uuid4().hex[:6]}"
-    _sos(postgres_url, tenant.tenant_id, sam["commitments"][0]["commitment_id"], "sam.r", tenant.coach_id, message)
+    with _api(_member_token(commitment_url, tenant.api_key, "sam.r")) as sam_client:
+        sent = sam_client.post(f"{checkin_url}/v1/commitments/{sam['commitments'][0]['commitment_id']}/sos",
+                               json={"message": message})
+    assert sent.status_code == 202, sent.text
     first = page.locator("#sos-items > li").first
     wait_until(lambda: first.count() and first.get_attribute("data-kind") == "sos", 20,
                message="the SOS on top of the page")
@@ -263,9 +258,7 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     # -- a check-in arrives: the page shows it without reloading ----------------------------------------------
     page.evaluate("window.__notReloaded = true")
     lee_view = views[ids["lee-taylor"]]
-    member = httpx.post(f"{commitment_url}/v1/tokens", headers={"Authorization": f"Bearer {tenant.api_key}"},
-                        json={"role": "member", "subject_id": "lee.m", "ttl_seconds": 600}).json()["token"]
-    with _api(member) as lee_client:
+    with _api(_member_token(commitment_url, tenant.api_key, "lee.m")) as lee_client:
         response = lee_client.post(f"{checkin_url}/v1/commitments/{ids['lee-taylor']}/check-ins",
                                    json={"outcome": "kept", "urge": 8, "mood": 3, "note": "Back on track."})
     assert response.status_code == 201, response.text
@@ -303,6 +296,11 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     wait_until(lambda: page.locator("#clients > li.client").count() == len(members), 5)
 
     # -- one client's full history: heatmap, charts, slips with channel and initiator, runs, milestones --------------
+    with _api(_member_token(commitment_url, tenant.api_key, "ana.g")) as ana_client:
+        logged = ana_client.post(f"{checkin_url}/v1/commitments/{ids['ana-robin']}/urges", json={
+            "intensity": 9, "outcome": "passed", "trigger": "Saw their photo", "coping": "Called my sister",
+            "note": "only mine"})
+    assert logged.status_code == 201, logged.text
     page.locator(f'section.commitment[data-commitment="{ids["ana-robin"]}"] a.more').click()
     page.wait_for_selector("table.slips")
     streak = admin.get(f"{checkin_url}/v1/commitments/{ids['ana-robin']}/streak").json()
@@ -327,6 +325,12 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
         assert any(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2}", text) for text in texts), texts
         assert page.locator(f"{chart} svg circle").count() > 10
     assert page.locator(".member-id").inner_text() == "ana.g"
+    # The urge logged between check-ins: in its table (never its note) and on the chart.
+    urge_rows = page.locator("table.urges-logged tbody tr")
+    assert urge_rows.count() == 1
+    assert all(text in urge_rows.first.inner_text() for text in ("9/10", "passed", "Saw their photo", "Called my"))
+    assert "only mine" not in page.content()
+    assert page.locator(".urge-chart svg path.logged").count() == 1
     assert page.locator("#detail-title").inner_text().startswith("Ana García")
 
     # A private note on the client: saved, there again after a reload, sealed at rest.

@@ -21,7 +21,16 @@ from flask import Blueprint, Response, jsonify
 
 from services.checkin import coach_notes, profiles, queries
 from services.checkin.access import authorized, may_read_coach
-from services.checkin.api import CheckInOut, ClientsOut, RunOut, StreakOut, check_in_json
+from services.checkin.api import (
+    CheckInOut,
+    ClientsOut,
+    RunOut,
+    StreakOut,
+    UrgeLogOut,
+    _urge_json,
+    check_in_json,
+    opened,
+)
 from services.checkin.dashboard import sessions
 from services.checkin.domain import run_history
 from shared import config, keyring
@@ -36,6 +45,8 @@ FEED_TIMEOUT_S = 3.0
 FEED_TOKEN_TTL = timedelta(seconds=60)
 FEED_PAGE = 50
 CLIENTS, STREAK, CHECK_INS, RUNS = ClientsOut(), StreakOut(), CheckInOut(many=True), RunOut(many=True)
+URGES = UrgeLogOut(many=True)
+URGES_SHOWN = 200  # the newest urges logged between check-ins (GET .../urges' largest page)
 
 blueprint.add_url_rule("/session", "open_session", sessions.open_session, methods=["POST"])
 blueprint.add_url_rule("/session", "close_session", sessions.close_session, methods=["DELETE"])
@@ -79,7 +90,8 @@ def clients() -> Response:
 @sessions.signed_in
 def commitment(commitment_id: str) -> Response:
     """One commitment for the detail view: what it is, its streak, every check-in (never a
-    note) and its runs, as `GET /v1/commitments/{id}/streak`, `.../check-ins`, `.../runs`."""
+    note), its runs and the urges logged between check-ins (never their note), as `GET
+    /v1/commitments/{id}/streak`, `.../check-ins`, `.../runs`, `.../urges` answer a coach."""
     at = now()
     with read(engine()) as conn:
         inputs = queries.command_inputs(conn, commitment_id)
@@ -92,6 +104,8 @@ def commitment(commitment_id: str) -> Response:
         runs = run_history(known, queries.decision_state(conn, inputs), inputs.settings, at)
         label = keyring.Opener(conn, known.tenant_id).open(known.contact_label)
         name = profiles.display_names(conn, known.tenant_id, [known.member_id]).get(known.member_id)
+        urges, _ = queries.urge_page(conn, known, None, None, URGES_SHOWN, None)
+        logged = opened(conn, known.tenant_id, [_urge_json(row._mapping, with_note=False) for row in urges])
     return _json({
         "commitment": {
             "commitment_id": known.commitment_id, "member_id": known.member_id, "contact_label": label,
@@ -101,6 +115,7 @@ def commitment(commitment_id: str) -> Response:
         "streak": STREAK.dump(streak),
         "check_ins": CHECK_INS.dump([check_in_json(row._mapping, with_note=False) for row in rows]),
         "runs": RUNS.dump(runs),
+        "urges": URGES.dump(logged),
         "at_risk": inputs.settings.as_json()["at_risk"],
         "profile": profiles.profile_json(name),
     })

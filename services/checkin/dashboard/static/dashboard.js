@@ -587,6 +587,7 @@ async function loadDetail(id) {
     today: body.streak.as_of,
     startsOn: body.commitment.starts_on,
     highUrge: body.at_risk.high_urge,
+    logged: body.urges.map((u) => ({ ...u, date: localDay(u.at, body.commitment.timezone) })),
     past: { runs, slips: slipsOf(reports), reached: milestonesReached(runs) },
   };
   const signature = JSON.stringify(model);
@@ -598,7 +599,34 @@ async function loadDetail(id) {
 
 const RELATION = { romantic: "romantic", family: "family", friend: "friend", professional: "professional", other: "other" };
 
-function renderDetail({ commitment: c, name, streak, reports, today, startsOn, highUrge, past }, first) {
+/** The member's calendar day of an instant (their zone: the day the service counts it on). */
+function localDay(instant, timeZone) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date(instant));
+}
+
+const URGE_OUTCOME = { passed: "passed", reached_out: "reached out", ongoing: "still there" };
+
+function urgesTable(logged, timeZone) {
+  const when = (instant) => new Date(instant).toLocaleString("en-GB", { timeZone, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+  return el(
+    "section",
+    { class: "table-block" },
+    el("h2", { text: `Urges logged between check-ins (${logged.length})` }),
+    logged.length
+      ? el("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Urges logged between check-ins" },
+          el("table", { class: "urges-logged" },
+            el("thead", {}, el("tr", {}, ["When (client's time)", "Intensity", "Outcome", "Trigger", "What helped"].map((h) => el("th", { scope: "col", text: h })))),
+            el("tbody", {}, logged.map((u) => el("tr", { class: u.outcome === "reached_out" ? "reached-out" : null },
+              el("td", { text: when(u.at) }),
+              el("td", { text: `${u.intensity}/10` }),
+              el("td", { text: URGE_OUTCOME[u.outcome] || u.outcome }),
+              el("td", { text: u.trigger || "–" }),
+              el("td", { text: u.coping || "–" }))))))
+      : el("p", { class: "muted", text: "None logged." }),
+  );
+}
+
+function renderDetail({ commitment: c, name, streak, reports, today, startsOn, highUrge, logged, past }, first) {
   $("overview").hidden = true;
   $("detail").hidden = false;
   const body = el(
@@ -630,8 +658,9 @@ function renderDetail({ commitment: c, name, streak, reports, today, startsOn, h
     heatmap(reports, startsOn, today),
     el("h2", { text: "Urges and mood, day by day" }),
     el("div", { class: "charts" },
-      lineChart({ reports, startsOn, today, field: "urge", max: 10, min: 0, title: "Urge to reach out", unit: "0 none – 10 overwhelming", mark: highUrge, cls: "urge-chart" }),
+      lineChart({ reports, startsOn, today, field: "urge", max: 10, min: 0, title: "Urge to reach out", unit: "0 none – 10 overwhelming", mark: highUrge, cls: "urge-chart", logged }),
       lineChart({ reports, startsOn, today, field: "mood", max: 5, min: 1, title: "Mood", unit: "1 very low – 5 very good", mark: null, cls: "mood-chart" })),
+    urgesTable(logged, c.timezone),
     el("div", { class: "columns" }, slipsTable(past.slips), runsTable(past.runs)),
     el("h2", { text: "Milestones reached" }),
     past.reached.length
@@ -728,7 +757,7 @@ function heatmap(reports, startsOn, today) {
 }
 
 /** A day-by-day line chart of one reported value, with labelled axes and dates. */
-function lineChart({ reports, startsOn, today, field, min, max, title, unit, mark, cls }) {
+function lineChart({ reports, startsOn, today, field, min, max, title, unit, mark, cls, logged = [] }) {
   const days = Object.keys(reports).filter((d) => d >= startsOn && d <= today && reports[d][field] !== null).sort();
   const figure = el("figure", { class: `chart ${cls}` }, el("figcaption", {}, el("b", { text: title }), ` (${unit})`));
   if (!days.length) {
@@ -751,6 +780,8 @@ function lineChart({ reports, startsOn, today, field, min, max, title, unit, mar
   // Dates on the x axis: the first day, today and up to three between, evenly spread.
   const dateTicks = [...new Set([0, 0.25, 0.5, 0.75, 1].map((f) => addDays(startsOn, Math.round(f * span))))];
   const slipped = days.filter((d) => reports[d].outcome === "slipped");
+  // Urges logged between check-ins: triangles on their day, beside the daily line.
+  const between = logged.filter((u) => u.date >= startsOn && u.date <= today);
   const recent = values.slice(-7);
   const average = (recent.reduce((a, b) => a + b, 0) / recent.length).toFixed(1);
   figure.append(
@@ -768,8 +799,10 @@ function lineChart({ reports, startsOn, today, field, min, max, title, unit, mar
       svg("polyline", { points, class: "spark-line" }),
       ...days.map((d) => svg("circle", { cx: x(d), cy: y(reports[d][field]), r: 2.5, class: reports[d].outcome === "slipped" ? "dot slipped" : "dot" },
         svg("title", {}, `${longDate(d)}: ${reports[d][field]}${reports[d].outcome === "slipped" ? " (slipped)" : ""}`))),
+      ...between.map((u) => svg("path", { d: `M${x(u.date).toFixed(1)},${(y(u.intensity) - 5).toFixed(1)} l5,9 h-10 z`, class: "logged" },
+        svg("title", {}, `${longDate(u.date)}: urge logged, ${u.intensity}/10, ${URGE_OUTCOME[u.outcome] || u.outcome}`))),
     ),
-    el("p", { class: "muted chart-note", text: `Average of the last ${recent.length}: ${average}.${slipped.length ? " Filled dots: slipped days." : ""}` }),
+    el("p", { class: "muted chart-note", text: `Average of the last ${recent.length}: ${average}.${slipped.length ? " Filled dots: slipped days." : ""}${between.length ? " Triangles: urges logged between check-ins." : ""}` }),
   );
   return figure;
 }
