@@ -503,6 +503,7 @@ class PauseBody(Schema):
 class PauseOut(Schema):
     pause_id = fields.String(metadata={"example": PAUSE_ID})
     commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     from_ = fields.Date(data_key="from", metadata={"example": "2027-03-12"})
     to = fields.Date(metadata={"example": "2027-03-14"})
     reason = fields.String(allow_none=True, metadata={"description": "hidden from coaches", "example": "Hospital stay"})
@@ -516,7 +517,10 @@ class PauseList(Schema):
 
 
 def _pause_json(row: Mapping[str, Any], *, with_reason: bool) -> dict[str, Any]:
-    return {"pause_id": row["pause_id"], "commitment_id": row["commitment_id"], "from_": row["first_day"],
+    # member_id names whose answer this is: a kept idempotent answer is then sealed under
+    # that member's key (shared.idempotency), so their erasure leaves none readable.
+    return {"pause_id": row["pause_id"], "commitment_id": row["commitment_id"], "member_id": row["member_id"],
+            "from_": row["first_day"],
             "to": row["last_day"], "reason": row["reason"] if with_reason else None,
             "scheduled_at": row["scheduled_at"], "cancelled_at": row["cancelled_at"]}
 
@@ -538,7 +542,8 @@ class Pauses(MethodView):
         event = handlers.schedule_pause(engine(), principal(), context(), commitment_id, body, now=now())
         pause_id = event.data["pause_id"]
         # The reason as the caller sent it (the event holds it sealed).
-        row = {"pause_id": pause_id, "commitment_id": commitment_id, "first_day": body["from_"],
+        row = {"pause_id": pause_id, "commitment_id": commitment_id, "member_id": event.data["member_id"],
+               "first_day": body["from_"],
                "last_day": body["to"], "reason": body.get("reason"), "scheduled_at": event.recorded_at,
                "cancelled_at": None}
         location = f"/v1/commitments/{commitment_id}/pauses/{pause_id}"
@@ -597,10 +602,13 @@ class UrgeBody(Schema):
 class UrgeLogOut(Schema):
     urge_id = fields.String(metadata={"example": URGE_ID})
     commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     at = fields.DateTime(metadata={"example": "2027-03-10T01:40:00+00:00"})
     intensity = fields.Integer(metadata={"example": 8})
-    trigger = fields.String(allow_none=True, metadata={"example": "Saw their photo"})
-    coping = fields.String(allow_none=True, metadata={"example": "Called my sister"})
+    trigger = fields.String(allow_none=True, metadata={"description": "hidden from coaches",
+                                                       "example": "Saw their photo"})
+    coping = fields.String(allow_none=True, metadata={"description": "hidden from coaches",
+                                                      "example": "Called my sister"})
     outcome = fields.String(metadata={"example": "passed"})
     note = fields.String(allow_none=True, metadata={"description": "hidden from coaches",
                                                     "example": "it passed by noon"})
@@ -618,10 +626,16 @@ class UrgeQuery(RangeQuery):
     cursor = fields.String(load_default=None)
 
 
-def _urge_json(row: Mapping[str, Any], *, with_note: bool) -> dict[str, Any]:
-    return {"urge_id": row["urge_id"], "commitment_id": row["commitment_id"], "at": row["at"],
-            "intensity": row["intensity"], "trigger": row["trigger"], "coping": row["coping"],
-            "outcome": row["outcome"], "note": row["note"] if with_note else None, "recorded_at": row["recorded_at"]}
+def _urge_json(row: Mapping[str, Any], *, with_personal: bool) -> dict[str, Any]:
+    """An urge as the API answers it; a coach reads its level, time and outcome, not the
+    member's own words (trigger, coping, note), as with check-in notes and pause reasons."""
+    def personal(name: str) -> Any:
+        return row[name] if with_personal else None
+
+    return {"urge_id": row["urge_id"], "commitment_id": row["commitment_id"], "member_id": row["member_id"],
+            "at": row["at"], "intensity": row["intensity"], "trigger": personal("trigger"),
+            "coping": personal("coping"), "outcome": row["outcome"], "note": personal("note"),
+            "recorded_at": row["recorded_at"]}
 
 
 @between_blp.route("/commitments/<commitment_id>/urges")
@@ -639,7 +653,7 @@ class Urges(MethodView):
         # Its personal values as the caller sent them (the event and the row hold them sealed).
         row = {**event.data, "at": datetime.fromisoformat(event.data["at"]), "trigger": body.get("trigger"),
                "coping": body.get("coping"), "note": body.get("note"), "recorded_at": event.recorded_at}
-        return _urge_json(row, with_note=True), 201
+        return _urge_json(row, with_personal=True), 201
 
     @between_blp.arguments(UrgeQuery, location="query")
     @between_blp.response(200, UrgeList)
@@ -654,7 +668,7 @@ class Urges(MethodView):
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             rows, next_cursor = queries.urge_page(conn, commitment, query.get("from_"), query.get("to"),
                                                   query["limit"], query.get("cursor"))
-            items = [_urge_json(r._mapping, with_note=caller.role != "coach") for r in rows]
+            items = [_urge_json(r._mapping, with_personal=caller.role != "coach") for r in rows]
             return {"items": opened(conn, commitment.tenant_id, items), "next_cursor": next_cursor}
 
 
@@ -666,6 +680,7 @@ class SosBody(Schema):
 class SosOut(Schema):
     sos_id = fields.String(metadata={"description": "the `member.sos` event's id", "example": URGE_ID})
     commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     coach_id = fields.String(allow_none=True, metadata={"example": "coach-maria"})
     sent_at = fields.DateTime(metadata={"example": AT})
 
@@ -686,7 +701,8 @@ class Sos(MethodView):
                                       now=now())
         except handlers.SosLimited as limited:
             raise Problem(429, limited.message, headers={"Retry-After": str(limited.retry_after_s)}) from None
-        return {"sos_id": str(event.id), "commitment_id": commitment_id, "coach_id": event.data.get("coach_id"),
+        return {"sos_id": str(event.id), "commitment_id": commitment_id, "member_id": event.data["member_id"],
+                "coach_id": event.data.get("coach_id"),
                 "sent_at": event.occurred_at}, 202
 
 

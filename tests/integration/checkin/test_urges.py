@@ -56,7 +56,9 @@ def test_urges_over_http(pg_stack) -> None:  # type: ignore[no-untyped-def]
         assert {u["urge_id"] for u in on_day} <= {u["urge_id"] for u in page["items"] + rest["items"]}
         assert on_day and all(u["outcome"] == "passed" for u in on_day)
         coached = client.get(f"{url}/urges", headers=coach).json()["items"]
-        assert all(u["note"] is None for u in coached) and coached[-1]["trigger"] == "saw their car"
+        # A coach reads levels, times and outcomes, never the member's own words.
+        assert coached and all(u["note"] is None and u["trigger"] is None and u["coping"] is None for u in coached)
+        assert client.get(f"{url}/urges").json()["items"][-1]["trigger"] == "saw their car"
         assert client.post(f"{url}/urges", json={"intensity": 3, "outcome": "passed"}, headers=coach).status_code == 403
         assert client.get(f"{url}/urges", headers=tenant.headers("member", "m-2")).status_code == 404
         assert client.get(f"{url}/urges", headers=stack.tenant().headers()).status_code == 404
