@@ -20,6 +20,7 @@ from services.checkin import handlers, members, queries
 from services.checkin.access import authorized, may_read_coach, tenant_of, visible_commitment
 from services.checkin.domain import CHANNELS, KnownCommitment, Outcome, UrgeOutcome, run_history
 from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
+from services.checkin.domain.state import URGES_KEPT
 from shared import keyring
 from shared.auth import Principal
 from shared.db import read
@@ -197,12 +198,14 @@ class RiskSettings(Schema):
     silent_days = fields.Integer(strict=True, validate=validate.Range(1, 365), metadata={"example": 2})
     urge_log_window_days = fields.Integer(strict=True, validate=validate.Range(1, 365), metadata={
         "description": "the urges logged on the last N days are read by the three rules below", "example": 7})
-    frequent_urges = fields.Integer(strict=True, validate=validate.Range(0, 100), metadata={
+    # At most URGES_KEPT: the decision state keeps the latest that many urges, and the rules
+    # must read the same urges whether they run in a command or in a coach's view.
+    frequent_urges = fields.Integer(strict=True, validate=validate.Range(0, URGES_KEPT), metadata={
         "description": "this many urges in the window is a reason (`frequent_urges`); 0: never", "example": 5})
-    rising_urges = fields.Integer(strict=True, validate=validate.Range(0, 30), metadata={
+    rising_urges = fields.Integer(strict=True, validate=validate.Range(0, URGES_KEPT), metadata={
         "description": "the latest this many urges, each stronger than the one before, is a reason "
                        "(`rising_urges`); 0 or 1: never", "example": 3})
-    urge_reached_out = fields.Integer(strict=True, validate=validate.Range(0, 100), metadata={
+    urge_reached_out = fields.Integer(strict=True, validate=validate.Range(0, URGES_KEPT), metadata={
         "description": "this many urges that ended in reaching out is a reason (`urge_reached_out`); 0: never",
         "example": 1})
 
@@ -532,7 +535,8 @@ class Pauses(MethodView):
     @_problem(between_blp, 404, "no such commitment (or not the caller's)")
     @_problem(between_blp, 409, "the commitment is completed or ended")
     @_problem(between_blp, 422, "a rule is broken: `errors` names the field (`from` older than the backdating "
-                                "window, before the start, or overlapping another pause; `to` before `from`, more "
+                                "window, before the start, more than 365 days ahead or overlapping another pause; "
+                                "`to` before `from`, more "
                                 "than 30 days after it or after the end; `reason` too long)")
     def post(self, body: dict[str, Any], commitment_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Pause: excuse the days `from`..`to` (a funeral, a hospital stay). No check-in is
@@ -577,7 +581,8 @@ class PauseOfId(MethodView):
 
     @between_blp.response(204)
     @_problem(between_blp, 404, "no such commitment, or no such pause (or it was cancelled already)")
-    @_problem(between_blp, 409, "the commitment is completed or ended")
+    @_problem(between_blp, 409, "the commitment is completed or ended, or the pause began before the backdating "
+                                "window (its days stay excused)")
     def delete(self, commitment_id: str, pause_id: str) -> tuple[str, int]:
         """Cancel a pause: its days are expected again (event `pause.cancelled`); the streak,
         the runs and the milestones follow."""
