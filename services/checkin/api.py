@@ -20,6 +20,7 @@ from services.checkin import handlers, members, queries
 from services.checkin.access import authorized, may_read_coach, tenant_of, visible_commitment
 from services.checkin.domain import CHANNELS, KnownCommitment, Outcome, UrgeOutcome, run_history
 from services.checkin.domain.settings import MAX_BACKDATE_DAYS, MAX_GRACE_HOURS
+from services.checkin.domain.state import URGES_KEPT
 from shared import keyring
 from shared.auth import Principal
 from shared.db import read
@@ -197,12 +198,14 @@ class RiskSettings(Schema):
     silent_days = fields.Integer(strict=True, validate=validate.Range(1, 365), metadata={"example": 2})
     urge_log_window_days = fields.Integer(strict=True, validate=validate.Range(1, 365), metadata={
         "description": "the urges logged on the last N days are read by the three rules below", "example": 7})
-    frequent_urges = fields.Integer(strict=True, validate=validate.Range(0, 100), metadata={
+    # At most URGES_KEPT: the decision state keeps the latest that many urges, and the rules
+    # must read the same urges whether they run in a command or in a coach's view.
+    frequent_urges = fields.Integer(strict=True, validate=validate.Range(0, URGES_KEPT), metadata={
         "description": "this many urges in the window is a reason (`frequent_urges`); 0: never", "example": 5})
-    rising_urges = fields.Integer(strict=True, validate=validate.Range(0, 30), metadata={
+    rising_urges = fields.Integer(strict=True, validate=validate.Range(0, URGES_KEPT), metadata={
         "description": "the latest this many urges, each stronger than the one before, is a reason "
                        "(`rising_urges`); 0 or 1: never", "example": 3})
-    urge_reached_out = fields.Integer(strict=True, validate=validate.Range(0, 100), metadata={
+    urge_reached_out = fields.Integer(strict=True, validate=validate.Range(0, URGES_KEPT), metadata={
         "description": "this many urges that ended in reaching out is a reason (`urge_reached_out`); 0: never",
         "example": 1})
 
@@ -503,6 +506,7 @@ class PauseBody(Schema):
 class PauseOut(Schema):
     pause_id = fields.String(metadata={"example": PAUSE_ID})
     commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     from_ = fields.Date(data_key="from", metadata={"example": "2027-03-12"})
     to = fields.Date(metadata={"example": "2027-03-14"})
     reason = fields.String(allow_none=True, metadata={"description": "hidden from coaches", "example": "Hospital stay"})
@@ -516,7 +520,10 @@ class PauseList(Schema):
 
 
 def _pause_json(row: Mapping[str, Any], *, with_reason: bool) -> dict[str, Any]:
-    return {"pause_id": row["pause_id"], "commitment_id": row["commitment_id"], "from_": row["first_day"],
+    # member_id names whose answer this is: a kept idempotent answer is then sealed under
+    # that member's key (shared.idempotency), so their erasure leaves none readable.
+    return {"pause_id": row["pause_id"], "commitment_id": row["commitment_id"], "member_id": row["member_id"],
+            "from_": row["first_day"],
             "to": row["last_day"], "reason": row["reason"] if with_reason else None,
             "scheduled_at": row["scheduled_at"], "cancelled_at": row["cancelled_at"]}
 
@@ -528,7 +535,8 @@ class Pauses(MethodView):
     @_problem(between_blp, 404, "no such commitment (or not the caller's)")
     @_problem(between_blp, 409, "the commitment is completed or ended")
     @_problem(between_blp, 422, "a rule is broken: `errors` names the field (`from` older than the backdating "
-                                "window, before the start, or overlapping another pause; `to` before `from`, more "
+                                "window, before the start, more than 365 days ahead or overlapping another pause; "
+                                "`to` before `from`, more "
                                 "than 30 days after it or after the end; `reason` too long)")
     def post(self, body: dict[str, Any], commitment_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Pause: excuse the days `from`..`to` (a funeral, a hospital stay). No check-in is
@@ -538,7 +546,8 @@ class Pauses(MethodView):
         event = handlers.schedule_pause(engine(), principal(), context(), commitment_id, body, now=now())
         pause_id = event.data["pause_id"]
         # The reason as the caller sent it (the event holds it sealed).
-        row = {"pause_id": pause_id, "commitment_id": commitment_id, "first_day": body["from_"],
+        row = {"pause_id": pause_id, "commitment_id": commitment_id, "member_id": event.data["member_id"],
+               "first_day": body["from_"],
                "last_day": body["to"], "reason": body.get("reason"), "scheduled_at": event.recorded_at,
                "cancelled_at": None}
         location = f"/v1/commitments/{commitment_id}/pauses/{pause_id}"
@@ -572,7 +581,8 @@ class PauseOfId(MethodView):
 
     @between_blp.response(204)
     @_problem(between_blp, 404, "no such commitment, or no such pause (or it was cancelled already)")
-    @_problem(between_blp, 409, "the commitment is completed or ended")
+    @_problem(between_blp, 409, "the commitment is completed or ended, or the pause began before the backdating "
+                                "window (its days stay excused)")
     def delete(self, commitment_id: str, pause_id: str) -> tuple[str, int]:
         """Cancel a pause: its days are expected again (event `pause.cancelled`); the streak,
         the runs and the milestones follow."""
@@ -597,10 +607,13 @@ class UrgeBody(Schema):
 class UrgeLogOut(Schema):
     urge_id = fields.String(metadata={"example": URGE_ID})
     commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     at = fields.DateTime(metadata={"example": "2027-03-10T01:40:00+00:00"})
     intensity = fields.Integer(metadata={"example": 8})
-    trigger = fields.String(allow_none=True, metadata={"example": "Saw their photo"})
-    coping = fields.String(allow_none=True, metadata={"example": "Called my sister"})
+    trigger = fields.String(allow_none=True, metadata={"description": "hidden from coaches",
+                                                       "example": "Saw their photo"})
+    coping = fields.String(allow_none=True, metadata={"description": "hidden from coaches",
+                                                      "example": "Called my sister"})
     outcome = fields.String(metadata={"example": "passed"})
     note = fields.String(allow_none=True, metadata={"description": "hidden from coaches",
                                                     "example": "it passed by noon"})
@@ -618,10 +631,16 @@ class UrgeQuery(RangeQuery):
     cursor = fields.String(load_default=None)
 
 
-def _urge_json(row: Mapping[str, Any], *, with_note: bool) -> dict[str, Any]:
-    return {"urge_id": row["urge_id"], "commitment_id": row["commitment_id"], "at": row["at"],
-            "intensity": row["intensity"], "trigger": row["trigger"], "coping": row["coping"],
-            "outcome": row["outcome"], "note": row["note"] if with_note else None, "recorded_at": row["recorded_at"]}
+def _urge_json(row: Mapping[str, Any], *, with_personal: bool) -> dict[str, Any]:
+    """An urge as the API answers it; a coach reads its level, time and outcome, not the
+    member's own words (trigger, coping, note), as with check-in notes and pause reasons."""
+    def personal(name: str) -> Any:
+        return row[name] if with_personal else None
+
+    return {"urge_id": row["urge_id"], "commitment_id": row["commitment_id"], "member_id": row["member_id"],
+            "at": row["at"], "intensity": row["intensity"], "trigger": personal("trigger"),
+            "coping": personal("coping"), "outcome": row["outcome"], "note": personal("note"),
+            "recorded_at": row["recorded_at"]}
 
 
 @between_blp.route("/commitments/<commitment_id>/urges")
@@ -639,7 +658,7 @@ class Urges(MethodView):
         # Its personal values as the caller sent them (the event and the row hold them sealed).
         row = {**event.data, "at": datetime.fromisoformat(event.data["at"]), "trigger": body.get("trigger"),
                "coping": body.get("coping"), "note": body.get("note"), "recorded_at": event.recorded_at}
-        return _urge_json(row, with_note=True), 201
+        return _urge_json(row, with_personal=True), 201
 
     @between_blp.arguments(UrgeQuery, location="query")
     @between_blp.response(200, UrgeList)
@@ -654,7 +673,7 @@ class Urges(MethodView):
             commitment = visible_commitment(conn, caller, commitment_id, write=False)
             rows, next_cursor = queries.urge_page(conn, commitment, query.get("from_"), query.get("to"),
                                                   query["limit"], query.get("cursor"))
-            items = [_urge_json(r._mapping, with_note=caller.role != "coach") for r in rows]
+            items = [_urge_json(r._mapping, with_personal=caller.role != "coach") for r in rows]
             return {"items": opened(conn, commitment.tenant_id, items), "next_cursor": next_cursor}
 
 
@@ -666,6 +685,7 @@ class SosBody(Schema):
 class SosOut(Schema):
     sos_id = fields.String(metadata={"description": "the `member.sos` event's id", "example": URGE_ID})
     commitment_id = fields.String(metadata={"example": COMMITMENT_ID})
+    member_id = fields.String(metadata={"example": MEMBER_ID})
     coach_id = fields.String(allow_none=True, metadata={"example": "coach-maria"})
     sent_at = fields.DateTime(metadata={"example": AT})
 
@@ -686,7 +706,8 @@ class Sos(MethodView):
                                       now=now())
         except handlers.SosLimited as limited:
             raise Problem(429, limited.message, headers={"Retry-After": str(limited.retry_after_s)}) from None
-        return {"sos_id": str(event.id), "commitment_id": commitment_id, "coach_id": event.data.get("coach_id"),
+        return {"sos_id": str(event.id), "commitment_id": commitment_id, "member_id": event.data["member_id"],
+                "coach_id": event.data.get("coach_id"),
                 "sent_at": event.occurred_at}, 202
 
 

@@ -271,12 +271,13 @@ def apply_check_in_event(conn: Connection, event: FoldedEvent) -> None:
 
 def apply_own_event(conn: Connection, event: RecordedEvent) -> None:
     """Fold one of this service's own events into its day and settings rows (the states
-    are folded from whole streams: `rebuild_states`); an erased member's days stay out."""
+    are folded from whole streams: `rebuild_states`); an erased member's days and pauses
+    stay out."""
     if event.type == SETTINGS_UPDATED:
         apply_settings_event(conn, event)
     elif event.type in DAY_EVENT_TYPES and not erased(conn, event.tenant_id, event.data["member_id"]):
         apply_check_in_event(conn, event)
-    elif event.type in PAUSE_EVENT_TYPES:
+    elif event.type in PAUSE_EVENT_TYPES and not erased(conn, event.tenant_id, event.data["member_id"]):
         apply_pause_event(conn, event)
 
 

@@ -510,6 +510,9 @@ def pause_row(conn: Connection, commitment_id: str, pause_id: str) -> Row[Any] |
                                             table.c.pause_id == pause_id)).first()
 
 
+_FIRST_ASKABLE, _LAST_ASKABLE = date.min + timedelta(days=2), date.max - timedelta(days=2)
+
+
 def urge_page(conn: Connection, commitment: KnownCommitment, first: date | None, last: date | None, limit: int,
               cursor: str | None) -> tuple[list[Row[Any]], str | None]:
     """A page of the commitment's urges of the local days `first`..`last`, newest first, and
@@ -518,10 +521,12 @@ def urge_page(conn: Connection, commitment: KnownCommitment, first: date | None,
     scope = f"{commitment.tenant_id}:urges:{commitment.commitment_id}"
     offset = decode_cursor(scope, cursor) or 0
     query = select(table).where(table.c.commitment_id == commitment.commitment_id)
+    # Any date may be asked for, but a zone's calendar stops short of date.min and date.max:
+    # a bound beyond every urge is clamped to one that still is.
     if first is not None:
-        query = query.where(table.c.at >= day_bounds(commitment.timezone, first)[0])
+        query = query.where(table.c.at >= day_bounds(commitment.timezone, max(first, _FIRST_ASKABLE))[0])
     if last is not None:
-        query = query.where(table.c.at < day_bounds(commitment.timezone, last)[1])
+        query = query.where(table.c.at < day_bounds(commitment.timezone, min(last, _LAST_ASKABLE))[1])
     rows = list(conn.execute(query.order_by(table.c.at.desc(), table.c.urge_id.desc())
                              .offset(offset).limit(limit + 1)))
     more = len(rows) > limit

@@ -309,12 +309,14 @@ class CheckinRebuild:
         # A member erased since the fill: the erasure took their commitments' rows, the
         # shadows lose what the fill folded of them.
         gone = [{"commitment_id": cid} for cid in before.keys() - current.keys()]
-        for name in (tables.check_ins.name, tables.streaks.name):
+        for name in (tables.check_ins.name, tables.streaks.name, tables.pauses.name):
             _delete(conn, shadows[name], ("commitment_id",), gone)
         for cid in before.keys() - current.keys():
             self.days.pop(cid, None)
             self.states.pop(cid, None)
             self.erased.add(cid)
+        for pause_id in [p for p, row in self.pauses.items() if row["commitment_id"] in self.erased]:
+            del self.pauses[pause_id]
         return len(batch), up_to
 
 

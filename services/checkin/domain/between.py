@@ -39,6 +39,7 @@ __all__ = [
     "reminder_at",
     "reminder_due_data",
     "urge_logged_data",
+    "urge_reachable",
     "urge_violations",
 ]
 
@@ -49,6 +50,9 @@ MEMBER_SOS = "member.sos"
 REMINDER_DUE = "checkin.reminder_due"
 
 MAX_PAUSE_DAYS = 30
+PAUSE_AHEAD_DAYS = 365
+"""How far ahead a pause may start: a plan, not a date in another century (every day up
+to a pause's end is held in the commitment's decision state)."""
 MAX_LABEL_LENGTH = 200
 """A pause's reason, an urge's trigger and coping."""
 MAX_SOS_LENGTH = 500
@@ -85,6 +89,8 @@ def pause_violations(
                                             f"(earliest {earliest.isoformat()})"))
     if pause.first < commitment.starts_on:
         violations.append(Violation("from", f"is before the commitment starts ({commitment.starts_on.isoformat()})"))
+    if pause.first > today + timedelta(days=PAUSE_AHEAD_DAYS):
+        violations.append(Violation("from", f"is more than {PAUSE_AHEAD_DAYS} days ahead"))
     if pause.last < pause.first:
         violations.append(Violation("to", "must not be before 'from'"))
     elif (pause.last - pause.first).days + 1 > MAX_PAUSE_DAYS:
@@ -160,17 +166,24 @@ class UrgeMark:
         return cls(datetime.fromisoformat(at), urge_id, intensity, outcome)
 
 
-def urge_violations(urge: Urge, *, commitment: CommitmentTerms, local_day: date, today: date, now: datetime,
+def urge_reachable(at: datetime, now: datetime, backdate_days: int) -> bool:
+    """Whether an urge's instant is near enough to have a local day worth computing: any
+    instant may arrive (year 1, year 9999), and out there a zone's calendar overflows."""
+    return now - timedelta(days=backdate_days + 2) <= at <= now
+
+
+def urge_violations(urge: Urge, *, commitment: CommitmentTerms, local_day: date | None, today: date, now: datetime,
                     backdate_days: int) -> list[Violation]:
     """Every rule an urge breaks: not in the future, within the commitment's days and the
-    backdating window (its local day), intensity 0-10, lengths."""
+    backdating window (its local day; None when the instant is not `urge_reachable`),
+    intensity 0-10, lengths."""
     violations = []
     if urge.at > now:
         violations.append(Violation("at", "is in the future"))
     earliest = today - timedelta(days=backdate_days)
-    if local_day < earliest:
+    if urge.at <= now and (local_day is None or local_day < earliest):
         violations.append(Violation("at", f"is older than the backdating window of {backdate_days} days"))
-    if local_day < commitment.starts_on:
+    if local_day is not None and local_day < commitment.starts_on:
         violations.append(Violation("at", f"is before the commitment starts ({commitment.starts_on.isoformat()})"))
     if isinstance(urge.intensity, bool) or not isinstance(urge.intensity, int) or not 0 <= urge.intensity <= 10:
         violations.append(Violation("intensity", "must be an integer from 0 to 10"))

@@ -57,6 +57,7 @@ from .between import (
     reminder_at,
     reminder_due_data,
     urge_logged_data,
+    urge_reachable,
     urge_violations,
 )
 from .checkins import (
@@ -319,6 +320,15 @@ class PauseNotFound(NotFound):
         super().__init__("no such pause (or it was cancelled)")
 
 
+class PauseSettled(Conflict):
+    """A pause that began before the backdating window: its days are as settled as any
+    report of them, so taking it back would re-open days nobody may report any more."""
+
+    def __init__(self, earliest: date) -> None:
+        super().__init__(f"the pause began before the backdating window (earliest {earliest.isoformat()}): "
+                         "its days stay excused")
+
+
 def cancel_pause(state: CommitmentState, commitment: KnownCommitment, settings: TenantSettings, pause_id: str,
                  now: datetime) -> Decision:
     """Take a pause back, its days expected again: ``pause.cancelled`` and what it changes."""
@@ -328,6 +338,9 @@ def cancel_pause(state: CommitmentState, commitment: KnownCommitment, settings: 
     terms = commitment.terms(now)
     if terms.status is not CommitmentStatus.ACTIVE:
         raise CommitmentNotActive(terms.status, terms.last_day)
+    earliest = commitment.today(now) - timedelta(days=settings.backdate_days)
+    if pause[1] < earliest:
+        raise PauseSettled(earliest)
     data = pause_cancelled_data(commitment_id=commitment.commitment_id, member_id=commitment.member_id, pause=pause)
     return _between(state, NewEvent(PAUSE_CANCELLED, data, occurred_at=now), commitment, settings, now,
                     RevocationReason.PAUSE_CANCELLED)
@@ -337,8 +350,9 @@ def log_urge(state: CommitmentState, commitment: KnownCommitment, settings: Tena
              now: datetime) -> Decision:
     """An urge logged between check-ins: ``urge.logged`` and the standing it changes."""
     terms = commitment.terms(now)
-    local_day = commitment.today(urge.at)
-    require_own_day(local_day, terms)
+    local_day = commitment.today(urge.at) if urge_reachable(urge.at, now, settings.backdate_days) else None
+    if local_day is not None:
+        require_own_day(local_day, terms)
     violations = urge_violations(urge, commitment=terms, local_day=local_day, today=commitment.today(now), now=now,
                                  backdate_days=settings.backdate_days)
     if violations:

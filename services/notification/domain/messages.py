@@ -63,8 +63,9 @@ WILDCARD = "*"
 
 #: Payload keys private to the member, never delivered to a webhook (at any depth).
 PRIVATE_KEYS = frozenset({"note", "message"})
-#: What the coach's feed leaves out: the notes. An SOS message is meant for the coach.
-FEED_PRIVATE_KEYS = frozenset({"note"})
+#: What the coach's feed leaves out: the member's own words (notes, an urge's trigger and
+#: coping), as the check-in service's coach views do. An SOS message is meant for the coach.
+FEED_PRIVATE_KEYS = frozenset({"note", "trigger", "coping"})
 
 #: How long an item of these kinds stays pinned at the top of the coach's feed, unless a
 #: coach acknowledges it first.
@@ -96,7 +97,7 @@ def public_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def feed_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The event payload as the coach's feed shows it: without the member's notes."""
+    """The event payload as the coach's feed shows it: without the member's own words."""
     return dict(_without(data, FEED_PRIVATE_KEYS))
 
 

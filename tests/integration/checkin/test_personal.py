@@ -83,7 +83,8 @@ def _told(stack: CheckinStack, commitment_id: str) -> int:
 def _member_rows(stack: CheckinStack, member_id: str) -> int:
     with read(stack.engine) as conn:
         return sum(conn.execute(select(func.count()).select_from(table).where(table.c.member_id == member_id))
-                   .scalar_one() for table in (tables.commitments, tables.check_ins, tables.streaks))
+                   .scalar_one() for table in (tables.commitments, tables.check_ins, tables.streaks, tables.pauses,
+                                               tables.urges))
 
 
 def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(stack: CheckinStack) -> None:
@@ -145,6 +146,20 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(s
         assert client.get("/v1/members/m-1/export", headers=refused).status_code == status
     assert client.get("/v1/members/m-nobody/export", headers=admin).status_code == 404
 
+    # Between check-ins, the member's own words, sent with Idempotency-Keys (their kept
+    # answers are sealed under the member's key: the erasure leaves none readable).
+    between = {
+        "pauses": {"from": (TODAY + timedelta(days=2)).isoformat(), "to": (TODAY + timedelta(days=3)).isoformat(),
+                   "reason": f"{marker}-reason"},
+        "urges": {"intensity": 7, "outcome": "passed", "trigger": f"{marker}-trigger", "coping": f"{marker}-coping",
+                  "note": f"{marker}-urge-note"},
+    }
+    for path, sent in between.items():
+        keyed = {**member, "Idempotency-Key": f"{path}-{marker}"}
+        answered = client.post(f"/v1/commitments/{first}/{path}", headers=keyed, json=sent)
+        assert answered.status_code == 201 and marker in answered.text, answered.text
+        assert client.post(f"/v1/commitments/{first}/{path}", headers=keyed, json=sent).text == answered.text
+
     # The erasure: the check-in service scrubs and reports.
     _request_erasure(stack, tenant, "m-1")
     def reports() -> int:
@@ -162,6 +177,10 @@ def test_notes_are_sealed_at_rest_opened_for_their_readers_exported_and_erased(s
         assert client.post(f"/v1/commitments/{first}/check-ins", headers=admin,
                            json=body("kept", TODAY, note="again")).status_code == 404
         assert client.get("/v1/members/m-1/export", headers=admin).status_code == 404
+        for path, sent in between.items():  # a repeat of a kept answer opens nothing
+            repeated = client.post(f"/v1/commitments/{first}/{path}", json=sent,
+                                   headers={**member, "Idempotency-Key": f"{path}-{marker}"})
+            assert marker not in repeated.text and repeated.status_code != 201, repeated.text
         # The other member is untouched.
         kept = client.get(f"/v1/commitments/{second}/check-ins", headers=admin).json()["items"]
         assert [item["note"] for item in kept] == [f"{other_marker}-note"]

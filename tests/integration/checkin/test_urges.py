@@ -51,12 +51,20 @@ def test_urges_over_http(pg_stack) -> None:  # type: ignore[no-untyped-def]
         rest = client.get(f"{url}/urges", params={"limit": 3, "cursor": page["next_cursor"]}).json()
         assert [u["intensity"] for u in rest["items"]] == [3, 4, 5] and rest["next_cursor"] is None
         assert client.get(f"{url}/urges", params={"cursor": "forged"}).status_code == 422
+        # The ends of the calendar: an answer, not a 500.
+        for bounds in ({"from": "0001-01-01"}, {"to": "9999-12-31"}, {"from": "0001-01-01", "to": "9999-12-31"}):
+            assert client.get(f"{url}/urges", params=bounds).status_code == 200, bounds
+        for at in ("0001-01-01T00:00:00Z", "9999-12-31T23:00:00-12:00"):
+            far = client.post(f"{url}/urges", json={"intensity": 3, "outcome": "passed", "at": at})
+            assert far.status_code == 422 and "at" in far.json()["errors"], far.text
         day = local_today(ZONE, ats[0]).isoformat()
         on_day = client.get(f"{url}/urges", params={"from": day, "to": day}).json()["items"]
         assert {u["urge_id"] for u in on_day} <= {u["urge_id"] for u in page["items"] + rest["items"]}
         assert on_day and all(u["outcome"] == "passed" for u in on_day)
         coached = client.get(f"{url}/urges", headers=coach).json()["items"]
-        assert all(u["note"] is None for u in coached) and coached[-1]["trigger"] == "saw their car"
+        # A coach reads levels, times and outcomes, never the member's own words.
+        assert coached and all(u["note"] is None and u["trigger"] is None and u["coping"] is None for u in coached)
+        assert client.get(f"{url}/urges").json()["items"][-1]["trigger"] == "saw their car"
         assert client.post(f"{url}/urges", json={"intensity": 3, "outcome": "passed"}, headers=coach).status_code == 403
         assert client.get(f"{url}/urges", headers=tenant.headers("member", "m-2")).status_code == 404
         assert client.get(f"{url}/urges", headers=stack.tenant().headers()).status_code == 404

@@ -87,6 +87,7 @@ def test_an_sos_is_pinned_on_top_until_acknowledged_and_its_message_is_the_coach
     assert datetime.fromisoformat(top["pinned_until"]) == sos.occurred_at + timedelta(hours=24)
     assert top["acknowledged_at"] is None and items[3]["event_id"] == str(old_sos.id)
     assert items[2]["data"]["intensity"] == 9
+    assert "trigger" not in items[2]["data"] and "their birthday" not in str(items)  # the member's own words
     # Stored sealed under the member's key, like every personal value.
     with read(harness.engine) as conn:
         stored = conn.execute(select(feed_items.c.data).where(feed_items.c.event_id == str(sos.id))).scalar_one()

@@ -18,6 +18,7 @@ from services.checkin.domain import (
     Outcome,
     Pause,
     PauseNotFound,
+    PauseSettled,
     StreakPolicy,
     TenantSettings,
     cancel_pause,
@@ -122,6 +123,22 @@ class TestPauseRules:
         with pytest.raises(CheckInRejected) as raised:
             schedule_pause(state, COMMITMENT, WIDE, pause(first, last), NOW)
         assert field in raised.value.errors
+
+    def test_a_pause_starts_at_most_a_year_ahead(self) -> None:
+        today = COMMITMENT.today(NOW)
+        for first in (today + timedelta(days=366), date(9000, 1, 1)):
+            with pytest.raises(CheckInRejected) as raised:
+                schedule_pause(CommitmentState(START), COMMITMENT, WIDE, Pause("p", first, first), NOW)
+            assert "from" in raised.value.errors
+        ahead = today + timedelta(days=365)
+        schedule_pause(CommitmentState(START), COMMITMENT, WIDE, Pause("p", ahead, ahead), NOW)
+
+    def test_a_pause_that_began_before_the_backdating_window_stays(self) -> None:
+        # Paused days 2-4 (reported nowhere): cancelling would re-open days nobody may report.
+        state = schedule_pause(CommitmentState(START), COMMITMENT, WIDE, pause(2, 4), NOW).state
+        with pytest.raises(PauseSettled):
+            cancel_pause(state, COMMITMENT, SETTINGS, "p1", NOW)  # a window of 7 days: 11-03 earliest
+        assert types(cancel_pause(state, COMMITMENT, WIDE, "p1", NOW).events)[0] == "pause.cancelled"
 
     def test_thirty_days_and_the_edge_of_the_window_are_fine(self) -> None:
         schedule_pause(CommitmentState(START), COMMITMENT, WIDE, pause(11, 40), NOW)

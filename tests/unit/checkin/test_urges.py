@@ -4,7 +4,7 @@ ended in reaching out."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -47,6 +47,9 @@ def test_urge_logged_carries_no_note() -> None:
 @pytest.mark.parametrize(("wrong", "field"), [
     (urge(1, at=NOW + timedelta(minutes=1)), "at"),
     (urge(1, at=NOW - timedelta(days=9)), "at"),  # before the backdating window of 7 days
+    # Instants at the ends of the calendar: no zone has a local day for them to compute.
+    (urge(1, at=datetime(1, 1, 1, tzinfo=UTC)), "at"),
+    (urge(1, at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-12)))), "at"),
     (urge(1, intensity=11), "intensity"),
     (Urge("u", NOW, 3, UrgeOutcome.PASSED, trigger="x" * 201), "trigger"),
     (Urge("u", NOW, 3, UrgeOutcome.PASSED, coping="x" * 201), "coping"),

@@ -126,6 +126,14 @@ def test_notes_are_left_out_at_any_depth_of_webhooks_and_the_feed() -> None:
     assert public_data(kept) == expected == feed_data(kept)
 
 
+def test_an_urges_trigger_and_coping_reach_partners_but_never_the_coach_feed() -> None:
+    urge = {"commitment_id": "c", "member_id": "m", "urge_id": "u", "intensity": 9, "outcome": "reached_out",
+            "trigger": "saw their car", "coping": "called my sister"}
+    assert feed_data(urge) == {"commitment_id": "c", "member_id": "m", "urge_id": "u", "intensity": 9,
+                               "outcome": "reached_out"}
+    assert public_data(urge) == urge  # the platform's own member's words, documented as such in the catalogue
+
+
 def test_only_an_sos_is_pinned_and_for_a_day() -> None:
     at = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
     assert pinned_until("sos", at) == at + timedelta(hours=24)
