@@ -29,7 +29,6 @@ from services.checkin.api import (
     UrgeLogOut,
     _urge_json,
     check_in_json,
-    opened,
 )
 from services.checkin.dashboard import sessions
 from services.checkin.domain import run_history
@@ -90,7 +89,7 @@ def clients() -> Response:
 @sessions.signed_in
 def commitment(commitment_id: str) -> Response:
     """One commitment for the detail view: what it is, its streak, every check-in (never a
-    note), its runs and the urges logged between check-ins (never their note), as `GET
+    note), its runs and the urges logged between check-ins (never their words), as `GET
     /v1/commitments/{id}/streak`, `.../check-ins`, `.../runs`, `.../urges` answer a coach."""
     at = now()
     with read(engine()) as conn:
@@ -105,7 +104,8 @@ def commitment(commitment_id: str) -> Response:
         label = keyring.Opener(conn, known.tenant_id).open(known.contact_label)
         name = profiles.display_names(conn, known.tenant_id, [known.member_id]).get(known.member_id)
         urges, _ = queries.urge_page(conn, known, None, None, URGES_SHOWN, None)
-        logged = opened(conn, known.tenant_id, [_urge_json(row._mapping, with_note=False) for row in urges])
+        # As a coach reads them: level, time and outcome, never the member's own words.
+        logged = [_urge_json(row._mapping, with_personal=False) for row in urges]
     return _json({
         "commitment": {
             "commitment_id": known.commitment_id, "member_id": known.member_id, "contact_label": label,

@@ -615,13 +615,12 @@ function urgesTable(logged, timeZone) {
     logged.length
       ? el("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": "Urges logged between check-ins" },
           el("table", { class: "urges-logged" },
-            el("thead", {}, el("tr", {}, ["When (client's time)", "Intensity", "Outcome", "Trigger", "What helped"].map((h) => el("th", { scope: "col", text: h })))),
+            // Level, time and outcome: the member's own words (trigger, coping, note) stay theirs.
+            el("thead", {}, el("tr", {}, ["When (client's time)", "Intensity", "Outcome"].map((h) => el("th", { scope: "col", text: h })))),
             el("tbody", {}, logged.map((u) => el("tr", { class: u.outcome === "reached_out" ? "reached-out" : null },
               el("td", { text: when(u.at) }),
               el("td", { text: `${u.intensity}/10` }),
-              el("td", { text: URGE_OUTCOME[u.outcome] || u.outcome }),
-              el("td", { text: u.trigger || "–" }),
-              el("td", { text: u.coping || "–" }))))))
+              el("td", { text: URGE_OUTCOME[u.outcome] || u.outcome }))))))
       : el("p", { class: "muted", text: "None logged." }),
   );
 }
