@@ -30,10 +30,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from shared import keyring
 from shared.clock import Clock, utcnow
 from shared.commands import Context, Pipeline, UnitOfWork
 from shared.consumer import Consumer
 from shared.events import NewEvent, RecordedEvent
+from shared.eventstore import read_stream
 from shared.topology import Component
 
 REQUESTED = "member.erasure_requested"
@@ -95,3 +97,18 @@ def erasure_consumer(engine: Engine, component: Component, service: str, scrub: 
     """The consumer of `component` (bound to ``member.erasure_requested``) for `service`:
     one message per transaction, since each appends."""
     return Consumer(engine, component, apply_erasure(service, scrub), **options)  # type: ignore[arg-type]
+
+
+def stream_history(conn: Connection, opener: keyring.Opener, stream_id: str) -> list[dict[str, Any]]:
+    """A stream's events for a member's export, personal values opened (null once erased)."""
+    return [
+        {
+            "id": str(event.id),
+            "type": event.type,
+            "stream_version": event.stream_version,
+            "occurred_at": event.occurred_at,
+            "actor": event.actor,
+            "data": opener.open_all(event.data, event_id=event.id),
+        }
+        for event in read_stream(conn, stream_id)
+    ]

@@ -32,7 +32,6 @@ from services.checkin.queries import commitment_from_row
 from shared import erasure, keyring
 from shared.consumer import Consumer, forget_member_dead_letters
 from shared.db import read
-from shared.eventstore import read_stream
 from shared.topology import CHECKIN_ERASURE, CHECKIN_INBOX
 
 SERVICE = "checkin"
@@ -65,20 +64,6 @@ def scrub(conn: Connection, tenant_id: str, member_id: str, now: datetime) -> No
 def erasure_consumer(engine: Engine, **options: object) -> Consumer:
     """The ``erasure`` part: scrubs, and reports to the commitment service."""
     return erasure.erasure_consumer(engine, CHECKIN_ERASURE, SERVICE, scrub, **options)
-
-
-def _history(conn: Connection, opener: keyring.Opener, commitment_id: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": str(event.id),
-            "type": event.type,
-            "stream_version": event.stream_version,
-            "occurred_at": event.occurred_at,
-            "actor": event.actor,
-            "data": opener.open_all(event.data, event_id=event.id),
-        }
-        for event in read_stream(conn, stream_id(commitment_id))
-    ]
 
 
 def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime) -> dict[str, Any] | None:
@@ -147,7 +132,7 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                 },
                 "pauses": opener.open_all(between.get(row.commitment_id, {}).get("pauses", [])),
                 "urges": opener.open_all(between.get(row.commitment_id, {}).get("urges", [])),
-                "history": _history(conn, opener, row.commitment_id),
+                "history": erasure.stream_history(conn, opener, stream_id(row.commitment_id)),
             })
         # What the coach dashboard holds: the display name as learnt, the coaches' notes on them.
         name = profiles.display_names(conn, tenant_id, [member_id]).get(member_id)

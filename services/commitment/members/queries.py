@@ -13,8 +13,7 @@ from sqlalchemy.engine import Row
 
 from shared import keyring
 from shared.db import read
-from shared.erasure import export_document
-from shared.eventstore import read_stream
+from shared.erasure import export_document, stream_history
 
 from ..domain import members as domain
 from ..domain.commitment import Commitment
@@ -72,20 +71,6 @@ def member_known(conn: Connection, tenant_id: str, member_id: str) -> bool:
     return False
 
 
-def _history(conn: Connection, opener: keyring.Opener, stream_id: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": str(event.id),
-            "type": event.type,
-            "stream_version": event.stream_version,
-            "occurred_at": event.occurred_at,
-            "actor": event.actor,
-            "data": opener.open_all(event.data, event_id=event.id),
-        }
-        for event in read_stream(conn, stream_id)
-    ]
-
-
 def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime) -> dict[str, Any] | None:
     """Everything this service holds about the member, personal values in clear; None when
     it holds nothing of theirs (the coach a member is assigned to is another person's id:
@@ -121,14 +106,14 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                 "ended_on": row.ended_on,
                 "coach_id": row.coach_id,
                 "created_at": row.created_at,
-                "history": _history(conn, opener, Commitment.stream_of(row.commitment_id)),
+                "history": stream_history(conn, opener, Commitment.stream_of(row.commitment_id)),
             }
             for row in rows
         ]
         data = {
             "profile": None if found_profile is None else {
                 **profile_document(conn, found_profile),
-                "history": _history(conn, opener, domain.stream_id(tenant_id, member_id)),
+                "history": stream_history(conn, opener, domain.stream_id(tenant_id, member_id)),
             },
             "commitments": exported,
             "erasure": None if found_erasure is None else erasure_document(found_erasure),
