@@ -160,6 +160,13 @@ def service_url(service: str) -> str:
     return os.environ.get(f"NOCONTACT_{service.upper()}_URL", f"http://127.0.0.1:{port(service)}")
 
 
+def dashboard_feed_url() -> str:
+    """Where the check-in service reaches the notification service, server to server, for
+    the coach dashboard's feed (NOCONTACT_DASHBOARD_FEED_URL; inside docker-compose the
+    internal address, not the public one); by default the notification service's URL."""
+    return os.environ.get("NOCONTACT_DASHBOARD_FEED_URL") or service_url("notification")
+
+
 def webhook_retry_schedule() -> str:
     return os.environ.get("NOCONTACT_WEBHOOK_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,36000")
 

@@ -107,7 +107,8 @@ def parse_partitions(text: str, count: int) -> list[int]:
 
 CHECKIN_INBOX = Component(
     "checkin.inbox",
-    (*CREDENTIAL_EVENTS, "commitment.*", "coach.*"),
+    # member.profile_updated: the display names the coach dashboard shows (sealed).
+    (*CREDENTIAL_EVENTS, "commitment.*", "coach.*", "member.profile_updated"),
 )
 NOTIFICATION_INBOX = Component(
     "notification.inbox",

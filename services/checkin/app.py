@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from services.checkin.api import BLUEPRINTS
 from services.checkin.dashboard import blueprint as dashboard
+from services.checkin.dashboard import links_blp as dashboard_links
 from services.checkin.tables import CREDENTIALS
 from shared.web import create_app as create_service_app
 
@@ -19,7 +20,7 @@ commitment service's events; a check-in for a commitment not yet heard of answer
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint the service serves; the dashboard adds itself here."""
-    return [*BLUEPRINTS, dashboard]
+    return [*BLUEPRINTS, dashboard_links, dashboard]
 
 
 def create_app(extra_blueprints: Iterable[Blueprint] = ()) -> Flask:

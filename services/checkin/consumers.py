@@ -15,6 +15,7 @@ from functools import partial
 
 from sqlalchemy import Connection, Engine
 
+from services.checkin.profiles import PROFILE_UPDATED, apply_profile_event
 from services.checkin.projections import COMMITMENT_EVENTS, CREDENTIALS_PROJECTION, apply_commitment_event
 from shared.clock import Clock, utcnow
 from shared.consumer import Consumer
@@ -27,6 +28,8 @@ def handle_inbox(conn: Connection, event: RecordedEvent, clock: Clock = utcnow) 
         CREDENTIALS_PROJECTION.apply(conn, event)
     elif event.type in COMMITMENT_EVENTS:
         apply_commitment_event(conn, event, clock())
+    elif event.type == PROFILE_UPDATED:
+        apply_profile_event(conn, event)  # the members' display names (the coach dashboard)
     # Anything else bound to the queue later (commitment.*) is not ours to know: ignored.
 
 

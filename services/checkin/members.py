@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select
 
-from services.checkin import tables
+from services.checkin import coach_notes, profiles, tables
 from services.checkin.domain import stream_id
 from services.checkin.queries import commitment_from_row
 from shared import erasure, keyring
@@ -55,6 +55,9 @@ def scrub(conn: Connection, tenant_id: str, member_id: str, now: datetime) -> No
     for table in (tables.streaks, tables.check_ins, tables.pauses, tables.urges, tables.sos_calls):
         conn.execute(delete(table).where(table.c.commitment_id.in_(owned)))
     conn.execute(delete(commitments).where(theirs))
+    # The coach dashboard's copies: coaches' notes on the member and their display name.
+    for table in (coach_notes.notes, profiles.profiles):
+        conn.execute(delete(table).where(table.c.tenant_id == tenant_id, table.c.member_id == member_id))
     forget_member_dead_letters(conn, [CHECKIN_INBOX.name, CHECKIN_ERASURE.name], tenant_id, member_id)
 
 
@@ -131,4 +134,8 @@ def export_member(engine: Engine, tenant_id: str, member_id: str, now: datetime)
                 "urges": opener.open_all(between.get(row.commitment_id, {}).get("urges", [])),
                 "history": erasure.stream_history(conn, opener, stream_id(row.commitment_id)),
             })
-    return erasure.export_document(member_id, SERVICE, now, {"commitments": exported})
+        # What the coach dashboard holds: the display name as learnt, the coaches' notes on them.
+        name = profiles.display_names(conn, tenant_id, [member_id]).get(member_id)
+        notes = coach_notes.notes_of_member(conn, tenant_id, member_id)
+    return erasure.export_document(member_id, SERVICE, now, {"commitments": exported, "profile": {"display_name": name},
+                                                              "coach_notes": notes})

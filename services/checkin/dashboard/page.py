@@ -20,7 +20,7 @@ blueprint = Blueprint(
     static_folder="static",
     static_url_path="/static",
     template_folder="templates",
-    description="The coach dashboard page (HTML); its data comes from the /v1/ JSON API.",
+    description="The coach dashboard page (HTML); its data comes from /dashboard/api/ under a session cookie.",
 )
 
 # The page only ever talks to its own origin; no inline script or style, so a label a
@@ -52,7 +52,8 @@ def asset(filename: str) -> str:
 @blueprint.route("", strict_slashes=False)
 @blueprint.doc(
     summary="The coach dashboard page",
-    description="HTML. Sign in with a coach token (or an admin API key and a coach id).",
+    description="HTML. Sign in with a sign-in link (POST /v1/dashboard/sign-in-links), a coach token, or an "
+    "admin API key and a coach id: each opens a session cookie for every tab.",
     security=[],
     responses={"200": {"description": "the page", "content": {"text/html": {}}}},
 )

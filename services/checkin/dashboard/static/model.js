@@ -1,6 +1,10 @@
 // Pure data functions of the dashboard: no DOM, no network. Dates are ISO "YYYY-MM-DD"
 // strings of the member's own calendar; arithmetic on them is done in UTC so that a
 // daylight-saving change in the coach's zone never shifts a member's day.
+//
+// The shapes read here are the service's documented ones (/dashboard/api/..., the same
+// fields as GET /v1/coaches/{id}/clients and the feed's FeedItem): nothing is guessed, and
+// nothing the service computes (runs, milestones, risk, "today") is computed again here.
 
 const RELATIONSHIPS = {
   romantic: "romantic", family: "family", friend: "friend", professional: "professional", other: "other",
@@ -34,147 +38,118 @@ export function weekday(iso) {
   return (new Date(parseDay(iso)).getUTCDay() + 6) % 7;
 }
 
-/** Today's date in an IANA zone (the member's), or null when the zone is unknown. */
-export function todayIn(timezone, now = new Date()) {
-  if (!timezone) return null;
-  try {
-    const parts = new Intl.DateTimeFormat("en-CA", {
-      timeZone: timezone, year: "numeric", month: "2-digit", day: "2-digit",
-    }).formatToParts(now);
-    const get = (type) => parts.find((p) => p.type === type).value;
-    return `${get("year")}-${get("month")}-${get("day")}`;
-  } catch {
-    return null;
-  }
-}
-
 export function shortDate(iso) {
-  return new Date(parseDay(iso)).toLocaleDateString(undefined, { timeZone: "UTC", day: "numeric", month: "short" });
+  return new Date(parseDay(iso)).toLocaleDateString("en-GB", { timeZone: "UTC", day: "numeric", month: "short" });
 }
 
 export function longDate(iso) {
-  return new Date(parseDay(iso)).toLocaleDateString(undefined, {
+  return new Date(parseDay(iso)).toLocaleDateString("en-GB", {
     timeZone: "UTC", weekday: "short", day: "numeric", month: "short", year: "numeric",
   });
 }
 
-/** "today", "yesterday", "3 days ago" relative to the member's today. */
+/** hh:mm of an instant, in the coach's own zone (when the page last heard from the service). */
+export function clockTime(date) {
+  return date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
+}
+
+/**
+ * Whole days from `iso` to the member's today: THE day count of the page. "Last check-in:
+ * 4 days ago" and "no check-in for 4 days" are the same number, by construction.
+ */
+export function daysSince(iso, today) {
+  return iso && today ? daysBetween(iso, today) : null;
+}
+
+/** "today", "yesterday", "4 days ago" (see daysSince). */
 export function relativeDay(iso, today) {
   if (!iso) return "never";
-  if (!today) return shortDate(iso);
-  const ago = daysBetween(iso, today);
+  const ago = daysSince(iso, today);
+  if (ago === null) return shortDate(iso);
   if (ago <= 0) return "today";
   if (ago === 1) return "yesterday";
   return `${ago} days ago`;
 }
 
-// -- credentials ----------------------------------------------------------------------------
-
-/** The claims of a scoped token (JWT), or null for an API key. Display only: the server verifies. */
-export function tokenClaims(token) {
-  const parts = (token || "").split(".");
-  if (parts.length !== 3) return null;
-  try {
-    const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/"));
-    const claims = JSON.parse(json);
-    return typeof claims === "object" && claims ? claims : null;
-  } catch {
-    return null;
-  }
-}
-
 // -- the coach's client list -------------------------------------------------------------------
 
-const pick = (obj, ...keys) => {
-  for (const key of keys) {
-    if (obj && obj[key] !== undefined && obj[key] !== null) return obj[key];
-  }
-  return undefined;
-};
-
-function dayState(value) {
-  const state = typeof value === "string" ? value : pick(value, "outcome", "state", "status");
-  return state === "kept" || state === "slipped" || state === "excused" ? state : "unreported";
-}
-
-function reasonCode(reason) {
-  return typeof reason === "string" ? reason : pick(reason, "code", "reason", "type") || "unknown";
-}
-
-/** One commitment of the clients endpoint, in the shape the page renders. */
-export function normaliseCommitment(raw, client) {
-  const streak = pick(raw, "streak") || raw;
-  const contact = pick(raw, "contact") || {};
-  const risk = pick(raw, "risk");
-  const atRiskRaw = pick(raw, "at_risk");
-  const atRisk = typeof atRiskRaw === "object" && atRiskRaw !== null ? Boolean(atRiskRaw.at_risk) : Boolean(atRiskRaw ?? risk?.at_risk);
-  const reasons = (pick(raw, "risk_reasons", "reasons") ?? atRiskRaw?.reasons ?? risk?.reasons ?? []).map((r) => ({
-    code: reasonCode(r),
-    detail: typeof r === "object" ? r : null,
-  }));
-  const timezone = pick(raw, "timezone") || pick(client, "timezone") || null;
-  const today = pick(raw, "today", "as_of") || pick(streak, "as_of") || todayIn(timezone);
-  let days = (pick(raw, "last_30_days", "days", "calendar", "recent_days") || []).map((d, i, all) => ({
-    date: typeof d === "object" && d ? pick(d, "date", "day") : null,
-    state: dayState(d),
-    index: i - all.length + 1,
-  }));
-  // A bare list of states ends today: give each its date.
-  if (today) days = days.map((d) => ({ ...d, date: d.date || addDays(today, d.index) }));
-  // The service leaves out today until it is reported (the day is not over); the strip
+/** One commitment of the clients endpoint (ClientCommitmentOut), in the shape the page renders. */
+export function normaliseCommitment(raw, memberId, profile) {
+  // The service's today in the member's zone: the streak is computed as of it.
+  const today = raw.streak.as_of;
+  const days = raw.last_30_days.map((d) => ({ date: d.date, state: d.state }));
+  // The service leaves today out until it is reported (the day is not over); the strip
   // still ends on today so the coach sees where "now" is.
-  const status = pick(raw, "status") || "active";
-  if (today && status === "active" && days.length && days[days.length - 1].date < today) {
-    days.push({ date: today, state: "unreported", index: 0 });
-    if (days.length > 30) days = days.slice(-30);
+  if (raw.status === "active" && (!days.length || days[days.length - 1].date < today)) {
+    days.push({ date: today, state: "unreported" });
+    if (days.length > 30) days.shift();
   }
-  const urges = (pick(raw, "recent_urges", "urges", "urge_levels") || [])
-    .map((u) => (typeof u === "number" ? { date: null, value: u } : { date: pick(u, "date", "day") || null, value: pick(u, "urge", "value") }))
-    .filter((u) => typeof u.value === "number");
-  const lastCheckIn = pick(raw, "last_check_in_on") ?? pick(streak, "last_check_in_on") ?? pick(raw, "last_check_in");
   return {
-    memberId: pick(raw, "member_id") || pick(client, "member_id") || "?",
-    commitmentId: pick(raw, "commitment_id", "id"),
-    label: pick(contact, "label") || pick(raw, "contact_label", "label") || "(no label)",
-    relationship: RELATIONSHIPS[pick(contact, "relationship") || pick(raw, "relationship")] || null,
-    status,
-    timezone,
+    memberId,
+    displayName: profile?.display_name || null,
+    commitmentId: raw.commitment_id,
+    label: raw.contact_label || "(no label)",
+    relationship: RELATIONSHIPS[raw.relationship] || null,
+    status: raw.status,
     today,
-    startsOn: pick(raw, "starts_on") || null,
-    endsOn: pick(raw, "ends_on") || null,
-    current: Number(pick(streak, "current_days") ?? 0),
-    longest: Number(pick(streak, "longest_days") ?? 0),
-    nextMilestone: pick(streak, "next_milestone") ?? null,
-    milestonesReached: pick(streak, "milestones_reached") || [],
-    lastCheckIn: typeof lastCheckIn === "object" && lastCheckIn ? pick(lastCheckIn, "date", "day") : lastCheckIn || null,
+    current: raw.streak.current_days,
+    longest: raw.streak.longest_days,
+    nextMilestone: raw.streak.next_milestone,
+    lastCheckIn: raw.last_check_in_on,
     days,
-    urges,
-    atRisk: atRisk || reasons.length > 0,
-    reasons,
+    urges: raw.recent_urges.map((u) => ({ date: u.date, value: u.urge })),
+    atRisk: raw.at_risk,
+    reasons: raw.reasons.map((code) => ({ code })),
   };
 }
 
-/** The clients endpoint's JSON → [{memberId, commitments: [...], atRisk}], at-risk clients first. */
+/** The clients endpoint's JSON → [{memberId, name, commitments, atRisk, checkedInToday}]. */
 export function normaliseClients(json) {
-  const list = Array.isArray(json) ? json : pick(json, "clients", "items") || [];
-  const byMember = new Map();
-  for (const client of list) {
-    const commitments = pick(client, "commitments");
-    const raws = Array.isArray(commitments) ? commitments : [client];
-    for (const raw of raws) {
-      const c = normaliseCommitment(raw, client);
-      if (!byMember.has(c.memberId)) byMember.set(c.memberId, { memberId: c.memberId, commitments: [] });
-      byMember.get(c.memberId).commitments.push(c);
-    }
-  }
-  const clients = [...byMember.values()].map((client) => {
-    client.commitments.sort((a, b) => Number(b.atRisk) - Number(a.atRisk) || a.label.localeCompare(b.label));
-    client.atRisk = client.commitments.some((c) => c.atRisk);
-    return client;
+  return json.items.map((item) => {
+    const commitments = item.commitments.map((raw) => normaliseCommitment(raw, item.member_id, item.profile));
+    commitments.sort((a, b) => Number(b.atRisk) - Number(a.atRisk) || a.label.localeCompare(b.label));
+    const active = commitments.filter((c) => c.status === "active");
+    return {
+      memberId: item.member_id,
+      displayName: item.profile?.display_name || null,
+      name: item.profile?.display_name || item.member_id,
+      commitments,
+      atRisk: item.at_risk,
+      // Counted per client, never per commitment: every active commitment reported today.
+      checkedInToday: active.length > 0 && active.every((c) => c.lastCheckIn && c.lastCheckIn >= c.today),
+      hasActive: active.length > 0,
+      current: Math.min(...commitments.map((c) => c.current)),
+      lastCheckIn: commitments.map((c) => c.lastCheckIn).filter(Boolean).sort().pop() || null,
+      daysSilent: Math.max(...commitments.map((c) => daysSince(c.lastCheckIn, c.today) ?? Infinity)),
+    };
   });
-  // At risk first; then a stable alphabetical order a coach can find people in each morning.
-  clients.sort((a, b) => Number(b.atRisk) - Number(a.atRisk) || a.memberId.localeCompare(b.memberId));
-  return clients;
+}
+
+export const SORTS = {
+  risk: "At risk first",
+  name: "Name",
+  streak: "Shortest streak",
+  silent: "Longest without a check-in",
+};
+
+/** The clients the coach asked for: filter chip, search text, sort order. */
+export function visibleClients(clients, { filter = "all", query = "", sort = "risk" } = {}) {
+  const needle = query.trim().toLowerCase();
+  const shown = clients.filter((client) => {
+    if (filter === "at_risk" && !client.atRisk) return false;
+    if (filter === "not_today" && (client.checkedInToday || !client.hasActive)) return false;
+    if (!needle) return true;
+    const haystack = [client.memberId, client.displayName || "", ...client.commitments.map((c) => c.label)];
+    return haystack.some((text) => text.toLowerCase().includes(needle));
+  });
+  const byName = (a, b) => a.name.localeCompare(b.name) || a.memberId.localeCompare(b.memberId);
+  const orders = {
+    risk: (a, b) => Number(b.atRisk) - Number(a.atRisk) || byName(a, b),
+    name: byName,
+    streak: (a, b) => a.current - b.current || byName(a, b),
+    silent: (a, b) => b.daysSilent - a.daysSilent || byName(a, b),
+  };
+  return shown.sort(orders[sort] || orders.risk);
 }
 
 export function daysToNextMilestone(c) {
@@ -190,12 +165,28 @@ export function reasonText(reason, c) {
     case "high_urges":
       return "urges running high";
     case "not_checking_in": {
-      const silent = c && c.lastCheckIn && c.today ? daysBetween(c.lastCheckIn, c.today) - 1 : null;
-      return silent && silent > 0 ? `no check-in for ${silent} day${silent === 1 ? "" : "s"}` : "stopped checking in";
+      const silent = c ? daysSince(c.lastCheckIn, c.today) : null;
+      if (silent === null) return "no check-in yet";
+      return `no check-in for ${silent} day${silent === 1 ? "" : "s"}`;
     }
     default:
       return reason.code.replace(/_/g, " ");
   }
+}
+
+/** How an urge level reads against the tenant's own threshold (at_risk.high_urge). */
+export function urgeLevel(value, highUrge) {
+  if (value === null || value === undefined) return null;
+  if (value >= highUrge) return "high";
+  if (value >= Math.ceil(highUrge / 2)) return "moderate";
+  return "low";
+}
+
+export function urgeTrend(urges) {
+  if (urges.length < 2) return "steady";
+  const first = urges[0].value;
+  const last = urges[urges.length - 1].value;
+  return last > first + 1 ? "rising" : last < first - 1 ? "falling" : "steady";
 }
 
 export function channelText(channel) {
@@ -204,17 +195,15 @@ export function channelText(channel) {
 
 // -- one commitment's full history ------------------------------------------------------------
 
-/** Check-ins endpoint JSON → {date: {outcome, urge, slip}}; anything else in a report is dropped. */
-export function reportsByDay(json) {
-  const list = Array.isArray(json) ? json : pick(json, "items", "check_ins") || [];
+/** The detail's check-ins → {date: {outcome, urge, mood, slip}}; nothing else is kept. */
+export function reportsByDay(checkIns) {
   const byDay = {};
-  for (const item of list) {
-    const date = pick(item, "date", "day");
-    if (!date) continue;
+  for (const item of checkIns) {
     // Only what a coach may see is kept; a private note never reaches the page's state.
-    byDay[date] = {
-      outcome: item.outcome === "slipped" ? "slipped" : "kept",
-      urge: typeof item.urge === "number" ? item.urge : null,
+    byDay[item.date] = {
+      outcome: item.outcome,
+      urge: item.urge,
+      mood: item.mood,
       slip: item.slip ? { channel: item.slip.channel, initiatedBy: item.slip.initiated_by } : null,
     };
   }
@@ -229,20 +218,15 @@ export function slipsOf(reports) {
     .map((day) => ({ date: day, ...reports[day].slip, urge: reports[day].urge }));
 }
 
-/**
- * The runs endpoint's JSON (`GET .../runs`: the service's own streak rules, oldest first) →
- * [{start, end, length, endedBy, reportedDays, milestones}]; `end` and `endedBy` are null
- * while the run goes on. The page never derives runs itself: they are the server's.
- */
-export function runsOf(json) {
-  const list = Array.isArray(json) ? json : pick(json, "items") || [];
-  return list.map((run) => ({
+/** The service's runs (RunOut, oldest first), renamed for the page; never derived here. */
+export function runsOf(items) {
+  return items.map((run) => ({
     start: run.started_on,
-    end: run.ended_on ?? null,
-    length: Number(run.days ?? 0),
-    endedBy: run.ended_by ?? null,
-    reportedDays: Number(run.reported_days ?? 0),
-    milestones: Array.isArray(run.milestones) ? run.milestones : [],
+    end: run.ended_on,
+    length: run.days,
+    endedBy: run.ended_by,
+    reportedDays: run.reported_days,
+    milestones: run.milestones,
   }));
 }
 
@@ -253,4 +237,32 @@ export function milestonesReached(runs) {
     for (const threshold of run.milestones) reached.push({ threshold, on: addDays(run.start, threshold - 1), runStart: run.start });
   }
   return reached.sort((a, b) => (a.on < b.on ? -1 : a.on > b.on ? 1 : a.threshold - b.threshold));
+}
+
+// -- the coach's feed ------------------------------------------------------------------------------
+
+const FEED_TEXT = {
+  sos: () => "SOS: asked for help now",
+  slip: (d) => `Slipped${d.date ? ` on ${shortDate(d.date)}` : ""}`,
+  urge_reached_out: () => "Reached out after an urge",
+  missed_day: (d) => `No check-in for ${d.date ? shortDate(d.date) : "a day"}`,
+  at_risk: (d) => (d.at_risk === false ? "No longer at risk" : "Now at risk"),
+  milestone: (d) => `Reached ${d.milestone} day${d.milestone === 1 ? "" : "s"}`,
+  milestone_revoked: (d) => `Milestone of ${d.milestone} days taken back (a report was corrected)`,
+};
+
+/** A feed item (FeedItem) as the page shows it. */
+export function feedItem(item) {
+  const text = (FEED_TEXT[item.kind] || (() => item.kind.replace(/_/g, " ")))(item.data || {});
+  return {
+    id: item.id,
+    kind: item.kind,
+    text,
+    message: item.kind === "sos" ? item.data?.message ?? null : null,
+    memberId: item.member_id,
+    commitmentId: item.commitment_id,
+    occurredAt: item.occurred_at,
+    pinned: item.pinned,
+    acknowledged: item.acknowledged_at !== null,
+  };
 }
