@@ -400,8 +400,14 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     key = page.locator(".heatmap-key")
     assert f"held firm: reached out to, did not answer · {streak['held_firm_days']} day" in key.inner_text()
     assert "paused (excused) · 2 days" in key.inner_text() and "SOS sent · 1 call" in key.inner_text()
-    # That and when: never the SOS's message nor the pause's reason.
+    # That and when: never the SOS's message nor the pause's reason, on the page or in what it reads.
     assert sos_message not in page.content() and reason not in page.content()
+    with httpx.Client(cookies={cookie["name"]: cookie["value"]}) as reader:
+        detail = reader.get(f"{checkin_url}/dashboard/api/commitments/{lee_id}")
+    assert detail.status_code == 200 and sos_message not in detail.text and reason not in detail.text
+    (paused_json,) = detail.json()["pauses"]
+    assert paused_json["from"] == paused_on[0].isoformat() and paused_json["reason"] is None
+    assert [set(call) for call in detail.json()["sos"]] == [{"sos_id", "commitment_id", "member_id", "sent_at"}]
     _no_axe_violations(page, "detail calendar")
     _screenshot(page, "dashboard-detail-calendar.png")
     page.set_viewport_size(PHONE)
