@@ -17,6 +17,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,65 @@ def test_coach_dashboard_in_a_real_browser(postgres_url: str, amqp_url: str, sta
     assert _no_sideways_scroll(page)
     _no_axe_violations(page, "detail, phone")
     _screenshot(page, "dashboard-detail-phone.png")
+    page.set_viewport_size(DESKTOP)
+
+    # -- the calendar: a held-firm day, paused days and an SOS, each by shape and by name ----------------------------
+    lee_id = ids["lee-taylor"]
+    lee_today = date.fromisoformat(admin.get(f"{checkin_url}/v1/commitments/{lee_id}/streak").json()["as_of"])
+    held_on, paused_on = lee_today - timedelta(days=3), [lee_today - timedelta(days=n) for n in (2, 1)]
+    reason, sos_message = f"hospital {uuid.uuid4().hex[:6]}", f"help {uuid.uuid4().hex[:6]}"
+    with _api(_member_token(commitment_url, tenant.api_key, "lee.m")) as lee_client:
+        # Lee's last silent days: one reported late as kept, held firm against a text and a call...
+        held = lee_client.post(f"{checkin_url}/v1/commitments/{lee_id}/check-ins", json={
+            "date": held_on.isoformat(), "outcome": "kept",
+            "contact_attempts": [{"channel": "texts"}, {"channel": "calls"}]})
+        assert held.status_code == 201, held.text
+        # ...the next two paused (never reported: excused), and an SOS today.
+        pause = lee_client.post(f"{checkin_url}/v1/commitments/{lee_id}/pauses", json={
+            "from": paused_on[0].isoformat(), "to": paused_on[-1].isoformat(), "reason": reason})
+        assert pause.status_code == 201, pause.text
+        sos = lee_client.post(f"{checkin_url}/v1/commitments/{lee_id}/sos", json={"message": sos_message})
+        assert sos.status_code == 202, sos.text
+    streak = admin.get(f"{checkin_url}/v1/commitments/{lee_id}/streak").json()
+    assert streak["held_firm_days"] >= 1 and streak["excused_days"] == 2
+    page.goto(f"{checkin_url}/dashboard?refresh=1#/c/{lee_id}")
+    page.wait_for_selector(".heatmap .day.sos")
+
+    def day(on: date) -> Any:
+        return page.locator(f'.heatmap .day[data-date="{on.isoformat()}"]')
+
+    assert day(held_on).evaluate("n => n.classList.contains('held-firm')")
+    for paused in paused_on:
+        assert day(paused).get_attribute("data-state") == "excused"
+    assert day(lee_today).get_attribute("data-sos") == "1"
+    # Each by its accessible name (what a screen reader says, and the tooltip), not its colour.
+    calendar = page.locator(".heatmap")
+
+    def named(words: str) -> list[str]:
+        found = calendar.get_by_role("listitem", name=re.compile(re.escape(words)))
+        return [str(found.nth(i).get_attribute("data-date")) for i in range(found.count())]
+
+    assert held_on.isoformat() in named("kept, held firm against 2 contact attempts (texts, calls)")
+    assert len(named("held firm")) == streak["held_firm_days"]
+    assert named("paused (excused)") == [on.isoformat() for on in paused_on]
+    assert named("SOS sent at ") == [lee_today.isoformat()]
+    key = page.locator(".heatmap-key")
+    assert f"held firm: reached out to, did not answer · {streak['held_firm_days']} day" in key.inner_text()
+    assert "paused (excused) · 2 days" in key.inner_text() and "SOS sent · 1 call" in key.inner_text()
+    # That and when: never the SOS's message nor the pause's reason, on the page or in what it reads.
+    assert sos_message not in page.content() and reason not in page.content()
+    with httpx.Client(cookies={cookie["name"]: cookie["value"]}) as reader:
+        detail = reader.get(f"{checkin_url}/dashboard/api/commitments/{lee_id}")
+    assert detail.status_code == 200 and sos_message not in detail.text and reason not in detail.text
+    (paused_json,) = detail.json()["pauses"]
+    assert paused_json["from"] == paused_on[0].isoformat() and paused_json["reason"] is None
+    assert [set(call) for call in detail.json()["sos"]] == [{"sos_id", "commitment_id", "member_id", "sent_at"}]
+    _no_axe_violations(page, "detail calendar")
+    _screenshot(page, "dashboard-detail-calendar.png")
+    page.set_viewport_size(PHONE)
+    assert _no_sideways_scroll(page)
+    _no_axe_violations(page, "detail calendar, phone")
+    _screenshot(page, "dashboard-detail-calendar-phone.png")
 
     # -- phone width: no sideways scrolling on the overview, cards or table ------------------------------------------
     page.goto(f"{checkin_url}/dashboard?refresh=1")  # the session cookie keeps the coach signed in

@@ -18,15 +18,19 @@ from typing import Any
 
 import httpx
 from flask import Blueprint, Response, jsonify
+from sqlalchemy import Connection, select
 
-from services.checkin import coach_notes, profiles, queries
+from services.checkin import coach_notes, profiles, queries, tables
 from services.checkin.access import authorized, may_read_coach
 from services.checkin.api import (
     CheckInOut,
     ClientsOut,
+    PauseOut,
     RunOut,
+    SosOut,
     StreakOut,
     UrgeLogOut,
+    _pause_json,
     _urge_json,
     check_in_json,
 )
@@ -44,7 +48,7 @@ FEED_TIMEOUT_S = 3.0
 FEED_TOKEN_TTL = timedelta(seconds=60)
 FEED_PAGE = 50
 CLIENTS, STREAK, CHECK_INS, RUNS = ClientsOut(), StreakOut(), CheckInOut(many=True), RunOut(many=True)
-URGES = UrgeLogOut(many=True)
+URGES, PAUSES, SOS_CALLS = UrgeLogOut(many=True), PauseOut(many=True), SosOut(many=True)
 URGES_SHOWN = 200  # the newest urges logged between check-ins (GET .../urges' largest page)
 
 blueprint.add_url_rule("/session", "open_session", sessions.open_session, methods=["POST"])
@@ -89,8 +93,9 @@ def clients() -> Response:
 @sessions.signed_in
 def commitment(commitment_id: str) -> Response:
     """One commitment for the detail view: what it is, its streak, every check-in (never a
-    note), its runs and the urges logged between check-ins (never their words), as `GET
-    /v1/commitments/{id}/streak`, `.../check-ins`, `.../runs`, `.../urges` answer a coach."""
+    note), its runs, the urges logged between check-ins (never their words) and its pauses
+    (never their reason), as `GET /v1/commitments/{id}/streak`, `.../check-ins`, `.../runs`,
+    `.../urges`, `.../pauses` answer a coach; and when each SOS was sent on it (`_sos_calls`)."""
     at = now()
     with read(engine()) as conn:
         inputs = queries.command_inputs(conn, commitment_id)
@@ -106,6 +111,8 @@ def commitment(commitment_id: str) -> Response:
         urges, _ = queries.urge_page(conn, known, None, None, URGES_SHOWN, None)
         # As a coach reads them: level, time and outcome, never the member's own words.
         logged = [_urge_json(row._mapping, with_personal=False) for row in urges]
+        pauses = [_pause_json(row._mapping, with_reason=False) for row in queries.pause_rows(conn, known.commitment_id)]
+        sos = _sos_calls(conn, known.commitment_id)
     return _json({
         "commitment": {
             "commitment_id": known.commitment_id, "member_id": known.member_id, "contact_label": label,
@@ -116,9 +123,22 @@ def commitment(commitment_id: str) -> Response:
         "check_ins": CHECK_INS.dump([check_in_json(row._mapping, with_note=False) for row in rows]),
         "runs": RUNS.dump(runs),
         "urges": URGES.dump(logged),
+        "pauses": PAUSES.dump(pauses),
+        "sos": SOS_CALLS.dump(sos),
         "at_risk": inputs.settings.as_json()["at_risk"],
         "profile": profiles.profile_json(name),
     })
+
+
+def _sos_calls(conn: Connection, commitment_id: str) -> list[dict[str, Any]]:
+    """Each SOS sent on the commitment, oldest first: that and when, from the rows the
+    per-member limit counts (ids and instants only). The message is for the coach's feed
+    alone, and is never read here."""
+    table = tables.sos_calls
+    rows = conn.execute(select(table).where(table.c.commitment_id == commitment_id)
+                        .order_by(table.c.at, table.c.event_id))
+    return [{"sos_id": row.event_id, "commitment_id": row.commitment_id, "member_id": row.member_id,
+             "sent_at": row.at} for row in rows]
 
 
 # -- the coach's private notes -------------------------------------------------------------------------

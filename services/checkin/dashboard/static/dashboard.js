@@ -14,6 +14,7 @@ import {
   milestonesReached,
   normaliseClients,
   parseDay,
+  pausedDays,
   reasonText,
   relativeDay,
   reportsByDay,
@@ -588,6 +589,9 @@ async function loadDetail(id) {
     startsOn: body.commitment.starts_on,
     highUrge: body.at_risk.high_urge,
     logged: body.urges.map((u) => ({ ...u, date: localDay(u.at, body.commitment.timezone) })),
+    paused: [...pausedDays(body.pauses)],
+    // That and when an SOS was sent, on the client's day: never its message (the feed's alone).
+    sos: body.sos.map((s) => ({ date: localDay(s.sent_at, body.commitment.timezone), time: localTime(s.sent_at, body.commitment.timezone) })),
     past: { runs, slips: slipsOf(reports), reached: milestonesReached(runs) },
   };
   const signature = JSON.stringify(model);
@@ -602,6 +606,11 @@ const RELATION = { romantic: "romantic", family: "family", friend: "friend", pro
 /** The member's calendar day of an instant (their zone: the day the service counts it on). */
 function localDay(instant, timeZone) {
   return new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date(instant));
+}
+
+/** hh:mm of an instant on the member's clock. */
+function localTime(instant, timeZone) {
+  return new Date(instant).toLocaleTimeString("en-GB", { timeZone, hour: "2-digit", minute: "2-digit" });
 }
 
 const URGE_OUTCOME = { passed: "passed", reached_out: "reached out", ongoing: "still there" };
@@ -625,7 +634,7 @@ function urgesTable(logged, timeZone) {
   );
 }
 
-function renderDetail({ commitment: c, name, streak, reports, today, startsOn, highUrge, logged, past }, first) {
+function renderDetail({ commitment: c, name, streak, reports, today, startsOn, highUrge, logged, paused, sos, past }, first) {
   $("overview").hidden = true;
   $("detail").hidden = false;
   const body = el(
@@ -654,7 +663,7 @@ function renderDetail({ commitment: c, name, streak, reports, today, startsOn, h
       el("div", {}, el("dt", { text: "Next milestone" }), el("dd", { text: streak.next_milestone ? `${streak.next_milestone} days` : "all reached" })),
     ),
     el("h2", { text: "History" }),
-    heatmap(reports, startsOn, today),
+    heatmap(reports, startsOn, today, new Set(paused), sos),
     el("h2", { text: "Urges and mood, day by day" }),
     el("div", { class: "charts" },
       lineChart({ reports, startsOn, today, field: "urge", max: 10, min: 0, title: "Urge to reach out", unit: "0 none – 10 overwhelming", mark: highUrge, cls: "urge-chart", logged }),
@@ -710,10 +719,13 @@ async function onNoteSave() {
   }
 }
 
-function heatmap(reports, startsOn, today) {
+function heatmap(reports, startsOn, today, paused, sos) {
   // Whole weeks, Monday first, so that columns line up like a wall calendar.
   const from = addDays(startsOn, -weekday(startsOn));
   const weeks = Math.ceil((daysBetween(from, today) + 1) / 7);
+  const sosOn = {};
+  for (const call of sos) (sosOn[call.date] ||= []).push(call.time);
+  const shown = { heldFirm: 0, paused: 0, sos: 0 };
   const columns = [];
   let lastMonth = null;
   let lastLabelled = -2;
@@ -733,25 +745,53 @@ function heatmap(reports, startsOn, today) {
         continue;
       }
       const report = reports[date];
-      const cell = dayCell({ date, state: report ? report.outcome : "unreported" }, today);
-      const urge = report && report.urge !== null ? `, urge ${report.urge}/10` : "";
-      const mood = report && report.mood !== null ? `, mood ${report.mood}/5` : "";
-      cell.setAttribute("aria-label", cell.getAttribute("aria-label") + urge + mood);
+      // A paused day nobody reported is excused (as the service counts it); a report stands over a pause.
+      const cell = dayCell({ date, state: report ? report.outcome : paused.has(date) ? "excused" : "unreported" }, today);
+      const notes = [];
+      if (report && paused.has(date)) notes.push("during a pause");
+      if (report && report.outcome === "kept" && report.attempts.length) {
+        // Held firm: the other person reached out (these channels) and the client did not answer.
+        const n = report.attempts.length;
+        notes.push(`held firm against ${n} contact attempt${n === 1 ? "" : "s"} (${[...new Set(report.attempts.map(channelText))].join(", ")})`);
+        cell.classList.add("held-firm");
+        cell.dataset.heldFirm = "";
+        shown.heldFirm += 1;
+      }
+      if (!report && paused.has(date)) shown.paused += 1;
+      const calls = sosOn[date];
+      if (calls) {
+        notes.push(`SOS sent at ${calls.join(", ")} (client's time)`);
+        cell.classList.add("sos");
+        cell.dataset.sos = String(calls.length);
+        shown.sos += calls.length;
+      }
+      if (report && report.urge !== null) notes.push(`urge ${report.urge}/10`);
+      if (report && report.mood !== null) notes.push(`mood ${report.mood}/5`);
+      cell.setAttribute("aria-label", [cell.getAttribute("aria-label"), ...notes].join(", "));
       cell.title = cell.getAttribute("aria-label");
       cells.push(cell);
     }
     columns.push(el("li", { class: "week" }, el("span", { class: "month", "aria-hidden": "true", text: month || "" }), el("ol", { class: "week-days" }, cells)));
   }
-  const key = (cls, text) => el("li", {}, el("span", { class: `day ${cls}`, "aria-hidden": "true" }), text);
-  // Hook: held-firm days, pauses and SOS calls join this calendar once the check-in service
-  // reports them per day (the between-check-ins work); each becomes a class and a key entry.
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  // Each kind of day has its own shape (solid, hatched, dashed, pause bars, a dot, a corner
+  // flag) and words here and in every day's name: never colour alone.
+  const key = (cls, text, count) => el("li", { "data-key": cls }, el("span", { class: `day ${cls}`, "aria-hidden": "true" }),
+    el("span", {}, text, count === undefined ? null : el("span", { class: "key-count", text: ` · ${count}` })));
   return el(
     "figure",
     // Focusable: on a phone the calendar scrolls sideways within itself, by keyboard too.
     { class: "heatmap-wrap", tabindex: "0", "aria-label": "Calendar of every day" },
     el("div", { class: "weekdays", "aria-hidden": "true" }, ["Mon", "", "Wed", "", "Fri", "", "Sun"].map((d) => el("span", { text: d }))),
     el("ol", { class: "heatmap", "aria-label": `Every day since ${longDate(startsOn)}` }, columns),
-    el("figcaption", { class: "heatmap-key" }, el("ul", {}, key("kept", "kept"), key("slipped", "slipped"), key("unreported", "not reported"), key("kept today", "today"))),
+    el("figcaption", { class: "heatmap-key" }, el("ul", {},
+      key("kept", "kept"),
+      key("kept held-firm", "held firm: reached out to, did not answer", plural(shown.heldFirm, "day", "days")),
+      key("slipped", "slipped"),
+      key("unreported", "not reported"),
+      key("excused", "paused (excused)", plural(shown.paused, "day", "days")),
+      key("unreported sos", "SOS sent", plural(shown.sos, "call", "calls")),
+      key("kept today", "today"))),
   );
 }
 

@@ -195,7 +195,7 @@ export function channelText(channel) {
 
 // -- one commitment's full history ------------------------------------------------------------
 
-/** The detail's check-ins → {date: {outcome, urge, mood, slip}}; nothing else is kept. */
+/** The detail's check-ins → {date: {outcome, urge, mood, slip, attempts}}; nothing else is kept. */
 export function reportsByDay(checkIns) {
   const byDay = {};
   for (const item of checkIns) {
@@ -205,9 +205,22 @@ export function reportsByDay(checkIns) {
       urge: item.urge,
       mood: item.mood,
       slip: item.slip ? { channel: item.slip.channel, initiatedBy: item.slip.initiated_by } : null,
+      // The channels the other person reached out on: a kept day with any is a held-firm
+      // day (the service's own rule, CheckInOut.contact_attempts).
+      attempts: item.contact_attempts.map((a) => a.channel),
     };
   }
   return byDay;
+}
+
+/** The days the pauses (PauseOut) not cancelled cover: a set of ISO dates. */
+export function pausedDays(pauses) {
+  const days = new Set();
+  for (const pause of pauses) {
+    if (pause.cancelled_at !== null) continue;
+    for (let day = pause.from; day <= pause.to; day = addDays(day, 1)) days.add(day);
+  }
+  return days;
 }
 
 /** The slipped days among the reports, oldest first, with what a coach may see of each. */
