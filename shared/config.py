@@ -127,9 +127,17 @@ def master_key() -> str:
     )
 
 
+_GENERATED: dict[str, str] = {}
+"""Values read from var/ by this process: written once and never changed, so read once
+(the master key is asked for on every seal and open)."""
+
+
 def _generated_once(name: str, generate: Callable[[], str]) -> str:
     """The value kept in var/<name>, generated on first use (mode 600)."""
     path = var_dir() / name
+    known = _GENERATED.get(str(path))
+    if known is not None:
+        return known
     if not path.exists():
         # O_EXCL so that two processes starting together agree on one value.
         try:
@@ -142,6 +150,7 @@ def _generated_once(name: str, generate: Callable[[], str]) -> str:
     for _ in range(50):
         value = path.read_text().strip()
         if value:
+            _GENERATED[str(path)] = value
             return value
         # Another process has created the file and is about to write it.
         time.sleep(0.01)

@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -180,8 +180,16 @@ def _wrap(key: bytes, key_id: uuid.UUID, tenant_id: str, member_id: str) -> str:
 
 
 def _unwrap(row: Any) -> DataKey:
+    # Commands read the row every time (to see a destruction), but the unwrapped key may come
+    # from the per-process cache: it lives there no longer than any reader's copy (the TTL
+    # `member.erased` waits for), and unwrapping again would only cost the master key's AES.
+    cached = CACHE.get(row.key_id)
+    if cached is not None and cached.cipher is not None:
+        return DataKey(row.key_id, row.tenant_id, row.member_id, cached.cipher)
     encoded = crypto.unseal_text(row.wrapped_key, _wrap_associated_data(row.key_id, row.tenant_id, row.member_id))
-    return DataKey(row.key_id, row.tenant_id, row.member_id, AESGCM(base64.b64decode(encoded)))
+    key = DataKey(row.key_id, row.tenant_id, row.member_id, AESGCM(base64.b64decode(encoded)))
+    CACHE.put(row.key_id, _Entry(row.tenant_id, key.cipher))
+    return key
 
 
 # -- the per-process cache -----------------------------------------------------------------------
@@ -277,7 +285,21 @@ def member_key(conn: Connection, tenant_id: str, member_id: str) -> DataKey:
     """The member's key, read in the caller's transaction (never from the cache: a command
     must see a destruction that committed before it). A read, so it may precede the append.
     `MemberErased` once destroyed; `KeyMissing` when `ensure_key` was not run."""
-    row = _member_row(conn, tenant_id, member_id)
+    return key_of_row(_member_row(conn, tenant_id, member_id), tenant_id, member_id)
+
+
+class KeyRow(NamedTuple):
+    """A keyring row as `key_of_row` needs it (read joined to a command's other inputs)."""
+
+    key_id: uuid.UUID
+    tenant_id: str
+    member_id: str
+    wrapped_key: str | None
+
+
+def key_of_row(row: Any, tenant_id: str, member_id: str) -> DataKey:
+    """`member_key` from a keyring row the caller read in its transaction (None: no row),
+    e.g. joined to the other inputs of its command to save a round trip."""
     if row is None:
         raise KeyMissing(f"no key for a member of tenant {tenant_id}", tenant_id, member_id)
     if row.wrapped_key is None:
@@ -364,10 +386,12 @@ def seal_event(key: DataKey, event: NewEvent, paths: Sequence[str]) -> NewEvent:
     return replace(event, data=data)
 
 
-def seal_events(conn: Connection, tenant_id: str, events: Sequence[NewEvent], fields: PersonalFields) -> list[NewEvent]:
+def seal_events(conn: Connection, tenant_id: str, events: Sequence[NewEvent], fields: PersonalFields,
+                known: Mapping[str, DataKey] | None = None) -> list[NewEvent]:
     """`events` with the personal values of their types (`fields`) sealed under the key of
-    the member each names (``data["member_id"]``), read in the caller's transaction."""
-    keys: dict[str, DataKey] = {}
+    the member each names (``data["member_id"]``), read in the caller's transaction
+    (`known`: keys the caller already read in it, by member)."""
+    keys: dict[str, DataKey] = dict(known or {})
     sealed = []
     for event in events:
         paths = fields.get(event.type)

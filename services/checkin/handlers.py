@@ -98,7 +98,7 @@ def _carry_out(
     row; returns the recorded events and the day's row (its note sealed, as the event holds
     it)."""
     commitment = inputs.commitment
-    events = personal.seal(uow.conn, commitment.tenant_id, decision.events)
+    events = personal.seal(uow.conn, commitment.tenant_id, decision.events, inputs.key)
     if urge_note is not None:
         urge_note = personal.seal_note(uow.conn, commitment.tenant_id, commitment.member_id, urge_note, events[0])
     uow.record(commitment.stream_id, events, expected_version=state.version)

@@ -72,17 +72,19 @@ def carries_personal(event: NewEvent) -> bool:
     return any(_value_at(event.data, path) is not None for path in EVENT_FIELDS.get(event.type, ()))
 
 
-def seal(conn: Connection, tenant_id: str, events: Sequence[NewEvent]) -> list[NewEvent]:
+def seal(conn: Connection, tenant_id: str, events: Sequence[NewEvent], key: keyring.KeyRow | None = None,
+         ) -> list[NewEvent]:
     """`events` with their personal values sealed, each under its member's key (read in the
-    command's transaction; `shared.keyring.KeyMissing` when the member has none yet, which
+    command's transaction, or `key`: the member's keyring row the command's inputs read, or
+    None when it has none; `shared.keyring.KeyMissing` when the member has no key yet, which
     ``keyring.creating_keys`` makes; `keyring.MemberErased` once erased).
 
     Events without a personal value go as they are, and when none has one no key is read:
     a check-in without a note costs nothing and needs no key."""
     if not any(carries_personal(event) for event in events):
         return list(events)
-    return keyring.seal_events(conn, tenant_id, events, EVENT_FIELDS)
-
+    known = {} if key is None else {key.member_id: keyring.key_of_row(key, tenant_id, key.member_id)}
+    return keyring.seal_events(conn, tenant_id, events, EVENT_FIELDS, known)
 
 
 def seal_note(conn: Connection, tenant_id: str, member_id: str, note: str | None, event: NewEvent) -> str | None:

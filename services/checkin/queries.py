@@ -102,6 +102,9 @@ class CommandInputs:
     state: CommitmentState | None  # None: not built yet, the caller folds the stream
     stored: StoredState
     day: Mapping[str, Any] | None  # the check-in row of the day asked for, if it has one
+    # The member's keyring row (None: no key yet), read with the rest so that sealing a
+    # note costs no round trip of its own (services.checkin.personal.seal).
+    key: keyring.KeyRow | None = None
 
 
 _STATE = tables.streaks
@@ -121,16 +124,20 @@ _STATE_COLUMNS = (
     _STATE.c.reminded_on.label("st_reminded_on"),
 )
 _DAY_COLUMNS = tuple(column.label(f"d_{column.name}") for column in _DAY.c)
+_KEYRING = keyring.keyring
+_KEY_COLUMNS = (_KEYRING.c.key_id.label("k_key_id"), _KEYRING.c.wrapped_key.label("k_wrapped_key"))
 _JOINED = (
     tables.commitments
     .outerjoin(_SETTINGS, _SETTINGS.c.tenant_id == tables.commitments.c.tenant_id)
     .outerjoin(_STATE, _STATE.c.commitment_id == tables.commitments.c.commitment_id)
+    .outerjoin(_KEYRING, and_(_KEYRING.c.tenant_id == tables.commitments.c.tenant_id,
+                              _KEYRING.c.member_id == tables.commitments.c.member_id))
 )
 _INPUTS = select(tables.commitments, _SETTINGS.c.data.label("s_data"), _SETTINGS.c.version.label("s_version"),
-                 *_STATE_COLUMNS).select_from(_JOINED)
+                 *_STATE_COLUMNS, *_KEY_COLUMNS).select_from(_JOINED)
 _INPUTS_WITH_DAY = select(
     tables.commitments, _SETTINGS.c.data.label("s_data"), _SETTINGS.c.version.label("s_version"), *_STATE_COLUMNS,
-    *_DAY_COLUMNS,
+    *_KEY_COLUMNS, *_DAY_COLUMNS,
 ).select_from(_JOINED.outerjoin(_DAY, and_(_DAY.c.commitment_id == tables.commitments.c.commitment_id,
                                            _DAY.c.day == bindparam("day", type_=_DAY.c.day.type))))
 
@@ -175,8 +182,10 @@ def _inputs(row: Any, day: Mapping[str, Any] | None) -> CommandInputs:
     settings_version = row.s_version or 0
     settings = _settings_at(commitment.tenant_id, settings_version, row.s_data)
     stored = StoredState(row.st_present is not None, row.st_version, row.st_settings_version or 0)
+    key = None if row.k_key_id is None else keyring.KeyRow(row.k_key_id, commitment.tenant_id, commitment.member_id,
+                                                           row.k_wrapped_key)
     return CommandInputs(commitment, settings, settings_version, state_from_row(row, commitment.starts_on), stored,
-                         day)
+                         day, key)
 
 
 def command_inputs(conn: Connection, commitment_id: str, day: date | None = None) -> CommandInputs | None:
