@@ -25,7 +25,7 @@ from services.checkin import personal
 from shared.events import NewEvent
 
 
-def _unsealed(conn: Connection, tenant_id: str, events: Sequence[NewEvent]) -> list[NewEvent]:
+def _unsealed(conn: Connection, tenant_id: str, events: Sequence[NewEvent], *_: object) -> list[NewEvent]:
     return list(events)
 
 
