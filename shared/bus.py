@@ -83,6 +83,35 @@ class _FilesystemChannel(filesystem.Channel):
             handle.write(json.dumps(payload).encode())
         os.replace(temporary, filename)
 
+    # -- exchange tables ---------------------------------------------------------------------
+    # Kombu opens a new exchange table with "wb" before it locks it: two components binding
+    # at once (every consumer of a starting worker does) both truncate it and one binding is
+    # lost, and the messages meant for that queue with it; a reader meanwhile sees an empty
+    # file. Here the table is created without truncating, changed under its lock, and an
+    # empty one reads as no bindings yet.
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):  # type: ignore[no-untyped-def]
+        path = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "rb+", buffering=0) as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            table = _exchange_table(handle.read())
+            if entry not in table:
+                table.insert(0, entry)
+                handle.seek(0)
+                handle.truncate()
+                handle.write(json.dumps(table).encode())
+
+    def get_table(self, exchange):  # type: ignore[no-untyped-def]
+        try:
+            with open(self._exchange_file(exchange), "rb") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+                return _exchange_table(handle.read())
+        except FileNotFoundError:
+            return []
+
     # -- claims --------------------------------------------------------------------------
 
     @property
@@ -200,6 +229,10 @@ class _FilesystemChannel(filesystem.Channel):
                 os.unlink(os.path.join(folder, "owner.lock"))
                 os.rmdir(folder)
             os.close(descriptor)
+
+
+def _exchange_table(content: bytes) -> list[filesystem.exchange_queue_t]:
+    return [filesystem.exchange_queue_t(*entry) for entry in json.loads(content)] if content.strip() else []
 
 
 # How often a running consumer looks for the claims of dead ones (a starting one always does).
