@@ -35,7 +35,7 @@ from services.checkin.domain import (
     streak_of,
 )
 from shared import keyring
-from shared.calendar import day_bounds
+from shared.calendar import date_range, day_bounds
 from shared.eventstore import read_stream
 from shared.paging import decode_cursor, encode_cursor
 
@@ -283,8 +283,7 @@ def paused_days(conn: Connection, commitment_ids: list[str]) -> dict[str, set[da
     query = select(table.c.commitment_id, table.c.first_day, table.c.last_day).where(
         table.c.commitment_id.in_(commitment_ids), table.c.cancelled_at.is_(None))
     for row in conn.execute(query):
-        found[row.commitment_id].update(row.first_day + timedelta(days=n)
-                                        for n in range((row.last_day - row.first_day).days + 1))
+        found[row.commitment_id].update(date_range(row.first_day, row.last_day))
     return found
 
 

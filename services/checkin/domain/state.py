@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
+from shared.calendar import date_range
+
 from .between import MEMBER_SOS, PAUSE_CANCELLED, PAUSE_SCHEDULED, REMINDER_DUE, URGE_LOGGED, UrgeMark
 from .checkins import CHECK_IN_EVENT_TYPES, CHECKIN_WITHDRAWN, CheckIn, Outcome
 from .missed import CHECKIN_MISSED
@@ -174,7 +176,7 @@ class CommitmentState:
 
     def paused_days(self) -> set[date]:
         """Every day a pause covers (reported or not: a report stands over a pause)."""
-        return {first + timedelta(days=n) for _, first, last in self.pauses for n in range((last - first).days + 1)}
+        return {day for _, first, last in self.pauses for day in date_range(first, last)}
 
     def pause(self, pause_id: str) -> tuple[str, date, date] | None:
         return next((p for p in self.pauses if p[0] == pause_id), None)
