@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import create_engine
+
 from benchmarks import BENCH_DIR, Settings, Variant, load_average, postgres_database_url
 from benchmarks import crud_peer as peer_app
 from benchmarks.e2e import (
@@ -100,6 +102,8 @@ class RunFigures:
     """CPU the other contenders' processes used meanwhile (idle servers, a backlog)."""
     drain_s: float | None = None
     """Seconds after the load until the run's last webhook arrived (nocontact); None when it did not."""
+    cpu_ms_by_process: dict[str, float] = field(default_factory=dict)
+    """The same CPU per accepted check-in, process by process (where a check-in's cost goes)."""
 
 
 @dataclass
@@ -111,6 +115,8 @@ class Contender:
     processes: Processes
     wait_drained: Callable[[int], float | None] = lambda accepted: None
     """Called after a run with its accepted count: seconds until its side effects were through."""
+    database_url: str | None = None
+    """Its schema (SQLAlchemy URL): analyzed before each run (`analyze_schema`)."""
     runs: list[RunFigures] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     peak_rss: dict[str, float] = field(default_factory=dict)
@@ -134,7 +140,7 @@ def crud_peer(log_dir: Path, config: CheckinConfig) -> Iterator[Contender]:
             wait_ready({PEER: base}, processes)
             last_day = datetime.now(UTC).date() - timedelta(days=1)
             yield Contender(PEER, base, api_key, plan_pairs(commitments, starts_on, last_day, config.concurrency),
-                            processes)
+                            processes, database_url=url)
         finally:
             processes.stop()
 
@@ -158,9 +164,47 @@ def nocontact(variant: Variant, log_dir: Path, config: CheckinConfig) -> Iterato
 
             yield Contender(variant.name, suite.urls["checkin"], setup.api_key,
                             plan_pairs(setup.commitments, setup.starts_on, setup.last_day, config.concurrency),
-                            suite.processes, wait_drained)
+                            suite.processes, wait_drained, database_url=suite.env["NOCONTACT_DATABASE_URL"])
     finally:
         receiver.close()
+
+
+def analyze_schema(database_url: str) -> None:
+    """Planner statistics for every table of the schema, as autovacuum keeps them in a
+    deployment that runs for more than a minute. Not timed. Without them, tables filled
+    during the benchmark are planned from PostgreSQL's defaults for never-analyzed tables
+    (on a server with autovacuum off, as CI machines often are, forever): bitmap scans of a
+    primary key's first column and a filter over the rest, which is what a fresh schema
+    measures, not the service."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            tables = conn.exec_driver_sql(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()").scalars().all()
+            for table in tables:
+                conn.exec_driver_sql(f"ANALYZE {table}")
+    finally:
+        engine.dispose()
+
+
+def _server_cpu_seconds() -> dict[str, float]:
+    """CPU used so far by the servers every contender shares, by command name (PostgreSQL's
+    processes, RabbitMQ's BEAM), read from /proc. A backend that exited meanwhile takes its
+    share with it, so these read low, never high."""
+    totals: dict[str, float] = {"postgresql": 0.0, "rabbitmq": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1:stat.rfind(")")]
+        server = "postgresql" if name.startswith("postgres") else "rabbitmq" if name.startswith("beam") else None
+        if server:
+            fields = stat.rsplit(")", 1)[1].split()
+            totals[server] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
 
 
 def run_once(contender: Contender, everyone: Sequence[Contender], config: CheckinConfig, log_dir: Path,
@@ -168,8 +212,11 @@ def run_once(contender: Contender, everyone: Sequence[Contender], config: Checki
     host, port = contender.url.removeprefix("http://").split(":")
     plan = {"host": host, "port": int(port), "api_key": contender.api_key, "seconds": config.seconds,
             "work": first(contender.pairs, int(config.seconds * PER_THREAD_RATE_CAP) + 100)}
+    if contender.database_url:
+        analyze_schema(contender.database_url)
     pids = {(c.name, process): pid for c in everyone for process, pid in c.processes.pids().items()}
     before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+    servers_before = _server_cpu_seconds()
     generated = run_load("closed", plan, log_dir, name)
     contender.pairs = remaining(contender.pairs, sent_pairs(generated["requests"]))
     figures = load_figures([Request.of(row) for row in generated["requests"]])
@@ -177,13 +224,20 @@ def run_once(contender: Contender, everyone: Sequence[Contender], config: Checki
     drain = contender.wait_drained(figures.accepted)
     # Read after the drain: the work a check-in causes after its 201 (relay, webhooks) is its cost too.
     used = cpu_used(before, {key: cpu_seconds(pid) for key, pid in pids.items()})
+    servers = {name: seconds - servers_before[name] for name, seconds in _server_cpu_seconds().items()}
     own = sum(seconds for (owner, _), seconds in used.items() if owner == contender.name)
     idle = sum(seconds for (owner, _), seconds in used.items() if owner != contender.name)
     dead = contender.processes.dead()
     if dead:
         raise RuntimeError(f"{contender.name}: processes died during the run: {dead} "
                            f"(logs in {contender.processes.log_dir})")
-    return RunFigures(figures, own * 1000 / figures.accepted if figures.accepted else None, idle, drain)
+    by_process = ({process: seconds * 1000 / figures.accepted for (owner, process), seconds in used.items()
+                   if owner == contender.name} if figures.accepted else {})
+    if figures.accepted:
+        by_process.update({f"{name} (shared server)": seconds * 1000 / figures.accepted
+                           for name, seconds in servers.items()})
+    return RunFigures(figures, own * 1000 / figures.accepted if figures.accepted else None, idle, drain,
+                      by_process)
 
 
 def measure(settings: Settings, config: CheckinConfig) -> list[Contender]:
@@ -233,6 +287,9 @@ def build_section(contenders: Sequence[Contender], config: CheckinConfig) -> Sec
         cpu = [r.cpu_ms_per_check_in for r in runs if r.cpu_ms_per_check_in is not None]
         if cpu:
             out.add(f"{contender.name}: CPU per check-in (own processes)", "ms", cpu)
+        for process in sorted({p for r in runs for p in r.cpu_ms_by_process}):
+            out.add(f"{contender.name}: CPU per check-in, {process}", "ms",
+                    [r.cpu_ms_by_process.get(process, 0.0) for r in runs])
         drains = [r.drain_s for r in runs if r.drain_s is not None]
         if drains:
             out.add(f"{contender.name}: webhooks all delivered, after the run", "s", drains)
