@@ -102,6 +102,8 @@ class RunFigures:
     """CPU the other contenders' processes used meanwhile (idle servers, a backlog)."""
     drain_s: float | None = None
     """Seconds after the load until the run's last webhook arrived (nocontact); None when it did not."""
+    events_per_check_in: float | None = None
+    """Events the store gained per accepted check-in (nocontact; see `benchmarks.e2e.tenant_settings`)."""
     cpu_ms_by_process: dict[str, float] = field(default_factory=dict)
     """The same CPU per accepted check-in, process by process (where a check-in's cost goes)."""
 
@@ -187,6 +189,18 @@ def analyze_schema(database_url: str) -> None:
         engine.dispose()
 
 
+def _event_count(database_url: str | None) -> int | None:
+    """Events in the schema's store (None for a schema without one: the peer's)."""
+    engine = create_engine(database_url or "", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT to_regclass('events')").scalar() is None:
+                return None
+            return int(conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _server_cpu_seconds() -> dict[str, float]:
     """CPU used so far by the servers every contender shares, by command name (PostgreSQL's
     processes, RabbitMQ's BEAM), read from /proc. A backend that exited meanwhile takes its
@@ -212,8 +226,10 @@ def run_once(contender: Contender, everyone: Sequence[Contender], config: Checki
     host, port = contender.url.removeprefix("http://").split(":")
     plan = {"host": host, "port": int(port), "api_key": contender.api_key, "seconds": config.seconds,
             "work": first(contender.pairs, int(config.seconds * PER_THREAD_RATE_CAP) + 100)}
+    events_before = None
     if contender.database_url:
         analyze_schema(contender.database_url)
+        events_before = _event_count(contender.database_url)
     pids = {(c.name, process): pid for c in everyone for process, pid in c.processes.pids().items()}
     before = {key: cpu_seconds(pid) for key, pid in pids.items()}
     servers_before = _server_cpu_seconds()
@@ -231,13 +247,17 @@ def run_once(contender: Contender, everyone: Sequence[Contender], config: Checki
     if dead:
         raise RuntimeError(f"{contender.name}: processes died during the run: {dead} "
                            f"(logs in {contender.processes.log_dir})")
+    events = None
+    if events_before is not None and figures.accepted:
+        after = _event_count(contender.database_url)
+        events = None if after is None else (after - events_before) / figures.accepted
     by_process = ({process: seconds * 1000 / figures.accepted for (owner, process), seconds in used.items()
                    if owner == contender.name} if figures.accepted else {})
     if figures.accepted:
         by_process.update({f"{name} (shared server)": seconds * 1000 / figures.accepted
                            for name, seconds in servers.items()})
     return RunFigures(figures, own * 1000 / figures.accepted if figures.accepted else None, idle, drain,
-                      by_process)
+                      events, by_process)
 
 
 def measure(settings: Settings, config: CheckinConfig) -> list[Contender]:
@@ -275,7 +295,10 @@ def build_section(contenders: Sequence[Contender], config: CheckinConfig) -> Sec
             f"({', '.join(c.name for c in contenders)}, then again). The {PEER} is Flask + psycopg pool under "
             "nocontact's gunicorn settings, one table with a unique (commitment, day), the streak recomputed from "
             "the rows with the domain's fold, 201 after COMMIT. nocontact runs as in production: three gunicorn "
-            "APIs, three workers, PostgreSQL, RabbitMQ, one webhook per check-in to a verifying receiver."
+            "APIs, three workers, PostgreSQL, RabbitMQ, one webhook per check-in to a verifying receiver. "
+            f"Streak policy: {os.environ.get('NOCONTACT_BENCH_STREAK_POLICY') or 'since_last_slip (the default)'} "
+            "(see benchmarks.e2e.tenant_settings: it decides how many events a check-in appends). Every schema "
+            "is analyzed before each run, as autovacuum keeps a deployment's tables."
         ),
     )
     for contender in contenders:
@@ -287,6 +310,9 @@ def build_section(contenders: Sequence[Contender], config: CheckinConfig) -> Sec
         cpu = [r.cpu_ms_per_check_in for r in runs if r.cpu_ms_per_check_in is not None]
         if cpu:
             out.add(f"{contender.name}: CPU per check-in (own processes)", "ms", cpu)
+        events = [r.events_per_check_in for r in runs if r.events_per_check_in is not None]
+        if events:
+            out.add(f"{contender.name}: events per check-in", "events", events)
         for process in sorted({p for r in runs for p in r.cpu_ms_by_process}):
             out.add(f"{contender.name}: CPU per check-in, {process}", "ms",
                     [r.cpu_ms_by_process.get(process, 0.0) for r in runs])
