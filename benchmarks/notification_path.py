@@ -206,7 +206,8 @@ def main() -> None:
     cpu = [r["cpu_ms_per_webhook"] for r in results]
     pg = [r["pg_ms_per_webhook"] for r in results]
     print(f"median of {len(results)}: CPU {statistics.median(cpu):.3f} ms/webhook"
-          f" (range {min(cpu):.3f}-{max(cpu):.3f}), PostgreSQL {statistics.median(pg):.3f} ms/webhook (range {min(pg):.3f}-{max(pg):.3f})")
+          f" (range {min(cpu):.3f}-{max(cpu):.3f}),"
+          f" PostgreSQL {statistics.median(pg):.3f} ms/webhook (range {min(pg):.3f}-{max(pg):.3f})")
     if args.top:
         for query, (ms, calls) in results[-1]["top"]:
             print(f"{ms:9.1f} ms {calls:7d} calls  {' '.join(query.split())[:160]}")
