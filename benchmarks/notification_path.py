@@ -144,7 +144,7 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
         time.sleep(0.5)  # the worker's first turn (housekeeping) is not measured
 
         pg_before = _statement_time(db_url)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        cpu0, wall0, inbox0 = time.process_time(), time.perf_counter(), time.thread_time()
         interval = batch / rate
         next_at = time.perf_counter()
         for start in range(0, n, batch):
@@ -154,6 +154,7 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
             pause = next_at - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
+        inbox_cpu = time.thread_time() - inbox0
         deadline = time.monotonic() + 120
         while count.value < n and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -172,6 +173,7 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
         "delivered": delivered,
         "rejected": rejected.value,
         "cpu_ms_per_webhook": (cpu1 - cpu0) * 1000 / max(delivered, 1),
+        "inbox_cpu_ms_per_webhook": inbox_cpu * 1000 / max(delivered, 1),
         "pg_ms_per_webhook": (pg_after[0] - pg_before[0]) / max(delivered, 1),
         "pg_calls_per_webhook": (pg_after[1] - pg_before[1]) / max(delivered, 1),
         "wall_s": wall1 - wall0,
@@ -201,7 +203,8 @@ def main() -> None:
         result = one_run(args.n, rate=args.rate, batch=args.batch, backlog=args.backlog)
         results.append(result)
         print(f"delivered {result['delivered']} (rejected {result['rejected']}) in {result['wall_s']:.1f} s: "
-              f"CPU {result['cpu_ms_per_webhook']:.3f} ms/webhook, PostgreSQL {result['pg_ms_per_webhook']:.3f} ms "
+              f"CPU {result['cpu_ms_per_webhook']:.3f} ms/webhook (inbox {result['inbox_cpu_ms_per_webhook']:.3f}), "
+              f"PostgreSQL {result['pg_ms_per_webhook']:.3f} ms "
               f"in {result['pg_calls_per_webhook']:.1f} statements/webhook", flush=True)
     cpu = [r["cpu_ms_per_webhook"] for r in results]
     pg = [r["pg_ms_per_webhook"] for r in results]

@@ -320,7 +320,14 @@ def _claimable_endpoints() -> Any:
         .subquery("candidates")
     )
     return (
-        select(endpoints)
+        select(
+            endpoints.c.id,
+            endpoints.c.tenant_id,
+            endpoints.c.url,
+            endpoints.c.secret,
+            endpoints.c.previous_secret,
+            endpoints.c.previous_secret_expires_at,
+        )
         .join(candidates, candidates.c.endpoint_id == endpoints.c.id)
         .where(endpoints.c.status == Status.ENABLED)
         .order_by(candidates.c.oldest, endpoints.c.id)
@@ -462,6 +469,36 @@ class Outcome:
     at: datetime
 
 
+# Locked in id order (deliveries, then endpoints): two recording batches never deadlock.
+_HELD = (
+    select(deliveries.c.id, deliveries.c.lease_token, deliveries.c.attempts, deliveries.c.schedule_step)
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(deliveries.c.id)
+    .with_for_update()
+)
+# Locked: recorders of one endpoint take turns moving its failure clock.
+_RECORDING_ENDPOINTS = (
+    select(endpoints.c.id, endpoints.c.status, failing_endpoints.c.failing_since)
+    .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
+    .where(endpoints.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(endpoints.c.id)
+    .with_for_update(of=endpoints)
+)
+_LOG_ATTEMPTS = insert(attempts)
+#: A delivery moved on by an attempt (`record_many` gives every one of these values).
+_MOVE_ON = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values({
+        name: bindparam(name)
+        for name in (
+            "state", "attempts", "schedule_step", "next_attempt_at", "leased_until", "lease_token",
+            "last_status_code", "last_error", "last_attempt_at", "updated_at",
+        )
+    })
+)
+
+
 def record_many(
     engine: Engine,
     outcomes: Sequence[Outcome],
@@ -485,28 +522,9 @@ def record_many(
     results: list[Recorded | None] = [None] * len(outcomes)
     with engine.begin() as conn:
         ids = sorted({o.claim.delivery_id for o in outcomes})
-        # Locked in id order (and endpoints below in id order): two batches never deadlock.
-        held = {
-            row.id: row
-            for row in conn.execute(
-                select(deliveries.c.id, deliveries.c.lease_token, deliveries.c.attempts, deliveries.c.schedule_step)
-                .where(deliveries.c.id.in_(ids))
-                .order_by(deliveries.c.id)
-                .with_for_update()
-            )
-        }
+        held = {row.id: row for row in conn.execute(_HELD, {"ids": ids})}
         endpoint_ids = sorted({o.claim.endpoint_id for o in outcomes})
-        # Locked: recorders of one endpoint take turns moving its failure clock.
-        endpoint_rows = {
-            row.id: row
-            for row in conn.execute(
-                select(endpoints.c.id, endpoints.c.status, failing_endpoints.c.failing_since)
-                .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
-                .where(endpoints.c.id.in_(endpoint_ids))
-                .order_by(endpoints.c.id)
-                .with_for_update(of=endpoints)
-            )
-        }
+        endpoint_rows = {row.id: row for row in conn.execute(_RECORDING_ENDPOINTS, {"ids": endpoint_ids})}
         # The endpoint state as the outcomes move it: (status, failing_since).
         state_of = {eid: (row.status, row.failing_since) for eid, row in endpoint_rows.items()}
         log_rows: list[dict[str, Any]] = []
@@ -578,13 +596,8 @@ def record_many(
             state_of[endpoint.id] = (status, since)
             results[index] = Recorded(state, number, next_at, disable_reason)
         if log_rows:
-            conn.execute(insert(attempts), log_rows)
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"))
-                .values({name: bindparam(name) for name in updates[0] if name != "b_id"}),
-                updates,
-            )
+            conn.execute(_LOG_ATTEMPTS, log_rows)
+            conn.execute(_MOVE_ON, updates)
         for endpoint_id, (_status, since) in state_of.items():
             before = endpoint_rows[endpoint_id].failing_since
             if since == before:
