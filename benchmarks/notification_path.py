@@ -51,10 +51,13 @@ def _receive(port_out: Any, secret_in: Any, count: Any, rejected: Any) -> None:
         rejected.value = receiver.rejected
 
 
-def _statement_time(admin_db_url: str) -> tuple[float, int, dict[str, tuple[float, int]]]:
-    """Total statement time (ms), calls, and per query text, in the run's database."""
+def _statement_time(admin_db_url: str) -> tuple[float, int, dict[str, tuple[float, int]], Any]:
+    """Total statement time (ms), calls, and per query text, in the run's database; and
+    what tells whether the statistics were reset or entries evicted meanwhile (another
+    benchmark on the server may reset them: then this run has no PostgreSQL figure)."""
     engine = create_engine(admin_db_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
+        epoch = tuple(conn.execute(text("SELECT dealloc, stats_reset FROM pg_stat_statements_info")).one())
         rows = conn.execute(text(
             "SELECT query, total_exec_time, calls FROM pg_stat_statements s"
             " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = :name"
@@ -64,7 +67,7 @@ def _statement_time(admin_db_url: str) -> tuple[float, int, dict[str, tuple[floa
     for query, ms, calls in rows:
         before = per.get(query, (0.0, 0))
         per[query] = (before[0] + ms, before[1] + calls)
-    return sum(v[0] for v in per.values()), sum(v[1] for v in per.values()), per
+    return sum(v[0] for v in per.values()), sum(v[1] for v in per.values()), per, epoch
 
 
 def _prefill(engine: Any, endpoint_id: str, tenant_id: str, backlog: int) -> None:
@@ -165,6 +168,7 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
         receiver.kill()
         delivered = count.value
         dispose_all()
+    pg_valid = pg_before[3] == pg_after[3]
     per = {
         query: (ms - pg_before[2].get(query, (0.0, 0))[0], calls - pg_before[2].get(query, (0.0, 0))[1])
         for query, (ms, calls) in pg_after[2].items()
@@ -174,8 +178,8 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
         "rejected": rejected.value,
         "cpu_ms_per_webhook": (cpu1 - cpu0) * 1000 / max(delivered, 1),
         "inbox_cpu_ms_per_webhook": inbox_cpu * 1000 / max(delivered, 1),
-        "pg_ms_per_webhook": (pg_after[0] - pg_before[0]) / max(delivered, 1),
-        "pg_calls_per_webhook": (pg_after[1] - pg_before[1]) / max(delivered, 1),
+        "pg_ms_per_webhook": (pg_after[0] - pg_before[0]) / max(delivered, 1) if pg_valid else None,
+        "pg_calls_per_webhook": (pg_after[1] - pg_before[1]) / max(delivered, 1) if pg_valid else None,
         "wall_s": wall1 - wall0,
         "top": sorted(per.items(), key=lambda item: -item[1][0])[:12],
     }
@@ -202,15 +206,23 @@ def main() -> None:
     for _ in range(args.runs):
         result = one_run(args.n, rate=args.rate, batch=args.batch, backlog=args.backlog)
         results.append(result)
+        postgres = (
+            "PostgreSQL: statistics reset by someone else during the run"
+            if result["pg_ms_per_webhook"] is None
+            else f"PostgreSQL {result['pg_ms_per_webhook']:.3f} ms"
+            f" in {result['pg_calls_per_webhook']:.1f} statements/webhook"
+        )
         print(f"delivered {result['delivered']} (rejected {result['rejected']}) in {result['wall_s']:.1f} s: "
               f"CPU {result['cpu_ms_per_webhook']:.3f} ms/webhook (inbox {result['inbox_cpu_ms_per_webhook']:.3f}), "
-              f"PostgreSQL {result['pg_ms_per_webhook']:.3f} ms "
-              f"in {result['pg_calls_per_webhook']:.1f} statements/webhook", flush=True)
+              f"{postgres}", flush=True)
     cpu = [r["cpu_ms_per_webhook"] for r in results]
-    pg = [r["pg_ms_per_webhook"] for r in results]
+    pg = [r["pg_ms_per_webhook"] for r in results if r["pg_ms_per_webhook"] is not None]
     print(f"median of {len(results)}: CPU {statistics.median(cpu):.3f} ms/webhook"
-          f" (range {min(cpu):.3f}-{max(cpu):.3f}),"
-          f" PostgreSQL {statistics.median(pg):.3f} ms/webhook (range {min(pg):.3f}-{max(pg):.3f})")
+          f" (range {min(cpu):.3f}-{max(cpu):.3f})", end="")
+    if pg:
+        print(f", PostgreSQL (of {len(pg)}) {statistics.median(pg):.3f} ms/webhook"
+              f" (range {min(pg):.3f}-{max(pg):.3f})", end="")
+    print()
     if args.top:
         for query, (ms, calls) in results[-1]["top"]:
             print(f"{ms:9.1f} ms {calls:7d} calls  {' '.join(query.split())[:160]}")
