@@ -182,7 +182,7 @@ class InboxHandler:
         cache = self.cache.on(conn)
         cache.prime_erased(conn, events)
         cache.prime_assignments(conn, events)
-        cache.writes = queue.Writes.prime(conn, events)
+        cache.writes = queue.Writes()
         try:
             for event in events:
                 with event_log_context(NOTIFICATION_INBOX.name, event):

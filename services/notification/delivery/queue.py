@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.notification.delivery.sender import AttemptResult
 from services.notification.domain import messages as msgs
@@ -55,38 +56,50 @@ def signing_secrets(endpoint: Any, now: datetime) -> list[str]:
 # -- enqueue (inbox consumer) ---------------------------------------------------------------
 
 
+#: Built once: a statement built per call costs its construction and cache key each time.
+_ENDPOINTS_OF = select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(
+    endpoints.c.tenant_id == bindparam("tenant_id")
+)
+
+
 def endpoints_of(conn: Connection, tenant_id: str) -> Sequence[Any]:
     """What enqueueing needs of a tenant's endpoints: id, status, event_types."""
-    return conn.execute(
-        select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(endpoints.c.tenant_id == tenant_id)
-    ).all()
+    return conn.execute(_ENDPOINTS_OF, {"tenant_id": tenant_id}).all()
+
+
+def _insert_new(dialect: str, table: Any, *key: str) -> Any:
+    """INSERT that leaves a row with the same `key` as it is (the database decides, in the
+    insert itself: no read before it)."""
+    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(key))
+
+
+#: A message enqueued before keeps its body, and an endpoint that has a delivery of it keeps
+#: that one: enqueueing an event again (the inbox forgot it was processed) adds nothing.
+_NEW_MESSAGES = {dialect: _insert_new(dialect, messages, "id") for dialect in ("postgresql", "sqlite")}
+_NEW_DELIVERIES = {
+    dialect: _insert_new(dialect, deliveries, "endpoint_id", "message_id") for dialect in ("postgresql", "sqlite")
+}
 
 
 class Writes:
     """Deferred enqueue rows: inserted together (one statement per table) by ``flush``.
 
-    For a caller applying many events in one transaction. ``known_messages`` (primed
-    with one query for the whole batch) answers "does this message exist already?".
-    Each message is enqueued at most once per batch (the inbox deduplicates events),
-    so nothing written here is needed by a later read of the same batch.
+    For a caller applying many events in one transaction. Each message is enqueued at
+    most once per batch (the inbox deduplicates events), so nothing written here is
+    needed by a later read of the same batch.
     """
 
-    def __init__(self, known_messages: set[str]) -> None:
-        self.known_messages = known_messages
+    def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
 
-    @staticmethod
-    def prime(conn: Connection, events: Sequence[RecordedEvent]) -> Writes:
-        ids = sorted({msgs.message_id(e.id) for e in events if e.type in msgs.WEBHOOK_EVENT_TYPES})
-        known = set(conn.execute(select(messages.c.id).where(messages.c.id.in_(ids))).scalars()) if ids else set()
-        return Writes(known)
-
     def flush(self, conn: Connection) -> None:
+        dialect = conn.dialect.name
         if self.messages:
-            conn.execute(insert(messages), self.messages)
+            conn.execute(_NEW_MESSAGES[dialect], self.messages)
         if self.deliveries:
-            conn.execute(insert(deliveries), self.deliveries)
+            conn.execute(_NEW_DELIVERIES[dialect], self.deliveries)
         self.messages, self.deliveries = [], []
 
 
@@ -104,7 +117,8 @@ def enqueue(
 
     Disabled endpoints get a ``skipped_disabled`` delivery: the event is recorded for
     them and can be redelivered once the endpoint is enabled. Returns the number of
-    deliveries created. Runs in the consumer's transaction (idempotent with it).
+    deliveries queued (an endpoint that had a delivery of this message already keeps it,
+    and is counted). Runs in the consumer's transaction (idempotent with it).
     ``tenant_endpoints`` replaces the read of the tenant's endpoints (the inbox caches
     it for the length of one transaction); with ``writes`` the rows are only collected
     (the caller flushes them before committing).
@@ -116,21 +130,17 @@ def enqueue(
     if not targets:
         return 0
     message_id = msgs.message_id(event.id)
-    existing: set[str] = set()
-    if writes is not None:
-        known = message_id in writes.known_messages
-    else:
-        known = conn.execute(select(messages.c.id).where(messages.c.id == message_id)).first() is not None
-    if not known:
-        body = msgs.webhook_body(
-            event_type=event.type,
-            event_id=event.id,
-            occurred_at=event.occurred_at,
-            sequence=event.stream_version,
-            data=event.data,
-        )
-        member_id = event.data.get("member_id")
-        message_row = _message_row(
+    body = msgs.webhook_body(
+        event_type=event.type,
+        event_id=event.id,
+        occurred_at=event.occurred_at,
+        sequence=event.stream_version,
+        data=event.data,
+    )
+    member_id = event.data.get("member_id")
+    pending = writes if writes is not None else Writes()
+    pending.messages.append(
+        _message_row(
             tenant_id=event.tenant_id,
             event_id=event.id,
             event_type=event.type,
@@ -139,35 +149,22 @@ def enqueue(
             occurred_at=event.occurred_at,
             now=now,
         )
-        if writes is not None:
-            writes.messages.append(message_row)
-        else:
-            conn.execute(insert(messages).values(**message_row))
-    else:
-        # Only a message that existed before can have deliveries already (the usual new
-        # message skips this read).
-        existing = set(
-            conn.execute(select(deliveries.c.endpoint_id).where(deliveries.c.message_id == message_id)).scalars()
-        )
-    created = 0
+    )
     for target in targets:
-        if target.id in existing:
-            continue
         enabled = target.status == Status.ENABLED
-        delivery_row = _delivery_row(
-            tenant_id=event.tenant_id,
-            endpoint_id=target.id,
-            message_id=message_id,
-            event_type=event.type,
-            next_at=next_attempt_at(1, now, schedule, rng) if enabled else None,
-            now=now,
+        pending.deliveries.append(
+            _delivery_row(
+                tenant_id=event.tenant_id,
+                endpoint_id=target.id,
+                message_id=message_id,
+                event_type=event.type,
+                next_at=next_attempt_at(1, now, schedule, rng) if enabled else None,
+                now=now,
+            )
         )
-        if writes is not None:
-            writes.deliveries.append(delivery_row)
-        else:
-            conn.execute(insert(deliveries).values(**delivery_row))
-        created += 1
-    return created
+    if writes is None:
+        pending.flush(conn)
+    return len(targets)
 
 
 def _message_row(
@@ -288,12 +285,102 @@ def opened_bodies(conn: Connection, rows: Sequence[Any]) -> dict[str, bytes]:
     return opened
 
 
-def _due(now: datetime) -> Any:
+def _due(table: Any) -> Any:
+    """The rows of `table` (deliveries, or an alias) due at the ``now`` parameter."""
+    now = bindparam("now")
     return and_(
-        deliveries.c.state == PENDING,
-        deliveries.c.next_attempt_at <= now,
-        or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until <= now),
+        table.c.state == PENDING,
+        table.c.next_attempt_at <= now,
+        or_(table.c.leased_until.is_(None), table.c.leased_until <= now),
     )
+
+
+def _claimable_endpoints() -> Any:
+    """The endpoints to serve, oldest-due first (at most ``limit``), their rows locked.
+
+    Endpoints already at their cap are left out, so they cannot fill the list and starve
+    endpoints that could be served. A row another claimer holds is skipped (it serves
+    that endpoint now); one disabled meanwhile is left out as its locked version says.
+    """
+    due, flying = deliveries.alias("due"), deliveries.alias("flying")
+    at_cap = (
+        select(flying.c.endpoint_id)
+        .where(flying.c.state == PENDING, flying.c.leased_until > bindparam("now"))
+        .group_by(flying.c.endpoint_id)
+        .having(func.count() >= bindparam("per_endpoint", type_=Integer))
+    )
+    oldest = func.min(due.c.next_attempt_at).label("oldest")
+    candidates = (
+        select(due.c.endpoint_id, oldest)
+        .join(endpoints, endpoints.c.id == due.c.endpoint_id)
+        .where(_due(due), endpoints.c.status == Status.ENABLED, due.c.endpoint_id.not_in(at_cap))
+        .group_by(due.c.endpoint_id)
+        .order_by(oldest)
+        .limit(bindparam("limit", type_=Integer))
+        .subquery("candidates")
+    )
+    return (
+        select(
+            endpoints.c.id,
+            endpoints.c.tenant_id,
+            endpoints.c.url,
+            endpoints.c.secret,
+            endpoints.c.previous_secret,
+            endpoints.c.previous_secret_expires_at,
+        )
+        .join(candidates, candidates.c.endpoint_id == endpoints.c.id)
+        .where(endpoints.c.status == Status.ENABLED)
+        .order_by(candidates.c.oldest, endpoints.c.id)
+        .with_for_update(skip_locked=True, of=endpoints)
+    )
+
+
+def _lease_due() -> Any:
+    """Lease the due deliveries of one locked endpoint, oldest first, as many as its budget:
+    its cap less its leases in flight (counted now, under the endpoint's lock, so every
+    lease committed by an earlier claimer is seen), at most ``remaining``. Returns what an
+    attempt needs of each."""
+    due, flying = deliveries.alias("due"), deliveries.alias("flying")
+    free = (
+        select((bindparam("per_endpoint", type_=Integer) - func.count()).label("n"))
+        .where(
+            flying.c.endpoint_id == bindparam("b_endpoint_id"),
+            flying.c.state == PENDING,
+            flying.c.leased_until > bindparam("now"),
+        )
+        .subquery("free")
+    )
+    remaining = bindparam("remaining", type_=Integer)
+    budget = select(case((free.c.n <= 0, 0), (free.c.n > remaining, remaining), else_=free.c.n)).scalar_subquery()
+    leased = (
+        select(due.c.id)
+        .join(messages, messages.c.id == due.c.message_id)
+        .where(due.c.endpoint_id == bindparam("b_endpoint_id"), _due(due))
+        .order_by(due.c.next_attempt_at)
+        .limit(budget)
+        .with_for_update(skip_locked=True, of=due)
+    )
+    body = select(messages.c.body).where(messages.c.id == deliveries.c.message_id).scalar_subquery()
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(leased))
+        .values(leased_until=bindparam("b_leased_until"), lease_token=bindparam("b_token"))
+        .returning(
+            deliveries.c.id,
+            deliveries.c.message_id,
+            deliveries.c.event_type,
+            deliveries.c.next_attempt_at,
+            # The delivery's tenant is its message's (both are the event's).
+            deliveries.c.tenant_id,
+            body.label("body"),
+        )
+    )
+
+
+#: Built once: each claim runs them with its parameters (no statement construction,
+#: no cache-key generation per call).
+_CLAIMABLE_ENDPOINTS = _claimable_endpoints()
+_LEASE_DUE = _lease_due()
 
 
 def claim(
@@ -312,67 +399,28 @@ def claim(
     if limit <= 0:
         return []
     claims: list[Claim] = []
-    leased: list[int] = []
     # One token for the whole batch: it is checked together with the delivery id, and a
     # lease taken over (expiry, redelivery) replaces it row by row.
     token = uuid.uuid4().hex
     with engine.begin() as conn:
-        oldest = func.min(deliveries.c.next_attempt_at)
-        # Endpoints already at their cap are left out here, so they cannot fill the
-        # candidate list and starve endpoints that could be served.
-        at_cap = (
-            select(deliveries.c.endpoint_id)
-            .where(deliveries.c.state == PENDING, deliveries.c.leased_until > now)
-            .group_by(deliveries.c.endpoint_id)
-            .having(func.count() >= per_endpoint)
-        )
-        candidates = (
-            conn.execute(
-                select(deliveries.c.endpoint_id)
-                .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
-                .where(_due(now), endpoints.c.status == Status.ENABLED, deliveries.c.endpoint_id.not_in(at_cap))
-                .group_by(deliveries.c.endpoint_id)
-                .order_by(oldest)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
-        if not candidates:
-            return []
-        locked = conn.execute(
-            select(endpoints)
-            .where(endpoints.c.id.in_(candidates), endpoints.c.status == Status.ENABLED)
-            .with_for_update(skip_locked=True)
-        ).all()
-        by_id = {row.id: row for row in locked}
-        in_flight = dict(
-            conn.execute(
-                select(deliveries.c.endpoint_id, func.count())
-                .where(
-                    deliveries.c.endpoint_id.in_(list(by_id)),
-                    deliveries.c.state == PENDING,
-                    deliveries.c.leased_until > now,
-                )
-                .group_by(deliveries.c.endpoint_id)
-            ).all()
-        )
-        for endpoint_id in candidates:
-            endpoint = by_id.get(endpoint_id)
-            budget = min(per_endpoint - int(in_flight.get(endpoint_id, 0)), limit - len(claims))
-            if endpoint is None or budget <= 0:
-                continue
+        locked = conn.execute(_CLAIMABLE_ENDPOINTS, {"now": now, "per_endpoint": per_endpoint, "limit": limit}).all()
+        for endpoint in locked:
             rows = conn.execute(
-                select(deliveries.c.id, deliveries.c.message_id, deliveries.c.event_type, messages.c.tenant_id,
-                       messages.c.body)
-                .join(messages, messages.c.id == deliveries.c.message_id)
-                .where(deliveries.c.endpoint_id == endpoint_id, _due(now))
-                .order_by(deliveries.c.next_attempt_at)
-                .limit(budget)
-                .with_for_update(skip_locked=True, of=deliveries)
+                _LEASE_DUE,
+                {
+                    "now": now,
+                    "per_endpoint": per_endpoint,
+                    "b_endpoint_id": endpoint.id,
+                    "remaining": limit - len(claims),
+                    "b_leased_until": now + lease,
+                    "b_token": token,
+                },
             ).all()
+            if not rows:
+                continue
+            # RETURNING keeps no order: oldest due first, as leased.
+            rows.sort(key=lambda row: (row.next_attempt_at, row.id))
             secrets = tuple(signing_secrets(endpoint, now))
-            leased.extend(row.id for row in rows)
             bodies = opened_bodies(conn, rows)
             for row in rows:
                 claims.append(
@@ -380,7 +428,7 @@ def claim(
                         delivery_id=row.id,
                         lease_token=token,
                         tenant_id=endpoint.tenant_id,
-                        endpoint_id=endpoint_id,
+                        endpoint_id=endpoint.id,
                         url=endpoint.url,
                         secrets=secrets,
                         message_id=row.message_id,
@@ -390,12 +438,6 @@ def claim(
                 )
             if len(claims) >= limit:
                 break
-        if leased:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(leased))
-                .values(leased_until=now + lease, lease_token=token)
-            )
     return claims
 
 
@@ -427,6 +469,36 @@ class Outcome:
     at: datetime
 
 
+# Locked in id order (deliveries, then endpoints): two recording batches never deadlock.
+_HELD = (
+    select(deliveries.c.id, deliveries.c.lease_token, deliveries.c.attempts, deliveries.c.schedule_step)
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(deliveries.c.id)
+    .with_for_update()
+)
+# Locked: recorders of one endpoint take turns moving its failure clock.
+_RECORDING_ENDPOINTS = (
+    select(endpoints.c.id, endpoints.c.status, failing_endpoints.c.failing_since)
+    .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
+    .where(endpoints.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(endpoints.c.id)
+    .with_for_update(of=endpoints)
+)
+_LOG_ATTEMPTS = insert(attempts)
+#: A delivery moved on by an attempt (`record_many` gives every one of these values).
+_MOVE_ON = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values({
+        name: bindparam(name)
+        for name in (
+            "state", "attempts", "schedule_step", "next_attempt_at", "leased_until", "lease_token",
+            "last_status_code", "last_error", "last_attempt_at", "updated_at",
+        )
+    })
+)
+
+
 def record_many(
     engine: Engine,
     outcomes: Sequence[Outcome],
@@ -450,28 +522,9 @@ def record_many(
     results: list[Recorded | None] = [None] * len(outcomes)
     with engine.begin() as conn:
         ids = sorted({o.claim.delivery_id for o in outcomes})
-        # Locked in id order (and endpoints below in id order): two batches never deadlock.
-        held = {
-            row.id: row
-            for row in conn.execute(
-                select(deliveries.c.id, deliveries.c.lease_token, deliveries.c.attempts, deliveries.c.schedule_step)
-                .where(deliveries.c.id.in_(ids))
-                .order_by(deliveries.c.id)
-                .with_for_update()
-            )
-        }
+        held = {row.id: row for row in conn.execute(_HELD, {"ids": ids})}
         endpoint_ids = sorted({o.claim.endpoint_id for o in outcomes})
-        # Locked: recorders of one endpoint take turns moving its failure clock.
-        endpoint_rows = {
-            row.id: row
-            for row in conn.execute(
-                select(endpoints.c.id, endpoints.c.status, failing_endpoints.c.failing_since)
-                .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
-                .where(endpoints.c.id.in_(endpoint_ids))
-                .order_by(endpoints.c.id)
-                .with_for_update(of=endpoints)
-            )
-        }
+        endpoint_rows = {row.id: row for row in conn.execute(_RECORDING_ENDPOINTS, {"ids": endpoint_ids})}
         # The endpoint state as the outcomes move it: (status, failing_since).
         state_of = {eid: (row.status, row.failing_since) for eid, row in endpoint_rows.items()}
         log_rows: list[dict[str, Any]] = []
@@ -543,13 +596,8 @@ def record_many(
             state_of[endpoint.id] = (status, since)
             results[index] = Recorded(state, number, next_at, disable_reason)
         if log_rows:
-            conn.execute(insert(attempts), log_rows)
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"))
-                .values({name: bindparam(name) for name in updates[0] if name != "b_id"}),
-                updates,
-            )
+            conn.execute(_LOG_ATTEMPTS, log_rows)
+            conn.execute(_MOVE_ON, updates)
         for endpoint_id, (_status, since) in state_of.items():
             before = endpoint_rows[endpoint_id].failing_since
             if since == before:
