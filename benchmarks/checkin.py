@@ -56,6 +56,7 @@ from benchmarks.e2e import (
     START_DAYS_AGO,
     Processes,
     Receiver,
+    analyze_schema,
     cpu_seconds,
     cpu_used,
     free_port,
@@ -169,24 +170,6 @@ def nocontact(variant: Variant, log_dir: Path, config: CheckinConfig) -> Iterato
                             suite.processes, wait_drained, database_url=suite.env["NOCONTACT_DATABASE_URL"])
     finally:
         receiver.close()
-
-
-def analyze_schema(database_url: str) -> None:
-    """Planner statistics for every table of the schema, as autovacuum keeps them in a
-    deployment that runs for more than a minute. Not timed. Without them, tables filled
-    during the benchmark are planned from PostgreSQL's defaults for never-analyzed tables
-    (on a server with autovacuum off, as CI machines often are, forever): bitmap scans of a
-    primary key's first column and a filter over the rest, which is what a fresh schema
-    measures, not the service."""
-    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            tables = conn.exec_driver_sql(
-                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()").scalars().all()
-            for table in tables:
-                conn.exec_driver_sql(f"ANALYZE {table}")
-    finally:
-        engine.dispose()
 
 
 def _event_count(database_url: str | None) -> int | None:

@@ -44,7 +44,7 @@ from services.checkin.domain import (
 )
 from shared.db import engine_for, read
 from shared.events import NewEvent, RecordedEvent
-from shared.eventstore import append, read_all
+from shared.eventstore import append_streams, read_all
 
 COMMITMENTS = 10_000
 REPORTED_DAYS = 95
@@ -76,15 +76,18 @@ def commitment_events(commitment_id: str, seed: int) -> list[NewEvent]:
 
 
 def generate(engine: Engine, commitments: int) -> int:
-    """Write the log: one append per commitment, several commitments per transaction."""
+    """Write the log: several commitments per transaction, in the transaction's one append
+    (the store's rule: the append is a transaction's first write, shared.eventstore)."""
     written = 0
     for first in range(0, commitments, COMMITMENTS_PER_TRANSACTION):
+        appends = []
+        for index in range(first, min(first + COMMITMENTS_PER_TRANSACTION, commitments)):
+            stream = f"checkin-{uuid.UUID(int=index + 1)}"
+            events = commitment_events(stream, index)
+            appends.append((stream, events, 0))
+            written += len(events)
         with engine.begin() as conn:
-            for index in range(first, min(first + COMMITMENTS_PER_TRANSACTION, commitments)):
-                stream = f"checkin-{uuid.UUID(int=index + 1)}"
-                events = commitment_events(stream, index)
-                append(conn, stream, events, expected_version=0, metadata=METADATA)
-                written += len(events)
+            append_streams(conn, appends, metadata=METADATA)
     return written
 
 
