@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 from kombu import Message, Producer
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
@@ -47,6 +47,12 @@ from shared.logging import bind_context
 from shared.schema import dead_letters, processed_events
 from shared.topology import Component
 
+# Which of a batch's events the component applied already: built once (an expanding IN),
+# not per batch.
+_PROCESSED_AMONG = select(processed_events.c.event_id).where(
+    processed_events.c.component == bindparam("component"),
+    processed_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+)
 log = logging.getLogger(__name__)
 
 Handler = Callable[[DbConnection, RecordedEvent], None]
@@ -301,14 +307,9 @@ class Consumer:
         outcomes: list[str] = []
         try:
             with self.engine.begin() as conn:
-                done = set(
-                    conn.execute(
-                        select(processed_events.c.event_id).where(
-                            processed_events.c.component == name,
-                            processed_events.c.event_id.in_({event.id for event in events}),
-                        )
-                    ).scalars()
-                )
+                done = set(conn.execute(_PROCESSED_AMONG, {
+                    "component": name, "event_ids": sorted({event.id for event in events}),
+                }).scalars())
                 for event in events:
                     if event.id in done or event.id in fresh:
                         outcomes.append("duplicate")

@@ -53,7 +53,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared import crypto
@@ -347,11 +347,16 @@ def erased_members(conn: Connection, tenant_id: str, member_ids: Iterable[str]) 
     wanted = sorted(set(member_ids))
     if not wanted:
         return set()
-    return set(conn.execute(
-        select(keyring.c.member_id).where(
-            keyring.c.tenant_id == tenant_id, keyring.c.member_id.in_(wanted), keyring.c.wrapped_key.is_(None)
-        )
-    ).scalars())
+    return set(conn.execute(_ERASED_AMONG, {"tenant_id": tenant_id, "member_ids": wanted}).scalars())
+
+
+# Built once (an expanding IN): every inbox batch asks, and building the statement and its
+# cache key each time was a fifth of the notification inbox's CPU.
+_ERASED_AMONG = select(keyring.c.member_id).where(
+    keyring.c.tenant_id == bindparam("tenant_id"),
+    keyring.c.member_id.in_(bindparam("member_ids", expanding=True)),
+    keyring.c.wrapped_key.is_(None),
+)
 
 
 # -- sealing -------------------------------------------------------------------------------------

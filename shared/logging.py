@@ -27,7 +27,14 @@ _SECRET_PATTERNS = [
 _SECRET_KEYS = {"api_key", "secret", "token", "authorization", "password", "key_hash"}
 
 
+# What every secret pattern above begins with: one search of this per logged string is
+# what most lines cost (they hold no secret), instead of four substitutions.
+_SUSPECT = re.compile(r"nck_|whsec_|eyJ|(?i:bearer)")
+
+
 def redact(text: str) -> str:
+    if _SUSPECT.search(text) is None:
+        return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
     return text

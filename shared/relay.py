@@ -112,8 +112,11 @@ class Relay:
         self._connection: Connection | None = None
         self._publisher: bus.ConfirmingPublisher | None = None
         self._leadership: DbConnection | None = None
-        # The checkpoint as last persisted by this copy; None: read it from the store first.
+        # Where this copy has read to; None: read it from the store first.
         self._cursor: LogCursor | None = None
+        # Whether `_cursor` is ahead of the stored checkpoint: it moved past other
+        # categories' events only, which is stored at most once a second (`run_once`).
+        self._unsaved = False
         self._lag_due = 0.0
         # The schema whose urgent appends wake this copy (None: not listening).
         self._schema: str | None = None
@@ -138,14 +141,14 @@ class Relay:
         # notifications are delivered while it waits.
         self._leadership = conn.execution_options(isolation_level="AUTOCOMMIT")
         # Another copy may have moved the checkpoint while this one stood by.
-        self._cursor = None
+        self._cursor, self._unsaved = None, False
         self._schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
         conn.exec_driver_sql(f"LISTEN {URGENT_CHANNEL}")
         log.info("relay %s is active", self.name)
         return True
 
     def _resign(self) -> None:
-        self._cursor = None
+        self._cursor, self._unsaved = None, False
         self._schema = None
         if self._leadership is not None:
             # The connection goes back to the pool: it must not keep collecting notifications.
@@ -201,6 +204,8 @@ class Relay:
         now = time.monotonic()
         want_lag = now >= self._lag_due
         last = 0
+        if want_lag:
+            self._save()  # before reading the stored value back, below
         with read(self.engine) as conn:
             if self._cursor is None or want_lag:
                 # Read back once a second as well: an operator may move the checkpoint (reset
@@ -214,17 +219,30 @@ class Relay:
         if batch:
             self._ensure_publisher().publish(batch)
         if cursor != after:
-            # Also when the batch is empty: the feed moved on past other categories' events.
-            self._persist(cursor)
             self._cursor = cursor
+            if batch:
+                self._persist(cursor)
+            else:
+                # The feed moved on past other categories' events only: stored with the next
+                # publish or within a second. Storing each move was a write transaction per
+                # poll for every relay whose categories were quiet (a check-in moves the
+                # commitment and notification relays' feeds too); if this copy stops before
+                # storing it, the next one skips those events again, publishing nothing.
+                self._unsaved = True
         if batch:
             metrics.RELAY_PUBLISHED.labels(self.name).inc(len(batch))
         if want_lag:
             metrics.RELAY_LAG.labels(self.name).set(max(last - cursor.position, 0))
         return len(batch)
 
+    def _save(self) -> None:
+        """Store the cursor if it moved on unsaved (past other categories' events)."""
+        if self._unsaved and self._cursor is not None:
+            self._persist(self._cursor)
+
     def _persist(self, cursor: LogCursor) -> None:
         """Store the checkpoint once the broker confirmed everything up to `cursor`."""
+        self._unsaved = False
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -234,7 +252,7 @@ class Relay:
                 self.checkpoint.set(conn, cursor)
         except BaseException:
             # Unknown whether it was stored: read it back before relying on it again.
-            self._cursor = None
+            self._cursor, self._unsaved = None, False
             raise
 
     def run(self, stop: threading.Event) -> None:
@@ -265,6 +283,10 @@ class Relay:
                 retry_s = None
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+        try:
+            self._save()
+        except Exception as error:  # noqa: BLE001 - stopping anyway; the next copy skips them again
+            log.warning("relay %s: checkpoint not stored on stop: %s", self.name, error)
         self._reset()
         self._resign()
 
@@ -273,8 +295,9 @@ class Relay:
         has gone out (tests and the CLI). Those events are first waited for to settle (see
         shared.eventstore): until then a batch can come back empty."""
         wait_settled(self.engine, timeout_s)
-        self._cursor = None
+        self._cursor, self._unsaved = None, False
         deadline = time.monotonic() + timeout_s
         while self.run_once():
             if time.monotonic() > deadline:
                 raise TimeoutError("relay did not catch up in time")
+        self._save()

@@ -126,3 +126,44 @@ def test_a_failed_checkpoint_write_is_not_trusted(store: Engine) -> None:
     assert _stored(store, relay) == events[-1].position
     with read(store) as conn:
         assert conn.execute(checkpoints.select()).all()
+
+
+def test_moving_past_other_categories_is_stored_at_most_once_a_second(
+    store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relay of another category: every event here moves its feed without publishing.
+    monkeypatch.setattr("shared.relay.LAG_INTERVAL_S", 3600.0)
+    relay = Relay(store, name="relay:quiet", categories=["nothing-here"], batch_size=5)
+    assert relay.run_once() == 0  # the first look stores where it starts
+    with _Statements(store) as statements:
+        for _ in range(3):
+            _append(store, 2)
+            assert relay.run_once() == 0
+    assert not statements.matching("UPDATE checkpoints")  # no write per poll
+    # A successor that starts from the stored checkpoint skips those events again, publishing nothing.
+    assert Relay(store, name="relay:quiet", categories=["nothing-here"]).run_once() == 0
+    # Within the lag interval (here: forced) the move is stored, before the stored value is read back.
+    head = _append(store, 1)[-1].position
+    relay._lag_due = 0.0
+    assert relay.run_once() == 0
+    relay._lag_due = 0.0
+    assert relay.run_once() == 0
+    assert _stored(store, relay) == head
+
+
+def test_a_relay_stopping_stores_where_it_got_to(store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr("shared.relay.LAG_INTERVAL_S", 3600.0)
+    relay = Relay(store, name="relay:quiet", categories=["nothing-here"], poll_interval_s=0.01)
+    head = _append(store, 3)[-1].position
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    thread.start()
+    from shared.testing import wait_until
+
+    wait_until(lambda: relay._cursor is not None and relay._cursor.position >= head, timeout=10,
+               message="the relay to read past the events")
+    stop.set()
+    thread.join(timeout=10)
+    assert _stored(store, relay) == head
