@@ -25,7 +25,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from services.notification.delivery.queue import PENDING, _due
+from services.notification.delivery.queue import PENDING, due
 from services.notification.domain.endpoints import Status
 from services.notification.tables import deliveries, endpoints, failing_endpoints
 from shared.clock import Clock, utcnow
@@ -114,10 +114,11 @@ class DeliveryQueueCollector(Collector):
             pending, oldest = conn.execute(
                 select(func.count(), func.min(deliveries.c.created_at)).where(deliveries.c.state == PENDING)
             ).one()
-            due, due_since = conn.execute(
+            due_count, due_since = conn.execute(
                 select(func.count(), func.min(deliveries.c.next_attempt_at))
                 .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
-                .where(_due(now), endpoints.c.status == Status.ENABLED)
+                .where(due(deliveries), endpoints.c.status == Status.ENABLED),
+                {"now": now},
             ).one()
             by_endpoint = conn.execute(
                 select(deliveries.c.tenant_id, deliveries.c.endpoint_id, func.count().label("pending"))
@@ -134,7 +135,7 @@ class DeliveryQueueCollector(Collector):
                 .limit(self.limit)
             ).all() if self.limit else []
         families["pending"].add_metric([], pending)
-        families["due"].add_metric([], due)
+        families["due"].add_metric([], due_count)
         families["oldest_age"].add_metric([], _seconds_since(oldest, now))
         families["due_wait"].add_metric([], _seconds_since(due_since, now))
         for row in by_endpoint:

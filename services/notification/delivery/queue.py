@@ -285,8 +285,9 @@ def opened_bodies(conn: Connection, rows: Sequence[Any]) -> dict[str, bytes]:
     return opened
 
 
-def _due(table: Any) -> Any:
-    """The rows of `table` (deliveries, or an alias) due at the ``now`` parameter."""
+def due(table: Any) -> Any:
+    """The rows of `table` (deliveries, or an alias) due at the ``now`` parameter (the
+    claim's condition; the queue metrics count by it too)."""
     now = bindparam("now")
     return and_(
         table.c.state == PENDING,
@@ -302,19 +303,19 @@ def _claimable_endpoints() -> Any:
     endpoints that could be served. A row another claimer holds is skipped (it serves
     that endpoint now); one disabled meanwhile is left out as its locked version says.
     """
-    due, flying = deliveries.alias("due"), deliveries.alias("flying")
+    ready, flying = deliveries.alias("ready"), deliveries.alias("flying")
     at_cap = (
         select(flying.c.endpoint_id)
         .where(flying.c.state == PENDING, flying.c.leased_until > bindparam("now"))
         .group_by(flying.c.endpoint_id)
         .having(func.count() >= bindparam("per_endpoint", type_=Integer))
     )
-    oldest = func.min(due.c.next_attempt_at).label("oldest")
+    oldest = func.min(ready.c.next_attempt_at).label("oldest")
     candidates = (
-        select(due.c.endpoint_id, oldest)
-        .join(endpoints, endpoints.c.id == due.c.endpoint_id)
-        .where(_due(due), endpoints.c.status == Status.ENABLED, due.c.endpoint_id.not_in(at_cap))
-        .group_by(due.c.endpoint_id)
+        select(ready.c.endpoint_id, oldest)
+        .join(endpoints, endpoints.c.id == ready.c.endpoint_id)
+        .where(due(ready), endpoints.c.status == Status.ENABLED, ready.c.endpoint_id.not_in(at_cap))
+        .group_by(ready.c.endpoint_id)
         .order_by(oldest)
         .limit(bindparam("limit", type_=Integer))
         .subquery("candidates")
@@ -340,7 +341,7 @@ def _lease_due() -> Any:
     its cap less its leases in flight (counted now, under the endpoint's lock, so every
     lease committed by an earlier claimer is seen), at most ``remaining``. Returns what an
     attempt needs of each."""
-    due, flying = deliveries.alias("due"), deliveries.alias("flying")
+    ready, flying = deliveries.alias("ready"), deliveries.alias("flying")
     free = (
         select((bindparam("per_endpoint", type_=Integer) - func.count()).label("n"))
         .where(
@@ -353,12 +354,12 @@ def _lease_due() -> Any:
     remaining = bindparam("remaining", type_=Integer)
     budget = select(case((free.c.n <= 0, 0), (free.c.n > remaining, remaining), else_=free.c.n)).scalar_subquery()
     leased = (
-        select(due.c.id)
-        .join(messages, messages.c.id == due.c.message_id)
-        .where(due.c.endpoint_id == bindparam("b_endpoint_id"), _due(due))
-        .order_by(due.c.next_attempt_at)
+        select(ready.c.id)
+        .join(messages, messages.c.id == ready.c.message_id)
+        .where(ready.c.endpoint_id == bindparam("b_endpoint_id"), due(ready))
+        .order_by(ready.c.next_attempt_at)
         .limit(budget)
-        .with_for_update(skip_locked=True, of=due)
+        .with_for_update(skip_locked=True, of=ready)
     )
     body = select(messages.c.body).where(messages.c.id == deliveries.c.message_id).scalar_subquery()
     return (
