@@ -130,6 +130,13 @@ def _seed(suite: Suite, client: httpx.Client, admin: dict[str, str], member_id: 
     assert named.status_code == 200, named.text
     assert client.put(suite.url("commitment", f"/v1/coaches/{coach_id}/clients/{member_id}"),
                       headers=admin).status_code == 204
+    # The assignment and the check-in's milestone reach the notification inbox through two
+    # relays, in either order; a milestone that arrives before the coach is known goes to
+    # no coach's feed. The check-in service hearing of the coach first (same publish, a
+    # queue of its own) keeps the milestone behind the assignment.
+    wait_until(lambda: any(item["member_id"] == member_id for item in client.get(
+        suite.url("checkin", f"/v1/coaches/{coach_id}/clients"), headers=admin).json()["items"]),
+        30, message="the check-in service to know the member's coach")
     # A kept day, with a note: a milestone in the coach's feed.
     eventually(lambda: client.post(suite.url("checkin", f"/v1/commitments/{ids[0]}/check-ins"), headers=admin,
                                    json={"date": day, "outcome": "kept", "urge": 2, "note": f"{marker}-note"}), 201)
