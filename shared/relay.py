@@ -114,9 +114,9 @@ class Relay:
         self._leadership: DbConnection | None = None
         # Where this copy has read to; None: read it from the store first.
         self._cursor: LogCursor | None = None
-        # Whether `_cursor` is ahead of the stored checkpoint: it moved past other
-        # categories' events only, which is stored at most once a second (`run_once`).
-        self._unsaved = False
+        # The checkpoint as this copy last read or stored it. `_cursor` is ahead of it after
+        # moving past other categories' events only, stored at most once a second (`run_once`).
+        self._stored: LogCursor | None = None
         self._lag_due = 0.0
         # The schema whose urgent appends wake this copy (None: not listening).
         self._schema: str | None = None
@@ -141,14 +141,14 @@ class Relay:
         # notifications are delivered while it waits.
         self._leadership = conn.execution_options(isolation_level="AUTOCOMMIT")
         # Another copy may have moved the checkpoint while this one stood by.
-        self._cursor, self._unsaved = None, False
+        self._cursor = None
         self._schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
         conn.exec_driver_sql(f"LISTEN {URGENT_CHANNEL}")
         log.info("relay %s is active", self.name)
         return True
 
     def _resign(self) -> None:
-        self._cursor, self._unsaved = None, False
+        self._cursor = None
         self._schema = None
         if self._leadership is not None:
             # The connection goes back to the pool: it must not keep collecting notifications.
@@ -210,7 +210,7 @@ class Relay:
             if self._cursor is None or want_lag:
                 # Read back once a second as well: an operator may move the checkpoint (reset
                 # it to republish); the stored value is never behind ours, _persist commits first.
-                self._cursor = self.checkpoint.cursor(conn)
+                self._cursor = self._stored = self.checkpoint.cursor(conn)
             after = self._cursor
             batch, cursor = read_feed(conn, after, limit=self.batch_size, categories=self.categories)
             if want_lag:
@@ -220,15 +220,13 @@ class Relay:
             self._ensure_publisher().publish(batch)
         if cursor != after:
             self._cursor = cursor
+            # A move past other categories' events only is stored with the next publish or
+            # within a second (`_save`). Storing each move was a write transaction per poll
+            # for every relay whose categories were quiet (a check-in moves the commitment
+            # and notification relays' feeds too); if this copy stops before storing it, the
+            # next one skips those events again, publishing nothing.
             if batch:
                 self._persist(cursor)
-            else:
-                # The feed moved on past other categories' events only: stored with the next
-                # publish or within a second. Storing each move was a write transaction per
-                # poll for every relay whose categories were quiet (a check-in moves the
-                # commitment and notification relays' feeds too); if this copy stops before
-                # storing it, the next one skips those events again, publishing nothing.
-                self._unsaved = True
         if batch:
             metrics.RELAY_PUBLISHED.labels(self.name).inc(len(batch))
         if want_lag:
@@ -236,13 +234,12 @@ class Relay:
         return len(batch)
 
     def _save(self) -> None:
-        """Store the cursor if it moved on unsaved (past other categories' events)."""
-        if self._unsaved and self._cursor is not None:
+        """Store the cursor if it moved on past the stored checkpoint (past other categories' events)."""
+        if self._cursor is not None and self._cursor != self._stored:
             self._persist(self._cursor)
 
     def _persist(self, cursor: LogCursor) -> None:
         """Store the checkpoint once the broker confirmed everything up to `cursor`."""
-        self._unsaved = False
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -252,8 +249,9 @@ class Relay:
                 self.checkpoint.set(conn, cursor)
         except BaseException:
             # Unknown whether it was stored: read it back before relying on it again.
-            self._cursor, self._unsaved = None, False
+            self._cursor = None
             raise
+        self._stored = cursor
 
     def run(self, stop: threading.Event) -> None:
         """Relay until `stop` is set, backing off while the broker or database is away."""
@@ -295,7 +293,7 @@ class Relay:
         has gone out (tests and the CLI). Those events are first waited for to settle (see
         shared.eventstore): until then a batch can come back empty."""
         wait_settled(self.engine, timeout_s)
-        self._cursor, self._unsaved = None, False
+        self._cursor = None
         deadline = time.monotonic() + timeout_s
         while self.run_once():
             if time.monotonic() > deadline:
