@@ -190,17 +190,13 @@ def _server_cpu_seconds() -> dict[str, float]:
     share with it, so these read low, never high."""
     totals: dict[str, float] = {"postgresql": 0.0, "rabbitmq": 0.0}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            stat = (entry / "stat").read_text()
+            name = (entry / "comm").read_text() if entry.name.isdigit() else ""
         except OSError:
             continue
-        name = stat[stat.find("(") + 1:stat.rfind(")")]
         server = "postgresql" if name.startswith("postgres") else "rabbitmq" if name.startswith("beam") else None
-        if server:
-            fields = stat.rsplit(")", 1)[1].split()
-            totals[server] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if server and (seconds := cpu_seconds(int(entry.name))) is not None:
+            totals[server] += seconds
     return totals
 
 

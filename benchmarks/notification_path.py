@@ -93,6 +93,7 @@ def _prefill(engine: Any, endpoint_id: str, tenant_id: str, backlog: int) -> Non
 
 
 def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
+    from benchmarks.e2e import analyze_schema
     from services.notification import handlers
     from services.notification.consumers import inbox
     from services.notification.delivery.worker import DeliveryWorker
@@ -135,9 +136,7 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
             })], 0))
         with engine.begin() as conn:
             events = eventstore.append_streams(conn, appends, metadata=Metadata(tenant_id=tenant_id, actor="bench"))
-        with engine.connect() as conn:
-            conn.execute(text("ANALYZE"))
-            conn.commit()
+        analyze_schema(schema_url)
 
         worker = DeliveryWorker(engine)
         consumer = inbox(engine, on_enqueued=worker.poke)
