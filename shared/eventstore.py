@@ -66,12 +66,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import psycopg
 from sqlalchemy import Connection, Engine, and_, func, insert, literal, select, text, tuple_
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
-from shared.db import read
+from shared.db import driver_execute, read
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.schema import checkpoints, events
 
@@ -317,7 +316,7 @@ def _append_postgresql(
         "recorded_at": recorded_at,
     }
     try:
-        ((prior, versions, positions),) = _driver_execute(conn, _APPEND_POSTGRESQL, parameters)
+        ((prior, versions, positions),) = driver_execute(conn, _APPEND_POSTGRESQL, parameters)
     except IntegrityError as error:
         # Another transaction appended to one of these streams while this statement ran and
         # committed first. The transaction is aborted: the version cannot be read back.
@@ -339,40 +338,6 @@ def _append_postgresql(
                 metadata.actor, event.occurred_at or recorded_at, recorded_at,
             ))
     return recorded
-
-
-def _driver_execute(
-    conn: Connection, statement: str, parameters: dict[str, Any], *, binary: bool = False
-) -> list[tuple[Any, ...]]:
-    """Run `statement` on psycopg's connection under `conn`, prepared; its rows.
-
-    The store's hot paths (every command's append, every tailing read) skip SQLAlchemy's
-    execution layer: its context and result objects were a quarter of an append's client
-    CPU; its cursor events are still dispatched. `binary`: results in PostgreSQL's binary
-    format (uuid, integers and timestamps neither formatted by the server nor parsed by the
-    client). Errors come out as
-    SQLAlchemy's exceptions, as from `conn.execute`, and a connection found broken is
-    invalidated as SQLAlchemy would. (Pipelining BEGIN with the append saved a round trip
-    but cost more client CPU than it saved: measured, not kept.)
-    """
-    if not conn.in_transaction():
-        conn.begin()  # as conn.execute would: commit() or the caller's begin() block ends it
-    driver = conn.connection.driver_connection
-    # SQLAlchemy's cursor events still fire (statement logs, tracing, tests that watch them).
-    events_on = conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute
-    try:
-        with driver.cursor(binary=binary) as cursor:
-            if events_on:
-                conn.dispatch.before_cursor_execute(conn, cursor, statement, parameters, None, False)
-            cursor.execute(statement, parameters, prepare=True)
-            rows = cursor.fetchall()
-            if events_on:
-                conn.dispatch.after_cursor_execute(conn, cursor, statement, parameters, None, False)
-            return rows
-    except psycopg.Error as error:
-        if conn.dialect.is_disconnect(error, driver, None):
-            conn.invalidate(error)
-        raise DBAPIError.instance(statement, parameters, error, psycopg.Error, dialect=conn.dialect) from error
 
 
 def _lost_race(error: IntegrityError, appends: Sequence[tuple[str, list[NewEvent], int | None]]) -> Exception:
@@ -654,7 +619,7 @@ def _read_feed_postgresql(
         after_xid, after_position = None, after
     sql = _FEED_SQL[(categories is not None, types is not None, settled)]
     with _collector_paused():
-        rows = _driver_execute(conn, sql, {
+        rows = driver_execute(conn, sql, {
             "after_xid": after_xid, "after": after_position, "limit": limit,
             "categories": categories, "types": types,
         }, binary=True)
