@@ -36,6 +36,7 @@ from services.checkin.domain import (
 )
 from shared import keyring
 from shared.calendar import date_range, day_bounds
+from shared.db import DriverSelect
 from shared.eventstore import read_stream
 from shared.paging import decode_cursor, encode_cursor
 
@@ -192,18 +193,19 @@ def command_inputs(conn: Connection, commitment_id: str, day: date | None = None
     """The commitment, its tenant's settings, its state row and (with `day`) that day's
     check-in row: one statement. None when the commitment is unknown."""
     if day is None:
-        row = conn.execute(_INPUTS_OF, {"commitment_id": commitment_id}).first()
+        row = _INPUTS_OF.first(conn, {"commitment_id": commitment_id})
         return None if row is None else _inputs(row, None)
-    row = conn.execute(_INPUTS_WITH_DAY_OF, {"commitment_id": commitment_id, "day": day}).first()
+    row = _INPUTS_WITH_DAY_OF.first(conn, {"commitment_id": commitment_id, "day": day})
     if row is None:
         return None
-    day_row = None if row.d_commitment_id is None else {c.name: row._mapping[f"d_{c.name}"] for c in _DAY.c}
+    day_row = None if row.d_commitment_id is None else {c.name: getattr(row, f"d_{c.name}") for c in _DAY.c}
     return _inputs(row, day_row)
 
 
 _BY_ID = tables.commitments.c.commitment_id == bindparam("commitment_id")
-_INPUTS_OF = _INPUTS.where(_BY_ID)
-_INPUTS_WITH_DAY_OF = _INPUTS_WITH_DAY.where(_BY_ID)
+# Every check-in command's first statement: on the driver (shared.db.DriverSelect).
+_INPUTS_OF = DriverSelect(_INPUTS.where(_BY_ID))
+_INPUTS_WITH_DAY_OF = DriverSelect(_INPUTS_WITH_DAY.where(_BY_ID))
 
 
 def decision_state(conn: Connection, inputs: CommandInputs) -> CommitmentState:
