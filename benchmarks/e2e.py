@@ -11,7 +11,8 @@ verifies every delivery's Standard Webhooks signature before answering 204.
 Setup (`set_up`, not timed): a tenant, ``backdate_days`` raised to 365, a webhook endpoint
 subscribed to ``checkin.recorded`` (so every check-in yields exactly one webhook), and N
 commitments starting 300 days ago, created over HTTP and awaited until the checkin
-service knows them (they travel over the bus).
+service knows them (they travel over the bus); then until the check-in scheduler has
+caught up on them and the suite is quiet (`wait_quiet`).
 
 This section's load is an **open loop** (`benchmarks.load.open_loop`): check-ins due at a
 fixed rate (``NOCONTACT_BENCH_E2E_RATE``, 100/s) on distinct (commitment, date) pairs,
@@ -444,7 +445,51 @@ def set_up(suite: Suite, receiver: Receiver, commitments: int, concurrency: int 
         created_ids = list(pool.map(create, range(commitments)))
         list(pool.map(known, created_ids))
     client.close()
+    wait_quiet(suite.env["NOCONTACT_DATABASE_URL"])
     return Setup(created.json()["api_key"], created_ids, starts_on)
+
+
+#: How long the log and the inboxes must stay still for the suite to count as quiet.
+QUIET_S = 3.0
+
+
+def wait_quiet(database_url: str, timeout_s: float = 600.0) -> None:
+    """Wait until the check-in scheduler has caught up on the new commitments and what it
+    told has been consumed: no commitment due, and neither the log's head nor the inboxes'
+    processed events moving for `QUIET_S`. Not timed.
+
+    Commitments that began 300 days ago are a catch-up for the scheduler (at its next tick,
+    within NOCONTACT_SCHEDULER_INTERVAL_S): the milestones their unreported days reached,
+    up to nine events each, ~18,000 for 2,000 commitments. Measured, that catch-up landed
+    in whichever run came first (that run's events per check-in read 8 instead of 2.7, its
+    checkin-worker CPU four times the others'): a one-off after setup, not a check-in's cost."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + timeout_s
+    try:
+        with engine.connect() as conn:
+            def due() -> int:
+                return int(conn.exec_driver_sql(
+                    "SELECT count(*) FROM checkin_commitments WHERE scheduler_due_at <= now()").scalar_one())
+
+            def motion() -> tuple[int, int]:
+                head = conn.exec_driver_sql("SELECT coalesce(max(position), 0) FROM events").scalar_one()
+                consumed = conn.exec_driver_sql("SELECT count(*) FROM processed_events").scalar_one()
+                return int(head), int(consumed)
+
+            print("[bench] waiting for the scheduler's catch-up and the inboxes to go quiet", file=sys.stderr,
+                  flush=True)
+            last, still_since = motion(), time.monotonic()
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                now, seen = time.monotonic(), motion()
+                if seen != last:
+                    last, still_since = seen, now
+                elif now - still_since >= QUIET_S and due() == 0:
+                    return
+            raise RuntimeError(f"the suite did not go quiet within {timeout_s:.0f} s after setup "
+                               f"({due()} commitments due, log head and processed events {motion()})")
+    finally:
+        engine.dispose()
 
 
 # -- profiling ---------------------------------------------------------------------------------
