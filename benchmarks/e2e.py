@@ -460,7 +460,7 @@ def wait_quiet(database_url: str, timeout_s: float = 600.0) -> None:
 
     Commitments that began 300 days ago are a catch-up for the scheduler (at its next tick,
     within NOCONTACT_SCHEDULER_INTERVAL_S): the milestones their unreported days reached,
-    up to nine events each, ~18,000 for 2,000 commitments. Measured, that catch-up landed
+    up to nine events each, up to ~18,000 for 2,000 commitments. Measured, that catch-up landed
     in whichever run came first (that run's events per check-in read 8 instead of 2.7, its
     checkin-worker CPU four times the others'): a one-off after setup, not a check-in's cost."""
     engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
