@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, insert, select, text, update
+from sqlalchemy import Column, Connection, Dialect, Engine, MetaData, String, Table, insert, select, text, update
 
 from shared import config, ratelimit
 from shared.db import driver_execute, read
@@ -438,13 +438,13 @@ FROM gate LEFT JOIN found ON true LEFT JOIN spent ON true LEFT JOIN failed ON tr
 _statements: dict[str, str] = {}
 
 
-def _admit_statement(found: str) -> str:
-    """The admission statement around `found`, in psycopg's ``%(name)s`` style (it runs on
-    the driver, `shared.db.driver_execute`), made once per kind of credential."""
+def _admit_statement(found: str, dialect: Dialect) -> str:
+    """The admission statement around `found`, as the driver takes it (it runs on the
+    driver, `shared.db.driver_execute`): SQLAlchemy renders its binds in psycopg's style,
+    made once per kind of credential."""
     statement = _statements.get(found)
     if statement is None:
-        statement = _statements[found] = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s",
-                                                _ADMIT_POSTGRESQL.format(found=found))
+        statement = _statements[found] = text(_ADMIT_POSTGRESQL.format(found=found)).compile(dialect=dialect).string
     return statement
 
 
@@ -470,7 +470,7 @@ def _admit_postgresql(engine: Engine, service: str, presented: Presented, tables
         conn.execution_options(isolation_level="AUTOCOMMIT")
         ((now, address_tat, blocked, key_id, tenant_id, authenticated, credential_tat, credential_allowed,
           failure_tat, failure_allowed),) = driver_execute(
-            conn, _admit_statement(_found_sql(presented, "postgresql", tables)), parameters)
+            conn, _admit_statement(_found_sql(presented, "postgresql", tables), conn.dialect), parameters)
         if random.randrange(ratelimit.SWEEP_ONE_IN) == 0:
             conn.execute(text("DELETE FROM rate_limits WHERE tat < extract(epoch FROM clock_timestamp())"))
     principal = _principal(presented, key_id, tenant_id) if authenticated else None
