@@ -296,29 +296,59 @@ def due(table: Any) -> Any:
     )
 
 
+def _in_flight(table: Any, endpoint_id: Any) -> Any:
+    """How many deliveries of the endpoint are leased now (attempts in flight). Read from
+    the partial index of leased rows (``notification_deliveries_leased``): a recorded
+    attempt clears its lease, so that index holds only what is in flight (and leases a
+    crash left to expire), never the endpoint's backlog."""
+    return (
+        select(func.count())
+        .where(table.c.endpoint_id == endpoint_id, table.c.state == PENDING, table.c.leased_until > bindparam("now"))
+        .scalar_subquery()
+    )
+
+
 def _claimable_endpoints() -> Any:
     """The endpoints to serve, oldest-due first (at most ``limit``), their rows locked.
 
     Endpoints already at their cap are left out, so they cannot fill the list and starve
     endpoints that could be served. A row another claimer holds is skipped (it serves
     that endpoint now); one disabled meanwhile is left out as its locked version says.
+
+    Its cost is bounded by the enabled endpoints and their attempts in flight, not by the
+    backlog: each endpoint's oldest due delivery is the first its index
+    (``notification_deliveries_due``: state, endpoint, next_attempt_at) yields that is
+    not leased, so at most the endpoint's cap of rows is stepped over. Grouping all
+    due deliveries by endpoint instead read the whole backlog at every claim: the worker
+    claims after every finished attempt, so a backlog made each claim slower and the
+    backlog longer (measured under the check-in benchmark: 1,800 pending rows read per
+    claim, 170 endpoint rows per check-in).
     """
-    ready, flying = deliveries.alias("ready"), deliveries.alias("flying")
-    at_cap = (
-        select(flying.c.endpoint_id)
-        .where(flying.c.state == PENDING, flying.c.leased_until > bindparam("now"))
-        .group_by(flying.c.endpoint_id)
-        .having(func.count() >= bindparam("per_endpoint", type_=Integer))
+    ready = deliveries.alias("ready")
+    oldest = (
+        select(ready.c.next_attempt_at)
+        .where(ready.c.endpoint_id == endpoints.c.id, due(ready))
+        .order_by(ready.c.next_attempt_at)
+        .limit(1)
+        .scalar_subquery()
     )
-    oldest = func.min(ready.c.next_attempt_at).label("oldest")
+    flying = deliveries.alias("flying")
     candidates = (
-        select(ready.c.endpoint_id, oldest)
-        .join(endpoints, endpoints.c.id == ready.c.endpoint_id)
-        .where(due(ready), endpoints.c.status == Status.ENABLED, ready.c.endpoint_id.not_in(at_cap))
-        .group_by(ready.c.endpoint_id)
-        .order_by(oldest)
-        .limit(bindparam("limit", type_=Integer))
+        select(endpoints.c.id.label("endpoint_id"), oldest.label("oldest"))
+        .where(
+            endpoints.c.status == Status.ENABLED,
+            _in_flight(flying, endpoints.c.id) < bindparam("per_endpoint", type_=Integer),
+        )
         .subquery("candidates")
+    )
+    # A second subquery level: the oldest due is computed once per endpoint, then
+    # filtered and ordered (the planner would otherwise evaluate it once per use).
+    served = (
+        select(candidates.c.endpoint_id, candidates.c.oldest)
+        .where(candidates.c.oldest.is_not(None))
+        .order_by(candidates.c.oldest)
+        .limit(bindparam("limit", type_=Integer))
+        .subquery("served")
     )
     return (
         select(
@@ -329,9 +359,9 @@ def _claimable_endpoints() -> Any:
             endpoints.c.previous_secret,
             endpoints.c.previous_secret_expires_at,
         )
-        .join(candidates, candidates.c.endpoint_id == endpoints.c.id)
+        .join(served, served.c.endpoint_id == endpoints.c.id)
         .where(endpoints.c.status == Status.ENABLED)
-        .order_by(candidates.c.oldest, endpoints.c.id)
+        .order_by(served.c.oldest, endpoints.c.id)
         .with_for_update(skip_locked=True, of=endpoints)
     )
 
@@ -340,23 +370,19 @@ def _lease_due() -> Any:
     """Lease the due deliveries of one locked endpoint, oldest first, as many as its budget:
     its cap less its leases in flight (counted now, under the endpoint's lock, so every
     lease committed by an earlier claimer is seen), at most ``remaining``. Returns what an
-    attempt needs of each."""
+    attempt needs of each. Both reads are bounded as in `_claimable_endpoints`."""
     ready, flying = deliveries.alias("ready"), deliveries.alias("flying")
-    free = (
-        select((bindparam("per_endpoint", type_=Integer) - func.count()).label("n"))
-        .where(
-            flying.c.endpoint_id == bindparam("b_endpoint_id"),
-            flying.c.state == PENDING,
-            flying.c.leased_until > bindparam("now"),
-        )
-        .subquery("free")
-    )
+    endpoint_id = bindparam("b_endpoint_id")
+    free = (bindparam("per_endpoint", type_=Integer) - _in_flight(flying, endpoint_id)).label("n")
+    free_now = select(free).subquery("free")
     remaining = bindparam("remaining", type_=Integer)
-    budget = select(case((free.c.n <= 0, 0), (free.c.n > remaining, remaining), else_=free.c.n)).scalar_subquery()
+    budget = select(
+        case((free_now.c.n <= 0, 0), (free_now.c.n > remaining, remaining), else_=free_now.c.n)
+    ).scalar_subquery()
     leased = (
         select(ready.c.id)
         .join(messages, messages.c.id == ready.c.message_id)
-        .where(ready.c.endpoint_id == bindparam("b_endpoint_id"), due(ready))
+        .where(ready.c.endpoint_id == endpoint_id, due(ready))
         .order_by(ready.c.next_attempt_at)
         .limit(budget)
         .with_for_update(skip_locked=True, of=ready)

@@ -1,0 +1,37 @@
+"""Notification service: indexes that bound a delivery claim by the endpoints' caps.
+
+The claim read every due delivery at each call (grouped by endpoint) and counted every
+pending one to find the leases in flight: its cost grew with the backlog, and the worker
+claims after every finished attempt. It now reads, per enabled endpoint, only its oldest
+due delivery and its leases in flight (services.notification.delivery.queue):
+- ``notification_deliveries_due`` becomes (state, endpoint_id, next_attempt_at), was
+  (state, next_attempt_at): a plan for one endpoint's oldest due delivery can no longer
+  walk every endpoint's due rows in time order;
+- ``notification_deliveries_leased``: (endpoint_id, leased_until) of the leased rows only.
+
+Revision ID: notification_0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "notification_0004"
+down_revision = "notification_0003"
+branch_labels = None
+depends_on = None
+
+TABLE = "notification_deliveries"
+LEASED = sa.text("leased_until IS NOT NULL")
+
+
+def upgrade() -> None:
+    op.drop_index("notification_deliveries_due", TABLE)
+    op.create_index("notification_deliveries_due", TABLE, ["state", "endpoint_id", "next_attempt_at"])
+    op.create_index("notification_deliveries_leased", TABLE, ["endpoint_id", "leased_until"],
+                    postgresql_where=LEASED, sqlite_where=LEASED)
+
+
+def downgrade() -> None:
+    op.drop_index("notification_deliveries_leased", TABLE)
+    op.drop_index("notification_deliveries_due", TABLE)
+    op.create_index("notification_deliveries_due", TABLE, ["state", "next_attempt_at"])
