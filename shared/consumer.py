@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
 from shared.clock import utcnow
-from shared.db import read
+from shared.db import DriverWrite, read
 from shared.envelope import MalformedEnvelope, decode, versions
 from shared.events import RecordedEvent
 from shared.eventstore import ConcurrencyError
@@ -81,13 +81,16 @@ class AppliedConcurrently(Exception):
     """Another transaction recorded the same event as processed first."""
 
 
+_MARK_PROCESSED = DriverWrite(insert(processed_events))
+
+
 def mark_processed(conn: DbConnection, component: str, events: Sequence[RecordedEvent]) -> None:
     """Record `events` as processed; `AppliedConcurrently` if one already is (the caller's
     transaction must then roll back: the other one's effects are the ones that count)."""
     now = utcnow()
     try:
-        conn.execute(
-            insert(processed_events),
+        _MARK_PROCESSED.many(
+            conn,
             [
                 {
                     "component": component,

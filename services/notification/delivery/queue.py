@@ -34,6 +34,7 @@ from services.notification.domain.outcomes import DEFAULT_DISABLE_AFTER, Verdict
 from services.notification.domain.schedule import RandomSource, next_attempt_at
 from services.notification.tables import attempts, deliveries, endpoints, failing_endpoints, messages
 from shared import keyring
+from shared.db import DriverWrite
 from shared.events import RecordedEvent
 
 PENDING = "pending"
@@ -76,9 +77,10 @@ def _insert_new(dialect: str, table: Any, *key: str) -> Any:
 
 #: A message enqueued before keeps its body, and an endpoint that has a delivery of it keeps
 #: that one: enqueueing an event again (the inbox forgot it was processed) adds nothing.
-_NEW_MESSAGES = {dialect: _insert_new(dialect, messages, "id") for dialect in ("postgresql", "sqlite")}
+_NEW_MESSAGES = {dialect: DriverWrite(_insert_new(dialect, messages, "id")) for dialect in ("postgresql", "sqlite")}
 _NEW_DELIVERIES = {
-    dialect: _insert_new(dialect, deliveries, "endpoint_id", "message_id") for dialect in ("postgresql", "sqlite")
+    dialect: DriverWrite(_insert_new(dialect, deliveries, "endpoint_id", "message_id"))
+    for dialect in ("postgresql", "sqlite")
 }
 
 
@@ -96,10 +98,8 @@ class Writes:
 
     def flush(self, conn: Connection) -> None:
         dialect = conn.dialect.name
-        if self.messages:
-            conn.execute(_NEW_MESSAGES[dialect], self.messages)
-        if self.deliveries:
-            conn.execute(_NEW_DELIVERIES[dialect], self.deliveries)
+        _NEW_MESSAGES[dialect].many(conn, self.messages)
+        _NEW_DELIVERIES[dialect].many(conn, self.deliveries)
         self.messages, self.deliveries = [], []
 
 
@@ -511,9 +511,9 @@ _RECORDING_ENDPOINTS = (
     .order_by(endpoints.c.id)
     .with_for_update(of=endpoints)
 )
-_LOG_ATTEMPTS = insert(attempts)
+_LOG_ATTEMPTS = DriverWrite(insert(attempts))
 #: A delivery moved on by an attempt (`record_many` gives every one of these values).
-_MOVE_ON = (
+_MOVE_ON = DriverWrite(
     update(deliveries)
     .where(deliveries.c.id == bindparam("b_id"))
     .values({
@@ -622,9 +622,8 @@ def record_many(
                 status = Status.DISABLED
             state_of[endpoint.id] = (status, since)
             results[index] = Recorded(state, number, next_at, disable_reason)
-        if log_rows:
-            conn.execute(_LOG_ATTEMPTS, log_rows)
-            conn.execute(_MOVE_ON, updates)
+        _LOG_ATTEMPTS.many(conn, log_rows)
+        _MOVE_ON.many(conn, updates)
         for endpoint_id, (_status, since) in state_of.items():
             before = endpoint_rows[endpoint_id].failing_since
             if since == before:
