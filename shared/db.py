@@ -249,8 +249,9 @@ def _on_driver(conn: Connection, statement: str, parameters: Any, *, many: bool,
 
 
 class DriverWrite:
-    """An INSERT, UPDATE or DELETE that a hot path runs for many rows at once, on the driver
-    on PostgreSQL (`driver_executemany`); SQLite runs it through SQLAlchemy.
+    """An INSERT, UPDATE or DELETE that a hot path runs (for one row, or for many at once),
+    on the driver on PostgreSQL (`driver_execute`, `driver_executemany`); SQLite runs it
+    through SQLAlchemy.
 
     SQLAlchemy's executemany built an execution context and a result per call, about as
     much client CPU as the driver's own work for the few rows a batch holds. Here the
@@ -292,6 +293,18 @@ class DriverWrite:
         if bound or processors:
             rows = [_processed({**bound, **row}, processors) for row in rows]
         driver_executemany(conn, sql, rows)
+
+    def one(self, conn: Connection, row: dict[str, Any]) -> int:
+        """Run the statement for one row (prepared, on PostgreSQL); returns how many rows it
+        changed (an UPDATE conditioned on a version tells a lost race by 0)."""
+        if conn.dialect.name != "postgresql":
+            return conn.execute(self.statement, row).rowcount
+        sql, bound, processors = self._compile(conn, tuple(row))
+        if bound or processors:
+            row = _processed({**bound, **row}, processors)
+        with _on_driver(conn, sql, row, many=False) as cursor:
+            cursor.execute(sql, row, prepare=True)
+            return cursor.rowcount
 
 
 def _processed(row: dict[str, Any], processors: list[tuple[str, Any]]) -> dict[str, Any]:

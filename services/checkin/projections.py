@@ -41,6 +41,7 @@ from services.checkin.members import erased
 from services.checkin.queries import CommandInputs, StoredState, command_inputs, decision_state, tenant_inputs
 from shared.auth import credentials_projection
 from shared.clock import Clock, utcnow
+from shared.db import DriverWrite
 from shared.events import RecordedEvent
 from shared.eventstore import ConcurrencyError, read_stream
 from shared.projection import Projection
@@ -242,11 +243,11 @@ def write_check_in(conn: Connection, current: Mapping[str, Any] | None, event: F
         return None if current is None else dict(current)
     key = {"k_commitment_id": event.data["commitment_id"], "k_day": date.fromisoformat(event.data["date"])}
     if isinstance(merged, Removed):
-        conn.execute(_DELETE_DAY, key)
+        _DELETE_DAY.one(conn, key)
     elif current is None:
-        conn.execute(_INSERT_DAY, merged)
+        _INSERT_DAY.one(conn, merged)
     else:
-        conn.execute(_UPDATE_DAY, {**merged, **key})
+        _UPDATE_DAY.one(conn, {**merged, **key})
     return merged
 
 
@@ -256,9 +257,10 @@ _DAY_WHERE = (
     (tables.check_ins.c.commitment_id == bindparam("k_commitment_id"))
     & (tables.check_ins.c.day == bindparam("k_day", type_=tables.check_ins.c.day.type))
 )
-_INSERT_DAY = insert(tables.check_ins)
-_UPDATE_DAY = update(tables.check_ins).where(_DAY_WHERE)
-_DELETE_DAY = delete(tables.check_ins).where(_DAY_WHERE)
+# On the driver (shared.db.DriverWrite): every check-in command writes its day's row.
+_INSERT_DAY = DriverWrite(insert(tables.check_ins))
+_UPDATE_DAY = DriverWrite(update(tables.check_ins).where(_DAY_WHERE))
+_DELETE_DAY = DriverWrite(delete(tables.check_ins).where(_DAY_WHERE))
 
 
 def apply_check_in_event(conn: Connection, event: FoldedEvent) -> None:
@@ -401,25 +403,26 @@ def write_state(conn: Connection, values: Mapping[str, Any], stored: StoredState
     if not stored.exists:
         try:
             with conn.begin_nested():
-                conn.execute(_INSERT_STATE, values)
+                _INSERT_STATE.one(conn, values)
         except IntegrityError as error:
             raise ConcurrencyError(f"checkin-{values['commitment_id']}", values["version"], -1) from error
         return
     statement = _UPDATE_UNBUILT_STATE if stored.version is None else _UPDATE_STATE
     key = {"k_commitment_id": values["commitment_id"], "k_version": stored.version,
            "k_settings_version": stored.settings_version}
-    if not conn.execute(statement, {**values, **key}).rowcount:
+    if not statement.one(conn, {**values, **key}):
         raise ConcurrencyError(f"checkin-{values['commitment_id']}", stored.version or 0, -1)
 
 
 _STATE = tables.streaks
-_INSERT_STATE = insert(_STATE)
+# On the driver (shared.db.DriverWrite): every command writes its commitment's state row.
+_INSERT_STATE = DriverWrite(insert(_STATE))
 _STATE_WHERE = (
     (_STATE.c.commitment_id == bindparam("k_commitment_id"))
     & (_STATE.c.settings_version == bindparam("k_settings_version"))
 )
-_UPDATE_STATE = update(_STATE).where(_STATE_WHERE, _STATE.c.version == bindparam("k_version"))
-_UPDATE_UNBUILT_STATE = update(_STATE).where(_STATE_WHERE, _STATE.c.version.is_(None))
+_UPDATE_STATE = DriverWrite(update(_STATE).where(_STATE_WHERE, _STATE.c.version == bindparam("k_version")))
+_UPDATE_UNBUILT_STATE = DriverWrite(update(_STATE).where(_STATE_WHERE, _STATE.c.version.is_(None)))
 
 
 def refresh_streak(conn: Connection, commitment_id: str, now: datetime) -> None:
