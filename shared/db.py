@@ -13,12 +13,13 @@ import threading
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, Select, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.pool import NullPool
 
 from shared.schema import UtcDateTime
@@ -249,9 +250,9 @@ def _on_driver(conn: Connection, statement: str, parameters: Any, *, many: bool,
 
 
 class DriverWrite:
-    """An INSERT, UPDATE or DELETE that a hot path runs (for one row, or for many at once),
-    on the driver on PostgreSQL (`driver_execute`, `driver_executemany`); SQLite runs it
-    through SQLAlchemy.
+    """An INSERT, UPDATE or DELETE that a hot path runs (for one row, prepared, or for many
+    at once: `driver_executemany`), on the driver on PostgreSQL; SQLite runs it through
+    SQLAlchemy.
 
     SQLAlchemy's executemany built an execution context and a result per call, about as
     much client CPU as the driver's own work for the few rows a batch holds. Here the
@@ -264,22 +265,27 @@ class DriverWrite:
 
     def __init__(self, statement: Any) -> None:
         self.statement = statement
-        self._compiled: dict[tuple[str, ...], tuple[str, dict[str, Any], list[tuple[str, Any]]]] = {}
+        self._compiled: dict[tuple[Any, tuple[str, ...]], _CompiledWrite] = {}
 
-    def _compile(self, conn: Connection, names: tuple[str, ...]) -> tuple[str, dict[str, Any], list[tuple[str, Any]]]:
-        found = self._compiled.get(names)
+    def _compile(self, conn: Connection, row: dict[str, Any]) -> _CompiledWrite:
+        # Per dialect (its bind processors are its own) and set of names, in any order.
+        key = (conn.dialect, tuple(sorted(row)))
+        found = self._compiled.get(key)
         if found is None:
             dialect = conn.dialect
-            compiled = self.statement.compile(dialect=dialect, column_keys=list(names), for_executemany=True)
+            compiled = self.statement.compile(dialect=dialect, column_keys=list(key[1]), for_executemany=True)
             if compiled.insert_prefetch or compiled.update_prefetch or compiled.returning:
                 raise TypeError("DriverWrite takes no Python-side defaults and no RETURNING; use conn.execute")
+            if compiled.escaped_bind_names or compiled.post_compile_params or compiled.literal_execute_params:
+                raise TypeError("DriverWrite takes no escaped, expanding or literal-execute parameters; "
+                                "use conn.execute")
             processors = []
             for name, bind in compiled.binds.items():
                 processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if processor is not None:
                     processors.append((name, processor))
             bound = {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
-            found = self._compiled[names] = (compiled.string, bound, processors)
+            found = self._compiled[key] = _CompiledWrite(compiled.string, bound, processors)
         return found
 
     def many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -289,29 +295,43 @@ class DriverWrite:
         if conn.dialect.name != "postgresql":
             conn.execute(self.statement, rows)
             return
-        sql, bound, processors = self._compile(conn, tuple(rows[0]))
-        if bound or processors:
-            rows = [_processed({**bound, **row}, processors) for row in rows]
-        driver_executemany(conn, sql, rows)
+        compiled = self._compile(conn, rows[0])
+        driver_executemany(conn, compiled.sql, [compiled.parameters(row) for row in rows])
 
     def one(self, conn: Connection, row: dict[str, Any]) -> int:
         """Run the statement for one row (prepared, on PostgreSQL); returns how many rows it
         changed (an UPDATE conditioned on a version tells a lost race by 0)."""
         if conn.dialect.name != "postgresql":
             return conn.execute(self.statement, row).rowcount
-        sql, bound, processors = self._compile(conn, tuple(row))
-        if bound or processors:
-            row = _processed({**bound, **row}, processors)
-        with _on_driver(conn, sql, row, many=False) as cursor:
-            cursor.execute(sql, row, prepare=True)
+        compiled = self._compile(conn, row)
+        parameters = compiled.parameters(row)
+        with _on_driver(conn, compiled.sql, parameters, many=False) as cursor:
+            cursor.execute(compiled.sql, parameters, prepare=True)
             return cursor.rowcount
 
 
-def _processed(row: dict[str, Any], processors: list[tuple[str, Any]]) -> dict[str, Any]:
-    for name, processor in processors:
-        if name in row:
-            row[name] = processor(row[name])
-    return row
+@dataclass(frozen=True)
+class _CompiledWrite:
+    sql: str
+    #: Values the statement binds itself (literals in it), sent with the caller's.
+    bound: dict[str, Any]
+    #: (parameter name, the column type's bind processor) for the values SQLAlchemy processes.
+    processors: list[tuple[str, Any]]
+
+    def parameters(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as sent: with the statement's own values, processed as SQLAlchemy would;
+        a value a processor refuses fails as under SQLAlchemy (StatementError)."""
+        if not (self.bound or self.processors):
+            return row
+        sent = {**self.bound, **row}
+        for name, processor in self.processors:
+            if name in sent:
+                try:
+                    sent[name] = processor(sent[name])
+                except Exception as error:
+                    raise StatementError(f"({type(error).__module__}.{type(error).__name__}) {error}", self.sql,
+                                         row, error) from error
+        return sent
 
 
 class DriverSelect:

@@ -298,9 +298,10 @@ def due(table: Any) -> Any:
 
 def _in_flight(table: Any, endpoint_id: Any) -> Any:
     """How many deliveries of the endpoint are leased now (attempts in flight). Read from
-    the partial index of leased rows (``notification_deliveries_leased``): a recorded
-    attempt clears its lease, so that index holds only what is in flight (and leases a
-    crash left to expire), never the endpoint's backlog."""
+    the partial index of leased rows (``notification_deliveries_leased``): a recorded or
+    redelivered attempt clears its lease, so that index holds what is in flight and the
+    few leases left behind (a crash's, a delivery failed by disabling its endpoint while
+    leased, until its attempt is recorded), never the endpoint's backlog."""
     return (
         select(func.count())
         .where(table.c.endpoint_id == endpoint_id, table.c.state == PENDING, table.c.leased_until > bindparam("now"))
@@ -339,10 +340,12 @@ def _claimable_endpoints() -> Any:
             endpoints.c.status == Status.ENABLED,
             _in_flight(flying, endpoints.c.id) < bindparam("per_endpoint", type_=Integer),
         )
+        # OFFSET 0 keeps the subquery a level of its own: merged into the one below (as a
+        # plain subquery would be), the oldest due delivery would be looked up twice per
+        # endpoint, once to filter and once to order.
+        .offset(0)
         .subquery("candidates")
     )
-    # A second subquery level: the oldest due is computed once per endpoint, then
-    # filtered and ordered (the planner would otherwise evaluate it once per use).
     served = (
         select(candidates.c.endpoint_id, candidates.c.oldest)
         .where(candidates.c.oldest.is_not(None))

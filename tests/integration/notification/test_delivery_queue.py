@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from psycopg import sql as psycopg_sql
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql
 
 from services.notification import handlers
 from services.notification.consumers import InboxHandler
@@ -189,6 +192,26 @@ def _deliveries_rows_read(plan: dict[str, Any]) -> int:
     return read_here + sum(_deliveries_rows_read(child) for child in plan.get("Plans", ()))
 
 
+def _plans(conn: Any, statement: Any, parameters: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The statement's plan, run (EXPLAIN ANALYZE), as a custom plan for these values and as
+    the generic plan a prepared statement may switch to (psycopg prepares a statement run
+    five times): there the planner knows no value, neither `now` nor a LIMIT."""
+    compiled = statement.compile(dialect=conn.dialect)
+    yield "custom", conn.exec_driver_sql(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string, {**compiled.params, **parameters}).scalar_one()[0]
+    numbered = statement.compile(dialect=postgresql.psycopg.dialect(paramstyle="numeric_dollar"))
+    values = {**numbered.params, **parameters}
+    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    conn.exec_driver_sql("PREPARE claim_step AS " + numbered.string)
+    # As literals: EXPLAIN cannot type parameters of its own passed on to EXECUTE.
+    driver = conn.connection.driver_connection
+    arguments = ", ".join(psycopg_sql.Literal(getattr(values[name], "value", values[name])).as_string(driver)
+                          for name in numbered.positiontup)
+    yield "generic", conn.exec_driver_sql(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_step({arguments})").scalar_one()[0]
+    conn.exec_driver_sql("DEALLOCATE claim_step")
+
+
 def test_a_claim_reads_what_the_caps_allow_not_the_backlog(postgres_url: str, receiver: Receiver,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker claims after every finished attempt: a claim that read the whole backlog
@@ -196,35 +219,37 @@ def test_a_claim_reads_what_the_caps_allow_not_the_backlog(postgres_url: str, re
     monkeypatch.setenv("NOCONTACT_WEBHOOK_ALLOW_PRIVATE", "true")
     engine = engine_for(postgres_url)
     busy = _endpoint(engine, receiver.url("/busy"))
-    _endpoint(engine, receiver.url("/idle"), tenant="t2")
+    later = _endpoint(engine, receiver.url("/later"), tenant="t2")
     backlog = 400
-    with engine.begin() as conn:
-        events = eventstore.append(
-            conn, f"checkin-{uuid.uuid4()}",
-            [NewEvent("checkin.missed", {"commitment_id": "c", "member_id": "m", "date": "2026-03-01"})
-             for _ in range(backlog)],
-            metadata=Metadata(tenant_id="t1"),
-        )
-    with engine.begin() as conn:
-        InboxHandler(rng=random.Random(1)).apply_batch(conn, events)
+    for tenant in ("t1", "t2"):
+        with engine.begin() as conn:
+            events = eventstore.append(
+                conn, f"checkin-{uuid.uuid4()}",
+                [NewEvent("checkin.missed", {"commitment_id": "c", "member_id": "m", "date": "2026-03-01"})
+                 for _ in range(backlog)],
+                metadata=Metadata(tenant_id=tenant),
+            )
+        with engine.begin() as conn:
+            InboxHandler(rng=random.Random(1)).apply_batch(conn, events)
     _make_due(engine, T0)
     with engine.begin() as conn:
+        # The other endpoint's backlog is due later: looking for its oldest due reads nothing.
+        conn.execute(deliveries.update().where(deliveries.c.endpoint_id == later)
+                     .values(next_attempt_at=T0 + timedelta(hours=1)))
         conn.exec_driver_sql("ANALYZE notification_deliveries")
-    # The busy endpoint at its cap: four attempts in flight, the rest of its backlog due.
+    # Four attempts in flight at the busy endpoint, the rest of its backlog due: a claim with
+    # a cap of eight steps over the four to find its oldest due, and leases four more.
     assert len(queue.claim(engine, now=T0, limit=10, per_endpoint=4, lease=timedelta(seconds=60))) == 4
 
-    parameters = {"now": T0, "per_endpoint": 4, "limit": 10, "b_endpoint_id": busy, "remaining": 10,
+    parameters = {"now": T0, "per_endpoint": 8, "limit": 10, "b_endpoint_id": busy, "remaining": 10,
                   "b_leased_until": T0 + timedelta(seconds=60), "b_token": "t"}
     for statement in (queue._CLAIMABLE_ENDPOINTS, queue._LEASE_DUE):
         with engine.connect() as conn:
-            compiled = statement.compile(dialect=conn.dialect)
-            (plan,) = conn.exec_driver_sql(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + compiled.string, {**compiled.params, **parameters}
-            ).scalar_one()
+            for kind, plan in _plans(conn, statement, parameters):
+                rows = _deliveries_rows_read(plan["Plan"])
+                # The cap's rows and the next ones, per endpoint, with slack for the planner's
+                # choices; reading the backlog would be 400 and more.
+                assert rows <= 40, (kind, json.dumps(plan["Plan"], indent=1))
             conn.rollback()  # EXPLAIN ANALYZE of the lease really leases
-        rows = _deliveries_rows_read(plan["Plan"])
-        # The cap's rows and the next one, per endpoint, with slack for the planner's choices;
-        # reading the backlog would be 400 and more.
-        assert rows <= 40, json.dumps(plan["Plan"], indent=1)
     # And the claim is still right: nothing while the busy endpoint is at its cap.
     assert queue.claim(engine, now=T0, limit=10, per_endpoint=4, lease=timedelta(seconds=60)) == []

@@ -6,6 +6,7 @@ the driver are the rows SQLAlchemy writes; a statement the driver path would get
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -18,17 +19,19 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    bindparam,
     column,
     insert,
     literal,
     select,
     table,
+    update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from services.checkin import queries
 from shared.db import DriverSelect, DriverWrite, engine_for, read
-from shared.schema import processed_events
+from shared.schema import Json, UtcDateTime, processed_events
 from tests.integration.checkin.support import deliver, new_commitment, new_tenant
 
 
@@ -103,20 +106,66 @@ def test_rows_written_on_the_driver_are_the_rows_sqlalchemy_writes(engine: Engin
     assert [row[4] for row in written] == [now] * 3  # the instant, aware, as given
 
 
-def test_a_duplicate_fails_as_sqlalchemys_integrity_error_and_writes_nothing(engine: Engine) -> None:
-    row = {"component": "dup", "event_id": uuid.uuid4(), "stream_id": "s-1", "stream_version": 1,
-           "processed_at": datetime.now(UTC)}
-    with pytest.raises(IntegrityError), engine.begin() as conn:
-        DriverWrite(insert(processed_events)).many(conn, [row, {**row, "stream_version": 2}])
+def test_a_failed_write_in_a_savepoint_leaves_the_transaction_usable(engine: Engine) -> None:
+    """As under SQLAlchemy: a duplicate is an IntegrityError, the savepoint around it rolls
+    back (a batch's earlier rows too), and the transaction goes on and commits the rest."""
+    def row(version: int) -> dict[str, object]:
+        return {"component": "dup", "event_id": uuid.uuid4(), "stream_id": "s-1", "stream_version": version,
+                "processed_at": datetime.now(UTC)}
+    write = DriverWrite(insert(processed_events))
+    kept, lost, later = row(1), row(2), row(3)
+    with engine.begin() as conn:
+        write.many(conn, [kept])
+        with pytest.raises(IntegrityError), conn.begin_nested():
+            write.many(conn, [lost, {**kept, "stream_version": 9}])
+        assert write.one(conn, later) == 1
     with read(engine) as conn:
-        assert _processed_rows(conn, "dup") == []
+        assert [row[3] for row in _processed_rows(conn, "dup")] == [1, 3]
 
 
-def test_the_column_types_bind_processing_applies_a_naive_instant_is_refused(postgres_url: str) -> None:
+_ROWS = Table("driver_write_rows", MetaData(), Column("id", Integer, primary_key=True),
+              Column("version", Integer, nullable=False), Column("label", String(20)),
+              Column("at", UtcDateTime()), Column("doc", Json))
+
+
+@pytest.fixture
+def rows_table(engine: Engine) -> Iterator[Table]:
+    with engine.begin() as conn:
+        _ROWS.create(conn, checkfirst=True)
+        conn.execute(_ROWS.delete())
+    yield _ROWS
+    with engine.begin() as conn:
+        _ROWS.drop(conn)
+
+
+def test_an_update_conditioned_on_a_version_tells_a_lost_race_by_its_row_count(
+        engine: Engine, rows_table: Table) -> None:
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        DriverWrite(insert(rows_table)).one(conn, {"id": 1, "version": 1, "label": "a", "at": at, "doc": {"n": [1]}})
+    # SET columns named by the parameters, the row found by parameters of its own (k_*),
+    # and a literal the statement binds itself: as the state row's and a delivery's updates.
+    move_on = DriverWrite(
+        update(rows_table)
+        .where(rows_table.c.id == bindparam("k_id"), rows_table.c.version == bindparam("k_version"))
+        .values(label=literal("moved"), version=bindparam("version"), doc=bindparam("doc"))
+    )
+    with engine.begin() as conn:
+        assert move_on.one(conn, {"k_id": 1, "k_version": 1, "version": 2, "doc": {"n": [2]}}) == 1
+        # Decided on version 1 too, but version 2 is there now: the race is lost, nothing changes.
+        assert move_on.one(conn, {"k_id": 1, "k_version": 1, "version": 2, "doc": {"n": [3]}}) == 0
+    with read(engine) as conn:
+        stored = conn.execute(select(rows_table)).one()
+    assert (stored.version, stored.label, stored.at, stored.doc) == (2, "moved", at, {"n": [2]})
+
+
+def test_a_value_the_column_type_refuses_fails_as_under_sqlalchemy(engine: Engine) -> None:
     row = {"component": "naive", "event_id": uuid.uuid4(), "stream_id": "s-1", "stream_version": 1,
            "processed_at": datetime(2026, 1, 1, 12, 0)}
-    with pytest.raises(ValueError, match="naive"), engine_for(postgres_url).begin() as conn:
-        DriverWrite(insert(processed_events)).many(conn, [row])
+    for write in (lambda conn: DriverWrite(insert(processed_events)).one(conn, row),
+                  lambda conn: conn.execute(insert(processed_events), row)):
+        with pytest.raises(StatementError, match="naive"), engine.begin() as conn:
+            write(conn)
 
 
 def test_a_column_left_to_a_python_side_default_is_refused(postgres_url: str) -> None:
