@@ -192,6 +192,12 @@ def _deliveries_rows_read(plan: dict[str, Any]) -> int:
     return read_here + sum(_deliveries_rows_read(child) for child in plan.get("Plans", ()))
 
 
+def _deliveries_probes(plan: dict[str, Any]) -> int:
+    """How many times a plan's nodes looked into notification_deliveries (loops of its scans)."""
+    here = plan["Actual Loops"] if plan.get("Relation Name") == "notification_deliveries" else 0
+    return here + sum(_deliveries_probes(child) for child in plan.get("Plans", ()))
+
+
 def _plans(conn: Any, statement: Any, parameters: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """The statement's plan, run (EXPLAIN ANALYZE), as a custom plan for these values and as
     the generic plan a prepared statement may switch to (psycopg prepares a statement run
@@ -220,6 +226,9 @@ def test_a_claim_reads_what_the_caps_allow_not_the_backlog(postgres_url: str, re
     engine = engine_for(postgres_url)
     busy = _endpoint(engine, receiver.url("/busy"))
     later = _endpoint(engine, receiver.url("/later"), tenant="t2")
+    # Endpoints with nothing pending (most of a platform's, at any moment) cost no probe.
+    for tenant in range(20):
+        _endpoint(engine, receiver.url("/idle"), tenant=f"idle-{tenant}")
     backlog = 400
     for tenant in ("t1", "t2"):
         with engine.begin() as conn:
@@ -250,6 +259,8 @@ def test_a_claim_reads_what_the_caps_allow_not_the_backlog(postgres_url: str, re
                 # The cap's rows and the next ones, per endpoint, with slack for the planner's
                 # choices; reading the backlog would be 400 and more.
                 assert rows <= 40, (kind, json.dumps(plan["Plan"], indent=1))
+                # A few per endpoint with pending deliveries (two here), none per idle one.
+                assert _deliveries_probes(plan["Plan"]) <= 12, (kind, json.dumps(plan["Plan"], indent=1))
             conn.rollback()  # EXPLAIN ANALYZE of the lease really leases
     # And the claim is still right: nothing while the busy endpoint is at its cap.
     assert queue.claim(engine, now=T0, limit=10, per_endpoint=4, lease=timedelta(seconds=60)) == []
