@@ -368,8 +368,13 @@ class DriverSelect:
 
     def first(self, conn: Connection, parameters: dict[str, Any]) -> Any:
         """The first row (a named tuple on PostgreSQL), or None."""
+        rows = self.all(conn, parameters)
+        return rows[0] if rows else None
+
+    def all(self, conn: Connection, parameters: dict[str, Any]) -> list[Any]:
+        """Every row (named tuples on PostgreSQL)."""
         if conn.dialect.name != "postgresql":
-            return conn.execute(self.statement, parameters).first()
+            return list(conn.execute(self.statement, parameters).all())
         sql = self._compiled(conn)
         rows = driver_execute(conn, sql, {**self._bound, **parameters} if self._bound else parameters)
-        return self.row._make(rows[0]) if rows else None
+        return [self.row._make(row) for row in rows]

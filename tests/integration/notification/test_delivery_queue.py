@@ -252,7 +252,7 @@ def test_a_claim_reads_what_the_caps_allow_not_the_backlog(postgres_url: str, re
 
     parameters = {"now": T0, "per_endpoint": 8, "limit": 10, "b_endpoint_id": busy, "remaining": 10,
                   "b_leased_until": T0 + timedelta(seconds=60), "b_token": "t"}
-    for statement in (queue._CLAIMABLE_ENDPOINTS, queue._LEASE_DUE):
+    for statement in (queue._CLAIMABLE_ENDPOINTS.statement, queue._LEASE_DUE):
         with engine.connect() as conn:
             for kind, plan in _plans(conn, statement, parameters):
                 rows = _deliveries_rows_read(plan["Plan"])
