@@ -33,6 +33,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 #: The database the runs use (its own: pg_stat_statements is filtered by it).
 DATABASE = "nocontact_notifperf"
@@ -51,18 +52,26 @@ def _receive(port_out: Any, secret_in: Any, count: Any, rejected: Any) -> None:
         rejected.value = receiver.rejected
 
 
-def _statement_time(admin_db_url: str) -> tuple[float, int, dict[str, tuple[float, int]], Any]:
+def _statement_time(admin_db_url: str) -> tuple[float, int, dict[str, tuple[float, int]], Any] | None:
     """Total statement time (ms), calls, and per query text, in the run's database; and
     what tells whether the statistics were reset or entries evicted meanwhile (another
-    benchmark on the server may reset them: then this run has no PostgreSQL figure)."""
+    benchmark on the server may reset them: then this run has no PostgreSQL figure).
+    None where the server does not collect them (pg_stat_statements not preloaded): the
+    run then reports its CPU figures only."""
     engine = create_engine(admin_db_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        epoch = tuple(conn.execute(text("SELECT dealloc, stats_reset FROM pg_stat_statements_info")).one())
-        rows = conn.execute(text(
-            "SELECT query, total_exec_time, calls FROM pg_stat_statements s"
-            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = :name"
-        ), {"name": DATABASE}).all()
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            epoch = tuple(conn.execute(text("SELECT dealloc, stats_reset FROM pg_stat_statements_info")).one())
+            rows = conn.execute(text(
+                "SELECT query, total_exec_time, calls FROM pg_stat_statements s"
+                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = :name"
+            ), {"name": DATABASE}).all()
+    except DBAPIError as error:
+        if "shared_preload_libraries" not in str(error):
+            raise
+        return None
+    finally:
+        engine.dispose()
     per: dict[str, tuple[float, int]] = {}
     for query, ms, calls in rows:
         before = per.get(query, (0.0, 0))
@@ -167,11 +176,11 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
         receiver.kill()
         delivered = count.value
         dispose_all()
-    pg_valid = pg_before[3] == pg_after[3]
+    pg_valid = pg_before is not None and pg_after is not None and pg_before[3] == pg_after[3]
     per = {
         query: (ms - pg_before[2].get(query, (0.0, 0))[0], calls - pg_before[2].get(query, (0.0, 0))[1])
         for query, (ms, calls) in pg_after[2].items()
-    }
+    } if pg_valid else {}
     return {
         "delivered": delivered,
         "rejected": rejected.value,
@@ -179,6 +188,7 @@ def one_run(n: int, *, rate: float, batch: int, backlog: int) -> dict[str, Any]:
         "inbox_cpu_ms_per_webhook": inbox_cpu * 1000 / max(delivered, 1),
         "pg_ms_per_webhook": (pg_after[0] - pg_before[0]) / max(delivered, 1) if pg_valid else None,
         "pg_calls_per_webhook": (pg_after[1] - pg_before[1]) / max(delivered, 1) if pg_valid else None,
+        "pg_collected": pg_before is not None,
         "wall_s": wall1 - wall0,
         "top": sorted(per.items(), key=lambda item: -item[1][0])[:12],
     }
@@ -206,7 +216,9 @@ def main() -> None:
         result = one_run(args.n, rate=args.rate, batch=args.batch, backlog=args.backlog)
         results.append(result)
         postgres = (
-            "PostgreSQL: statistics reset by someone else during the run"
+            "PostgreSQL: no statement statistics (pg_stat_statements is not in shared_preload_libraries)"
+            if not result["pg_collected"]
+            else "PostgreSQL: statistics reset by someone else during the run"
             if result["pg_ms_per_webhook"] is None
             else f"PostgreSQL {result['pg_ms_per_webhook']:.3f} ms"
             f" in {result['pg_calls_per_webhook']:.1f} statements/webhook"
