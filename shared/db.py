@@ -284,8 +284,7 @@ class DriverWrite:
                 processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if processor is not None:
                     processors.append((name, processor))
-            bound = {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
-            found = self._compiled[key] = _CompiledWrite(compiled.string, bound, processors)
+            found = self._compiled[key] = _CompiledWrite(compiled.string, _self_bound(compiled), processors)
         return found
 
     def many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -308,6 +307,11 @@ class DriverWrite:
         with _on_driver(conn, compiled.sql, parameters, many=False) as cursor:
             cursor.execute(compiled.sql, parameters, prepare=True)
             return cursor.rowcount
+
+
+def _self_bound(compiled: Any) -> dict[str, Any]:
+    """The values a compiled statement binds itself (literals in it), sent beside the caller's."""
+    return {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
 
 
 @dataclass(frozen=True)
@@ -361,8 +365,7 @@ class DriverSelect:
                 if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
                     raise TypeError(f"{column.key}: SQLAlchemy processes its values; run it with conn.execute")
             compiled = self.statement.compile(dialect=dialect)
-            # Values the statement binds itself (literals in it), beside the caller's.
-            self._bound = {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
+            self._bound = _self_bound(compiled)
             self._sql = compiled.string
         return self._sql
 

@@ -106,11 +106,12 @@ deliveries = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("endpoint_id", "message_id", name="notification_deliveries_endpoint_message"),
-    # The claim's two reads per endpoint, bounded by its cap rather than its backlog
-    # (services.notification.delivery.queue): its oldest due delivery (state and endpoint
-    # first, so no plan can walk every endpoint's due rows in time order looking for one
-    # endpoint's), and its leases in flight (a recorded attempt clears its lease, so few
-    # rows are ever leased). The queue metrics count pending rows by the first.
+    # The claim's reads, bounded by the endpoints with work and their caps rather than the
+    # backlog (services.notification.delivery.queue): the skip scan to the endpoints with
+    # pending deliveries and each one's oldest due delivery (state and endpoint first, so
+    # no plan can walk every endpoint's due rows in time order looking for one endpoint's),
+    # then its leases in flight (a recorded attempt clears its lease, so few rows are ever
+    # leased). The queue metrics count pending rows by the first.
     Index("notification_deliveries_due", "state", "endpoint_id", "next_attempt_at"),
     Index("notification_deliveries_endpoint", "endpoint_id", "state", "created_at"),
     Index("notification_deliveries_leased", "endpoint_id", "leased_until",

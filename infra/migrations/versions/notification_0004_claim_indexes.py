@@ -2,11 +2,13 @@
 
 The claim read every due delivery at each call (grouped by endpoint) and counted every
 pending one to find the leases in flight: its cost grew with the backlog, and the worker
-claims after every finished attempt. It now reads, per enabled endpoint, only its oldest
-due delivery and its leases in flight (services.notification.delivery.queue):
+claims after every finished attempt. It now finds the endpoints with pending deliveries
+by a skip scan, then reads each one's oldest due delivery and its leases in flight
+(services.notification.delivery.queue):
 - ``notification_deliveries_due`` becomes (state, endpoint_id, next_attempt_at), was
-  (state, next_attempt_at): a plan for one endpoint's oldest due delivery can no longer
-  walk every endpoint's due rows in time order;
+  (state, next_attempt_at): the skip scan walks it from endpoint to endpoint, and a plan
+  for one endpoint's oldest due delivery can no longer walk every endpoint's due rows in
+  time order;
 - ``notification_deliveries_leased``: (endpoint_id, leased_until) of the leased rows only.
 
 The builds hold writes to ``notification_deliveries`` back while they run (the inbox and

@@ -35,11 +35,6 @@ from shared.schema import Json, UtcDateTime, processed_events
 from tests.integration.checkin.support import deliver, new_commitment, new_tenant
 
 
-@pytest.fixture
-def engine(database_url: str) -> Engine:
-    return engine_for(database_url)
-
-
 def test_a_commands_inputs_read_on_the_driver_are_sqlalchemys_values(engine: Engine) -> None:
     tenant = new_tenant(engine)
     deliver(engine, tenant.events)
