@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -185,3 +185,82 @@ def test_concurrent_attempts_share_the_pool(server: KeepAliveServer) -> None:
     pool.close()
     assert [r.status_code for r in results] == [200] * 40
     assert server.connections <= 4  # at most one per concurrent attempt, then reused
+
+
+
+class ClosingServer(KeepAliveServer):
+    """Answers the first ``answered`` requests of each connection over keep-alive; the next
+    request on that connection is read and the connection closed without an answer, as a
+    server does when its idle timeout strikes just as a request arrives."""
+
+    def __init__(self, answered: int = 1) -> None:
+        super().__init__()
+        self.requests = 0
+        server = self
+
+        class Handler(self.RequestHandlerClass):  # type: ignore[misc, name-defined]
+            count = 0
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                with server.lock:
+                    server.requests += 1
+                if self.count >= answered:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.count += 1
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.RequestHandlerClass = Handler
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[int], ClosingServer]]:
+    started: list[tuple[ClosingServer, threading.Thread]] = []
+
+    def start(answered: int) -> ClosingServer:
+        running = ClosingServer(answered)
+        thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        started.append((running, thread))
+        return running
+
+    yield start
+    for running, thread in started:
+        running.shutdown()
+        running.server_close()
+        thread.join(5)
+
+
+def test_a_kept_connection_the_peer_closed_is_retried_once_on_a_fresh_one(
+    closing: Callable[[int], ClosingServer],
+) -> None:
+    server = closing(1)
+    pool = ClientPool()
+    try:
+        assert deliver(f"http://127.0.0.1:{server.port}/h", pool).status_code == 200
+        again = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+    finally:
+        pool.close()
+    assert (again.status_code, again.error) == (200, None)
+    # The request went out on the kept connection, was dropped unanswered, and went once
+    # more on a new connection (same webhook-id: at least once, never lost).
+    assert (server.requests, server.connections) == (3, 2)
+
+
+def test_a_request_dropped_on_a_fresh_connection_is_a_failed_attempt_not_repeated(
+    closing: Callable[[int], ClosingServer],
+) -> None:
+    server = closing(0)
+    pool = ClientPool()
+    try:
+        result = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+    finally:
+        pool.close()
+    assert result.status_code is None
+    assert result.error is not None and result.error.startswith("protocol:")
+    assert (server.requests, server.connections) == (1, 1)
