@@ -35,9 +35,11 @@ Other choices and why:
 
 Timeouts: each phase (connect with its TLS handshake, sending, waiting for the status
 line, each read) gets what is left of ``timeout_s``. Known limit: a peer dripping its
-response headers a byte at a time restarts the wait with every byte, so it can hold an
-attempt longer than ``timeout_s``; the per-endpoint concurrency cap of the worker bounds
-the damage. The body read is cut at the overall deadline.
+response headers (or a chunked body's framing) a byte at a time restarts the wait with
+every byte, so it can hold an attempt longer than ``timeout_s``; the per-endpoint
+concurrency cap of the worker bounds the damage. Between reads, the body read is cut at
+the overall deadline; interim (1xx) answers and a chunked body's trailer are bounded
+(:class:`_Response`), so a receiver cannot keep an attempt reading at full speed.
 """
 
 from __future__ import annotations
@@ -130,11 +132,46 @@ KEEPALIVE_EXPIRY_S = 4.0
 
 ClientKey = tuple[str, str, int, str, int]
 
+#: Interim (1xx) answers skipped before the final one; more is a receiver stalling us.
+MAX_INTERIM_ANSWERS = 8
+#: Lines of a chunked body's trailer read (and discarded) at most.
+MAX_TRAILER_LINES = 16
+#: The longest line of an interim answer's headers or of a trailer.
+MAX_LINE_BYTES = 8192
+
+
+class _Response(http.client.HTTPResponse):
+    """``http.client``'s response with two limits it lacks, which h11 (httpx) had: interim
+    answers and a chunked body's trailer. Unbounded, a receiver could keep an attempt
+    reading forever, or have its ``102`` taken for the final answer (the real one then
+    waiting on the kept connection, read as the NEXT delivery's answer)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        # http.client skips only 100 Continue, without bound; every 1xx but 101 (which
+        # ends HTTP on this connection: a final answer, never kept) is interim.
+        for _ in range(MAX_INTERIM_ANSWERS):
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim answer's headers: skipped
+        raise http.client.HTTPException(f"more than {MAX_INTERIM_ANSWERS} interim (1xx) answers")
+
+    def _read_and_discard_trailer(self) -> None:
+        for _ in range(MAX_TRAILER_LINES):
+            line = self.fp.readline(MAX_LINE_BYTES + 1)
+            if len(line) > MAX_LINE_BYTES:
+                raise http.client.LineTooLong("trailer line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise http.client.HTTPException(f"a trailer of more than {MAX_TRAILER_LINES} lines")
+
 
 class _PinnedConnection(http.client.HTTPConnection):
     """An HTTP/1.1 connection to one vetted address. With ``tls``, the socket is wrapped
     for ``server_name``: the SNI sent and the name the certificate must carry (the
     partner's host name, or the IP literal the URL gave)."""
+
+    response_class = _Response
 
     def __init__(self, ip: IPAddress, port: int, timeout: float, tls: ssl.SSLContext | None,
                  server_name: str) -> None:
@@ -214,18 +251,24 @@ class ClientPool:
                     old.idle.clear()
             else:
                 self._entries.move_to_end(key)
-            while entry.idle:
-                candidate = entry.idle.pop()
-                if now - candidate.idle_since < KEEPALIVE_EXPIRY_S:
-                    kept = candidate
-                    break
-                expired.append(candidate)
+            # Every expired one goes, not only those above the newest fresh one: under
+            # steady traffic the older ones would otherwise stay open (in CLOSE_WAIT once
+            # the peer dropped them) for as long as the target is busy.
+            fresh = [c for c in entry.idle if now - c.idle_since < KEEPALIVE_EXPIRY_S]
+            expired = [c for c in entry.idle if now - c.idle_since >= KEEPALIVE_EXPIRY_S]
+            entry.idle = fresh
             entry.users += 1
         for connection in (*retire, *expired):
             connection.close()
-        if kept is not None and kept.peer_has_spoken():
-            kept.close()
-            kept = None
+        while kept is None:
+            with self._lock:
+                if entry.retired or not entry.idle:
+                    break
+                candidate = entry.idle.pop()  # the most recently used: the likeliest alive
+            if candidate.peer_has_spoken():
+                candidate.close()
+            else:
+                kept = candidate
         return entry, kept
 
     def give_back(self, entry: _Entry, connection: _PinnedConnection | None) -> None:
@@ -307,14 +350,27 @@ def _exchange(
         except OSError as exc:  # refused, unreachable, ssl.SSLError (a CertificateError too)
             raise _ConnectFailed(_describe(exc)) from exc
     try:
-        connection.settimeout(_remaining(deadline))
         connection.putrequest("POST", target.target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers.items():
             connection.putheader(name, value)
+    except ValueError as exc:  # a value http.client will not send (CR/LF): nothing went out
+        raise http.client.HTTPException(_describe(exc)) from exc
+    # A kept connection may have been closed by the peer just before our request reached
+    # it: then the request was never read, and going once more on a fresh connection is
+    # safe. That shows as a reset or broken pipe while sending, or as the connection
+    # closing without a byte of answer. A reset while WAITING for the answer is not
+    # retried: the peer had the whole request and may have acted on it.
+    try:
+        connection.settimeout(_remaining(deadline))
         connection.endheaders(body)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        if reused:
+            raise _PeerClosed(_describe(exc)) from exc
+        raise
+    try:
         connection.settimeout(_remaining(deadline))
         response = connection.getresponse()
-    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+    except (http.client.RemoteDisconnected, BrokenPipeError) as exc:
         if reused:
             raise _PeerClosed(_describe(exc)) from exc
         raise
@@ -330,7 +386,10 @@ def _exchange(
         pass  # the status is what counts; a body cut short only shortens the log
     if response.length == 0:
         response.close()  # read to its announced end, which read1 does not mark as done
-    reusable = response.isclosed() and not response.will_close
+    # Read to its end (a body cut short by the peer also closes the response, with
+    # bytes still owed), on a connection HTTP/1.1 keeps: the next request may use it.
+    reusable = (response.isclosed() and not response.will_close and not response.length
+                and response.status >= 200)
     if not reusable:
         response.close()  # its socket too, once the connection lets go of it (the caller)
     return response.status, response.getheader("retry-after"), reply_excerpt(bytes(excerpt)), reusable

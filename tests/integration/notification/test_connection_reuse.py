@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -264,3 +265,143 @@ def test_a_request_dropped_on_a_fresh_connection_is_a_failed_attempt_not_repeate
     assert result.status_code is None
     assert result.error is not None and result.error.startswith("protocol:")
     assert (server.requests, server.connections) == (1, 1)
+
+
+# --- Receivers that bend HTTP/1.1: raw sockets, each connection answered by a script.
+
+Script = Callable[[socket.socket, int], None]
+
+
+class RawServer:
+    """Accepts connections on loopback; ``script(connection, request_number)`` answers each
+    request (after it was read whole). Counts connections and requests."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        # Plain recv (no makefile, which would keep the socket open past a script's close).
+        with connection:
+            pending = b""
+            number = 0
+            try:
+                while True:
+                    while b"\r\n\r\n" not in pending:
+                        data = connection.recv(65536)
+                        if not data:
+                            return
+                        pending += data
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    while len(pending) < length:
+                        data = connection.recv(65536)
+                        if not data:
+                            return
+                        pending += data
+                    pending = pending[length:]
+                    number += 1
+                    self.requests += 1
+                    self.script(connection, number)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[Script], RawServer]]:
+    started: list[RawServer] = []
+
+    def start(script: Script) -> RawServer:
+        started.append(RawServer(script))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.close()
+
+
+def test_an_interim_answer_is_not_taken_for_the_final_one(raw: Callable[[Script], RawServer]) -> None:
+    def script(connection: socket.socket, number: int) -> None:
+        if number == 1:
+            connection.sendall(b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n")
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        else:
+            connection.sendall(b"HTTP/1.1 503 Busy\r\ncontent-length: 4\r\n\r\nbusy")
+
+    server = raw(script)
+    pool = ClientPool()
+    try:
+        first = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+        second = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+    finally:
+        pool.close()
+    # Each delivery gets its own answer: a refused one is never recorded as delivered.
+    assert (first.status_code, first.response_excerpt) == (200, "ok")
+    assert (second.status_code, second.response_excerpt) == (503, "busy")
+    assert server.connections == 1
+
+
+def test_endless_interim_answers_end_the_attempt(raw: Callable[[Script], RawServer]) -> None:
+    def script(connection: socket.socket, number: int) -> None:
+        while True:
+            connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 64)
+
+    result = deliver(f"http://127.0.0.1:{raw(script).port}/h", ClientPool())
+    assert result.status_code is None
+    assert result.error is not None and result.error.startswith("protocol:") and "interim" in result.error
+
+
+def test_an_endless_trailer_ends_the_read_and_the_connection(raw: Callable[[Script], RawServer]) -> None:
+    def script(connection: socket.socket, number: int) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+        if number == 1:
+            while True:
+                connection.sendall(b"x-trailer: again\r\n" * 64)
+        connection.sendall(b"\r\n")
+
+    server = raw(script)
+    pool = ClientPool()
+    try:
+        result = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+        assert (result.status_code, result.error, result.response_excerpt) == (200, None, "ok")
+        assert deliver(f"http://127.0.0.1:{server.port}/h", pool).status_code == 200
+    finally:
+        pool.close()
+    assert server.connections == 2  # the first one, its trailer not read to the end, was closed
+
+
+def test_a_reset_while_waiting_for_the_answer_is_not_retried(raw: Callable[[Script], RawServer]) -> None:
+    def script(connection: socket.socket, number: int) -> None:
+        if number == 2:  # the request was received whole: it may have been acted on
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+            return
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    server = raw(script)
+    pool = ClientPool()
+    try:
+        assert deliver(f"http://127.0.0.1:{server.port}/h", pool).status_code == 200
+        reset = deliver(f"http://127.0.0.1:{server.port}/h", pool)
+    finally:
+        pool.close()
+    assert reset.status_code is None
+    assert reset.error is not None and reset.error.startswith("protocol:")
+    assert (server.requests, server.connections) == (2, 1)  # failed, to be retried on schedule
