@@ -33,13 +33,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from kombu import Message, Producer
+from sqlalchemy import ARRAY, Engine, Uuid, any_, bindparam, delete, insert, select
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
 from shared.clock import utcnow
-from shared.db import DriverWrite, read
+from shared.db import DriverSelect, DriverWrite, read
 from shared.envelope import MalformedEnvelope, decode, versions
 from shared.events import RecordedEvent
 from shared.eventstore import ConcurrencyError
@@ -47,11 +47,17 @@ from shared.logging import bind_context
 from shared.schema import dead_letters, processed_events
 from shared.topology import Component
 
-# Which of a batch's events the component applied already: built once (an expanding IN),
-# not per batch.
-_PROCESSED_AMONG = select(processed_events.c.event_id).where(
-    processed_events.c.component == bindparam("component"),
-    processed_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+# Which of a batch's events the component applied already: built once, not per batch; on
+# the driver on PostgreSQL (every batch asks), the ids bound as one array.
+_PROCESSED_AMONG = DriverSelect(
+    select(processed_events.c.event_id).where(
+        processed_events.c.component == bindparam("component"),
+        processed_events.c.event_id == any_(bindparam("event_ids", type_=ARRAY(Uuid()))),
+    ),
+    elsewhere=select(processed_events.c.event_id).where(
+        processed_events.c.component == bindparam("component"),
+        processed_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+    ),
 )
 log = logging.getLogger(__name__)
 
@@ -310,9 +316,9 @@ class Consumer:
         outcomes: list[str] = []
         try:
             with self.engine.begin() as conn:
-                done = set(conn.execute(_PROCESSED_AMONG, {
+                done = {row.event_id for row in _PROCESSED_AMONG.all(conn, {
                     "component": name, "event_ids": sorted({event.id for event in events}),
-                }).scalars())
+                })}
                 for event in events:
                     if event.id in done or event.id in fresh:
                         outcomes.append("duplicate")

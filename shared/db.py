@@ -348,10 +348,17 @@ class DriverSelect:
     Only for columns whose values SQLAlchemy would hand over untouched on PostgreSQL
     (checked when the statement is first compiled): no result processors, except
     `UtcDateTime`'s, which only makes naive values aware and timestamptz never is.
+
+    `elsewhere`: the statement SQLite runs instead, for a condition PostgreSQL says its own
+    way: ``column = ANY(:values)`` binds a list as one array (one prepared statement for
+    every length), where SQLite needs SQLAlchemy's expanding ``IN``. Same columns.
     """
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any], *, elsewhere: Select[Any] | None = None) -> None:
         self.statement = statement
+        self.elsewhere = statement if elsewhere is None else elsewhere
+        if list(self.elsewhere.selected_columns.keys()) != list(statement.selected_columns.keys()):
+            raise TypeError("DriverSelect: `elsewhere` must select the same columns")
         self.row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
         self._sql: str | None = None
         self._bound: dict[str, Any] = {}
@@ -377,7 +384,7 @@ class DriverSelect:
     def all(self, conn: Connection, parameters: dict[str, Any]) -> list[Any]:
         """Every row (named tuples on PostgreSQL)."""
         if conn.dialect.name != "postgresql":
-            return list(conn.execute(self.statement, parameters).all())
+            return list(conn.execute(self.elsewhere, parameters).all())
         sql = self._compiled(conn)
         rows = driver_execute(conn, sql, {**self._bound, **parameters} if self._bound else parameters)
         return [self.row._make(row) for row in rows]

@@ -58,14 +58,15 @@ def signing_secrets(endpoint: Any, now: datetime) -> list[str]:
 
 
 #: Built once: a statement built per call costs its construction and cache key each time.
-_ENDPOINTS_OF = select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(
+# Every inbox batch with a webhook event asks: on the driver on PostgreSQL.
+_ENDPOINTS_OF = DriverSelect(select(endpoints.c.id, endpoints.c.status, endpoints.c.event_types).where(
     endpoints.c.tenant_id == bindparam("tenant_id")
-)
+))
 
 
 def endpoints_of(conn: Connection, tenant_id: str) -> Sequence[Any]:
     """What enqueueing needs of a tenant's endpoints: id, status, event_types."""
-    return conn.execute(_ENDPOINTS_OF, {"tenant_id": tenant_id}).all()
+    return _ENDPOINTS_OF.all(conn, {"tenant_id": tenant_id})
 
 
 def _insert_new(dialect: str, table: Any, *key: str) -> Any:

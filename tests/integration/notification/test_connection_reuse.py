@@ -90,6 +90,15 @@ def deliver(url: str, pool: ClientPool, dns: Dns | None = None) -> AttemptResult
     return send(url, headers, BODY, timeout_s=5.0, allow_private=True, pool=pool, **extra)
 
 
+def in_turn(port: int, count: int) -> list[AttemptResult]:
+    """`count` deliveries to the server on `port`, one after the other, through one pool."""
+    pool = ClientPool()
+    try:
+        return [deliver(f"http://127.0.0.1:{port}/h", pool) for _ in range(count)]
+    finally:
+        pool.close()
+
+
 def test_a_pool_reuses_one_connection_and_still_resolves_every_attempt(server: KeepAliveServer) -> None:
     pool = ClientPool()
     dns = Dns("127.0.0.1")
@@ -241,12 +250,8 @@ def test_a_kept_connection_the_peer_closed_is_retried_once_on_a_fresh_one(
     closing: Callable[[int], ClosingServer],
 ) -> None:
     server = closing(1)
-    pool = ClientPool()
-    try:
-        assert deliver(f"http://127.0.0.1:{server.port}/h", pool).status_code == 200
-        again = deliver(f"http://127.0.0.1:{server.port}/h", pool)
-    finally:
-        pool.close()
+    first, again = in_turn(server.port, 2)
+    assert first.status_code == 200
     assert (again.status_code, again.error) == (200, None)
     # The request went out on the kept connection, was dropped unanswered, and went once
     # more on a new connection (same webhook-id: at least once, never lost).
@@ -257,11 +262,7 @@ def test_a_request_dropped_on_a_fresh_connection_is_a_failed_attempt_not_repeate
     closing: Callable[[int], ClosingServer],
 ) -> None:
     server = closing(0)
-    pool = ClientPool()
-    try:
-        result = deliver(f"http://127.0.0.1:{server.port}/h", pool)
-    finally:
-        pool.close()
+    [result] = in_turn(server.port, 1)
     assert result.status_code is None
     assert result.error is not None and result.error.startswith("protocol:")
     assert (server.requests, server.connections) == (1, 1)
@@ -346,12 +347,7 @@ def test_an_interim_answer_is_not_taken_for_the_final_one(raw: Callable[[Script]
             connection.sendall(b"HTTP/1.1 503 Busy\r\ncontent-length: 4\r\n\r\nbusy")
 
     server = raw(script)
-    pool = ClientPool()
-    try:
-        first = deliver(f"http://127.0.0.1:{server.port}/h", pool)
-        second = deliver(f"http://127.0.0.1:{server.port}/h", pool)
-    finally:
-        pool.close()
+    first, second = in_turn(server.port, 2)
     # Each delivery gets its own answer: a refused one is never recorded as delivered.
     assert (first.status_code, first.response_excerpt) == (200, "ok")
     assert (second.status_code, second.response_excerpt) == (503, "busy")
@@ -363,7 +359,7 @@ def test_endless_interim_answers_end_the_attempt(raw: Callable[[Script], RawServ
         while True:
             connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 64)
 
-    result = deliver(f"http://127.0.0.1:{raw(script).port}/h", ClientPool())
+    [result] = in_turn(raw(script).port, 1)
     assert result.status_code is None
     assert result.error is not None and result.error.startswith("protocol:") and "interim" in result.error
 
@@ -377,13 +373,9 @@ def test_an_endless_trailer_ends_the_read_and_the_connection(raw: Callable[[Scri
         connection.sendall(b"\r\n")
 
     server = raw(script)
-    pool = ClientPool()
-    try:
-        result = deliver(f"http://127.0.0.1:{server.port}/h", pool)
-        assert (result.status_code, result.error, result.response_excerpt) == (200, None, "ok")
-        assert deliver(f"http://127.0.0.1:{server.port}/h", pool).status_code == 200
-    finally:
-        pool.close()
+    result, after = in_turn(server.port, 2)
+    assert (result.status_code, result.error, result.response_excerpt) == (200, None, "ok")
+    assert after.status_code == 200
     assert server.connections == 2  # the first one, its trailer not read to the end, was closed
 
 
@@ -396,12 +388,8 @@ def test_a_reset_while_waiting_for_the_answer_is_not_retried(raw: Callable[[Scri
         connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
     server = raw(script)
-    pool = ClientPool()
-    try:
-        assert deliver(f"http://127.0.0.1:{server.port}/h", pool).status_code == 200
-        reset = deliver(f"http://127.0.0.1:{server.port}/h", pool)
-    finally:
-        pool.close()
+    first, reset = in_turn(server.port, 2)
+    assert first.status_code == 200
     assert reset.status_code is None
     assert reset.error is not None and reset.error.startswith("protocol:")
     assert (server.requests, server.connections) == (2, 1)  # failed, to be retried on schedule

@@ -168,3 +168,29 @@ def test_a_column_left_to_a_python_side_default_is_refused(postgres_url: str) ->
                              Column("n", Integer, default=0)))
     with engine_for(postgres_url).connect() as conn, pytest.raises(TypeError, match="default"):
         DriverWrite(statement).many(conn, [{"id": 1}])
+
+
+def test_a_list_bound_as_one_array_on_the_driver_finds_what_an_expanding_in_finds(engine: Engine) -> None:
+    from shared import consumer
+
+    ids = [uuid.uuid4() for _ in range(4)]
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(processed_events), [
+            {"component": "c", "event_id": event_id, "stream_id": "s", "stream_version": n, "processed_at": now}
+            for n, event_id in enumerate(ids[:3], start=1)
+        ])
+        conn.execute(insert(processed_events).values(
+            component="other", event_id=ids[3], stream_id="s", stream_version=4, processed_at=now))
+    asked = [ids[0], ids[2], ids[3], uuid.uuid4()]
+    with read(engine) as conn:
+        for wanted in (asked, asked[:1], []):  # one prepared statement for every length, none included
+            parameters = {"component": "c", "event_ids": wanted}
+            expected = {row.event_id for row in conn.execute(consumer._PROCESSED_AMONG.elsewhere, parameters)}
+            got = {row.event_id for row in consumer._PROCESSED_AMONG.all(conn, parameters)}
+            assert got == expected == set(wanted) & {ids[0], ids[2]}
+
+
+def test_a_statement_for_elsewhere_must_select_the_same_columns() -> None:
+    with pytest.raises(TypeError):
+        DriverSelect(select(processed_events.c.event_id), elsewhere=select(processed_events.c.stream_id))
