@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from kombu import Message, Producer
-from sqlalchemy import ARRAY, Engine, Uuid, any_, bindparam, delete, insert, select
 from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared import bus, metrics
@@ -48,17 +48,11 @@ from shared.schema import dead_letters, processed_events
 from shared.topology import Component
 
 # Which of a batch's events the component applied already: built once, not per batch; on
-# the driver on PostgreSQL (every batch asks), the ids bound as one array.
-_PROCESSED_AMONG = DriverSelect(
-    select(processed_events.c.event_id).where(
-        processed_events.c.component == bindparam("component"),
-        processed_events.c.event_id == any_(bindparam("event_ids", type_=ARRAY(Uuid()))),
-    ),
-    elsewhere=select(processed_events.c.event_id).where(
-        processed_events.c.component == bindparam("component"),
-        processed_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
-    ),
-)
+# the driver on PostgreSQL (every batch asks).
+_PROCESSED_AMONG = DriverSelect(select(processed_events.c.event_id).where(
+    processed_events.c.component == bindparam("component"),
+    processed_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+))
 log = logging.getLogger(__name__)
 
 Handler = Callable[[DbConnection, RecordedEvent], None]

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Select, create_engine, event, make_url
+from sqlalchemy import ARRAY, Connection, Engine, Select, any_, bindparam, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
 from shared.schema import UtcDateTime
 
@@ -309,6 +311,19 @@ class DriverWrite:
             return cursor.rowcount
 
 
+def _lists_as_arrays(statement: Select[Any]) -> Select[Any]:
+    """`statement` with each ``column IN (expanding :name)`` as ``column = ANY(:name)``, the
+    list bound as one array of the column's type (PostgreSQL)."""
+
+    def as_array(element: Any) -> Any:
+        if (isinstance(element, BinaryExpression) and element.operator is operators.in_op
+                and isinstance(element.right, BindParameter) and element.right.expanding):
+            return element.left == any_(bindparam(element.right.key, type_=ARRAY(element.left.type)))
+        return None
+
+    return visitors.replacement_traverse(statement, {}, as_array)
+
+
 def _self_bound(compiled: Any) -> dict[str, Any]:
     """The values a compiled statement binds itself (literals in it), sent beside the caller's."""
     return {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
@@ -349,16 +364,14 @@ class DriverSelect:
     (checked when the statement is first compiled): no result processors, except
     `UtcDateTime`'s, which only makes naive values aware and timestamptz never is.
 
-    `elsewhere`: the statement SQLite runs instead, for a condition PostgreSQL says its own
-    way: ``column = ANY(:values)`` binds a list as one array (one prepared statement for
-    every length), where SQLite needs SQLAlchemy's expanding ``IN``. Same columns.
+    A list compared with SQLAlchemy's expanding ``IN`` (``column.in_(bindparam(name,
+    expanding=True))``) is bound on the driver as one array, ``column = ANY(:name)``: one
+    prepared statement for every length of the list (an expanding IN is a new statement
+    per length). SQLite runs the IN as written.
     """
 
-    def __init__(self, statement: Select[Any], *, elsewhere: Select[Any] | None = None) -> None:
+    def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self.elsewhere = statement if elsewhere is None else elsewhere
-        if list(self.elsewhere.selected_columns.keys()) != list(statement.selected_columns.keys()):
-            raise TypeError("DriverSelect: `elsewhere` must select the same columns")
         self.row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
         self._sql: str | None = None
         self._bound: dict[str, Any] = {}
@@ -371,7 +384,10 @@ class DriverSelect:
                     continue
                 if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
                     raise TypeError(f"{column.key}: SQLAlchemy processes its values; run it with conn.execute")
-            compiled = self.statement.compile(dialect=dialect)
+            compiled = _lists_as_arrays(self.statement).compile(dialect=dialect)
+            if compiled.post_compile_params or compiled.literal_execute_params:
+                raise TypeError("DriverSelect binds an expanding list only in `column IN` (as = ANY); "
+                                "run this one with conn.execute")
             self._bound = _self_bound(compiled)
             self._sql = compiled.string
         return self._sql
@@ -384,7 +400,7 @@ class DriverSelect:
     def all(self, conn: Connection, parameters: dict[str, Any]) -> list[Any]:
         """Every row (named tuples on PostgreSQL)."""
         if conn.dialect.name != "postgresql":
-            return list(conn.execute(self.elsewhere, parameters).all())
+            return list(conn.execute(self.statement, parameters).all())
         sql = self._compiled(conn)
         rows = driver_execute(conn, sql, {**self._bound, **parameters} if self._bound else parameters)
         return [self.row._make(row) for row in rows]

@@ -53,7 +53,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import ARRAY, Connection, Engine, String, any_, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared import crypto
@@ -352,20 +352,12 @@ def erased_members(conn: Connection, tenant_id: str, member_ids: Iterable[str]) 
 
 
 # Built once: every inbox batch asks, and building the statement and its cache key each
-# time was a fifth of the notification inbox's CPU; on the driver on PostgreSQL, the ids
-# bound as one array (SQLite: an expanding IN).
-_ERASED_AMONG = DriverSelect(
-    select(keyring.c.member_id).where(
-        keyring.c.tenant_id == bindparam("tenant_id"),
-        keyring.c.member_id == any_(bindparam("member_ids", type_=ARRAY(String()))),
-        keyring.c.wrapped_key.is_(None),
-    ),
-    elsewhere=select(keyring.c.member_id).where(
-        keyring.c.tenant_id == bindparam("tenant_id"),
-        keyring.c.member_id.in_(bindparam("member_ids", expanding=True)),
-        keyring.c.wrapped_key.is_(None),
-    ),
-)
+# time was a fifth of the notification inbox's CPU; on the driver on PostgreSQL.
+_ERASED_AMONG = DriverSelect(select(keyring.c.member_id).where(
+    keyring.c.tenant_id == bindparam("tenant_id"),
+    keyring.c.member_id.in_(bindparam("member_ids", expanding=True)),
+    keyring.c.wrapped_key.is_(None),
+))
 
 
 # -- sealing -------------------------------------------------------------------------------------

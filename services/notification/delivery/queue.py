@@ -532,14 +532,14 @@ class Outcome:
 
 
 # Locked in id order (deliveries, then endpoints): two recording batches never deadlock.
-_HELD = (
+_HELD = DriverSelect(
     select(deliveries.c.id, deliveries.c.lease_token, deliveries.c.attempts, deliveries.c.schedule_step)
     .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(deliveries.c.id)
     .with_for_update()
 )
 # Locked: recorders of one endpoint take turns moving its failure clock.
-_RECORDING_ENDPOINTS = (
+_RECORDING_ENDPOINTS = DriverSelect(
     select(endpoints.c.id, endpoints.c.status, failing_endpoints.c.failing_since)
     .outerjoin(failing_endpoints, failing_endpoints.c.endpoint_id == endpoints.c.id)
     .where(endpoints.c.id.in_(bindparam("ids", expanding=True)))
@@ -584,9 +584,9 @@ def record_many(
     results: list[Recorded | None] = [None] * len(outcomes)
     with engine.begin() as conn:
         ids = sorted({o.claim.delivery_id for o in outcomes})
-        held = {row.id: row for row in conn.execute(_HELD, {"ids": ids})}
+        held = {row.id: row for row in _HELD.all(conn, {"ids": ids})}
         endpoint_ids = sorted({o.claim.endpoint_id for o in outcomes})
-        endpoint_rows = {row.id: row for row in conn.execute(_RECORDING_ENDPOINTS, {"ids": endpoint_ids})}
+        endpoint_rows = {row.id: row for row in _RECORDING_ENDPOINTS.all(conn, {"ids": endpoint_ids})}
         # The endpoint state as the outcomes move it: (status, failing_since).
         state_of = {eid: (row.status, row.failing_since) for eid, row in endpoint_rows.items()}
         log_rows: list[dict[str, Any]] = []

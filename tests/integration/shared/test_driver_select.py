@@ -170,27 +170,32 @@ def test_a_column_left_to_a_python_side_default_is_refused(postgres_url: str) ->
         DriverWrite(statement).many(conn, [{"id": 1}])
 
 
-def test_a_list_bound_as_one_array_on_the_driver_finds_what_an_expanding_in_finds(engine: Engine) -> None:
-    from shared import consumer
 
+def test_a_list_bound_as_one_array_on_the_driver_finds_what_an_expanding_in_finds(engine: Engine) -> None:
     ids = [uuid.uuid4() for _ in range(4)]
     now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(insert(processed_events), [
-            {"component": "c", "event_id": event_id, "stream_id": "s", "stream_version": n, "processed_at": now}
-            for n, event_id in enumerate(ids[:3], start=1)
+            {"component": "c" if n < 3 else "other", "event_id": event_id, "stream_id": "s", "stream_version": n,
+             "processed_at": now}
+            for n, event_id in enumerate(ids)
         ])
-        conn.execute(insert(processed_events).values(
-            component="other", event_id=ids[3], stream_id="s", stream_version=4, processed_at=now))
+    among = select(processed_events.c.event_id).where(
+        processed_events.c.component == bindparam("component"),
+        processed_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+    )
+    on_driver = DriverSelect(among)
     asked = [ids[0], ids[2], ids[3], uuid.uuid4()]
     with read(engine) as conn:
         for wanted in (asked, asked[:1], []):  # one prepared statement for every length, none included
             parameters = {"component": "c", "event_ids": wanted}
-            expected = {row.event_id for row in conn.execute(consumer._PROCESSED_AMONG.elsewhere, parameters)}
-            got = {row.event_id for row in consumer._PROCESSED_AMONG.all(conn, parameters)}
+            expected = {row.event_id for row in conn.execute(among, parameters)}
+            got = {row.event_id for row in on_driver.all(conn, parameters)}
             assert got == expected == set(wanted) & {ids[0], ids[2]}
 
 
-def test_a_statement_for_elsewhere_must_select_the_same_columns() -> None:
-    with pytest.raises(TypeError):
-        DriverSelect(select(processed_events.c.event_id), elsewhere=select(processed_events.c.stream_id))
+def test_an_expanding_list_other_than_in_is_refused(postgres_url: str) -> None:
+    statement = select(processed_events.c.event_id).where(
+        processed_events.c.event_id.not_in(bindparam("event_ids", expanding=True)))
+    with read(engine_for(postgres_url)) as conn, pytest.raises(TypeError):
+        DriverSelect(statement).all(conn, {"event_ids": [uuid.uuid4()]})
