@@ -36,6 +36,7 @@ from services.notification.domain.endpoints import (
 )
 from services.notification.tables import coach_assignments, coaches, endpoints, feed_items
 from shared import crypto
+from shared.db import DriverWrite
 from shared.events import RecordedEvent
 from shared.projection import Projection
 from shared.schema import keyring
@@ -180,21 +181,23 @@ def add_feed_item(
     found = assignment(conn, str(event.tenant_id), str(commitment_id))
     if found is None or found.coach_id is None:
         return
-    conn.execute(
-        insert(feed_items).values(
-            tenant_id=event.tenant_id,
-            coach_id=found.coach_id,
-            event_id=str(event.id),
-            position=event.position,
-            kind=kind,
-            event_type=event.type,
-            commitment_id=str(commitment_id),
-            member_id=str(event.data.get("member_id") or found.member_id),
-            data={**msgs.feed_data(event.data), "sequence": event.stream_version},
-            occurred_at=event.occurred_at,
-            pinned_until=msgs.pinned_until(kind, event.occurred_at),
-        )
-    )
+    _NEW_FEED_ITEM.one(conn, {
+        "tenant_id": event.tenant_id,
+        "coach_id": found.coach_id,
+        "event_id": str(event.id),
+        "position": event.position,
+        "kind": kind,
+        "event_type": event.type,
+        "commitment_id": str(commitment_id),
+        "member_id": str(event.data.get("member_id") or found.member_id),
+        "data": {**msgs.feed_data(event.data), "sequence": event.stream_version},
+        "occurred_at": event.occurred_at,
+        "pinned_until": msgs.pinned_until(kind, event.occurred_at),
+    })
+
+
+# A feed item per event of a coached commitment, in the inbox's batch: on the driver.
+_NEW_FEED_ITEM = DriverWrite(insert(feed_items))
 
 
 def apply_acknowledgement(conn: Connection, event: RecordedEvent) -> None:
