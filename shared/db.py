@@ -18,11 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import ARRAY, Connection, Engine, Select, any_, bindparam, create_engine, event, make_url
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Engine,
+    Select,
+    String,
+    TypeDecorator,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
+from sqlalchemy.sql.sqltypes import TupleType
 
 from shared.schema import UtcDateTime
 
@@ -311,15 +324,29 @@ class DriverWrite:
             return cursor.rowcount
 
 
-def _lists_as_arrays(statement: Select[Any]) -> Select[Any]:
+def _lists_as_arrays(statement: Select[Any], dialect: Any) -> Select[Any]:
     """`statement` with each ``column IN (expanding :name)`` as ``column = ANY(:name)``, the
-    list bound as one array of the column's type (PostgreSQL)."""
+    list bound as one array of the column's type (PostgreSQL).
+
+    Only a list the caller binds by name, of a column type whose values SQLAlchemy sends
+    as they are (no bind processor, no TypeDecorator: the driver gets the list untouched);
+    any other expanding list stays one, and `DriverSelect` refuses it. A string type loses
+    its length: a cast to ``varchar(n)[]`` would cut a longer value short, and find a row
+    the IN would not."""
 
     def as_array(element: Any) -> Any:
-        if (isinstance(element, BinaryExpression) and element.operator is operators.in_op
-                and isinstance(element.right, BindParameter) and element.right.expanding):
-            return element.left == any_(bindparam(element.right.key, type_=ARRAY(element.left.type)))
-        return None
+        if not (isinstance(element, BinaryExpression) and element.operator is operators.in_op):
+            return None
+        listed, item = element.right, element.left.type
+        if not (isinstance(listed, BindParameter) and listed.expanding and listed.required
+                and listed.value is None and listed.callable is None):
+            return None
+        impl = item.dialect_impl(dialect)
+        if isinstance(item, (TypeDecorator, TupleType)) or impl.bind_processor(dialect) is not None:
+            return None
+        if isinstance(impl, String) and impl.length is not None:
+            item = String(collation=impl.collation)
+        return element.left == any_(bindparam(listed.key, type_=ARRAY(item)))
 
     return visitors.replacement_traverse(statement, {}, as_array)
 
@@ -367,7 +394,8 @@ class DriverSelect:
     A list compared with SQLAlchemy's expanding ``IN`` (``column.in_(bindparam(name,
     expanding=True))``) is bound on the driver as one array, ``column = ANY(:name)``: one
     prepared statement for every length of the list (an expanding IN is a new statement
-    per length). SQLite runs the IN as written.
+    per length). SQLite runs the IN as written. The compiled string is kept once: the
+    driver path is psycopg's alone, so the dialect is always PostgreSQL's.
     """
 
     def __init__(self, statement: Select[Any]) -> None:
@@ -384,7 +412,7 @@ class DriverSelect:
                     continue
                 if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
                     raise TypeError(f"{column.key}: SQLAlchemy processes its values; run it with conn.execute")
-            compiled = _lists_as_arrays(self.statement).compile(dialect=dialect)
+            compiled = _lists_as_arrays(self.statement, dialect).compile(dialect=dialect)
             if compiled.post_compile_params or compiled.literal_execute_params:
                 raise TypeError("DriverSelect binds an expanding list only in `column IN` (as = ANY); "
                                 "run this one with conn.execute")

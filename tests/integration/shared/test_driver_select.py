@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -25,6 +26,7 @@ from sqlalchemy import (
     literal,
     select,
     table,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -194,8 +196,26 @@ def test_a_list_bound_as_one_array_on_the_driver_finds_what_an_expanding_in_find
             assert got == expected == set(wanted) & {ids[0], ids[2]}
 
 
-def test_an_expanding_list_other_than_in_is_refused(postgres_url: str) -> None:
-    statement = select(processed_events.c.event_id).where(
-        processed_events.c.event_id.not_in(bindparam("event_ids", expanding=True)))
+def test_a_string_longer_than_its_column_is_not_cut_to_match(engine: Engine) -> None:
+    # A cast to varchar(100)[] would cut the asked value to the stored one.
+    stored = "c" * 100
+    with engine.begin() as conn:
+        conn.execute(insert(processed_events).values(component=stored, event_id=uuid.uuid4(), stream_id="s",
+                                                     stream_version=1, processed_at=datetime.now(UTC)))
+    by_component = DriverSelect(select(processed_events.c.component).where(
+        processed_events.c.component.in_(bindparam("components", expanding=True))))
+    with read(engine) as conn:
+        assert by_component.all(conn, {"components": [stored + "-other"]}) == []
+        assert [row.component for row in by_component.all(conn, {"components": [stored]})] == [stored]
+
+
+@pytest.mark.parametrize("condition", [
+    processed_events.c.event_id.not_in(bindparam("event_ids", expanding=True)),  # only IN is rewritten
+    processed_events.c.event_id.in_([uuid.UUID(int=1)]),  # a list given in the statement
+    processed_events.c.processed_at.in_(bindparam("instants", expanding=True)),  # values SQLAlchemy processes
+    tuple_(processed_events.c.component, processed_events.c.event_id).in_(bindparam("pairs", expanding=True)),
+], ids=["not-in", "literal", "processed-type", "tuple"])
+def test_an_expanding_list_the_driver_would_get_wrong_is_refused(postgres_url: str, condition: Any) -> None:
     with read(engine_for(postgres_url)) as conn, pytest.raises(TypeError):
-        DriverSelect(statement).all(conn, {"event_ids": [uuid.uuid4()]})
+        DriverSelect(select(processed_events.c.event_id).where(condition)).all(
+            conn, {"event_ids": [], "instants": [], "pairs": []})
