@@ -44,6 +44,7 @@ the overall deadline; interim (1xx) answers and a chunked body's trailer are bou
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import select
@@ -204,11 +205,11 @@ class _PinnedConnection(http.client.HTTPConnection):
 
 
 class _Entry:
-    __slots__ = ("idle", "retired", "users")
+    __slots__ = ("idle", "retired")
 
     def __init__(self) -> None:
         self.idle: list[_PinnedConnection] = []
-        self.users = 0
+        #: Evicted, or the pool closed: a connection given back is closed, not kept.
         self.retired = False
 
 
@@ -237,7 +238,6 @@ class ClientPool:
         """The target's entry (registered, most recently used) and a kept connection that
         is still fresh and quiet, if any."""
         retire: list[_PinnedConnection] = []
-        expired: list[_PinnedConnection] = []
         kept: _PinnedConnection | None = None
         now = time.monotonic()
         with self._lock:
@@ -257,7 +257,6 @@ class ClientPool:
             fresh = [c for c in entry.idle if now - c.idle_since < KEEPALIVE_EXPIRY_S]
             expired = [c for c in entry.idle if now - c.idle_since >= KEEPALIVE_EXPIRY_S]
             entry.idle = fresh
-            entry.users += 1
         for connection in (*retire, *expired):
             connection.close()
         while kept is None:
@@ -271,17 +270,15 @@ class ClientPool:
                 kept = candidate
         return entry, kept
 
-    def give_back(self, entry: _Entry, connection: _PinnedConnection | None) -> None:
-        """End an attempt's use of the target; ``connection`` (None: it was closed) is kept
-        for the next attempt unless the target was retired or enough are kept already."""
+    def give_back(self, entry: _Entry, connection: _PinnedConnection) -> None:
+        """Keep ``connection`` (its last answer read to the end) for the target's next
+        attempt, unless the target was retired or enough are kept already."""
         with self._lock:
-            entry.users -= 1
-            keep = connection is not None and not entry.retired and len(entry.idle) < self.max_keepalive
+            keep = not entry.retired and len(entry.idle) < self.max_keepalive
             if keep:
-                assert connection is not None
                 connection.idle_since = time.monotonic()
                 entry.idle.append(connection)
-        if connection is not None and not keep:
+        if not keep:
             connection.close()
 
     def close(self) -> None:
@@ -439,7 +436,8 @@ def send(
             key: ClientKey = (target.scheme, last_ip, target.port, sni,
                               id(verify) if verify is not True else 0)
             entry, kept = pool.take(key) if pool is not None else (None, None)
-            connection = kept or _PinnedConnection(ip, target.port, timeout_s, context, sni or last_ip)
+            opened = functools.partial(_PinnedConnection, ip, target.port, timeout_s, context, sni or last_ip)
+            connection = kept or opened()
             reusable = False
             try:
                 try:
@@ -451,7 +449,7 @@ def send(
                     connection.close()
                     if time.perf_counter() >= deadline:
                         raise
-                    connection = _PinnedConnection(ip, target.port, timeout_s, context, sni or last_ip)
+                    connection = opened()
                     status, retry_after, excerpt, reusable = _exchange(
                         connection, target, request_headers, body, deadline, reused=False)
             except TimeoutError as exc:
@@ -466,11 +464,10 @@ def send(
                 error = f"{ERR_PROTOCOL}: {_describe(exc)}"
                 break
             finally:
-                kept_for_next = connection if (reusable and pool is not None) else None
-                if kept_for_next is None:
+                if reusable and pool is not None and entry is not None:
+                    pool.give_back(entry, connection)
+                else:
                     connection.close()
-                if entry is not None and pool is not None:
-                    pool.give_back(entry, kept_for_next)
             return AttemptResult(status, _elapsed_ms(started), None, retry_after, excerpt, last_ip)
     except Exception as exc:  # noqa: BLE001 - an attempt must never raise
         error = f"{ERR_UNEXPECTED}: {_describe(exc)}"

@@ -11,8 +11,9 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -61,15 +62,26 @@ class KeepAliveServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
 
-@pytest.fixture
-def server() -> Iterator[KeepAliveServer]:
-    running = KeepAliveServer()
+Served = TypeVar("Served", bound=KeepAliveServer)
+
+
+@contextmanager
+def serving(running: Served) -> Iterator[Served]:
+    """`running`, answering from a thread of its own until the block ends."""
     thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield running
-    running.shutdown()
-    running.server_close()
-    thread.join(5)
+    try:
+        yield running
+    finally:
+        running.shutdown()
+        running.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def server() -> Iterator[KeepAliveServer]:
+    with serving(KeepAliveServer()) as running:
+        yield running
 
 
 class Dns:
@@ -159,21 +171,16 @@ def test_clients_are_keyed_by_address_and_tls_name(server: KeepAliveServer) -> N
 
 
 def test_the_pool_is_bounded_and_evicts_the_least_recently_used(server: KeepAliveServer) -> None:
-    other = KeepAliveServer()
-    thread = threading.Thread(target=other.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
     pool = ClientPool(max_clients=1)
-    try:
-        for target in (server, other, server):
-            assert deliver(f"http://127.0.0.1:{target.port}/h", pool).status_code == 200
-        assert len(pool) == 1
-        # The first client was closed on eviction: the third attempt needed a new connection.
-        assert server.connections == 2 and other.connections == 1
-    finally:
-        pool.close()
-        other.shutdown()
-        other.server_close()
-        thread.join(5)
+    with serving(KeepAliveServer()) as other:
+        try:
+            for target in (server, other, server):
+                assert deliver(f"http://127.0.0.1:{target.port}/h", pool).status_code == 200
+            assert len(pool) == 1
+            # The first client was closed on eviction: the third attempt needed a new connection.
+            assert server.connections == 2 and other.connections == 1
+        finally:
+            pool.close()
 
 
 def test_concurrent_attempts_share_the_pool(server: KeepAliveServer) -> None:
@@ -230,20 +237,8 @@ class ClosingServer(KeepAliveServer):
 
 @pytest.fixture
 def closing() -> Iterator[Callable[[int], ClosingServer]]:
-    started: list[tuple[ClosingServer, threading.Thread]] = []
-
-    def start(answered: int) -> ClosingServer:
-        running = ClosingServer(answered)
-        thread = threading.Thread(target=running.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        started.append((running, thread))
-        return running
-
-    yield start
-    for running, thread in started:
-        running.shutdown()
-        running.server_close()
-        thread.join(5)
+    with ExitStack() as started:
+        yield lambda answered: started.enter_context(serving(ClosingServer(answered)))
 
 
 def test_a_kept_connection_the_peer_closed_is_retried_once_on_a_fresh_one(
