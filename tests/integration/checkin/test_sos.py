@@ -5,10 +5,10 @@ check-in and notification services and their workers as they run in production:
   sealed; on top of the coach's feed with the message, in subscribed webhooks without it;
 - who may send one (the member on their own commitment, an admin), and the per-member limit
   (429 with Retry-After) that keeps a coach's feed from being flooded;
-- 50 SOS reach the partner's webhook receiver with p99 < 1 s (from just before the request
-  to the receiver reading the webhook; waiting on conditions, never on margins). As the
-  notification side's latency test says: on a server shared with other work, a long
-  transaction of theirs holds the relay back; run it alone before believing a failure.
+- 50 SOS reach the partner's webhook receiver pushed at every hop: the check-in relay and
+  the delivery worker poll only every POLL_S seconds here, so each SOS arriving within
+  POLL_S / 4 was carried by the wake-ups and the broker's push, never by a poll (CONTRACT:
+  "within a second"; the latency itself is a benchmark's figure, ``make bench-e2e``).
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ from shared.eventstore import read_stream
 from shared.relay import Relay
 from shared.testing import wait_until
 from tests.integration.checkin.support import FOREIGN_CATEGORIES, new_commitment, new_tenant
-from tests.integration.notification.test_sos_latency import percentile
+from tests.integration.notification.test_sos_latency import POLL_S, percentile
 from tests.support.receiver import Receiver
 
 ZONE = "Europe/Berlin"
 MEMBERS = 10  # 5 SOS each: the per-member limit
 PER_MEMBER = 5
+#: The commitment service's relay (the commitments, the tenant's key) polls as in production.
+FOREIGN_POLL_S = 0.05
 
 
 @pytest.fixture
@@ -52,18 +54,19 @@ def receiver() -> Iterator[Receiver]:
 def both(postgres_url: str, amqp_url: str, stack_factory: Any) -> Iterator[Any]:
     """The check-in and notification services with their workers, and a relay of the
     commitment service's categories (as the commitment service runs one)."""
-    stack = stack_factory(postgres_url, ["checkin", "notification"])
+    stack = stack_factory(postgres_url, ["checkin", "notification"], env={
+        "NOCONTACT_RELAY_POLL_INTERVAL_S": str(POLL_S), "NOCONTACT_WEBHOOK_POLL_INTERVAL_S": str(POLL_S)})
     engine = engine_for(postgres_url)
     stop = threading.Event()
-    thread = threading.Thread(target=Relay(engine, name="relay:test-commitment", categories=FOREIGN_CATEGORIES).run,
-                              args=(stop,), daemon=True)
+    foreign = Relay(engine, name="relay:test-commitment", categories=FOREIGN_CATEGORIES, poll_interval_s=FOREIGN_POLL_S)
+    thread = threading.Thread(target=foreign.run, args=(stop,), daemon=True)
     thread.start()
     yield stack, engine
     stop.set()
     thread.join(timeout=10)
 
 
-def test_sos_reaches_the_coach_and_webhooks_within_a_second(both, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+def test_sos_reaches_the_coach_and_is_pushed_to_webhooks(both, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
     stack, engine = both
     tenant = new_tenant(engine)
     checkin = httpx.Client(base_url=stack.url("checkin"), timeout=10)
@@ -104,7 +107,8 @@ def test_sos_reaches_the_coach_and_webhooks_within_a_second(both, receiver: Rece
         assert sent.json()["coach_id"] == "coach-1"
         sos_id = sent.json()["sos_id"]
         arrived = wait_until(lambda: next((r for r in receiver.at("/sos") if r.json["data"]["event_id"] == sos_id),
-                                          None), 15, interval=0.005, message="the SOS at the receiver")
+                                          None), POLL_S / 4, interval=0.005,
+                             message="the SOS at the receiver without waiting for a poll")
         assert "message" not in arrived.json["data"] and message.encode() not in arrived.body
         return arrived.at - started
 
@@ -118,10 +122,9 @@ def test_sos_reaches_the_coach_and_webhooks_within_a_second(both, receiver: Rece
             # Requests come when members send them, not in step with any poll of the path.
             time.sleep(rng.uniform(0, 0.1))
             latencies.append(sos(f"m-{n}", f"help {n}-{round_}"))
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    print(f"\nSOS (HTTP) -> webhook over {len(latencies)}: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-          f"max {max(latencies) * 1000:.0f} ms")
-    assert p99 < 1.0, sorted(latencies)
+    # Each arrived before any poll could have carried it: pushed. The figures are for reading.
+    print(f"\nSOS (HTTP) -> webhook over {len(latencies)}, pushed: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+          f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
 
     # The sixth within ten minutes: refused, with when to send again; an admin is limited too.
     limited = checkin.post(f"/v1/commitments/{cid0}/sos", json={"message": "again"},
