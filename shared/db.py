@@ -309,6 +309,12 @@ class DriverWrite:
         if conn.dialect.name != "postgresql":
             conn.execute(self.statement, rows)
             return
+        if len(rows) == 1:
+            # psycopg's executemany enters and leaves pipeline mode even for one row: that
+            # cost half again the client CPU of executing the row (measured, 147-156 µs
+            # against 81-103 µs for one 15-column insert); a quiet inbox's batches are one event.
+            self.one(conn, rows[0])
+            return
         compiled = self._compile(conn, rows[0])
         driver_executemany(conn, compiled.sql, [compiled.parameters(row) for row in rows])
 

@@ -29,6 +29,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from services.checkin import queries
@@ -125,14 +127,24 @@ _ROWS = Table("driver_write_rows", MetaData(), Column("id", Integer, primary_key
               Column("at", UtcDateTime()), Column("doc", Json))
 
 
-@pytest.fixture
-def rows_table(engine: Engine) -> Iterator[Table]:
+def _fresh_rows_table(engine: Engine) -> Iterator[Table]:
     with engine.begin() as conn:
         _ROWS.create(conn, checkfirst=True)
         conn.execute(_ROWS.delete())
     yield _ROWS
     with engine.begin() as conn:
         _ROWS.drop(conn)
+
+
+@pytest.fixture
+def rows_table(engine: Engine) -> Iterator[Table]:
+    yield from _fresh_rows_table(engine)
+
+
+@pytest.fixture
+def pg_rows_table(postgres_url: str) -> Iterator[Table]:
+    """The same table on PostgreSQL only."""
+    yield from _fresh_rows_table(engine_for(postgres_url))
 
 
 def test_an_update_conditioned_on_a_version_tells_a_lost_race_by_its_row_count(
@@ -154,6 +166,55 @@ def test_an_update_conditioned_on_a_version_tells_a_lost_race_by_its_row_count(
     with read(engine) as conn:
         stored = conn.execute(select(rows_table)).one()
     assert (stored.version, stored.label, stored.at, stored.doc) == (2, "moved", at, {"n": [2]})
+
+
+def _statements_sent(conn: Connection) -> list[tuple[str, bool]]:
+    """(SQL, executemany) of each statement `conn` sends from now on."""
+    sent: list[tuple[str, bool]] = []
+    sqlalchemy_event.listen(conn, "before_cursor_execute",
+                            lambda _c, _cur, sql, _p, _ctx, many: sent.append((sql, many)))
+    return sent
+
+
+def test_rows_written_one_or_many_at_a_time_are_the_rows_sqlalchemy_writes(
+        engine: Engine, rows_table: Table) -> None:
+    """Strings that need quoting, JSON of every shape, NULLs, instants: the same rows whether
+    a batch holds one row (executed as it is) or several (pipelined), as SQLAlchemy writes."""
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        {"version": 1, "label": "plain", "at": at, "doc": {"n": [1], "s": "x"}},
+        {"version": 2, "label": None, "at": None, "doc": None},
+        {"version": 3, "label": "q' \\ {a, b} \"c\"", "at": at + timedelta(microseconds=7),
+         "doc": [1, "two", {"three": None}]},
+        {"version": 4, "label": "ünïcødé \"", "at": at, "doc": "a JSON string"},
+    ]
+    write = DriverWrite(insert(rows_table))
+    with engine.begin() as conn:
+        sent = _statements_sent(conn)
+        write.many(conn, [{**rows[0], "id": 1}])
+        write.many(conn, [{**row, "id": n} for n, row in enumerate(rows[1:], start=2)])
+        conn.execute(insert(rows_table), [{**row, "id": 100 + n} for n, row in enumerate(rows, start=1)])
+    if engine.dialect.name == "postgresql":
+        # A batch of one row is executed as it is; several are pipelined by executemany.
+        assert [many for _, many in sent[:2]] == [False, True]
+    with read(engine) as conn:
+        stored = [tuple(row) for row in conn.execute(select(rows_table).order_by(rows_table.c.id))]
+    assert [row[1:] for row in stored[:4]] == [row[1:] for row in stored[4:]]
+    assert [row[0] for row in stored] == [1, 2, 3, 4, 101, 102, 103, 104]
+
+
+def test_rows_written_many_at_a_time_keep_on_conflict_do_nothing(postgres_url: str, pg_rows_table: Table) -> None:
+    """A row meeting an existing one, or an earlier one of the same batch, is skipped, in a
+    batch of one row as in a larger one."""
+    engine = engine_for(postgres_url)
+    write = DriverWrite(postgresql.insert(pg_rows_table).on_conflict_do_nothing(index_elements=["id"]))
+    with engine.begin() as conn:
+        write.many(conn, [{"id": 1, "version": 1, "label": "first", "at": None, "doc": None}])
+        write.many(conn, [{"id": n, "version": 2, "label": f"again {n}", "at": None, "doc": None}
+                          for n in (1, 2, 2, 3)])
+    with read(engine) as conn:
+        stored = conn.execute(select(pg_rows_table.c.id, pg_rows_table.c.label).order_by(pg_rows_table.c.id)).all()
+    assert [tuple(row) for row in stored] == [(1, "first"), (2, "again 2"), (3, "again 3")]
 
 
 def test_a_value_the_column_type_refuses_fails_as_under_sqlalchemy(engine: Engine) -> None:
