@@ -5,10 +5,12 @@ check-in and notification services and their workers as they run in production:
   sealed; on top of the coach's feed with the message, in subscribed webhooks without it;
 - who may send one (the member on their own commitment, an admin), and the per-member limit
   (429 with Retry-After) that keeps a coach's feed from being flooded;
-- 50 SOS reach the partner's webhook receiver pushed at every hop: the check-in relay and
-  the delivery worker poll only every POLL_S seconds here, so each SOS arriving within
-  POLL_S / 4 was carried by the wake-ups and the broker's push, never by a poll (CONTRACT:
-  "within a second"; the latency itself is a benchmark's figure, ``make bench-e2e``).
+- 50 SOS reach the partner's webhook receiver without waiting for a poll: the check-in
+  relay and the delivery worker poll only every POLL_S seconds here, so each SOS arriving
+  within WITHIN_S was carried by their wake-ups (CONTRACT: "within a second"; the latency
+  itself is a benchmark's figure, ``make bench-e2e``). As the notification side's test
+  says: a long transaction of other work on the server holds the relay back; run it alone
+  before believing a failure.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from shared.eventstore import read_stream
 from shared.relay import Relay
 from shared.testing import wait_until
 from tests.integration.checkin.support import FOREIGN_CATEGORIES, new_commitment, new_tenant
-from tests.integration.notification.test_sos_latency import POLL_S, percentile
+from tests.integration.notification.test_sos_latency import POLL_S, WITHIN_S, percentile
 from tests.support.receiver import Receiver
 
 ZONE = "Europe/Berlin"
@@ -107,7 +109,7 @@ def test_sos_reaches_the_coach_and_is_pushed_to_webhooks(both, receiver: Receive
         assert sent.json()["coach_id"] == "coach-1"
         sos_id = sent.json()["sos_id"]
         arrived = wait_until(lambda: next((r for r in receiver.at("/sos") if r.json["data"]["event_id"] == sos_id),
-                                          None), POLL_S / 4, interval=0.005,
+                                          None), WITHIN_S, interval=0.005,
                              message="the SOS at the receiver without waiting for a poll")
         assert "message" not in arrived.json["data"] and message.encode() not in arrived.body
         return arrived.at - started

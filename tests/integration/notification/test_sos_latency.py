@@ -1,5 +1,5 @@
-"""An SOS is pushed along every hop of its way to a partner's webhook receiver (CONTRACT
-v1.1, "Between check-ins": within a second): no hop waits for a poll.
+"""An SOS wakes every hop of its way to a partner's webhook receiver that would otherwise
+wait for a poll (CONTRACT v1.1, "Between check-ins": within a second).
 
 The whole delivery path as it runs in production, on PostgreSQL and RabbitMQ: each
 ``member.sos`` is appended to the store as the check-in service's command appends it (one
@@ -8,12 +8,21 @@ of the check-in service's categories, consumed by the notification inbox, queued
 by the delivery worker (the notification service's own worker parts) to a receiver on
 loopback.
 
-What is asserted is the mechanism, not a wall-clock margin: the relay and the delivery
-worker poll only every POLL_S seconds here, so an SOS that arrives within POLL_S / 4 was
-carried by the relay's wake-up (the append's NOTIFY), the broker's push and the inbox's
-wake-up of the delivery worker, every time. How fast that is (p50/p99 under a sustained
-load) is a benchmark's figure: ``make bench-e2e`` reports SOS-to-webhook latency beside the
-check-ins'. This test prints what it saw, for the curious.
+What is asserted is the mechanism, not a sub-second margin: the relay and the delivery
+worker poll only every POLL_S seconds here, and each wake-up starts their wait afresh (the
+previous SOS's, a fraction of a second before), so an SOS that arrives within WITHIN_S was
+carried by the relay's wake-up (the append's NOTIFY) and the inbox's wake-up of the
+delivery worker, every time. (The broker pushes to the inbox's consumer; this test would
+not notice a consumer that polled every second.) How fast the whole way is under a
+sustained load is a benchmark's figure: ``make bench-e2e`` reports SOS-to-webhook latency
+beside the check-ins'. This test prints what it saw, for the curious.
+
+The relay reads an event once every older transaction on the server has ended (its feed is
+gated on the snapshot's xmin: shared.eventstore); woken, it looks again at doubling
+intervals (up to its poll interval), so an SOS held back for T seconds by a transaction of
+other work on the server (another test's, on a shared CI machine) goes out within about
+2T here. WITHIN_S tolerates such a hold of half a minute; a failure after a longer one is
+the server's, not the path's: run it alone before believing it.
 """
 
 from __future__ import annotations
@@ -44,7 +53,9 @@ SOS_COUNT = 50
 COMMITMENT_CATEGORIES = ("tenant", "commitment", "member")
 #: How long the check-in relay and the delivery worker wait between polls here: far longer
 #: than any SOS may take, so only the pushed path can carry one in time.
-POLL_S = 60.0
+POLL_S = 120.0
+#: How long an SOS may take here: half the poll interval, room for a loaded machine.
+WITHIN_S = POLL_S / 2
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -97,7 +108,7 @@ def test_an_sos_is_pushed_to_a_webhook_at_every_hop(postgres_url: str, amqp_url:
             eventstore.append(conn, f"checkin-{commitment_id}", [event],
                               metadata=Metadata(tenant_id=tenant_id, actor=f"member:{member_id}"))
         arrived = wait_until(lambda: next((r for r in receiver.at("/sos") if r.json["data"]["sos_id"] == sos_id),
-                                          None), POLL_S / 4, interval=0.005,
+                                          None), WITHIN_S, interval=0.005,
                              message="the SOS at the receiver without waiting for a poll")
         assert "message" not in arrived.json["data"]
         return arrived.at - started
@@ -110,7 +121,7 @@ def test_an_sos_is_pushed_to_a_webhook_at_every_hop(postgres_url: str, amqp_url:
         time.sleep(rng.uniform(0, 0.2))
         latencies.append(sos())
     # Every one of them arrived before any poll could have carried it (sos() waits at most
-    # POLL_S / 4): pushed. The figures are for reading; the benchmark's are the ones to trust.
+    # WITHIN_S): pushed. The figures are for reading; the benchmark's are the ones to trust.
     print(f"\nSOS -> webhook over {SOS_COUNT}, pushed: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
           f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
 

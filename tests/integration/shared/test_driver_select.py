@@ -117,6 +117,9 @@ def test_a_failed_write_in_a_savepoint_leaves_the_transaction_usable(engine: Eng
         write.many(conn, [kept])
         with pytest.raises(IntegrityError), conn.begin_nested():
             write.many(conn, [lost, {**kept, "stream_version": 9}])
+        # A batch of one row (executed as it is, not pipelined) fails the same way.
+        with pytest.raises(IntegrityError), conn.begin_nested():
+            write.many(conn, [{**kept, "stream_version": 8}])
         assert write.one(conn, later) == 1
     with read(engine) as conn:
         assert [row[3] for row in _processed_rows(conn, "dup")] == [1, 3]
@@ -210,6 +213,7 @@ def test_rows_written_many_at_a_time_keep_on_conflict_do_nothing(postgres_url: s
     write = DriverWrite(postgresql.insert(pg_rows_table).on_conflict_do_nothing(index_elements=["id"]))
     with engine.begin() as conn:
         write.many(conn, [{"id": 1, "version": 1, "label": "first", "at": None, "doc": None}])
+        write.many(conn, [{"id": 1, "version": 2, "label": "alone again", "at": None, "doc": None}])
         write.many(conn, [{"id": n, "version": 2, "label": f"again {n}", "at": None, "doc": None}
                           for n in (1, 2, 2, 3)])
     with read(engine) as conn:
