@@ -29,7 +29,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, StatementError
 
@@ -37,6 +36,7 @@ from services.checkin import queries
 from shared.db import DriverSelect, DriverWrite, engine_for, read
 from shared.schema import Json, UtcDateTime, processed_events
 from tests.integration.checkin.support import deliver, new_commitment, new_tenant
+from tests.support.statements import Statements
 
 
 def test_a_commands_inputs_read_on_the_driver_are_sqlalchemys_values(engine: Engine) -> None:
@@ -171,14 +171,6 @@ def test_an_update_conditioned_on_a_version_tells_a_lost_race_by_its_row_count(
     assert (stored.version, stored.label, stored.at, stored.doc) == (2, "moved", at, {"n": [2]})
 
 
-def _statements_sent(conn: Connection) -> list[tuple[str, bool]]:
-    """(SQL, executemany) of each statement `conn` sends from now on."""
-    sent: list[tuple[str, bool]] = []
-    sqlalchemy_event.listen(conn, "before_cursor_execute",
-                            lambda _c, _cur, sql, _p, _ctx, many: sent.append((sql, many)))
-    return sent
-
-
 def test_rows_written_one_or_many_at_a_time_are_the_rows_sqlalchemy_writes(
         engine: Engine, rows_table: Table) -> None:
     """Strings that need quoting, JSON of every shape, NULLs, instants: the same rows whether
@@ -192,14 +184,13 @@ def test_rows_written_one_or_many_at_a_time_are_the_rows_sqlalchemy_writes(
         {"version": 4, "label": "ünïcødé \"", "at": at, "doc": "a JSON string"},
     ]
     write = DriverWrite(insert(rows_table))
-    with engine.begin() as conn:
-        sent = _statements_sent(conn)
+    with engine.begin() as conn, Statements(conn) as sent:
         write.many(conn, [{**rows[0], "id": 1}])
         write.many(conn, [{**row, "id": n} for n, row in enumerate(rows[1:], start=2)])
         conn.execute(insert(rows_table), [{**row, "id": 100 + n} for n, row in enumerate(rows, start=1)])
     if engine.dialect.name == "postgresql":
         # A batch of one row is executed as it is; several are pipelined by executemany.
-        assert [many for _, many in sent[:2]] == [False, True]
+        assert sent.many[:2] == [False, True]
     with read(engine) as conn:
         stored = [tuple(row) for row in conn.execute(select(rows_table).order_by(rows_table.c.id))]
     assert [row[1:] for row in stored[:4]] == [row[1:] for row in stored[4:]]

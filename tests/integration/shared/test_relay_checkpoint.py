@@ -5,13 +5,14 @@ leadership, a failed write). PostgreSQL store, RabbitMQ with publisher confirms.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from shared import eventstore, metrics
 from shared.db import engine_for, read
 from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.relay import Relay
 from shared.schema import checkpoints
+from tests.support.statements import Statements
 
 
 @pytest.fixture
@@ -38,25 +39,6 @@ def _stored(engine: Engine, relay: Relay) -> int:
         return relay.checkpoint.get(conn)
 
 
-class _Statements:
-    def __init__(self, engine: Engine) -> None:
-        self.seen: list[str] = []
-        self.engine = engine
-        event.listen(engine, "before_cursor_execute", self._record)
-
-    def _record(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        self.seen.append(" ".join(statement.split()))
-
-    def __enter__(self) -> _Statements:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._record)
-
-    def matching(self, *words: str) -> list[str]:
-        return [s for s in self.seen if all(w in s for w in words)]
-
-
 def test_the_hot_loop_reads_the_log_once_and_persists_each_batch(
     store: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,7 +48,7 @@ def test_the_hot_loop_reads_the_log_once_and_persists_each_batch(
     first = _append(store, 7)
     assert relay.run_once() == 5  # the first batch reads the stored checkpoint once
     assert _stored(store, relay) == first[4].position
-    with _Statements(store) as statements:
+    with Statements(store) as statements:
         assert relay.run_once() == 2
         assert _stored(store, relay) == first[-1].position  # persisted right after the confirms
         more = _append(store, 3)
@@ -135,7 +117,7 @@ def test_moving_past_other_categories_is_stored_at_most_once_a_second(
     monkeypatch.setattr("shared.relay.LAG_INTERVAL_S", 3600.0)
     relay = Relay(store, name="relay:quiet", categories=["nothing-here"], batch_size=5)
     assert relay.run_once() == 0  # the first look stores where it starts
-    with _Statements(store) as statements:
+    with Statements(store) as statements:
         for _ in range(3):
             _append(store, 2)
             assert relay.run_once() == 0
