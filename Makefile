@@ -53,8 +53,23 @@ run: $(RUNTIME_STAMP)
 	@echo "==> starting nocontact (migrations, three APIs, their workers, the demo tenant); Ctrl-C stops it"
 	$(BIN)/nocontact run $(ARGS)
 
+# Two pytest-xdist workers, each taking a test file at a time (tests/conftest.py says how:
+# a module's fixtures start once, the security suite once): the suite spends much of its
+# time waiting on servers, so two workers on two cores take about half the time of one.
+# Then, alone, the tests marked `exclusive` (one stops RabbitMQ under everyone's feet, one
+# needs most of PostgreSQL's connections).
+# Both parts always run; the first failure's status is make's. TEST_WORKERS=0: no workers.
+# Exit status 5 (nothing selected, e.g. PYTEST_ARGS naming a file without such tests) is
+# no failure.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
+	status=0; \
+	$(BIN)/python -m pytest -m "not chaos and not exclusive" -n $(TEST_WORKERS) $(PYTEST_ARGS) || \
+		{ code=$$?; [ $$code -eq 5 ] || status=$$code; }; \
+	$(BIN)/python -m pytest -m "exclusive and not chaos" $(PYTEST_ARGS) || \
+		{ code=$$?; [ $$code -eq 5 ] || [ $$status -ne 0 ] || status=$$code; }; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests infra benchmarks

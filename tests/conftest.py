@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,11 +107,56 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url" if request.param == "amqp" else "filesystem_broker_url")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How make test's pytest-xdist workers share the tests: a test file at a time (its
+    module-scoped fixtures start once), and all of tests/security/ on one worker, since its
+    session-scoped `security_suite` would otherwise run twice, one per worker, holding most
+    of PostgreSQL's default 100 connections for the whole run. (xdist's own `loadgroup`
+    would do it by mark, but with pytest 9 it no longer groups anything.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/security/" if path.startswith("tests/security/") else path
+
+    return ByFile(config, log)
+
+
+# Under pytest-xdist (make test), what each worker process handed out: its broker and bus
+# prefixes, sent to the controller, which checks them all once every worker has finished.
+_workers_buses: list[tuple[str, dict[str, str]]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    reported = getattr(node, "workeroutput", {}).get("bus")
+    if reported:
+        _workers_buses.append((reported["broker"], reported["prefixes"]))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every queue a test declared on RabbitMQ is gone at the end of the run, or the run fails
     naming the tests that left them (quorum queues are not free on a shared broker)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
     try:
-        left = testing.leftover_queues(_session_broker[0]) if _session_broker else {}
+        if workeroutput is not None:
+            # An xdist worker: a worker's failed exit status would not fail the run, so the
+            # controller checks, with every worker's prefixes.
+            if _session_broker:
+                workeroutput["bus"] = {"broker": _session_broker[0], "prefixes": testing.handed_out_prefixes()}
+            return
+        buses = list(_workers_buses)
+        if _session_broker:  # this process ran tests itself (no xdist, or -n 0)
+            buses.append((_session_broker[0], testing.handed_out_prefixes()))
+        left: dict[str, list[str]] | None = {}
+        for broker, prefixes in buses:
+            found = testing.leftover_queues(broker, prefixes)
+            if found is None:
+                left = None
+                break
+            left.update(found)
     finally:
         testing.stop_containers()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -193,3 +239,4 @@ def stack_factory(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-d
         thread.join(timeout=30)
     for server in servers:
         server.shutdown()
+

@@ -119,6 +119,7 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.exclusive  # stops RabbitMQ under every other test's feet
 def test_relay_survives_a_broker_outage_and_loses_nothing(store, amqp_url: str) -> None:
     """Stop RabbitMQ, keep appending, start it again: every event arrives, in stream order."""
     from shared.relay import Relay

@@ -90,7 +90,8 @@ def test_delete_and_redelivery_rules() -> None:
     )
 
 
-@pytest.mark.parametrize("raw", ["not-a-uuid", "", "../x", ID + "x"])
+# Fixed values: every xdist worker must collect the same test ids (a fresh uuid4 would not).
+@pytest.mark.parametrize("raw", ["not-a-uuid", "", "../x", "5f0c9a2e-3b1d-4c6e-9a7f-2d8e1b4c6a90x"])
 def test_only_uuids_name_endpoints(raw: str) -> None:
     with pytest.raises(rules.EndpointNotFound):
         rules.parse_id(raw)
