@@ -6,7 +6,8 @@ dead-letter queues (the same messages, parked on the broker). Requeueing republi
 original body to the queue the component consumes (for a partitioned component, the
 partition that holds the event's stream), removes the parked copy from the dead-letter
 queue, and stamps the row's `requeued_at`. Consumers are idempotent, so requeueing a
-message twice, or one that was meanwhile applied, changes nothing.
+message twice, or one that was meanwhile applied, changes nothing (within the consumers'
+dedup window, NOCONTACT_DEDUP_WINDOW_DAYS).
 
 `nocontact bus setup` declares exchanges and queues (what the relay would do on its first
 publish) and can import infra/rabbitmq/definitions.json through the management API.
@@ -14,7 +15,8 @@ publish) and can import infra/rabbitmq/definitions.json through the management A
 `nocontact relay list` shows each relay's checkpoint (a cursor in the feed: an event's
 position and its transaction id, see shared.eventstore) and how many events of its
 categories are after it; `nocontact relay reset-checkpoint NAME --to-position N | --to-start`
-moves it back so the relay publishes again from there (consumers are idempotent). The
+moves it back so the relay publishes again from there (consumers skip what they applied
+within their dedup window; the command refuses to go back further unless told to). The
 relays are the ones the services' workers define (services/<service>/worker.py).
 """
 
@@ -325,11 +327,14 @@ def _relay(name: str) -> Relay:
     return known[name]
 
 
-def _behind(conn: DbConnection, relay: Relay, cursor: LogCursor) -> int:
-    """Events of the relay's categories after `cursor`: what it has yet to publish."""
+def _behind(conn: DbConnection, relay: Relay, cursor: LogCursor, *, recorded_before: datetime | None = None) -> int:
+    """Events of the relay's categories after `cursor`: what it has yet to publish (of them,
+    those recorded before `recorded_before`, if given)."""
     query = select(func.count()).select_from(events).where(feed_range(conn, cursor))
     if relay.categories is not None:
         query = query.where(events.c.category.in_(relay.categories))
+    if recorded_before is not None:
+        query = query.where(events.c.recorded_at < recorded_before)
     return int(conn.execute(query).scalar_one())
 
 
@@ -379,10 +384,16 @@ def relay_list_command(as_json: bool) -> None:
 @click.option("--to-position", type=click.IntRange(min=0),
               help="Publish again every event after the one at this position (see `nocontact events tail`).")
 @click.option("--to-start", is_flag=True, help="Publish the whole log again.")
-def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool) -> None:
+@click.option("--reapply-beyond-window", is_flag=True,
+              help="Go on even though some events are older than the consumers' dedup window "
+                   "(NOCONTACT_DEDUP_WINDOW_DAYS): consumers that applied them will apply them again.")
+def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool, reapply_beyond_window: bool) -> None:
     """Move relay NAME's checkpoint back, so that it publishes again from there.
 
-    Consumers are idempotent: what they already applied is skipped. Stop the relay first:
+    Consumers skip what they applied within their dedup window (NOCONTACT_DEDUP_WINDOW_DAYS,
+    30 days): they have forgotten older events, and would apply them again (webhooks sent
+    again, feed items repeated). When some of the events to publish are that old, the
+    command refuses unless given --reapply-beyond-window. Stop the relay first:
     on PostgreSQL the command refuses while a copy holds the relay's lock (and holds it
     itself while it writes, so no standby starts meanwhile). SQLite has no such lock: a
     relay running then may write its own checkpoint over this one.
@@ -407,6 +418,16 @@ def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool)
             relay.checkpoint.set(conn, START if to_start else to_position)  # type: ignore[arg-type]
             after = relay.checkpoint.cursor(conn)
             behind = _behind(conn, relay, after)
+            window = config.dedup_window()
+            forgotten = _behind(conn, relay, after, recorded_before=datetime.now(UTC) - window)
+            if forgotten and not reapply_beyond_window:
+                # Raised inside the transaction: the checkpoint stays where it was.
+                raise click.ClickException(
+                    f"{forgotten} of the {behind} event(s) to publish again were recorded more than "
+                    f"{window.total_seconds() / 86400:g} days ago, beyond the consumers' dedup window "
+                    "(NOCONTACT_DEDUP_WINDOW_DAYS): consumers that applied them would apply them again "
+                    "(webhooks sent again, feed items repeated). Give --reapply-beyond-window to go on, "
+                    "or a later --to-position")
     finally:
         if holder is not None:
             release_leadership(holder)

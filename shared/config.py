@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from importlib.metadata import version as _distribution_version
 from pathlib import Path
 
@@ -191,6 +192,21 @@ def scheduler_interval_s() -> float:
 def relay_poll_interval_s() -> float:
     """How long the relay sleeps when the log has nothing new (bounds event latency)."""
     return float(os.environ.get("NOCONTACT_RELAY_POLL_INTERVAL_S", "0.05"))
+
+
+def dedup_window() -> timedelta:
+    """NOCONTACT_DEDUP_WINDOW_DAYS (30): how long a consumer remembers the events it applied
+    (their processed_events rows). A copy of an event that arrives later (a relay moved back
+    past it) is applied again. Every copy the system itself makes (a redelivery, a relay
+    restarting mid-batch) comes within minutes, or within the outage it waited out."""
+    raw = os.environ.get("NOCONTACT_DEDUP_WINDOW_DAYS", "").strip() or "30"
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} is not a number") from None
+    if not 1 <= days < 100_000:
+        raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} must be at least 1 (days)")
+    return timedelta(days=days)
 
 
 def flag(name: str, default: bool = False) -> bool:

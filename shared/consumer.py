@@ -15,6 +15,10 @@ the batch a second try, never its neighbours' effects. ``batch_handler`` applies
 with exactly the effects ``handler`` would have had on each event in turn, only cheaper
 (reads shared, writes grouped).
 
+Remembering is bounded: a consumer forgets the processed_events rows older than the
+dedup window (``NOCONTACT_DEDUP_WINDOW_DAYS``, shared.config), a small batch at a time
+between messages, so the table holds weeks of events, not the whole log's history.
+
 While a message is handled, its correlation id, causation id and event id are bound to
 the log context, so every log line of the handler (and of what it calls) carries the
 correlation id that the HTTP request started. A partitioned component (shared.topology)
@@ -31,13 +35,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from kombu import Message, Producer
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from shared import bus, metrics
+from shared import bus, config, metrics
 from shared.clock import utcnow
 from shared.db import DriverSelect, DriverWrite, read
 from shared.envelope import MalformedEnvelope, decode, versions
@@ -106,6 +111,32 @@ def mark_processed(conn: DbConnection, component: str, events: Sequence[Recorded
         raise AppliedConcurrently() from error
 
 
+#: How many processed_events rows past the dedup window a consumer deletes in one
+#: transaction: a short one, between two messages (a long transaction anywhere on the server
+#: would hold back every tailer of the log: shared.eventstore).
+FORGET_BATCH = 1000
+#: How often a consumer looks for rows past the window; after a full batch (a backlog, say
+#: the first run after an upgrade), it takes the next one this much later.
+FORGET_EVERY_S = 3600.0
+FORGET_AGAIN_S = 1.0
+
+
+def forget_processed(engine: Engine, component: str, *, before: datetime, limit: int = FORGET_BATCH) -> int:
+    """Delete the oldest `limit` of `component`'s processed_events rows recorded before
+    `before`, in one transaction; returns how many went."""
+    oldest = (
+        select(processed_events.c.event_id)
+        .where(processed_events.c.component == component, processed_events.c.processed_at < before)
+        .order_by(processed_events.c.processed_at)
+        .limit(limit)
+    )
+    with engine.begin() as conn:
+        deleted = conn.execute(delete(processed_events).where(
+            processed_events.c.component == component, processed_events.c.event_id.in_(oldest.scalar_subquery())
+        ))
+    return deleted.rowcount or 0
+
+
 def apply_once(engine: Engine, component: str, handler: Handler, event: RecordedEvent) -> bool:
     """Apply `event` unless already applied; returns False for a duplicate.
 
@@ -167,6 +198,7 @@ class Consumer:
         batch_size: int = 1,
         batch_handler: BatchHandler | None = None,
         on_commit: Callable[[], None] | None = None,
+        dedup_window: timedelta | None = None,
     ) -> None:
         self.engine = engine
         self.component = component
@@ -184,6 +216,9 @@ class Consumer:
         # Told after every commit that applied events (e.g. to wake a worker that acts on
         # what they wrote); it may also hear of a rolled-back batch's events, never miss one.
         self.on_commit = on_commit
+        # Read (and validated) here: a malformed setting stops the worker at start.
+        self.dedup_window = dedup_window or config.dedup_window()
+        self._forget_due = 0.0  # monotonic time of the next look for rows past the window
         self._dead_letter_producer: Producer | None = None
         self._stopping: threading.Event | None = None
         self._pending: list[Message] = []
@@ -366,6 +401,23 @@ class Consumer:
                 message.ack()
         self._note_lag(events)
 
+    def forget_when_due(self) -> int:
+        """Delete a batch of this component's processed_events rows past the dedup window,
+        if it is time to look; returns how many went. Called between messages."""
+        if time.monotonic() < self._forget_due:
+            return 0
+        try:
+            forgotten = forget_processed(self.engine, self.component.name, before=utcnow() - self.dedup_window)
+        except Exception:
+            # Messages go on meanwhile; the next look tries again.
+            log.exception("%s: forgetting processed events past the dedup window failed", self.component.name)
+            forgotten = 0
+        if forgotten:
+            log.info("%s: %d processed event(s) older than %s forgotten", self.component.name, forgotten,
+                     self.dedup_window)
+        self._forget_due = time.monotonic() + (FORGET_AGAIN_S if forgotten >= FORGET_BATCH else FORGET_EVERY_S)
+        return forgotten
+
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
@@ -402,6 +454,7 @@ class Consumer:
                                 connection.drain_events(timeout=GATHER_S if self._pending else 0.5)
                             except TimeoutError:
                                 self.flush()
+                                self.forget_when_due()
                                 continue
                             if len(self._pending) >= self.batch_size:
                                 self.flush()

@@ -134,6 +134,8 @@ processed_events = Table(
     Column("stream_id", String(200), nullable=False),
     Column("stream_version", Integer, nullable=False),
     Column("processed_at", UtcDateTime(), nullable=False),
+    # The oldest rows of a component first: what it forgets past the dedup window.
+    Index("processed_events_component_age", "component", "processed_at"),
 )
 
 # Messages a consumer gave up on, with the reason; also published to the dead-letter queue.

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 
 from services import cli_errors, ops
 from shared import eventstore
+from shared.clock import utcnow
 from shared.config import REPO_ROOT
 from shared.db import engine_for, read
 from shared.events import Metadata, NewEvent
@@ -173,6 +175,40 @@ def test_relays_listed_and_reset_to_a_cursor_the_relay_publishes_from(
     published_before = _published(relay.name)
     relay.drain()
     assert _published(relay.name) - published_before == 5
+
+
+def test_a_reset_beyond_the_dedup_window_is_refused_unless_asked_for(
+        store: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consumers forget what they applied NOCONTACT_DEDUP_WINDOW_DAYS ago (30): publishing
+    older events again would have them applied again, so the operator must say so."""
+    database_url, broker_url = store
+    monkeypatch.setenv("NOCONTACT_DATABASE_URL", database_url)
+    env = {"NOCONTACT_DATABASE_URL": database_url, "NOCONTACT_BROKER_URL": broker_url}
+    engine = engine_for(database_url)
+    with engine.begin() as conn:
+        old = eventstore.append(conn, "checkin-c0", [NewEvent("probe.happened", {"n": i}) for i in range(2)],
+                                metadata=Metadata(tenant_id="t1"), now=utcnow() - timedelta(days=40))
+    _append(engine, "checkin-c1", 3)
+    relay = ops.relays()["relay:checkin"]
+    relay.drain()
+
+    result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-start", env=env)
+    line = assert_one_line(result, 1, "Error: 2 of the 5 event(s) to publish again were recorded more than 30 days ago")
+    assert "--reapply-beyond-window" in line
+    assert _listed(env)["relay:checkin"]["lag"] == 0  # refused: the checkpoint did not move
+
+    # From after the old events, nothing to publish is beyond the window.
+    result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-position", str(old[-1].position), env=env)
+    assert result.returncode == 0 and "3 event(s) to publish" in result.stdout, result.stderr
+    relay.drain()
+    # A longer window covers them all.
+    result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-start",
+                       env={**env, "NOCONTACT_DEDUP_WINDOW_DAYS": "45"})
+    assert result.returncode == 0 and "5 event(s) to publish" in result.stdout, result.stderr
+    relay.drain()
+    result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-start", "--reapply-beyond-window", env=env)
+    assert result.returncode == 0 and "5 event(s) to publish" in result.stdout, result.stderr
+    assert _listed(env)["relay:checkin"]["lag"] == 5
 
 
 def _published(name: str) -> float:

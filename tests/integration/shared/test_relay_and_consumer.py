@@ -7,17 +7,20 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from kombu import Queue
 from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, func, insert, select, text
 
 from shared import bus, config, eventstore
-from shared.consumer import Consumer, apply_once
+from shared import consumer as consumer_module
+from shared.clock import utcnow
+from shared.consumer import Consumer, apply_once, forget_processed
 from shared.db import engine_for, read
 from shared.envelope import encode
 from shared.events import Metadata, NewEvent, RecordedEvent
-from shared.schema import dead_letters
+from shared.schema import dead_letters, processed_events
 from shared.testing import delete_bus, wait_until
 from shared.topology import COMPONENTS, Component
 
@@ -253,6 +256,73 @@ def test_a_batching_consumer_applies_prefetched_messages_in_one_transaction(stor
         with bus.connect(broker_url) as connection:
             declared = bus.component_queue(PROBE, connection)(connection.default_channel)
             assert declared.queue_declare(passive=True).message_count == 0
+
+
+def _remember(engine, component: str, event_id: uuid.UUID, age: timedelta) -> None:  # type: ignore[no-untyped-def]
+    """A processed_events row as a consumer would have written it `age` ago."""
+    with engine.begin() as conn:
+        conn.execute(insert(processed_events).values(component=component, event_id=event_id, stream_id="probe-0",
+                                                     stream_version=1, processed_at=utcnow() - age))
+
+
+def _remembered(engine, component: str) -> set[uuid.UUID]:  # type: ignore[no-untyped-def]
+    with read(engine) as conn:
+        return set(conn.execute(select(processed_events.c.event_id)
+                                .where(processed_events.c.component == component)).scalars())
+
+
+def test_forget_processed_takes_a_components_oldest_rows_past_the_window(database_url: str) -> None:
+    engine = engine_for(database_url)
+    ages = {uuid.uuid4(): timedelta(days=days) for days in (31, 1, 40, 29, 35)}  # not in age order
+    for event_id, age in ages.items():
+        _remember(engine, "tests.a", event_id, age)
+    elsewhere = uuid.uuid4()
+    _remember(engine, "tests.b", elsewhere, timedelta(days=40))
+    by_age = sorted(ages, key=ages.__getitem__, reverse=True)
+    window = utcnow() - timedelta(days=30)
+
+    assert forget_processed(engine, "tests.a", before=window, limit=2) == 2
+    assert _remembered(engine, "tests.a") == set(by_age[2:])  # the two oldest went first
+    assert forget_processed(engine, "tests.a", before=window, limit=2) == 1
+    assert forget_processed(engine, "tests.a", before=window, limit=2) == 0
+    assert _remembered(engine, "tests.a") == set(by_age[3:])  # 29 days and 1 day: inside the window
+    assert _remembered(engine, "tests.b") == {elsewhere}  # another component's rows are its own
+
+
+def test_a_consumer_forgets_past_its_window_between_messages_and_still_skips_a_copy_within_it(
+        store, broker_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small batches, taken back to back: a backlog goes in several short transactions.
+    monkeypatch.setattr(consumer_module, "FORGET_BATCH", 2)
+    monkeypatch.setattr(consumer_module, "FORGET_AGAIN_S", 0.01)
+    events = _append(store, 3)
+    _remember(store, PROBE.name, events[0].id, timedelta(hours=1))  # applied an hour ago
+    old = {uuid.uuid4() for _ in range(5)}
+    for event_id in old:
+        _remember(store, PROBE.name, event_id, timedelta(days=31))
+    elsewhere = uuid.uuid4()
+    _remember(store, "tests.other", elsewhere, timedelta(days=31))
+    _publish_raw(broker_url, [encode(e) for e in events])  # events[0] again: a late copy, within the window
+
+    consumer = Consumer(store, PROBE, _record_effect, dedup_window=timedelta(days=30))
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop, ready))
+    thread.start()
+    try:
+        def settled() -> bool:
+            with read(store) as conn:
+                applied = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
+            return applied == 2 and not old & _remembered(store, PROBE.name)
+
+        wait_until(settled, 30, message="two events applied and the rows past the window forgotten")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    with read(store) as conn:
+        applied = set(conn.execute(select(probe_effects.c.event_id)).scalars())
+    assert applied == {str(events[1].id), str(events[2].id)}  # the copy of events[0] changed nothing
+    assert _remembered(store, PROBE.name) == {e.id for e in events}
+    assert _remembered(store, "tests.other") == {elsewhere}
 
 
 def test_a_concurrent_duplicate_rolls_back_whole_even_when_its_handler_appends(store) -> None:

@@ -1,0 +1,25 @@
+"""Consumers forget what they applied once it is older than the dedup window.
+
+processed_events gained a row per event per consuming component, forever. Consumers now
+delete their rows past ``NOCONTACT_DEDUP_WINDOW_DAYS`` (shared.consumer), oldest first, a
+batch at a time: this index finds a component's oldest rows without reading the others.
+
+Its own branch (``retention``), after the event store whose table it indexes.
+
+Revision ID: retention_0001
+"""
+
+from alembic import op
+
+revision = "retention_0001"
+down_revision = None
+branch_labels = ("retention",)
+depends_on = "0001_event_store"
+
+
+def upgrade() -> None:
+    op.create_index("processed_events_component_age", "processed_events", ["component", "processed_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("processed_events_component_age", table_name="processed_events")
