@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +327,11 @@ def _relay(name: str) -> Relay:
     return known[name]
 
 
+#: How long before the dedup window's edge `relay reset-checkpoint` counts an event as
+#: forgotten already (or at most half the window).
+RESET_MARGIN = timedelta(days=1)
+
+
 def _behind(conn: DbConnection, relay: Relay, cursor: LogCursor, *, recorded_before: datetime | None = None) -> int:
     """Events of the relay's categories after `cursor`: what it has yet to publish (of them,
     those recorded before `recorded_before`, if given)."""
@@ -385,15 +390,18 @@ def relay_list_command(as_json: bool) -> None:
               help="Publish again every event after the one at this position (see `nocontact events tail`).")
 @click.option("--to-start", is_flag=True, help="Publish the whole log again.")
 @click.option("--reapply-beyond-window", is_flag=True,
-              help="Go on even though some events are older than the consumers' dedup window "
+              help="Go on even though some events are (nearly) older than the consumers' dedup window "
                    "(NOCONTACT_DEDUP_WINDOW_DAYS): consumers that applied them will apply them again.")
 def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool, reapply_beyond_window: bool) -> None:
     """Move relay NAME's checkpoint back, so that it publishes again from there.
 
     Consumers skip what they applied within their dedup window (NOCONTACT_DEDUP_WINDOW_DAYS,
-    30 days): they have forgotten older events, and would apply them again (webhooks sent
-    again, feed items repeated). When some of the events to publish are that old, the
-    command refuses unless given --reapply-beyond-window. Stop the relay first:
+    30 days; run this with the consumers' value): they have forgotten older events, and
+    would apply them again while skipping the later ones they remember, so a read model can
+    go back to an older state (a coach's assignment, say), and webhooks whose messages are
+    past NOCONTACT_RETENTION_DAYS are sent again. When some of the events to publish are
+    that old, or will be within a day (consumers forget hourly, the relay may start later),
+    the command refuses unless given --reapply-beyond-window. Stop the relay first:
     on PostgreSQL the command refuses while a copy holds the relay's lock (and holds it
     itself while it writes, so no standby starts meanwhile). SQLite has no such lock: a
     relay running then may write its own checkpoint over this one.
@@ -419,15 +427,19 @@ def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool,
             after = relay.checkpoint.cursor(conn)
             behind = _behind(conn, relay, after)
             window = config.dedup_window()
-            forgotten = _behind(conn, relay, after, recorded_before=datetime.now(UTC) - window)
+            # A margin: consumers forget hourly, and the relay may start some time after this.
+            horizon = datetime.now(UTC) - window + min(RESET_MARGIN, window / 2)
+            forgotten = _behind(conn, relay, after, recorded_before=horizon)
             if forgotten and not reapply_beyond_window:
                 # Raised inside the transaction: the checkpoint stays where it was.
                 raise click.ClickException(
                     f"{forgotten} of the {behind} event(s) to publish again were recorded more than "
-                    f"{window.total_seconds() / 86400:g} days ago, beyond the consumers' dedup window "
-                    "(NOCONTACT_DEDUP_WINDOW_DAYS): consumers that applied them would apply them again "
-                    "(webhooks sent again, feed items repeated). Give --reapply-beyond-window to go on, "
-                    "or a later --to-position")
+                    f"{(datetime.now(UTC) - horizon).total_seconds() / 86400:g} days ago, at the edge of "
+                    "the consumers' dedup window (NOCONTACT_DEDUP_WINDOW_DAYS) or beyond: consumers that "
+                    "applied them would apply them again, so a read model can go back to an older state, "
+                    "and webhooks whose messages are past NOCONTACT_RETENTION_DAYS are sent again. Give "
+                    "--reapply-beyond-window to go on (a consumer that never saw them), or a later "
+                    "--to-position")
     finally:
         if holder is not None:
             release_leadership(holder)

@@ -121,9 +121,10 @@ FORGET_EVERY_S = 3600.0
 FORGET_AGAIN_S = 1.0
 
 
-def forget_processed(engine: Engine, component: str, *, before: datetime, limit: int = FORGET_BATCH) -> int:
-    """Delete the oldest `limit` of `component`'s processed_events rows recorded before
-    `before`, in one transaction; returns how many went."""
+def forget_processed(engine: Engine, component: str, *, before: datetime, limit: int | None = None) -> int:
+    """Delete the oldest `limit` (default FORGET_BATCH) of `component`'s processed_events
+    rows recorded before `before`, in one transaction; returns how many went."""
+    limit = FORGET_BATCH if limit is None else limit
     oldest = (
         select(processed_events.c.event_id)
         .where(processed_events.c.component == component, processed_events.c.processed_at < before)
@@ -217,7 +218,7 @@ class Consumer:
         # what they wrote); it may also hear of a rolled-back batch's events, never miss one.
         self.on_commit = on_commit
         # Read (and validated) here: a malformed setting stops the worker at start.
-        self.dedup_window = dedup_window or config.dedup_window()
+        self.dedup_window = config.dedup_window() if dedup_window is None else dedup_window
         self._forget_due = 0.0  # monotonic time of the next look for rows past the window
         self._dead_letter_producer: Producer | None = None
         self._stopping: threading.Event | None = None
@@ -403,11 +404,14 @@ class Consumer:
 
     def forget_when_due(self) -> int:
         """Delete a batch of this component's processed_events rows past the dedup window,
-        if it is time to look; returns how many went. Called between messages."""
+        if it is time to look; returns how many went. Called between messages, also when
+        the queue never goes quiet (a consumer that is never idle must forget too)."""
         if time.monotonic() < self._forget_due:
             return 0
+        batch = FORGET_BATCH
         try:
-            forgotten = forget_processed(self.engine, self.component.name, before=utcnow() - self.dedup_window)
+            forgotten = forget_processed(self.engine, self.component.name, before=utcnow() - self.dedup_window,
+                                         limit=batch)
         except Exception:
             # Messages go on meanwhile; the next look tries again.
             log.exception("%s: forgetting processed events past the dedup window failed", self.component.name)
@@ -415,7 +419,7 @@ class Consumer:
         if forgotten:
             log.info("%s: %d processed event(s) older than %s forgotten", self.component.name, forgotten,
                      self.dedup_window)
-        self._forget_due = time.monotonic() + (FORGET_AGAIN_S if forgotten >= FORGET_BATCH else FORGET_EVERY_S)
+        self._forget_due = time.monotonic() + (FORGET_AGAIN_S if forgotten >= batch else FORGET_EVERY_S)
         return forgotten
 
     # -- the loop ----------------------------------------------------------------------
@@ -458,6 +462,8 @@ class Consumer:
                                 continue
                             if len(self._pending) >= self.batch_size:
                                 self.flush()
+                            if not self._pending:  # between messages, never with some in hand
+                                self.forget_when_due()
                         self.flush()
             except Exception as error:  # noqa: BLE001 - reconnect on any broker failure
                 # Unacked messages of a lost connection are redelivered by the broker.

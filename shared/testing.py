@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -171,17 +171,10 @@ def broker_queue_names(broker_url: str) -> list[str] | None:
     return None
 
 
-def handed_out_prefixes() -> dict[str, str]:
-    """Every bus prefix this process handed out, with its owner (a copy)."""
-    return dict(_prefixes)
-
-
-def leftover_queues(broker_url: str, prefixes: Mapping[str, str] | None = None) -> dict[str, list[str]] | None:
-    """Queues still on the broker under one of `prefixes` (default: those this process
-    handed out; a test run in several processes passes them all), by owner (None: the
-    broker's queues cannot be listed here). Empty when every test cleaned up."""
-    prefixes = _prefixes if prefixes is None else prefixes
-    if not prefixes or not broker_url.startswith("amqp"):
+def leftover_queues(broker_url: str) -> dict[str, list[str]] | None:
+    """Queues still on the broker under a prefix this process handed out, by owner (None:
+    the broker's queues cannot be listed here). Empty when every test cleaned up."""
+    if not _prefixes or not broker_url.startswith("amqp"):
         return {}
     names = broker_queue_names(broker_url)
     if names is None:
@@ -189,8 +182,8 @@ def leftover_queues(broker_url: str, prefixes: Mapping[str, str] | None = None) 
     left: dict[str, list[str]] = {}
     for name in names:
         prefix = name.split(".", 1)[0] + "."
-        if prefix in prefixes:
-            left.setdefault(prefixes[prefix], []).append(name)
+        if prefix in _prefixes:
+            left.setdefault(_prefixes[prefix], []).append(name)
     return left
 
 

@@ -114,62 +114,64 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     session-scoped `security_suite` would otherwise run twice, one per worker, holding most
     of PostgreSQL's default 100 connections for the whole run. (xdist's own `loadgroup`
     would do it by mark, but with pytest 9 it no longer groups anything.)"""
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadFileScheduling
 
-    class ByFile(LoadScopeScheduling):
+    class ByFile(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "tests/security/" if path.startswith("tests/security/") else path
+            return "tests/security/" if nodeid.startswith("tests/security/") else super()._split_scope(nodeid)
 
     return ByFile(config, log)
 
 
-# Under pytest-xdist (make test), what each worker process handed out: its broker and bus
-# prefixes, sent to the controller, which checks them all once every worker has finished.
-_workers_buses: list[tuple[str, dict[str, str]]] = []
+# Under pytest-xdist (make test), each worker's check of the queues its own tests left, by
+# worker (None: it could not list the broker's queues), and the workers that ended without
+# reporting one (crashed): judged by the controller, since a worker's exit status is not the run's.
+_worker_reports: dict[str, dict[str, list[str]] | None] = {}
+_workers_unreported: list[str] = []
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    reported = getattr(node, "workeroutput", {}).get("bus")
-    if reported:
-        _workers_buses.append((reported["broker"], reported["prefixes"]))
+    name = str(getattr(getattr(node, "gateway", None), "id", node))
+    output = getattr(node, "workeroutput", None) or {}
+    if "left_queues" in output:
+        _worker_reports[name] = output["left_queues"]
+    else:
+        _workers_unreported.append(name)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every queue a test declared on RabbitMQ is gone at the end of the run, or the run fails
     naming the tests that left them (quorum queues are not free on a shared broker)."""
-    workeroutput = getattr(session.config, "workeroutput", None)
     try:
-        if workeroutput is not None:
-            # An xdist worker: a worker's failed exit status would not fail the run, so the
-            # controller checks, with every worker's prefixes.
-            if _session_broker:
-                workeroutput["bus"] = {"broker": _session_broker[0], "prefixes": testing.handed_out_prefixes()}
-            return
-        buses = list(_workers_buses)
-        if _session_broker:  # this process ran tests itself (no xdist, or -n 0)
-            buses.append((_session_broker[0], testing.handed_out_prefixes()))
-        left: dict[str, list[str]] | None = {}
-        for broker, prefixes in buses:
-            found = testing.leftover_queues(broker, prefixes)
-            if found is None:
-                left = None
-                break
-            left.update(found)
+        # Listed before the containers stop: a testcontainer broker goes with them.
+        own = testing.leftover_queues(_session_broker[0]) if _session_broker else {}
     finally:
         testing.stop_containers()
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if left is None:
-        if reporter is not None:
-            reporter.write_line("could not list the broker's queues: left-over queues were not checked")
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller judges
+        workeroutput["left_queues"] = own
         return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    for name in _workers_unreported:
+        say(f"pytest-xdist worker {name} ended without reporting: the queues its tests declared were not checked")
+    reports = [own, *_worker_reports.values()]
+    if any(report is None for report in reports):
+        say("could not list the broker's queues: left-over queues were not all checked")
+    left: dict[str, list[str]] = {}
+    for report in reports:
+        for owner, names in (report or {}).items():
+            left.setdefault(owner, []).extend(names)
     if left:
-        lines = [f"{owner}: {', '.join(sorted(names))}" for owner, names in sorted(left.items())]
         if reporter is not None:
             reporter.write_sep("=", "queues left on RabbitMQ", red=True)
-            for line in lines:
-                reporter.write_line(line)
+        for owner, names in sorted(left.items()):
+            say(f"{owner}: {', '.join(sorted(names))}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -239,4 +241,3 @@ def stack_factory(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-d
         thread.join(timeout=30)
     for server in servers:
         server.shutdown()
-

@@ -181,7 +181,7 @@ def add_feed_item(
     found = assignment(conn, str(event.tenant_id), str(commitment_id))
     if found is None or found.coach_id is None:
         return
-    _NEW_FEED_ITEM.one(conn, {
+    _NEW_FEED_ITEM[conn.dialect.name].one(conn, {
         "tenant_id": event.tenant_id,
         "coach_id": found.coach_id,
         "event_id": str(event.id),
@@ -196,8 +196,13 @@ def add_feed_item(
     })
 
 
-# A feed item per event of a coached commitment, in the inbox's batch: on the driver.
-_NEW_FEED_ITEM = DriverWrite(insert(feed_items))
+# A feed item per event of a coached commitment, in the inbox's batch: on the driver. An
+# event applied again (the inbox forgot it after its dedup window, shared.consumer) keeps
+# the item it made the first time, acknowledgement included.
+_NEW_FEED_ITEM = {
+    dialect: DriverWrite(queue.insert_new(dialect, feed_items, "coach_id", "tenant_id", "event_id"))
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 def apply_acknowledgement(conn: Connection, event: RecordedEvent) -> None:

@@ -458,7 +458,7 @@ def test_full_chaos(postgres_database_url: str, rabbitmq_url: str, tmp_path: Pat
 
 
 # Alone: its suite (a process per worker part) under load, beside another test's suite,
-# would hold most of PostgreSQL's 100 connections (97 seen), and its load is its measure.
+# held 97 of PostgreSQL's 100 connections in a parallel run.
 @pytest.mark.exclusive
 def test_short_chaos(postgres_database_url: str, rabbitmq_url: str, tmp_path: Path) -> None:
     """The fast subset inside `make test`: steady load, one kill -9, duplicates and poison."""

@@ -180,35 +180,39 @@ def test_relays_listed_and_reset_to_a_cursor_the_relay_publishes_from(
 def test_a_reset_beyond_the_dedup_window_is_refused_unless_asked_for(
         store: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Consumers forget what they applied NOCONTACT_DEDUP_WINDOW_DAYS ago (30): publishing
-    older events again would have them applied again, so the operator must say so."""
+    older events again would have them applied again, so the operator must say so. A day's
+    margin: an event the consumers will forget within a day counts too."""
     database_url, broker_url = store
     monkeypatch.setenv("NOCONTACT_DATABASE_URL", database_url)
     env = {"NOCONTACT_DATABASE_URL": database_url, "NOCONTACT_BROKER_URL": broker_url}
     engine = engine_for(database_url)
     with engine.begin() as conn:
-        old = eventstore.append(conn, "checkin-c0", [NewEvent("probe.happened", {"n": i}) for i in range(2)],
-                                metadata=Metadata(tenant_id="t1"), now=utcnow() - timedelta(days=40))
+        eventstore.append(conn, "checkin-c0", [NewEvent("probe.happened", {"n": i}) for i in range(2)],
+                          metadata=Metadata(tenant_id="t1"), now=utcnow() - timedelta(days=40))
+    with engine.begin() as conn:
+        edge = eventstore.append(conn, "checkin-c2", [NewEvent("probe.happened", {"n": 0})],
+                                 metadata=Metadata(tenant_id="t1"), now=utcnow() - timedelta(days=29.5))
     _append(engine, "checkin-c1", 3)
     relay = ops.relays()["relay:checkin"]
     relay.drain()
 
     result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-start", env=env)
-    line = assert_one_line(result, 1, "Error: 2 of the 5 event(s) to publish again were recorded more than 30 days ago")
+    line = assert_one_line(result, 1, "Error: 3 of the 6 event(s) to publish again were recorded more than 29 days ago")
     assert "--reapply-beyond-window" in line
     assert _listed(env)["relay:checkin"]["lag"] == 0  # refused: the checkpoint did not move
 
-    # From after the old events, nothing to publish is beyond the window.
-    result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-position", str(old[-1].position), env=env)
+    # From after the old events, nothing to publish is near the window's edge.
+    result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-position", str(edge[-1].position), env=env)
     assert result.returncode == 0 and "3 event(s) to publish" in result.stdout, result.stderr
     relay.drain()
     # A longer window covers them all.
     result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-start",
                        env={**env, "NOCONTACT_DEDUP_WINDOW_DAYS": "45"})
-    assert result.returncode == 0 and "5 event(s) to publish" in result.stdout, result.stderr
+    assert result.returncode == 0 and "6 event(s) to publish" in result.stdout, result.stderr
     relay.drain()
     result = nocontact("relay", "reset-checkpoint", "relay:checkin", "--to-start", "--reapply-beyond-window", env=env)
-    assert result.returncode == 0 and "5 event(s) to publish" in result.stdout, result.stderr
-    assert _listed(env)["relay:checkin"]["lag"] == 5
+    assert result.returncode == 0 and "6 event(s) to publish" in result.stdout, result.stderr
+    assert _listed(env)["relay:checkin"]["lag"] == 6
 
 
 def _published(name: str) -> float:

@@ -56,6 +56,9 @@ def every_core_busy() -> Iterator[list[subprocess.Popen[bytes]]]:
             hog.wait(10)
 
 
+# Alone: its busy loops would load the other tests of a parallel run (not written to pass
+# under them), and its inner run starts a second security suite.
+@pytest.mark.exclusive
 @pytest.mark.timeout(900)
 def test_the_timing_sensitive_tests_pass_while_every_core_is_busy(tmp_path: Path) -> None:
     # The inner run sets up its own databases and broker vhosts; nothing of this process's

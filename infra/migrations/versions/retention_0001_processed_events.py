@@ -4,6 +4,13 @@ processed_events gained a row per event per consuming component, forever. Consum
 delete their rows past ``NOCONTACT_DEDUP_WINDOW_DAYS`` (shared.consumer), oldest first, a
 batch at a time: this index finds a component's oldest rows without reading the others.
 
+The build holds writes to ``processed_events`` back while it runs (the consumers wait;
+nothing is lost). The table holds a row per event per consuming component, so on a large
+store build the index first without blocking, then migrate, which then finds it there:
+
+    CREATE INDEX CONCURRENTLY IF NOT EXISTS processed_events_component_age
+        ON processed_events (component, processed_at);
+
 Its own branch (``retention``), after the event store whose table it indexes.
 
 Revision ID: retention_0001
@@ -18,7 +25,8 @@ depends_on = "0001_event_store"
 
 
 def upgrade() -> None:
-    op.create_index("processed_events_component_age", "processed_events", ["component", "processed_at"])
+    op.create_index("processed_events_component_age", "processed_events", ["component", "processed_at"],
+                    if_not_exists=True)
 
 
 def downgrade() -> None:

@@ -69,7 +69,7 @@ def endpoints_of(conn: Connection, tenant_id: str) -> Sequence[Any]:
     return _ENDPOINTS_OF.all(conn, {"tenant_id": tenant_id})
 
 
-def _insert_new(dialect: str, table: Any, *key: str) -> Any:
+def insert_new(dialect: str, table: Any, *key: str) -> Any:
     """INSERT that leaves a row with the same `key` as it is (the database decides, in the
     insert itself: no read before it)."""
     dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
@@ -78,9 +78,9 @@ def _insert_new(dialect: str, table: Any, *key: str) -> Any:
 
 #: A message enqueued before keeps its body, and an endpoint that has a delivery of it keeps
 #: that one: enqueueing an event again (the inbox forgot it was processed) adds nothing.
-_NEW_MESSAGES = {dialect: DriverWrite(_insert_new(dialect, messages, "id")) for dialect in ("postgresql", "sqlite")}
+_NEW_MESSAGES = {dialect: DriverWrite(insert_new(dialect, messages, "id")) for dialect in ("postgresql", "sqlite")}
 _NEW_DELIVERIES = {
-    dialect: DriverWrite(_insert_new(dialect, deliveries, "endpoint_id", "message_id"))
+    dialect: DriverWrite(insert_new(dialect, deliveries, "endpoint_id", "message_id"))
     for dialect in ("postgresql", "sqlite")
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from services.cli import main
 from services.notification.consumers import InboxHandler
@@ -16,6 +16,7 @@ from shared.consumer import apply_once
 from shared.db import engine_for, read
 from shared.events import Metadata, NewEvent
 from shared.projection import rebuild
+from shared.schema import processed_events
 
 
 def _state(engine) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def, type-arg]
@@ -73,3 +74,29 @@ def test_rebuild_equals_the_inbox_fold(database_url: str, monkeypatch) -> None: 
     assert result.exit_code == 0, result.output
     assert "notification.feed" in result.output
     assert _state(engine) == live
+
+
+def test_an_event_applied_again_after_the_dedup_window_keeps_its_feed_item(database_url: str) -> None:
+    """Once the inbox has forgotten an event (shared.consumer's dedup window), a copy of it
+    is applied again: the coach's feed keeps the item it made the first time, instead of the
+    copy failing on the item's key and going to the dead letters."""
+    engine = engine_for(database_url)
+    day = datetime.now(UTC).date().isoformat()
+    recorded = []
+    for stream, kind, data in [
+        ("commitment-c1", "coach.assigned", {"coach_id": "coach-a"}),
+        ("checkin-c1", "checkin.missed", {"date": day, "deadline": "2026-11-22T12:00:00+00:00"}),
+    ]:
+        with engine.begin() as conn:
+            recorded += eventstore.append(conn, stream, [NewEvent(kind, {"commitment_id": "c1", "member_id": "m-c1",
+                                                                         **data})], metadata=Metadata(tenant_id="t1"))
+    handler = InboxHandler()
+    for event in recorded:
+        assert apply_once(engine, "notification.inbox", handler, event)
+    before = _state(engine)
+    assert [row[2] for row in before["feed"]] == [str(recorded[1].id)]
+
+    with engine.begin() as conn:  # what forgetting it after the window does
+        conn.execute(delete(processed_events).where(processed_events.c.event_id == recorded[1].id))
+    assert apply_once(engine, "notification.inbox", handler, recorded[1])  # applied, not refused
+    assert _state(engine) == before

@@ -6,7 +6,7 @@ import json
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -171,8 +171,10 @@ def _publish_raw(url: str, bodies: list[bytes]) -> None:
                              content_encoding="utf-8", delivery_mode=2)
 
 
-def _consume_until(store, consumer: Consumer, *, effects: int, letters: int) -> None:  # type: ignore[no-untyped-def]
-    """Run `consumer` until the probe's effects and the dead letters reach these counts."""
+def _consume_until(store, consumer: Consumer, *, effects: int, letters: int,  # type: ignore[no-untyped-def]
+                   also: Callable[[], bool] = lambda: True) -> None:
+    """Run `consumer` until the probe's effects and the dead letters reach these counts (and
+    `also` holds)."""
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop, ready))
     thread.start()
@@ -181,7 +183,7 @@ def _consume_until(store, consumer: Consumer, *, effects: int, letters: int) -> 
             with read(store) as conn:
                 applied = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
                 parked = conn.execute(select(func.count()).select_from(dead_letters)).scalar()
-            return applied == effects and parked == letters
+            return applied == effects and parked == letters and also()
 
         wait_until(settled, 30, message=f"{effects} effects and {letters} dead letters")
     finally:
@@ -294,6 +296,13 @@ def test_a_consumer_forgets_past_its_window_between_messages_and_still_skips_a_c
     # Small batches, taken back to back: a backlog goes in several short transactions.
     monkeypatch.setattr(consumer_module, "FORGET_BATCH", 2)
     monkeypatch.setattr(consumer_module, "FORGET_AGAIN_S", 0.01)
+    deletes: list[int] = []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        deletes.append(forget_processed(*args, **kwargs))
+        return deletes[-1]
+
+    monkeypatch.setattr(consumer_module, "forget_processed", counted)
     events = _append(store, 3)
     _remember(store, PROBE.name, events[0].id, timedelta(hours=1))  # applied an hour ago
     old = {uuid.uuid4() for _ in range(5)}
@@ -304,25 +313,13 @@ def test_a_consumer_forgets_past_its_window_between_messages_and_still_skips_a_c
     _publish_raw(broker_url, [encode(e) for e in events])  # events[0] again: a late copy, within the window
 
     consumer = Consumer(store, PROBE, _record_effect, dedup_window=timedelta(days=30))
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop, ready))
-    thread.start()
-    try:
-        def settled() -> bool:
-            with read(store) as conn:
-                applied = conn.execute(select(func.count()).select_from(probe_effects)).scalar()
-            return applied == 2 and not old & _remembered(store, PROBE.name)
-
-        wait_until(settled, 30, message="two events applied and the rows past the window forgotten")
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
+    _consume_until(store, consumer, effects=2, letters=0, also=lambda: not old & _remembered(store, PROBE.name))
     with read(store) as conn:
         applied = set(conn.execute(select(probe_effects.c.event_id)).scalars())
     assert applied == {str(events[1].id), str(events[2].id)}  # the copy of events[0] changed nothing
     assert _remembered(store, PROBE.name) == {e.id for e in events}
     assert _remembered(store, "tests.other") == {elsewhere}
+    assert deletes[:3] == [2, 2, 1]  # five rows past the window, two at a time
 
 
 def test_a_concurrent_duplicate_rolls_back_whole_even_when_its_handler_appends(store) -> None:
