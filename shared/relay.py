@@ -16,8 +16,10 @@ Urgent appends wake it (PostgreSQL, the active copy): an event someone waits on
 (``member.sos``: its coach, a partner's webhook within a second) notifies `URGENT_CHANNEL`
 as its transaction commits (migration latency_0001); the relay LISTENs on its leadership
 connection and reads at once instead of at its next poll. If the event is not readable yet
-(an older transaction still holds the feed back, see shared.eventstore) it looks again
-after `RETRY_AFTER_WAKE_S`, doubling up to the poll interval, not a whole interval later.
+(an older transaction anywhere on the server still holds the feed back, see
+shared.eventstore) it looks again after `RETRY_AFTER_WAKE_S`, doubling up to
+`RETRY_AFTER_WAKE_MAX_S`, until a poll interval has gone by: an SOS held back goes out
+within a second of the hold's end, however long the poll interval.
 Other events are published within the poll interval, as before: a NOTIFY on every append
 would serialise the appends' commits (PostgreSQL takes one lock for it). Waiting costs no
 more than the plain sleep it replaces (a select() on the connection's socket), so the poll
@@ -48,10 +50,22 @@ STANDBY_POLL_S = 2.0
 LAG_INTERVAL_S = 1.0
 #: Where an urgent append notifies ``<schema>:<category>`` (migration latency_0001).
 URGENT_CHANNEL = "nocontact_urgent"
-#: How soon the relay looks again when an urgent append woke it and nothing was readable yet.
+#: How soon the relay looks again when an urgent append woke it and nothing was readable yet,
+#: and the longest it then goes between looks (doubling from the first to the second: a
+#: hold of a transaction's length is short, a long one costs a query a second).
 RETRY_AFTER_WAKE_S = 0.002
+RETRY_AFTER_WAKE_MAX_S = 1.0
 #: The longest a waiting relay goes without looking at its stop event.
 STOP_CHECK_S = 0.25
+
+
+def next_look_after_wake(last_s: float, since_wake_s: float, poll_interval_s: float) -> float | None:
+    """After an urgent append woke the relay and it found nothing readable: how long until it
+    looks again (double the last wait, at most RETRY_AFTER_WAKE_MAX_S or a poll interval),
+    or None once a poll interval has gone by since the wake-up (the plain poll takes over)."""
+    if since_wake_s >= poll_interval_s:
+        return None
+    return min(last_s * 2, RETRY_AFTER_WAKE_MAX_S, poll_interval_s)
 
 
 def try_leadership(engine: Engine, name: str) -> DbConnection | None:
@@ -256,8 +270,10 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Relay until `stop` is set, backing off while the broker or database is away."""
         backoff = 0.5
-        # Set after an urgent append woke the relay: how soon to look again if it found nothing.
+        # Set after an urgent append woke the relay (at woken_at): how soon to look again if it
+        # found nothing.
         retry_s: float | None = None
+        woken_at = 0.0
         while not stop.is_set():
             try:
                 if not self._lead():
@@ -270,9 +286,10 @@ class Relay:
                 if retry_s is not None and not published:
                     # Woken, but the event is not readable yet: look again soon, then less often.
                     stop.wait(retry_s)
-                    retry_s = retry_s * 2 if retry_s * 2 < self.poll_interval_s else None
+                    retry_s = next_look_after_wake(retry_s, time.monotonic() - woken_at, self.poll_interval_s)
                     continue
                 retry_s = RETRY_AFTER_WAKE_S if self._wait(stop, self.poll_interval_s) else None
+                woken_at = time.monotonic()
             except Exception as error:  # noqa: BLE001 - any failure: reconnect and retry
                 log.warning("relay %s: %s; retrying in %.1fs", self.name, error, backoff)
                 metrics.RELAY_ERRORS.labels(self.name).inc()

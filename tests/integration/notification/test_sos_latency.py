@@ -19,10 +19,10 @@ beside the check-ins'. This test prints what it saw, for the curious.
 
 The relay reads an event once every older transaction on the server has ended (its feed is
 gated on the snapshot's xmin: shared.eventstore); woken, it looks again at doubling
-intervals (up to its poll interval), so an SOS held back for T seconds by a transaction of
-other work on the server (another test's, on a shared CI machine) goes out within about
-2T here. WITHIN_S tolerates such a hold of half a minute; a failure after a longer one is
-the server's, not the path's: run it alone before believing it.
+intervals of at most a second, so an SOS held back by a transaction of other work on the
+server (another test's: make test runs two at once) goes out within a second of its end.
+WITHIN_S tolerates such a hold of most of a minute; a failure after a longer one is the
+server's, not the path's: run it alone before believing it.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def test_an_sos_held_back_by_an_older_transaction_goes_out_soon_after_it_ends(
         sos = _append(engine, "member.sos")
         time.sleep(0.3)  # the relay, woken, finds nothing readable for this long
         ended = time.monotonic()
-    # The relay looks again at doubling intervals from 2 ms (at most about as long again as
-    # it already waited), never only at its poll interval: out far sooner than POLL_S even
-    # on a loaded machine.
+    # The relay looks again at doubling intervals from 2 ms, at most a second apart (the
+    # schedule: tests/unit/shared/test_relay_schedule.py), never only at its poll interval:
+    # out far sooner than POLL_S even on a loaded machine.
     assert _published(probe, sos) - ended < POLL_S / 4
