@@ -57,9 +57,10 @@ run: $(RUNTIME_STAMP)
 # a module's fixtures start once, the security suite once): the suite spends much of its
 # time waiting on servers, so two workers on two cores take about half the time of one.
 # Then, alone and in this process, the tests marked `exclusive` (they stop RabbitMQ, load
-# every core, or need most of PostgreSQL's connections). Both parts always run; make fails
-# with the first failure. A part that selects nothing (exit 5: PYTEST_ARGS naming a file
-# without such tests) is no failure, unless neither part ran a test (a mistyped -k).
+# every core, or need most of PostgreSQL's connections). Both parts run (unless
+# interrupted); make fails with the first failure. A part that selects nothing (exit 5:
+# PYTEST_ARGS naming a file without such tests) is no failure, unless neither part ran a
+# test (a mistyped -k).
 # TEST_WORKERS=0: no workers.
 TEST_WORKERS ?= 2
 

@@ -206,7 +206,7 @@ def dedup_window() -> timedelta:
         raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} is not a number") from None
     # The upper bound keeps the cut-off a datetime (a window of millennia is a typo).
     if not 1 <= days < 100_000:
-        raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} must be from 1 to 100000 (days)")
+        raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} must be at least 1 and under 100000 (days)")
     return timedelta(days=days)
 
 

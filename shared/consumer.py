@@ -121,10 +121,9 @@ FORGET_EVERY_S = 3600.0
 FORGET_AGAIN_S = 1.0
 
 
-def forget_processed(engine: Engine, component: str, *, before: datetime, limit: int | None = None) -> int:
-    """Delete the oldest `limit` (default FORGET_BATCH) of `component`'s processed_events
-    rows recorded before `before`, in one transaction; returns how many went."""
-    limit = FORGET_BATCH if limit is None else limit
+def forget_processed(engine: Engine, component: str, *, before: datetime, limit: int) -> int:
+    """Delete the oldest `limit` of `component`'s processed_events rows recorded before
+    `before`, in one transaction; returns how many went."""
     oldest = (
         select(processed_events.c.event_id)
         .where(processed_events.c.component == component, processed_events.c.processed_at < before)

@@ -18,7 +18,8 @@ as its transaction commits (migration latency_0001); the relay LISTENs on its le
 connection and reads at once instead of at its next poll. If the event is not readable yet
 (an older transaction anywhere on the server still holds the feed back, see
 shared.eventstore) it looks again after `RETRY_AFTER_WAKE_S`, doubling up to
-`RETRY_AFTER_WAKE_MAX_S`, until a poll interval has gone by: an SOS held back goes out
+`RETRY_AFTER_WAKE_MAX_S`, for `RETRY_AFTER_WAKE_FOR_S` (or a poll interval, if longer),
+also when other events went out meanwhile: an SOS held back for less than that goes out
 within a second of the hold's end, however long the poll interval.
 Other events are published within the poll interval, as before: a NOTIFY on every append
 would serialise the appends' commits (PostgreSQL takes one lock for it). Waiting costs no
@@ -55,15 +56,18 @@ URGENT_CHANNEL = "nocontact_urgent"
 #: hold of a transaction's length is short, a long one costs a query a second).
 RETRY_AFTER_WAKE_S = 0.002
 RETRY_AFTER_WAKE_MAX_S = 1.0
+#: How long after a wake-up it keeps looking so (the event that woke it is not known).
+RETRY_AFTER_WAKE_FOR_S = 60.0
 #: The longest a waiting relay goes without looking at its stop event.
 STOP_CHECK_S = 0.25
 
 
 def next_look_after_wake(last_s: float, since_wake_s: float, poll_interval_s: float) -> float | None:
-    """After an urgent append woke the relay and it found nothing readable: how long until it
-    looks again (double the last wait, at most RETRY_AFTER_WAKE_MAX_S or a poll interval),
-    or None once a poll interval has gone by since the wake-up (the plain poll takes over)."""
-    if since_wake_s >= poll_interval_s:
+    """After an urgent append woke the relay, while the event that woke it may still be held
+    back: how long until it looks again (double the last wait, at most RETRY_AFTER_WAKE_MAX_S
+    or a poll interval), or None once RETRY_AFTER_WAKE_FOR_S (or a poll interval, if longer)
+    has gone by since the wake-up (the plain poll takes over)."""
+    if since_wake_s >= max(poll_interval_s, RETRY_AFTER_WAKE_FOR_S):
         return None
     return min(last_s * 2, RETRY_AFTER_WAKE_MAX_S, poll_interval_s)
 
@@ -283,10 +287,13 @@ class Relay:
                 backoff = 0.5
                 if published >= self.batch_size:
                     continue
-                if retry_s is not None and not published:
-                    # Woken, but the event is not readable yet: look again soon, then less often.
-                    stop.wait(retry_s)
-                    retry_s = next_look_after_wake(retry_s, time.monotonic() - woken_at, self.poll_interval_s)
+                if retry_s is not None:
+                    # Woken, and the event may not be readable yet (whatever else went out):
+                    # look again soon, then less often; another urgent append starts afresh.
+                    if self._wait(stop, retry_s):
+                        retry_s, woken_at = RETRY_AFTER_WAKE_S, time.monotonic()
+                    else:
+                        retry_s = next_look_after_wake(retry_s, time.monotonic() - woken_at, self.poll_interval_s)
                     continue
                 retry_s = RETRY_AFTER_WAKE_S if self._wait(stop, self.poll_interval_s) else None
                 woken_at = time.monotonic()

@@ -160,9 +160,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     for name in _workers_unreported:
         say(f"pytest-xdist worker {name} ended without reporting: the queues its tests declared were not checked")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a crash after its last test fails the run
     reports = [own, *_worker_reports.values()]
-    if any(report is None for report in reports):
-        say("could not list the broker's queues: left-over queues were not all checked")
+    unlisted = sum(report is None for report in reports)
+    if unlisted:
+        which = "not checked" if unlisted == len(reports) else "not all checked"
+        say(f"could not list the broker's queues: left-over queues were {which}")
     left: dict[str, list[str]] = {}
     for report in reports:
         for owner, names in (report or {}).items():

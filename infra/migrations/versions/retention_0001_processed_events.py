@@ -11,6 +11,10 @@ store build the index first without blocking, then migrate, which then finds it 
     CREATE INDEX CONCURRENTLY IF NOT EXISTS processed_events_component_age
         ON processed_events (component, processed_at);
 
+A concurrent build that failed or was cancelled leaves the index INVALID, and this
+migration would then keep it: check ``pg_index.indisvalid`` and, if false, ``DROP INDEX
+CONCURRENTLY processed_events_component_age`` and build it again.
+
 Its own branch (``retention``), after the event store whose table it indexes.
 
 Revision ID: retention_0001

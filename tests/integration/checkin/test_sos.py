@@ -68,6 +68,10 @@ def both(postgres_url: str, amqp_url: str, stack_factory: Any) -> Iterator[Any]:
     thread.join(timeout=10)
 
 
+# Alone (make test's exclusive part): with long poll intervals, the wake-ups are all that
+# carry an SOS in time, and in parallel runs another test's work on the same server twice
+# kept one from arriving within the bound (cause not found yet).
+@pytest.mark.exclusive
 def test_sos_reaches_the_coach_and_is_pushed_to_webhooks(both, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
     stack, engine = both
     tenant = new_tenant(engine)

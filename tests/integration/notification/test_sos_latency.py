@@ -84,6 +84,10 @@ def relays(postgres_url: str) -> Iterator[None]:
         thread.join(timeout=10)
 
 
+# Alone (make test's exclusive part): with long poll intervals, the wake-ups are all that
+# carry an SOS in time, and in parallel runs another test's work on the same server twice
+# kept one from arriving within the bound (cause not found yet).
+@pytest.mark.exclusive
 def test_an_sos_is_pushed_to_a_webhook_at_every_hop(postgres_url: str, amqp_url: str, stack_factory: Any,
                                                      relays: None, receiver: Receiver) -> None:
     stack = stack_factory(postgres_url, ["notification"], env={"NOCONTACT_WEBHOOK_POLL_INTERVAL_S": str(POLL_S)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.relay import RETRY_AFTER_WAKE_MAX_S, RETRY_AFTER_WAKE_S, next_look_after_wake
+from shared.relay import RETRY_AFTER_WAKE_FOR_S, RETRY_AFTER_WAKE_MAX_S, RETRY_AFTER_WAKE_S, next_look_after_wake
 
 
 def _looks(poll_interval_s: float, hold_s: float) -> list[float]:
@@ -26,7 +26,11 @@ def test_a_long_poll_interval_never_spaces_the_looks_more_than_a_second() -> Non
     assert sum(waits) - 20.0 <= RETRY_AFTER_WAKE_MAX_S
 
 
-def test_the_looks_stop_once_a_poll_interval_has_gone_by() -> None:
-    assert next_look_after_wake(1.0, 60.0, 60.0) is None
-    waits = _looks(poll_interval_s=0.05, hold_s=10.0)
-    assert max(waits) <= 0.05 and sum(waits) < 0.05 + max(waits)  # then the plain 50 ms poll
+def test_the_looks_stop_a_minute_after_the_wake_up_or_a_poll_interval_if_longer() -> None:
+    assert RETRY_AFTER_WAKE_FOR_S == 60.0
+    assert next_look_after_wake(1.0, 59.0, 0.05) == 0.05  # never longer apart than a poll
+    assert next_look_after_wake(1.0, 60.0, 0.05) is None  # then the plain 50 ms poll
+    assert next_look_after_wake(1.0, 60.0, 90.0) == 1.0
+    assert next_look_after_wake(1.0, 90.0, 90.0) is None
+    waits = _looks(poll_interval_s=0.05, hold_s=1000.0)
+    assert max(waits) == 0.05 and 60.0 <= sum(waits) < 60.05
