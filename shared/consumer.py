@@ -67,6 +67,9 @@ BatchHandler = Callable[[DbConnection, Sequence[RecordedEvent]], None]
 #: How long a batching consumer waits for a further message that may be on its way before
 #: applying what it holds. Only the socket read waits; prefetched messages are in hand.
 GATHER_S = 0.002
+#: How long a consumer with nothing in hand waits for a message before it looks up from the
+#: socket (to flush, to forget, to see `stop`).
+IDLE_WAIT_S = 0.5
 
 
 class UnknownSchemaVersion(Exception):
@@ -454,7 +457,7 @@ class Consumer:
                             try:
                                 # Waiting long only with nothing in hand; with messages in
                                 # hand, only for ones already arriving.
-                                connection.drain_events(timeout=GATHER_S if self._pending else 0.5)
+                                connection.drain_events(timeout=GATHER_S if self._pending else IDLE_WAIT_S)
                             except TimeoutError:
                                 self.flush()
                                 self.forget_when_due()

@@ -322,6 +322,31 @@ def test_a_consumer_forgets_past_its_window_between_messages_and_still_skips_a_c
     assert deletes[:3] == [2, 2, 1]  # five rows past the window, two at a time
 
 
+def test_a_consumer_that_is_never_idle_forgets_too(store, amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between messages, not only when the queue goes quiet: here it never does, for longer
+    than the test (IDLE_WAIT_S), so only the messages themselves give it the moments."""
+    monkeypatch.setattr(consumer_module, "IDLE_WAIT_S", 60.0)
+    monkeypatch.setattr(consumer_module, "FORGET_BATCH", 2)
+    monkeypatch.setattr(consumer_module, "FORGET_AGAIN_S", 0.0)
+    old = {uuid.uuid4() for _ in range(5)}
+    for event_id in old:
+        _remember(store, PROBE.name, event_id, timedelta(days=31))
+    events = _append(store, 4)
+    _publish_raw(amqp_url, [encode(e) for e in events[:3]])  # a batch of two rows after each
+
+    consumer = Consumer(store, PROBE, _record_effect, dedup_window=timedelta(days=30))
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop, ready))
+    thread.start()
+    try:
+        wait_until(lambda: not old & _remembered(store, PROBE.name), 30, message="the rows past the window forgotten")
+    finally:
+        stop.set()
+        _publish_raw(amqp_url, [encode(events[3])])  # ends its long wait for a message
+        thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_a_concurrent_duplicate_rolls_back_whole_even_when_its_handler_appends(store) -> None:
     """Both copies of an event pass "not processed yet"; the handler appends (its first
     write), the processed_events row comes after: the second copy fails on that row and
