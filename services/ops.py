@@ -428,13 +428,13 @@ def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool,
             behind = _behind(conn, relay, after)
             window = config.dedup_window()
             # A margin: consumers forget hourly, and the relay may start some time after this.
-            horizon = datetime.now(UTC) - window + min(RESET_MARGIN, window / 2)
-            forgotten = _behind(conn, relay, after, recorded_before=horizon)
+            remembered = window - min(RESET_MARGIN, window / 2)
+            forgotten = _behind(conn, relay, after, recorded_before=datetime.now(UTC) - remembered)
             if forgotten and not reapply_beyond_window:
                 # Raised inside the transaction: the checkpoint stays where it was.
                 raise click.ClickException(
                     f"{forgotten} of the {behind} event(s) to publish again were recorded more than "
-                    f"{(datetime.now(UTC) - horizon).total_seconds() / 86400:g} days ago, at the edge of "
+                    f"{remembered.total_seconds() / 86400:g} days ago, at the edge of "
                     "the consumers' dedup window (NOCONTACT_DEDUP_WINDOW_DAYS) or beyond: consumers that "
                     "applied them would apply them again, so a read model can go back to an older state, "
                     "and webhooks whose messages are past NOCONTACT_RETENTION_DAYS are sent again. Give "

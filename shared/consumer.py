@@ -460,11 +460,12 @@ class Consumer:
                                 connection.drain_events(timeout=GATHER_S if self._pending else IDLE_WAIT_S)
                             except TimeoutError:
                                 self.flush()
-                                self.forget_when_due()
-                                continue
-                            if len(self._pending) >= self.batch_size:
-                                self.flush()
-                            if not self._pending:  # between messages, never with some in hand
+                            else:
+                                if len(self._pending) >= self.batch_size:
+                                    self.flush()
+                            # Between messages (also when the queue never goes quiet), never
+                            # with some in hand.
+                            if not self._pending:
                                 self.forget_when_due()
                         self.flush()
             except Exception as error:  # noqa: BLE001 - reconnect on any broker failure
