@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,8 @@ from sqlalchemy import select
 
 from services.checkin import tables
 from services.checkin.domain import local_today
-from shared import keyring
+from services.notification import tables as notification_tables
+from shared import keyring, schema
 from shared.db import engine_for, read
 from shared.eventstore import read_stream
 from shared.relay import Relay
@@ -42,6 +44,28 @@ MEMBERS = 10  # 5 SOS each: the per-member limit
 PER_MEMBER = 5
 #: The commitment service's relay (the commitments, the tenant's key) polls as in production.
 FOREIGN_POLL_S = 0.05
+
+
+def where_is(engine: Any, event_id: str) -> dict[str, Any]:
+    """Each hop of an SOS on its way to a webhook, as the database has it: a failure says
+    where it stopped (the log, the relay's checkpoint, the notification inbox, the queue)."""
+    message_id = f"msg_{uuid.UUID(event_id).hex}"
+    now = datetime.now(UTC)
+    with read(engine) as conn:
+        event = conn.execute(select(schema.events.c.position, schema.events.c.xid, schema.events.c.recorded_at)
+                             .where(schema.events.c.id == uuid.UUID(event_id))).first()
+        checkpoints = conn.execute(select(schema.checkpoints)).mappings().all()
+        processed = conn.execute(select(schema.processed_events.c.component, schema.processed_events.c.processed_at)
+                                 .where(schema.processed_events.c.event_id == uuid.UUID(event_id))).all()
+        dead = conn.execute(select(schema.dead_letters.c.component, schema.dead_letters.c.reason)
+                            .where(schema.dead_letters.c.event_id == event_id)).all()
+        delivery = conn.execute(select(notification_tables.deliveries)
+                                .where(notification_tables.deliveries.c.message_id == message_id)).mappings().all()
+        endpoints = conn.execute(select(notification_tables.endpoints.c.id, notification_tables.endpoints.c.status)
+                                 ).all()
+    return {"now": now, "event": event and dict(event._mapping), "checkpoints": [dict(c) for c in checkpoints],
+            "processed": [tuple(p) for p in processed], "dead_letters": [tuple(d) for d in dead],
+            "deliveries": [dict(d) for d in delivery], "endpoints": [tuple(e) for e in endpoints]}
 
 
 @pytest.fixture
@@ -112,9 +136,12 @@ def test_sos_reaches_the_coach_and_is_pushed_to_webhooks(both, receiver: Receive
         assert sent.status_code == 202, sent.text
         assert sent.json()["coach_id"] == "coach-1"
         sos_id = sent.json()["sos_id"]
-        arrived = wait_until(lambda: next((r for r in receiver.at("/sos") if r.json["data"]["event_id"] == sos_id),
-                                          None), WITHIN_S, interval=0.005,
-                             message="the SOS at the receiver without waiting for a poll")
+        try:
+            arrived = wait_until(lambda: next((r for r in receiver.at("/sos") if r.json["data"]["event_id"] == sos_id),
+                                              None), WITHIN_S, interval=0.005,
+                                 message="the SOS at the receiver without waiting for a poll")
+        except AssertionError as late:
+            raise AssertionError(f"{late}; where it is: {where_is(engine, sos_id)}") from None
         assert "message" not in arrived.json["data"] and message.encode() not in arrived.body
         return arrived.at - started
 
