@@ -11,10 +11,12 @@ import re
 
 from gunicorn.glogging import Logger
 
+from shared import config
+
 bind = os.environ.get("NOCONTACT_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("NOCONTACT_WEB_WORKERS", "2"))
+workers = config.number("NOCONTACT_WEB_WORKERS", 2, minimum=1)
 worker_class = "shared.gunicorn_worker.RequestBufferingWorker"
-threads = int(os.environ.get("NOCONTACT_WEB_THREADS", "4"))
+threads = config.number("NOCONTACT_WEB_THREADS", 4, minimum=1)
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -11,6 +11,7 @@ on 127.0.0.1 like the APIs; the banner lists them.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -50,10 +51,19 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
+#: The modules whose settings (shared.config.setting) are not all imported by this one.
+SETTINGS_MODULES = ("shared.keyring", "services.notification.config", "services.notification.metrics")
+
+
+@config.setting
+def _worker_metrics_ports() -> list[int]:
+    return [worker_metrics_port(service) for service in config.PORT_DEFAULTS]
+
+
 def worker_metrics_port(service: str) -> int:
     """Where `make run`'s worker process of `service` serves /metrics."""
     variable = f"NOCONTACT_{service.upper()}_WORKER_METRICS_PORT"
-    return int(os.environ.get(variable, config.port(service) + 1000))
+    return config.number(variable, config.port(service) + 1000, minimum=1, maximum=65535)
 
 
 def start_processes(env: dict[str, str] | None = None) -> list[tuple[str, subprocess.Popen[bytes]]]:
@@ -143,6 +153,12 @@ def banner(ready: dict[str, bool]) -> str:
 
 def run_suite(seed: bool = True) -> int:
     """Run until Ctrl-C; returns the exit code."""
+    # Every service's settings before anything starts: one line naming what is malformed,
+    # not six processes failing to boot (each checks its own again: shared.config.check).
+    for module in SETTINGS_MODULES:
+        if _has_module(module):
+            importlib.import_module(module)
+    config.check()
     for url in sorted({config.database_url(service) for service in SERVICES}):
         migrate(url)
     stopping = False

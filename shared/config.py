@@ -2,11 +2,19 @@
 
 Small functions, not a settings object, so that every process reads the environment when
 it needs a value (after gunicorn forks, in tests that set variables per test).
+
+Strict parsing, one way (`number`, `flag`): a malformed value raises `SettingError` naming
+the variable, its value and what it must be. A value read at each request or loop turn
+(a rate limit, a poll interval) would otherwise fail there, as a 500 or a loop that spins
+(a poll interval of 0) or dies; so every getter marked `setting` is read once at start
+(`check`, from shared.web.create_app and shared.worker.run_parts), and a process with a
+malformed setting does not start.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import os
 import secrets
 import time
@@ -14,6 +22,68 @@ from collections.abc import Callable
 from datetime import timedelta
 from importlib.metadata import version as _distribution_version
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
+
+class SettingError(ValueError):
+    """An environment variable is malformed (the message names it, its value, what it must be)."""
+
+
+_SETTINGS: list[Callable[[], object]] = []
+
+
+def setting(getter: Callable[[], T]) -> Callable[[], T]:
+    """Mark `getter` (no arguments) as one `check` reads at start."""
+    _SETTINGS.append(getter)
+    return getter
+
+
+def check() -> None:
+    """Read every setting marked `setting` (of the modules this process imported): a
+    `SettingError` naming each malformed one, so the process stops at start."""
+    problems: list[str] = []
+    for getter in _SETTINGS:
+        try:
+            getter()
+        except ValueError as error:  # SettingError, or a parser's own (the retry schedule's)
+            problems.append(str(error))
+    if problems:
+        raise SettingError("; ".join(dict.fromkeys(problems)))
+
+
+def number(name: str, default: N, *, minimum: float | None = None, above: float | None = None,
+           maximum: float | None = None, below: float | None = None) -> N:
+    """The number in `name` (`default` when unset or blank): whole if `default` is an int,
+    else any finite number, within the bounds given; else `SettingError`."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    text = raw.strip()
+    whole = isinstance(default, int)
+    try:
+        # int() would take "1_000" and non-ASCII digits: plain ASCII digits and a sign only.
+        if whole and not (text.lstrip("+-").isascii() and text.lstrip("+-").isdigit()):
+            raise ValueError(text)
+        value = int(text) if whole else float(text)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a {'whole number' if whole else 'number'}") from None
+    if not math.isfinite(value):
+        raise SettingError(f"{name}={raw!r} is not a finite number")
+    bounds = [
+        (minimum is None or value >= minimum, f"at least {minimum}"),
+        (above is None or value > above, f"above {above}"),
+        (maximum is None or value <= maximum, f"at most {maximum}"),
+        (below is None or value < below, f"under {below}"),
+    ]
+    if not all(within for within, _ in bounds):
+        wanted = " and ".join(
+            said for (_, said), bound in zip(bounds, (minimum, above, maximum, below), strict=True)
+            if bound is not None)
+        raise SettingError(f"{name}={raw!r} must be {wanted}")
+    return value  # type: ignore[return-value]
+
 
 # The source checkout, for the tests and benchmarks that run from it. Installed code never
 # reads files through it: package data is found with importlib.resources (infra/__init__.py)
@@ -52,6 +122,24 @@ def database_url(service: str | None = None) -> str:
     if url:
         return url
     return f"sqlite:///{var_dir() / 'nocontact.sqlite3'}"
+
+
+@setting
+def db_pool_size() -> int:
+    """NOCONTACT_DB_POOL_SIZE: connections a process keeps open (PostgreSQL)."""
+    return number("NOCONTACT_DB_POOL_SIZE", 5, minimum=1)
+
+
+@setting
+def db_max_overflow() -> int:
+    """NOCONTACT_DB_MAX_OVERFLOW: connections a process may open beyond the pool, briefly."""
+    return number("NOCONTACT_DB_MAX_OVERFLOW", 10, minimum=0)
+
+
+@setting
+def db_pool_recycle_s() -> int:
+    """NOCONTACT_DB_POOL_RECYCLE_S: the age at which a pooled connection is replaced."""
+    return number("NOCONTACT_DB_POOL_RECYCLE_S", 1800, minimum=1)
 
 
 def migration_database_url(service: str | None = None) -> str:
@@ -162,7 +250,12 @@ PORT_DEFAULTS = {"commitment": 8001, "checkin": 8002, "notification": 8003}
 
 
 def port(service: str) -> int:
-    return int(os.environ.get(f"NOCONTACT_{service.upper()}_PORT", PORT_DEFAULTS[service]))
+    return number(f"NOCONTACT_{service.upper()}_PORT", PORT_DEFAULTS[service], minimum=1, maximum=65535)
+
+
+@setting
+def _ports() -> list[int]:
+    return [port(service) for service in PORT_DEFAULTS]
 
 
 def service_url(service: str) -> str:
@@ -181,62 +274,78 @@ def webhook_retry_schedule() -> str:
     return os.environ.get("NOCONTACT_WEBHOOK_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,36000")
 
 
+@setting
 def webhook_allow_private() -> bool:
     return flag("NOCONTACT_WEBHOOK_ALLOW_PRIVATE")
 
 
+@setting
 def scheduler_interval_s() -> float:
-    return float(os.environ.get("NOCONTACT_SCHEDULER_INTERVAL_S", "60"))
+    """How often the schedulers look for work (0 would make them spin)."""
+    return number("NOCONTACT_SCHEDULER_INTERVAL_S", 60.0, above=0)
 
 
+@setting
 def relay_poll_interval_s() -> float:
-    """How long the relay sleeps when the log has nothing new (bounds event latency)."""
-    return float(os.environ.get("NOCONTACT_RELAY_POLL_INTERVAL_S", "0.05"))
+    """How long the relay sleeps when the log has nothing new (bounds event latency; 0
+    would make it spin, a query after a query)."""
+    return number("NOCONTACT_RELAY_POLL_INTERVAL_S", 0.05, above=0)
 
 
+#: The longest span in days a setting may give: its cut-off stays a datetime (a span of
+#: millennia is a typo).
+MAX_DAYS = 100_000
+
+
+@setting
 def dedup_window() -> timedelta:
     """NOCONTACT_DEDUP_WINDOW_DAYS (30): how long a consumer remembers the events it applied
     (their processed_events rows). A copy of an event that arrives later (a relay moved back
     past it) is applied again. Every copy the system itself makes (a redelivery, a relay
     restarting mid-batch) comes within minutes, or within the outage it waited out."""
-    raw = os.environ.get("NOCONTACT_DEDUP_WINDOW_DAYS", "").strip() or "30"
-    try:
-        days = float(raw)
-    except ValueError:
-        raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} is not a number") from None
-    # The upper bound keeps the cut-off a datetime (a window of millennia is a typo).
-    if not 1 <= days < 100_000:
-        raise ValueError(f"NOCONTACT_DEDUP_WINDOW_DAYS={raw!r} must be at least 1 and under 100000 (days)")
-    return timedelta(days=days)
+    return timedelta(days=number("NOCONTACT_DEDUP_WINDOW_DAYS", 30.0, minimum=1, below=MAX_DAYS))
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable: 1/true/yes/on or 0/false/no/off, any case (`default` when unset
+    or blank). Anything else is a `SettingError`, not a silent no: `NOCONTACT_X=enabled`
+    means someone wanted it on."""
     value = os.environ.get(name)
-    if value is None:
+    if value is None or not value.strip():
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    said = value.strip().lower()
+    if said not in _TRUE | _FALSE:
+        raise SettingError(f"{name}={value!r} must be one of 1, true, yes, on, 0, false, no, off")
+    return said in _TRUE
 
 
 # -- rate limits (shared.ratelimit) --------------------------------------------------------
 
 
+@setting
 def rate_limit_per_minute() -> int:
     """Requests per minute per credential and service (0: no limit)."""
-    return int(os.environ.get("NOCONTACT_RATE_LIMIT_PER_MINUTE", "600"))
+    return number("NOCONTACT_RATE_LIMIT_PER_MINUTE", 600, minimum=0)
 
 
+@setting
 def rate_limit_burst() -> int:
     """Requests a credential may send at once (0 or unset: the per-minute figure)."""
-    return max(int(os.environ.get("NOCONTACT_RATE_LIMIT_BURST") or 0), 0)
+    return number("NOCONTACT_RATE_LIMIT_BURST", 0, minimum=0)
 
 
+@setting
 def auth_failures_per_minute() -> int:
     """Failed authentications per minute per client address and service, also the burst
     (0: no limit)."""
-    return int(os.environ.get("NOCONTACT_AUTH_FAILURES_PER_MINUTE", "60"))
+    return number("NOCONTACT_AUTH_FAILURES_PER_MINUTE", 60, minimum=0)
 
 
+@setting
 def trusted_proxies() -> int:
     """How many reverse proxies in front of the APIs append to X-Forwarded-For (0: none, the
     peer address is the client's)."""
-    return max(int(os.environ.get("NOCONTACT_TRUSTED_PROXIES") or 0), 0)
+    return number("NOCONTACT_TRUSTED_PROXIES", 0, minimum=0)

@@ -37,6 +37,7 @@ from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.sqltypes import TupleType
 
+from shared import config
 from shared.schema import UtcDateTime
 
 _engines: dict[str, Engine] = {}
@@ -81,12 +82,12 @@ def _create(url: str) -> Engine:
         return engine
     engine = create_engine(
         url,
-        pool_size=int(os.environ.get("NOCONTACT_DB_POOL_SIZE", "5")),
-        max_overflow=int(os.environ.get("NOCONTACT_DB_MAX_OVERFLOW", "10")),
+        pool_size=config.db_pool_size(),
+        max_overflow=config.db_max_overflow(),
         # No pool_pre_ping (a SELECT round trip on every checkout, i.e. every transaction):
         # `_check_alive` below tells a dead pooled connection without a round trip, and
         # recycling bounds a connection's age (server or proxy idle timeouts).
-        pool_recycle=int(os.environ.get("NOCONTACT_DB_POOL_RECYCLE_S", "1800")),
+        pool_recycle=config.db_pool_recycle_s(),
     )
     event.listen(engine, "checkout", _check_alive)
     return engine
@@ -169,15 +170,15 @@ def migrate(url: str, revision: str = "heads", *, app_roles: Iterable[str] = ())
 
     import infra
 
-    config = Config()
-    config.set_main_option("script_location", str(infra.path("migrations")))
+    alembic_config = Config()
+    alembic_config.set_main_option("script_location", str(infra.path("migrations")))
     engine = engine_for(url)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Two processes migrating at once would race on CREATE TABLE.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7243155)")
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        alembic_config.attributes["connection"] = conn
+        command.upgrade(alembic_config, revision)
         for role in app_roles:
             grant_app_role(conn, role)
 

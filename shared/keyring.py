@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared import crypto
+from shared import config, crypto
 from shared.db import DriverSelect
 from shared.errors import Conflict
 from shared.events import NewEvent
@@ -98,15 +98,12 @@ class KeyMissing(RuntimeError):
         self.member_id = member_id
 
 
+@config.setting
 def cache_ttl_s() -> float:
-    """NOCONTACT_KEYRING_CACHE_TTL_S: how long a process keeps an unwrapped key (0-5 s)."""
-    try:
-        value = float(os.environ.get("NOCONTACT_KEYRING_CACHE_TTL_S", DEFAULT_CACHE_TTL_S))
-    except ValueError:
-        return DEFAULT_CACHE_TTL_S
-    if value != value:  # NaN
-        return DEFAULT_CACHE_TTL_S
-    return min(max(value, 0.0), MAX_CACHE_TTL_S)
+    """NOCONTACT_KEYRING_CACHE_TTL_S: how long a process keeps an unwrapped key (0-5 s; 0:
+    no cache). The bound on when an erasure holds everywhere, so a value above it is
+    refused (shared.config), not cut down quietly."""
+    return config.number("NOCONTACT_KEYRING_CACHE_TTL_S", DEFAULT_CACHE_TTL_S, minimum=0, maximum=MAX_CACHE_TTL_S)
 
 
 def is_sealed(value: object) -> bool:

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Mapping
 from wsgiref.simple_server import WSGIServer
 
+from shared import config
+
 log = logging.getLogger(__name__)
 
 Part = Callable[[threading.Event], None]
@@ -35,6 +37,9 @@ def _supervise(name: str, part: Part, stop: threading.Event) -> None:
 def run_parts(parts: Mapping[str, Part], stop: threading.Event | None = None,
               install_signals: bool = True) -> None:
     """Run `parts` in threads until stopped (by signal or by `stop`), then join them."""
+    # A malformed setting stops the worker here, named, not in the part that reads it
+    # later (which would crash and restart every 2 s, or spin).
+    config.check()
     stop = stop or threading.Event()
     if install_signals:
         def _stop(signum: int, _frame: object) -> None:
@@ -62,12 +67,12 @@ def run_parts(parts: Mapping[str, Part], stop: threading.Event | None = None,
 
 def _serve_metrics() -> WSGIServer | None:
     """Serve /metrics on NOCONTACT_WORKER_METRICS_PORT (0.0.0.0 unless ..._ADDR says otherwise)."""
-    port = os.environ.get("NOCONTACT_WORKER_METRICS_PORT")
+    port = config.number("NOCONTACT_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
     if not port:
         return None
     from prometheus_client import start_http_server
 
     address = os.environ.get("NOCONTACT_WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104 - scraped from outside
-    server, _thread = start_http_server(int(port), addr=address)
+    server, _thread = start_http_server(port, addr=address)
     log.info("worker metrics on %s:%s/metrics", address, port)
     return server

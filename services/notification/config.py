@@ -1,44 +1,22 @@
 """Settings of the notification service, read from the environment when needed.
 
-Strict parsing: a malformed value stops the worker at start-up with the variable named,
-rather than retrying forever, never, or with a surprising timeout.
+Strict parsing (shared.config.number): a malformed value stops the process at start-up
+with the variable named (shared.config.check), rather than retrying forever, never, or
+with a surprising timeout.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from services.notification.domain.schedule import parse_schedule
 from shared import config
 
-
-class SettingError(ValueError):
-    """An environment variable of the notification service is malformed."""
-
-
-def _positive_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingError(f"{name}={raw!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise SettingError(f"{name}={raw!r} must be a positive number")
-    return value
+#: What a malformed setting raises (one class for every service's settings).
+SettingError = config.SettingError
 
 
-def _positive_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    if not (raw.strip().isascii() and raw.strip().isdigit()) or int(raw) < 1:
-        raise SettingError(f"{name}={raw!r} must be a whole number >= 1")
-    return int(raw)
-
-
+@config.setting
 def retry_schedule() -> tuple[int, ...]:
     """NOCONTACT_WEBHOOK_RETRY_SCHEDULE: seconds before each attempt (whole numbers)."""
     return parse_schedule(config.webhook_retry_schedule())
@@ -49,16 +27,19 @@ def allow_private() -> bool:
     return config.webhook_allow_private()
 
 
+@config.setting
 def timeout_s() -> float:
     """NOCONTACT_WEBHOOK_TIMEOUT_S: per-attempt timeout, default 15 seconds."""
-    return _positive_float("NOCONTACT_WEBHOOK_TIMEOUT_S", 15.0)
+    return config.number("NOCONTACT_WEBHOOK_TIMEOUT_S", 15.0, above=0)
 
 
+@config.setting
 def disable_after() -> timedelta:
     """NOCONTACT_WEBHOOK_DISABLE_AFTER_DAYS: failing this long disables an endpoint (5)."""
-    return timedelta(days=_positive_float("NOCONTACT_WEBHOOK_DISABLE_AFTER_DAYS", 5.0))
+    return timedelta(days=config.number("NOCONTACT_WEBHOOK_DISABLE_AFTER_DAYS", 5.0, above=0, below=config.MAX_DAYS))
 
 
+@config.setting
 def max_in_flight_per_endpoint() -> int:
     """NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: concurrent attempts to one endpoint (16).
 
@@ -66,27 +47,30 @@ def max_in_flight_per_endpoint() -> int:
     16 in flight carry hundreds per second; a dead endpoint (timeouts) holds 16 threads
     at most, below ``delivery_threads()``, so other endpoints keep theirs.
     """
-    return _positive_int("NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 16)
+    return config.number("NOCONTACT_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 16, minimum=1)
 
 
+@config.setting
 def delivery_threads() -> int:
     """NOCONTACT_WEBHOOK_WORKERS: attempts in flight per delivery worker process (48).
 
     Three endpoints' worth of the per-endpoint cap: one or two stuck endpoints never
     starve the rest. The threads mostly wait on sockets.
     """
-    return _positive_int("NOCONTACT_WEBHOOK_WORKERS", 48)
+    return config.number("NOCONTACT_WEBHOOK_WORKERS", 48, minimum=1)
 
 
+@config.setting
 def poll_interval_s() -> float:
     """NOCONTACT_WEBHOOK_POLL_INTERVAL_S: how often an idle worker looks for due deliveries (0.1).
 
     The inbox of the same process wakes the worker at once; the poll finds what other
     processes queued and retries coming due. An idle poll is one small query.
     """
-    return _positive_float("NOCONTACT_WEBHOOK_POLL_INTERVAL_S", 0.1)
+    return config.number("NOCONTACT_WEBHOOK_POLL_INTERVAL_S", 0.1, above=0)
 
 
+@config.setting
 def retention() -> timedelta:
     """NOCONTACT_RETENTION_DAYS: delivered messages and their attempts are kept this long (90)."""
-    return timedelta(days=_positive_float("NOCONTACT_RETENTION_DAYS", 90.0))
+    return timedelta(days=config.number("NOCONTACT_RETENTION_DAYS", 90.0, above=0, below=config.MAX_DAYS))

@@ -15,7 +15,6 @@ longest, get series of their own; the rest of the backlog is one series
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -28,6 +27,7 @@ from sqlalchemy import Engine, func, select
 from services.notification.delivery.queue import PENDING, due
 from services.notification.domain.endpoints import Status
 from services.notification.tables import deliveries, endpoints, failing_endpoints
+from shared import config
 from shared.clock import Clock, utcnow
 from shared.db import read
 
@@ -40,11 +40,9 @@ ENDPOINT_LIMIT_DEFAULT = 20
 OTHER_ENDPOINTS = "_other"
 
 
+@config.setting
 def endpoint_limit() -> int:
-    value = int(os.environ.get("NOCONTACT_WEBHOOK_METRICS_ENDPOINTS", ENDPOINT_LIMIT_DEFAULT))
-    if value < 0:
-        raise ValueError("NOCONTACT_WEBHOOK_METRICS_ENDPOINTS must be 0 or more")
-    return value
+    return config.number("NOCONTACT_WEBHOOK_METRICS_ENDPOINTS", ENDPOINT_LIMIT_DEFAULT, minimum=0)
 
 
 def _families() -> dict[str, GaugeMetricFamily]:

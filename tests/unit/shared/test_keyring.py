@@ -9,7 +9,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared import crypto, keyring
+from shared import config, crypto, keyring
 from shared.events import NewEvent
 
 OLD_MASTER = base64.b64encode(bytes(range(32))).decode()
@@ -97,12 +97,21 @@ def test_the_key_cache_forgets_after_its_ttl(monkeypatch: pytest.MonkeyPatch) ->
     assert cache.get(key_id) is None
 
 
-@pytest.mark.parametrize(("setting", "ttl"), [("0.5", 0.5), ("0", 0.0), ("60", keyring.MAX_CACHE_TTL_S),
-                                              ("-1", 0.0), ("nan", keyring.DEFAULT_CACHE_TTL_S),
-                                              ("soon", keyring.DEFAULT_CACHE_TTL_S)])
-def test_the_cache_ttl_is_bounded(monkeypatch: pytest.MonkeyPatch, setting: str, ttl: float) -> None:
+@pytest.mark.parametrize(("setting", "ttl"), [("0.5", 0.5), ("0", 0.0), ("5", keyring.MAX_CACHE_TTL_S),
+                                              ("", keyring.DEFAULT_CACHE_TTL_S)])
+def test_the_cache_ttl_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, setting: str, ttl: float) -> None:
     monkeypatch.setenv("NOCONTACT_KEYRING_CACHE_TTL_S", setting)
     assert keyring.cache_ttl_s() == ttl
+
+
+@pytest.mark.parametrize("setting", ["60", "5.01", "-1", "nan", "soon"])
+def test_a_cache_ttl_beyond_the_erasure_bound_or_malformed_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                      setting: str) -> None:
+    # The TTL bounds when an erasure holds in every process: 60 s is not cut to 5 quietly,
+    # the process refuses to start (shared.config.check) and says why.
+    monkeypatch.setenv("NOCONTACT_KEYRING_CACHE_TTL_S", setting)
+    with pytest.raises(config.SettingError, match="NOCONTACT_KEYRING_CACHE_TTL_S"):
+        keyring.cache_ttl_s()
 
 
 def test_a_retired_master_key_still_opens_and_reseal_moves_a_value_to_the_current_one(
