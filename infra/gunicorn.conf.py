@@ -11,12 +11,14 @@ import re
 
 from gunicorn.glogging import Logger
 
-from shared import config
+# Not `config`: gunicorn reads every module-level name of this file that is one of its
+# settings as that setting, and `config` is one.
+from shared.config import number
 
 bind = os.environ.get("NOCONTACT_BIND", "127.0.0.1:8000")
-workers = config.number("NOCONTACT_WEB_WORKERS", 2, minimum=1)
+workers = number("NOCONTACT_WEB_WORKERS", 2, minimum=1)
 worker_class = "shared.gunicorn_worker.RequestBufferingWorker"
-threads = config.number("NOCONTACT_WEB_THREADS", 4, minimum=1)
+threads = number("NOCONTACT_WEB_THREADS", 4, minimum=1)
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
