@@ -397,13 +397,17 @@ def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool,
 
     Consumers skip what they applied within their dedup window (NOCONTACT_DEDUP_WINDOW_DAYS,
     30 days; run this with the consumers' value): they have forgotten older events, and
-    would apply them again while skipping the later ones they remember, so a read model can
-    go back to an older state (a coach's assignment, say), and webhooks whose messages are
-    past NOCONTACT_RETENTION_DAYS are sent again. When some of the events to publish are
-    that old, or will be within a day (consumers forget hourly, the relay may start later),
-    the command refuses unless given --reapply-beyond-window. Stop the relay first:
-    on PostgreSQL the command refuses while a copy holds the relay's lock (and holds it
-    itself while it writes, so no standby starts meanwhile). SQLite has no such lock: a
+    would apply them again while skipping the later ones they remember. The commitments
+    and coach assignments the check-in and notification services copy keep the version
+    behind each value and ignore an older event, except rows unchanged since those versions
+    were added (migrations checkin_0006, notification_0005): until their next event or a
+    rebuild, those can still go back to an older state (a coach's assignment, say).
+    Webhooks whose messages are past NOCONTACT_RETENTION_DAYS are sent again, and a coach
+    assigned since an event gets a feed item for it. When some of the events to publish are
+    older than the window, or will be within a day (consumers forget hourly, the relay may
+    start later), the command refuses unless given --reapply-beyond-window. Stop the relay
+    first: on PostgreSQL the command refuses while a copy holds the relay's lock (and holds
+    it itself while it writes, so no standby starts meanwhile). SQLite has no such lock: a
     relay running then may write its own checkpoint over this one.
     """
     if to_start == (to_position is not None):
@@ -436,8 +440,11 @@ def reset_checkpoint_command(name: str, to_position: int | None, to_start: bool,
                     f"{forgotten} of the {behind} event(s) to publish again were recorded more than "
                     f"{remembered.total_seconds() / 86400:g} days ago, at the edge of "
                     "the consumers' dedup window (NOCONTACT_DEDUP_WINDOW_DAYS) or beyond: consumers that "
-                    "applied them would apply them again, so a read model can go back to an older state, "
-                    "and webhooks whose messages are past NOCONTACT_RETENTION_DAYS are sent again. Give "
+                    "applied them would apply them again: webhooks whose messages are past "
+                    "NOCONTACT_RETENTION_DAYS are sent again, a coach assigned since an event gets a feed item "
+                    "for it, and commitments and coach assignments unchanged since their versions were added "
+                    "(migrations checkin_0006, notification_0005) can go back to an older state until their "
+                    "next event or a rebuild. Give "
                     "--reapply-beyond-window to go on (a consumer that never saw them), or a later "
                     "--to-position")
     finally:

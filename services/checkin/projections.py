@@ -92,18 +92,25 @@ def _boundaries(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime) -> None:
     """Fold one commitment.* / coach.* event into ``checkin_commitments`` (idempotent); `now`
-    files the commitment as due to the scheduler and dates its streak snapshot."""
+    files the commitment as due to the scheduler and dates its streak snapshot.
+
+    What the events set carries the version of the commitment stream that set it (the coach,
+    the last day, the status, the boundaries: a version each), and an event changes it only
+    when later: a copy applied again (the inbox forgot it after its dedup window and a relay
+    moved back republished it) or late (a parked message requeued) never takes the row back
+    to an older state. A version each, not one for the row: a late event of one kind must
+    not be refused because a later event of another kind was applied first."""
     data = event.data
     table = tables.commitments
     commitment_id = str(data.get("commitment_id") or "")
     if not commitment_id:
         return
-    where = table.c.commitment_id == commitment_id
     if event.type == "commitment.created":
-        if conn.execute(select(table.c.commitment_id).where(where)).first():
+        if conn.execute(select(table.c.commitment_id).where(table.c.commitment_id == commitment_id)).first():
             return  # a redelivery: the first one already folded it
         if erased(conn, event.tenant_id, data["member_id"]):
             return  # late, or replayed: nothing of an erased member comes back (services.checkin.members)
+        version = event.stream_version
         conn.execute(
             insert(table).values(
                 commitment_id=commitment_id,
@@ -120,39 +127,52 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
                 created_at=event.occurred_at,
                 scheduler_due_at=now,
                 boundaries=_boundaries(data),
-                boundaries_version=event.stream_version,
+                coach_version=version,
+                ends_on_version=version,
+                status_version=version,
+                boundaries_version=version,
             )
         )
+        changed = True
     elif event.type == "commitment.boundaries_changed":
-        # The latest version wins, whatever order the bus delivered them in.
-        conn.execute(
-            update(table)
-            .where(where, table.c.boundaries_version < event.stream_version)
-            .values(boundaries=_boundaries(data), boundaries_version=event.stream_version)
-        )
+        _set_if_later(conn, commitment_id, event, "boundaries_version", boundaries=_boundaries(data))
         return  # the streak does not depend on them
     elif event.type == "commitment.extended":
-        conn.execute(update(table).where(where).values(ends_on=_date(data.get("ends_on")), scheduler_due_at=now))
+        changed = _set_if_later(conn, commitment_id, event, "ends_on_version",
+                                ends_on=_date(data.get("ends_on")), scheduler_due_at=now)
     elif event.type == "commitment.ended":
-        conn.execute(
-            update(table)
-            .where(where)
-            .values(status=CommitmentStatus.ENDED.value, ended_on=_date(data.get("ended_on")), scheduler_due_at=now)
-        )
+        changed = _set_if_later(conn, commitment_id, event, "status_version", status=CommitmentStatus.ENDED.value,
+                                ended_on=_date(data.get("ended_on")), scheduler_due_at=now)
     elif event.type == "commitment.completed":
-        conn.execute(
-            update(table)
-            .where(where, table.c.status == CommitmentStatus.ACTIVE.value)
-            .values(status=CommitmentStatus.COMPLETED.value, scheduler_due_at=now)
-        )
+        changed = _set_if_later(conn, commitment_id, event, "status_version",
+                                table.c.status == CommitmentStatus.ACTIVE.value,
+                                status=CommitmentStatus.COMPLETED.value, scheduler_due_at=now)
     elif event.type == "coach.assigned":
-        conn.execute(update(table).where(where).values(coach_id=data["coach_id"]))
+        changed = _set_if_later(conn, commitment_id, event, "coach_version", coach_id=data["coach_id"])
     elif event.type == "coach.unassigned":
-        # Only the coach named: removing coach A must never detach the member from coach B.
-        conn.execute(update(table).where(where, table.c.coach_id == data.get("coach_id")).values(coach_id=None))
+        # Only the coach named: removing coach A must never detach the member from coach B
+        # (for a row folded before it had versions, 0, this is what keeps a later coach).
+        changed = _set_if_later(conn, commitment_id, event, "coach_version",
+                                table.c.coach_id == data.get("coach_id"), coach_id=None)
     else:
         return
-    refresh_streak(conn, commitment_id, now)
+    if changed:  # an event that changed nothing (older, or a coach not named) tells the streak nothing new
+        refresh_streak(conn, commitment_id, now)
+
+
+def _set_if_later(
+    conn: Connection, commitment_id: str, event: RecordedEvent, version: str, *conditions: Any, **values: Any
+) -> bool:
+    """Set `values` on the commitment's row, and the event's stream version in its `version`
+    column, only if what that column versions was set by an earlier event (and `conditions`
+    hold); True when the row changed."""
+    table = tables.commitments
+    result = conn.execute(
+        update(table)
+        .where(table.c.commitment_id == commitment_id, table.c[version] < event.stream_version, *conditions)
+        .values(**values, **{version: event.stream_version})
+    )
+    return bool(result.rowcount)
 
 
 # -- settings ------------------------------------------------------------------------------

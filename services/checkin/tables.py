@@ -53,6 +53,12 @@ commitments = Table(
     # commitment's stream that set them (a later one wins).
     Column("boundaries", Json, nullable=False),
     Column("boundaries_version", Integer, nullable=False),
+    # Likewise the versions that set the coach, the last day (ends_on) and the status with
+    # ended_on (migration checkin_0006; 0: set before the row had them, any event is later):
+    # an event applied again or late never takes them back (projections.apply_commitment_event).
+    Column("coach_version", Integer, nullable=False, server_default="0"),
+    Column("ends_on_version", Integer, nullable=False, server_default="0"),
+    Column("status_version", Integer, nullable=False, server_default="0"),
     Index("checkin_commitments_tenant_member", "tenant_id", "member_id"),
     Index("checkin_commitments_tenant_coach", "tenant_id", "coach_id"),
     Index("checkin_commitments_due", "scheduler_due_at"),

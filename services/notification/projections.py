@@ -142,33 +142,49 @@ def read_assignment(conn: Connection, tenant_id: str, commitment_id: str) -> Any
 
 
 def fold_assignment(conn: Connection, event: RecordedEvent) -> None:
-    """``coach.assigned`` / ``coach.unassigned`` into the assignments and known coaches."""
+    """``coach.assigned`` / ``coach.unassigned`` into the assignments and known coaches.
+
+    The assignment keeps the version of the commitment's stream that set its coach, and an
+    event moves it only when later: a copy applied again (the inbox forgot it after its
+    dedup window and a relay moved back republished it) or late (a parked message requeued)
+    never hands the member's feed back to a former coach, nor takes it from the current one.
+    """
     data = event.data
-    tenant, commitment_id = event.tenant_id, str(data["commitment_id"])
+    tenant, commitment_id, version = event.tenant_id, str(data["commitment_id"]), event.stream_version
     key = (coach_assignments.c.tenant_id == tenant) & (coach_assignments.c.commitment_id == commitment_id)
-    if event.type == "coach.assigned":
-        coach_id = str(data["coach_id"])
-        if conn.execute(select(coach_assignments.c.coach_id).where(key)).first() is None:
-            conn.execute(
-                insert(coach_assignments).values(
-                    tenant_id=tenant,
-                    commitment_id=commitment_id,
-                    member_id=str(data["member_id"]),
-                    coach_id=coach_id,
-                )
+    assigned = event.type == "coach.assigned"
+    coach_id = str(data["coach_id"])
+    if conn.execute(select(coach_assignments.c.coach_id).where(key)).first() is None:
+        # An unassignment before any assignment is one whose assignment is still parked: kept
+        # as "no coach" at its version, so that assignment, requeued, does not bring them back.
+        conn.execute(
+            insert(coach_assignments).values(
+                tenant_id=tenant,
+                commitment_id=commitment_id,
+                member_id=str(data["member_id"]),
+                coach_id=coach_id if assigned else None,
+                version=version,
             )
-        else:
-            conn.execute(update(coach_assignments).where(key).values(coach_id=coach_id))
+        )
+    elif assigned:
+        conn.execute(
+            update(coach_assignments).where(key, coach_assignments.c.version < version)
+            .values(coach_id=coach_id, version=version)
+        )
+    else:
+        # Only the coach named: unassigning an older coach never detaches the current one
+        # (for an assignment folded before it had a version, 0, this is what keeps a later coach).
+        conn.execute(
+            update(coach_assignments)
+            .where(key, coach_assignments.c.version < version, coach_assignments.c.coach_id == coach_id)
+            .values(coach_id=None, version=version)
+        )
+    if assigned:
+        # Known even when the assignment has moved on since: a coach once assigned is known,
+        # whichever order the events came in (as the rebuild knows every coach ever assigned).
         known = (coaches.c.tenant_id == tenant) & (coaches.c.coach_id == coach_id)
         if conn.execute(select(coaches.c.coach_id).where(known)).first() is None:
             conn.execute(insert(coaches).values(tenant_id=tenant, coach_id=coach_id))
-    else:
-        # Only the coach named: unassigning an older coach never detaches the current one.
-        conn.execute(
-            update(coach_assignments)
-            .where(key, coach_assignments.c.coach_id == str(data["coach_id"]))
-            .values(coach_id=None)
-        )
 
 
 def add_feed_item(

@@ -140,7 +140,10 @@ attempts = Table(
     Index("notification_attempts_endpoint", "endpoint_id", "id"),
 )
 
-# Which coach looks after which commitment (folded from coach.assigned / coach.unassigned).
+# Which coach looks after which commitment (folded from coach.assigned / coach.unassigned),
+# and the version of the commitment's stream that set it: an event applied again or late
+# never moves it back (projections.fold_assignment). 0: set before the row had a version
+# (migration notification_0005), any event is later.
 coach_assignments = Table(
     "notification_coach_assignments",
     metadata,
@@ -148,6 +151,7 @@ coach_assignments = Table(
     Column("commitment_id", String(64), primary_key=True),
     Column("member_id", String(128), nullable=False),
     Column("coach_id", String(128)),
+    Column("version", Integer, nullable=False, server_default="0"),
 )
 
 # Coaches ever known in a tenant: tells "no such coach" (404) from "no news yet" (empty).

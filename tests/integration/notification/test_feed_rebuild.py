@@ -14,7 +14,7 @@ from services.notification.tables import coach_assignments, coaches, feed_items
 from shared import eventstore
 from shared.consumer import apply_once
 from shared.db import engine_for, read
-from shared.events import Metadata, NewEvent
+from shared.events import Metadata, NewEvent, RecordedEvent
 from shared.projection import rebuild
 from shared.schema import processed_events
 
@@ -100,3 +100,95 @@ def test_an_event_applied_again_after_the_dedup_window_keeps_its_feed_item(datab
         conn.execute(delete(processed_events).where(processed_events.c.event_id == recorded[1].id))
     assert apply_once(engine, "notification.inbox", handler, recorded[1])  # applied, not refused
     assert _state(engine) == before
+
+
+def _append(engine, stream: str, kind: str, data: dict) -> RecordedEvent:  # type: ignore[no-untyped-def, type-arg]
+    commitment_id = stream.split("-", 1)[1]
+    with engine.begin() as conn:  # a transaction appends once
+        (event,) = eventstore.append(conn, stream, [NewEvent(kind, {"commitment_id": commitment_id,
+                                                                    "member_id": "m-" + commitment_id, **data})],
+                                     metadata=Metadata(tenant_id="t1"))
+    return event
+
+
+def _forget(engine, events: list[RecordedEvent]) -> None:  # type: ignore[no-untyped-def]
+    """What the inbox's dedup window does to what it applied long ago."""
+    with engine.begin() as conn:
+        conn.execute(delete(processed_events).where(processed_events.c.event_id.in_([e.id for e in events])))
+
+
+def _coach_of(engine, commitment_id: str) -> tuple[str | None, int]:  # type: ignore[no-untyped-def]
+    with read(engine) as conn:
+        return tuple(conn.execute(select(coach_assignments.c.coach_id, coach_assignments.c.version).where(
+            coach_assignments.c.tenant_id == "t1", coach_assignments.c.commitment_id == commitment_id)).one())
+
+
+def test_assignments_applied_again_after_the_dedup_window_stay_with_the_later_coach(database_url: str) -> None:
+    """A relay moved back beyond the dedup window publishes a commitment's stream again: the
+    inbox applies what it forgot and skips what it remembers. An old coach.assigned must not
+    hand the member's feed back to a former coach, and an old coach.unassigned must not take
+    it from the coach assigned since."""
+    engine = engine_for(database_url)
+    day = datetime.now(UTC).date().isoformat()
+    handler = InboxHandler()
+    replaced = [_append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-a"}),
+                _append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-b",
+                                                                    "previous_coach_id": "coach-a"})]
+    back_again = [_append(engine, "commitment-c2", "coach.assigned", {"coach_id": "coach-a"}),
+                  _append(engine, "commitment-c2", "coach.unassigned", {"coach_id": "coach-a"}),
+                  _append(engine, "commitment-c2", "coach.assigned", {"coach_id": "coach-a"})]
+    for event in replaced + back_again:
+        assert apply_once(engine, "notification.inbox", handler, event)
+    assert (_coach_of(engine, "c1")[0], _coach_of(engine, "c2")[0]) == ("coach-b", "coach-a")
+
+    _forget(engine, [replaced[0], *back_again[:2]])
+    applied = [event for event in replaced + back_again if apply_once(engine, "notification.inbox", handler, event)]
+    assert applied == [replaced[0], *back_again[:2]]
+
+    assert (_coach_of(engine, "c1")[0], _coach_of(engine, "c2")[0]) == ("coach-b", "coach-a")
+    assert (_coach_of(engine, "c1")[1], _coach_of(engine, "c2")[1]) == (2, 3)  # the versions that set them
+    # The member's next slip is in the current coach's feed, not the former one's.
+    slip = _append(engine, "checkin-c1", "checkin.recorded", {
+        "date": day, "outcome": "slipped", "slip": {"channel": "texts", "initiated_by": "me"}})
+    assert apply_once(engine, "notification.inbox", handler, slip)
+    live = _state(engine)
+    assert [row[1] for row in live["feed"] if row[2] == str(slip.id)] == ["coach-b"]
+
+    rebuild(engine, feed_projection())
+    assert _state(engine) == live
+
+
+def test_a_late_assignment_leaves_the_later_coach(database_url: str) -> None:
+    """A parked coach.assigned requeued after the next assignment was applied."""
+    engine = engine_for(database_url)
+    handler = InboxHandler()
+    to_a = _append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-a"})
+    to_b = _append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-b", "previous_coach_id": "coach-a"})
+    for event in (to_b, to_a):
+        assert apply_once(engine, "notification.inbox", handler, event)
+
+    assert _coach_of(engine, "c1")[0] == "coach-b"
+    live = _state(engine)
+    assert live["coaches"] == [("t1", "coach-a"), ("t1", "coach-b")]  # known, as the rebuild knows them
+    rebuild(engine, feed_projection())
+    assert _state(engine) == live
+
+
+def test_an_assignment_requeued_after_its_unassignment_stays_ended(database_url: str) -> None:
+    """The assignment was parked, its unassignment applied, then the assignment requeued:
+    the coach it named must not get the member's feed."""
+    engine = engine_for(database_url)
+    handler = InboxHandler()
+    assigned = _append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-a"})
+    unassigned = _append(engine, "commitment-c1", "coach.unassigned", {"coach_id": "coach-a"})
+    for event in (unassigned, assigned):
+        assert apply_once(engine, "notification.inbox", handler, event)
+
+    assert _coach_of(engine, "c1")[0] is None
+    day = datetime.now(UTC).date().isoformat()
+    missed = _append(engine, "checkin-c1", "checkin.missed", {"date": day, "deadline": "2026-11-22T12:00:00+00:00"})
+    assert apply_once(engine, "notification.inbox", handler, missed)
+    live = _state(engine)
+    assert live["feed"] == []
+    rebuild(engine, feed_projection())
+    assert _state(engine) == live

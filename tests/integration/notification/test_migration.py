@@ -1,5 +1,6 @@
 """notification_0002 on a database with endpoints made before it: secrets sealed in place,
-versions taken from the streams, failure clocks moved, and deliveries still signed."""
+versions taken from the streams, failure clocks moved, and deliveries still signed.
+notification_0005 on coach assignments made before it: version 0, the next event moves them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from alembic.config import Config
 from sqlalchemy import text
 
 import infra
+from services.notification.consumers import InboxHandler
 from services.notification.domain.endpoints import secret_associated_data
 from shared import crypto, eventstore, testing
+from shared.consumer import apply_once
 from shared.db import engine_for, migrate
 from shared.events import Metadata, NewEvent
 
@@ -78,3 +81,27 @@ def test_legacy_endpoints_are_sealed_versioned_and_their_failure_clocks_kept(bla
     with engine.connect() as conn:
         again = conn.execute(text("SELECT secret FROM notification_endpoints WHERE id = 'e-1'")).scalar()
     assert again == rows["e-1"].secret
+
+
+def test_coach_assignments_from_before_their_versions_take_the_next_event(blank_url: str) -> None:
+    """notification_0005: an assignment folded before it had a version gets 0, so the
+    commitment's next coach.* event (any version) moves it as before."""
+    _upgrade(blank_url, "notification_0004")
+    engine = engine_for(blank_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO notification_coach_assignments (tenant_id, commitment_id, member_id, coach_id) "
+                          "VALUES ('t1', 'c1', 'm-1', 'coach-a')"))
+
+    migrate(blank_url)
+
+    def assignment() -> tuple[str | None, int]:
+        with engine.connect() as conn:
+            return tuple(conn.execute(text(  # type: ignore[return-value]
+                "SELECT coach_id, version FROM notification_coach_assignments WHERE commitment_id = 'c1'")).one())
+
+    assert assignment() == ("coach-a", 0)
+    with engine.begin() as conn:
+        (unassigned,) = eventstore.append(conn, "commitment-c1", [NewEvent("coach.unassigned", {
+            "commitment_id": "c1", "member_id": "m-1", "coach_id": "coach-a"})], metadata=Metadata(tenant_id="t1"))
+    assert apply_once(engine, "notification.inbox", InboxHandler(), unassigned)
+    assert assignment() == (None, 1)
