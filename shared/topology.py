@@ -11,7 +11,9 @@ Scale-out (opt-in per component): with ``NOCONTACT_<COMPONENT>_PARTITIONS=N`` (e
 component's events are spread over N partition queues by a stable hash of the stream id,
 each a single-active-consumer quorum queue: any number of consumer processes may attach,
 one of them at a time handles a partition, so a stream's events are still handled in
-order while different partitions are handled in parallel. Unpartitioned components keep
+order while different partitions are handled in parallel. A commitment's check-in stream
+hashes as its commitment stream (`partition_key`): what a consumer reads of the two
+together stays in publish order too. Unpartitioned components keep
 their one queue, unchanged. The embedded filesystem transport has no headers exchanges
 and always uses the one queue (one consumer per queue is what it supports anyway).
 """
@@ -74,9 +76,30 @@ class Component:
         return f"nocontact.{self.name}.partitions"
 
 
+#: Categories of streams named after a commitment (``checkin-<commitment id>``) whose events
+#: a consumer reads together with the commitment's own stream (``commitment-<id>``): the
+#: notification inbox files a check-in's or an SOS's feed item under the coach that the
+#: commitment stream's ``coach.assigned`` named. Such a stream shares the commitment's
+#: partition, so a partitioned consumer applies the two in the order they were published:
+#: the check-in service can only append after it learnt the assignment, which was then
+#: published already. In partitions of their own, an SOS could be applied before the coach
+#: assignment it followed: kept from the new coach's feed, or put on the former coach's.
+COMMITMENT_NAMED_CATEGORIES = ("checkin",)
+
+
+def partition_key(stream_id: str) -> str:
+    """What places the stream in a partition: its commitment's stream for the categories of
+    `COMMITMENT_NAMED_CATEGORIES`, else the stream itself."""
+    category, dash, rest = stream_id.partition("-")
+    if dash and category in COMMITMENT_NAMED_CATEGORIES:
+        return f"commitment-{rest}"
+    return stream_id
+
+
 def partition_slot(stream_id: str) -> int:
-    """The stream's slot: stable across processes and versions (crc32, not hash())."""
-    return zlib.crc32(stream_id.encode("utf-8")) % PARTITION_SLOTS
+    """The stream's slot (of its `partition_key`): stable across processes and versions
+    (crc32, not hash())."""
+    return zlib.crc32(partition_key(stream_id).encode("utf-8")) % PARTITION_SLOTS
 
 
 def partition_of(stream_id: str, count: int) -> int:
