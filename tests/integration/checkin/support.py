@@ -13,7 +13,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from services.checkin.consumers import handle_inbox
 from shared.consumer import apply_once
@@ -60,9 +62,23 @@ def commitment_event(engine: Engine, tenant: Tenant, commitment_id: str, type_: 
 
 
 def deliver(engine: Engine, events: list[RecordedEvent]) -> None:
-    """Hand events to the inbox handler as the Consumer would (exactly once in effect)."""
+    """Hand events to the inbox handler as the Consumer would (exactly once in effect).
+
+    Where a stack's own inbox consumes the same events from the bus meanwhile, the two
+    transactions may deadlock on the commitment's rows; PostgreSQL then aborts one, and, as
+    the Consumer does with a failed attempt, it is tried again (finding the event applied,
+    or applying it)."""
     for event in events:
-        apply_once(engine, CHECKIN_INBOX.name, handle_inbox, event)
+        for attempt in range(1, DELIVER_ATTEMPTS + 1):
+            try:
+                apply_once(engine, CHECKIN_INBOX.name, handle_inbox, event)
+                break
+            except OperationalError as error:
+                if not isinstance(error.orig, psycopg.errors.DeadlockDetected) or attempt == DELIVER_ATTEMPTS:
+                    raise
+
+
+DELIVER_ATTEMPTS = 3
 
 
 def api(base_url: str) -> httpx.Client:
