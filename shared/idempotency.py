@@ -72,9 +72,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shared import config, crypto, keyring
+from shared.db import insert_new
 from shared.errors import Busy, Conflict, NotFound, ValidationFailed
 from shared.schema import UtcDateTime, metadata
 
@@ -267,12 +267,7 @@ def _member_ids(value: Any) -> Iterator[str]:
 
 
 def _insert_unless_present(conn: Connection, values: Mapping[str, Any]) -> None:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(
-        dialect_insert(idempotency_keys).values(**values).on_conflict_do_nothing(
-            index_elements=["service", "scope", "key"]
-        )
-    )
+    conn.execute(insert_new(conn.dialect.name, idempotency_keys, "service", "scope", "key").values(**values))
 
 
 def reserve(engine: Engine, request: Keyed, *, now: datetime) -> Reservation | Answer:

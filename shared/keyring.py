@@ -54,10 +54,9 @@ from typing import Any, NamedTuple, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, Engine, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shared import config, crypto
-from shared.db import DriverSelect
+from shared.db import DriverSelect, insert_new
 from shared.errors import Conflict
 from shared.events import NewEvent
 from shared.schema import keyring
@@ -247,10 +246,7 @@ CACHE = _KeyCache()
 
 
 def _insert_unless_present(conn: Connection, values: Mapping[str, Any]) -> None:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(
-        dialect_insert(keyring).values(**values).on_conflict_do_nothing(index_elements=["tenant_id", "member_id"])
-    )
+    conn.execute(insert_new(conn.dialect.name, keyring, "tenant_id", "member_id").values(**values))
 
 
 def _member_row(conn: Connection, tenant_id: str, member_id: str) -> Any:

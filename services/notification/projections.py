@@ -36,7 +36,7 @@ from services.notification.domain.endpoints import (
 )
 from services.notification.tables import coach_assignments, coaches, endpoints, feed_items
 from shared import crypto
-from shared.db import DriverWrite
+from shared.db import DriverWrite, insert_new
 from shared.events import RecordedEvent
 from shared.projection import Projection
 from shared.schema import keyring
@@ -216,7 +216,7 @@ def add_feed_item(
 # event applied again (the inbox forgot it after its dedup window, shared.consumer) keeps
 # the item it made the first time, acknowledgement included.
 _NEW_FEED_ITEM = {
-    dialect: DriverWrite(queue.insert_new(dialect, feed_items, "coach_id", "tenant_id", "event_id"))
+    dialect: DriverWrite(insert_new(dialect, feed_items, "coach_id", "tenant_id", "event_id"))
     for dialect in ("postgresql", "sqlite")
 }
 

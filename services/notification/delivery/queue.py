@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Integer, and_, bindparam, case, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from services.notification.delivery.sender import AttemptResult
 from services.notification.domain import messages as msgs
@@ -34,7 +33,7 @@ from services.notification.domain.outcomes import DEFAULT_DISABLE_AFTER, Verdict
 from services.notification.domain.schedule import RandomSource, next_attempt_at
 from services.notification.tables import attempts, deliveries, endpoints, failing_endpoints, messages
 from shared import keyring
-from shared.db import DriverSelect, DriverWrite
+from shared.db import DriverSelect, DriverWrite, insert_new
 from shared.events import RecordedEvent
 
 PENDING = "pending"
@@ -67,13 +66,6 @@ _ENDPOINTS_OF = DriverSelect(select(endpoints.c.id, endpoints.c.status, endpoint
 def endpoints_of(conn: Connection, tenant_id: str) -> Sequence[Any]:
     """What enqueueing needs of a tenant's endpoints: id, status, event_types."""
     return _ENDPOINTS_OF.all(conn, {"tenant_id": tenant_id})
-
-
-def insert_new(dialect: str, table: Any, *key: str) -> Any:
-    """INSERT that leaves a row with the same `key` as it is (the database decides, in the
-    insert itself: no read before it)."""
-    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(key))
 
 
 #: A message enqueued before keeps its body, and an endpoint that has a delivery of it keeps
