@@ -49,15 +49,26 @@ class CommandGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
-            if ctx.params.get("debug") or config.flag("NOCONTACT_DEBUG"):
+            if ctx.params.get("debug") or _debugging():
                 raise
             message, code = explain(error)
             click.echo(f"nocontact: {message}", err=True)
             ctx.exit(code)
 
 
+def _debugging() -> bool:
+    """NOCONTACT_DEBUG, read while a failure is being reported: a malformed value must not
+    replace the line about that failure (it may be a setting's) with its own traceback."""
+    try:
+        return config.flag("NOCONTACT_DEBUG")
+    except config.SettingError:
+        return False
+
+
 def explain(error: BaseException) -> tuple[str, int]:
     """The line to print for `error`, and the exit code."""
+    if isinstance(error, config.SettingError):  # names the variable, its value, what it must be
+        return str(error), EXIT_USAGE
     if isinstance(error, DBAPIError):
         return _database(error)
     if isinstance(error, ValidationFailed):  # a value a rule refuses ("field: why"): bad arguments

@@ -55,9 +55,11 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 SETTINGS_MODULES = ("shared.keyring", "services.notification.config", "services.notification.metrics")
 
 
+# The ports `make run` serves on: checked by it alone (a deployment's processes never read
+# them, and an orchestrator may set such names for its own ends).
 @config.setting
-def _worker_metrics_ports() -> list[int]:
-    return [worker_metrics_port(service) for service in config.PORT_DEFAULTS]
+def _ports() -> list[int]:
+    return [port for service in config.PORT_DEFAULTS for port in (config.port(service), worker_metrics_port(service))]
 
 
 def worker_metrics_port(service: str) -> int:

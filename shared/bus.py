@@ -321,7 +321,11 @@ def consumed_partitions(component: Component, connection: Connection, chosen: Se
         return []
     if chosen is not None:
         return parse_partitions(",".join(str(p) for p in chosen), count)
-    return parse_partitions(os.environ.get("NOCONTACT_CONSUMER_PARTITIONS", ""), count)
+    raw = os.environ.get("NOCONTACT_CONSUMER_PARTITIONS", "")
+    try:
+        return parse_partitions(raw, count)
+    except ValueError as error:
+        raise config.SettingError(f"NOCONTACT_CONSUMER_PARTITIONS={raw!r}: {error}") from None
 
 
 def component_queues(

@@ -63,8 +63,8 @@ def number(name: str, default: N, *, minimum: float | None = None, above: float 
     text = raw.strip()
     whole = isinstance(default, int)
     try:
-        # int() would take "1_000" and non-ASCII digits: plain ASCII digits and a sign only.
-        if whole and not (text.lstrip("+-").isascii() and text.lstrip("+-").isdigit()):
+        # int() and float() would take "1_000" and non-ASCII digits: plain ASCII only.
+        if not text.isascii() or "_" in text or (whole and not text.lstrip("+-").isdigit()):
             raise ValueError(text)
         value = int(text) if whole else float(text)
     except ValueError:
@@ -253,9 +253,6 @@ def port(service: str) -> int:
     return number(f"NOCONTACT_{service.upper()}_PORT", PORT_DEFAULTS[service], minimum=1, maximum=65535)
 
 
-@setting
-def _ports() -> list[int]:
-    return [port(service) for service in PORT_DEFAULTS]
 
 
 def service_url(service: str) -> str:

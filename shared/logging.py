@@ -18,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from shared import config
+
 _SECRET_PATTERNS = [
     re.compile(r"nck_[A-Za-z0-9_\-]{8,}"),  # API keys
     re.compile(r"whsec_[A-Za-z0-9+/=]{8,}"),  # webhook secrets
@@ -94,9 +96,19 @@ def configure(service: str) -> None:
     handler.setFormatter(formatter(sys.stderr))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("NOCONTACT_LOG_LEVEL", "INFO").strip().upper())
+    root.setLevel(log_level())
     for noisy in ("amqp", "kombu", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@config.setting
+def log_level() -> str:
+    """NOCONTACT_LOG_LEVEL (INFO): a level's name, any case."""
+    raw = os.environ.get("NOCONTACT_LOG_LEVEL", "")
+    level = raw.strip().upper() or "INFO"
+    if not isinstance(logging.getLevelName(level), int):
+        raise config.SettingError(f"NOCONTACT_LOG_LEVEL={raw!r} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
 
 
 def console_wanted(stream: Any) -> bool:
@@ -107,7 +119,7 @@ def console_wanted(stream: Any) -> bool:
     if chosen in ("json", "console"):
         return chosen == "console"
     if chosen:
-        raise ValueError(f"{FORMAT_VARIABLE} must be json or console, not {chosen!r}")
+        raise config.SettingError(f"{FORMAT_VARIABLE}={chosen!r} must be json or console")
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
 

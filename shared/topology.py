@@ -24,6 +24,8 @@ import os
 import zlib
 from dataclasses import dataclass
 
+from shared import config
+
 EXCHANGE = "nocontact.events"
 DEAD_LETTER_EXCHANGE = "nocontact.dead-letter"
 
@@ -62,11 +64,11 @@ class Component:
 
     def partition_count(self) -> int | None:
         """How many partition queues the component has (None: one plain queue)."""
-        raw = os.environ.get(self.partitions_variable, "").strip()
-        count = int(raw) if raw else self.partitions
-        if count is not None and not 1 <= count <= PARTITION_SLOTS:
-            raise ValueError(f"{self.partitions_variable}: partitions must be 1-{PARTITION_SLOTS}, not {count}")
-        return count
+        if os.environ.get(self.partitions_variable, "").strip():
+            return config.number(self.partitions_variable, 1, minimum=1, maximum=PARTITION_SLOTS)
+        if self.partitions is not None and not 1 <= self.partitions <= PARTITION_SLOTS:
+            raise ValueError(f"{self.name}: partitions must be 1-{PARTITION_SLOTS}, not {self.partitions}")
+        return self.partitions
 
     def partition_queue_name(self, partition: int) -> str:
         return f"nocontact.{self.name}.p{partition}"
@@ -148,6 +150,11 @@ COMMITMENT_INBOX = Component("commitment.inbox", ("member.erasure_completed",))
 
 COMPONENTS: tuple[Component, ...] = (CHECKIN_INBOX, NOTIFICATION_INBOX, NOTIFICATION_ERASURE, CHECKIN_ERASURE,
                                      COMMITMENT_INBOX)
+
+
+@config.setting
+def _partition_counts() -> list[int | None]:
+    return [component.partition_count() for component in COMPONENTS]
 
 
 def component(name: str) -> Component:

@@ -76,6 +76,17 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
+def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no migration has touched yet (a migration's test starts from the schema
+    before it), on both stores."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'legacy.sqlite3'}"
+        return
+    with testing.fresh_postgres_schema(request.getfixturevalue("postgres_database_url")) as url:
+        yield url
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """The same test against both stores: one contract, two backends."""
     return request.getfixturevalue(f"{request.param}_url")

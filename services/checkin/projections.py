@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.checkin import tables
@@ -150,10 +150,13 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
     elif event.type == "coach.assigned":
         changed = _set_if_later(conn, commitment_id, event, "coach_version", coach_id=data["coach_id"])
     elif event.type == "coach.unassigned":
-        # Only the coach named: removing coach A must never detach the member from coach B
-        # (for a row folded before it had versions, 0, this is what keeps a later coach).
+        # No coach as of this version, whoever the row names: the coach it removes may have
+        # been assigned by an event still to come (parked, requeued late), and must not get
+        # the member back then. For a row folded before it had versions (0), only the coach
+        # named: removing coach A must never detach the member from a later coach B.
         changed = _set_if_later(conn, commitment_id, event, "coach_version",
-                                table.c.coach_id == data.get("coach_id"), coach_id=None)
+                                or_(table.c.coach_version > 0, table.c.coach_id == data.get("coach_id")),
+                                coach_id=None)
     else:
         return
     if changed:  # an event that changed nothing (older, or a coach not named) tells the streak nothing new

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.notification.domain.schedule import parse_schedule
+from services.notification.domain.schedule import ScheduleError, parse_schedule
 from shared import config
-
-#: What a malformed setting raises (one class for every service's settings).
-SettingError = config.SettingError
 
 
 @config.setting
 def retry_schedule() -> tuple[int, ...]:
     """NOCONTACT_WEBHOOK_RETRY_SCHEDULE: seconds before each attempt (whole numbers)."""
-    return parse_schedule(config.webhook_retry_schedule())
+    try:
+        return parse_schedule(config.webhook_retry_schedule())
+    except ScheduleError as error:
+        raise ScheduleError(f"NOCONTACT_WEBHOOK_RETRY_SCHEDULE: {error}") from None
 
 
 def allow_private() -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, insert, or_, select, tuple_, update
 
 from services.notification.delivery import queue
 from services.notification.domain import feed
@@ -172,11 +172,14 @@ def fold_assignment(conn: Connection, event: RecordedEvent) -> None:
             .values(coach_id=coach_id, version=version)
         )
     else:
-        # Only the coach named: unassigning an older coach never detaches the current one
-        # (for an assignment folded before it had a version, 0, this is what keeps a later coach).
+        # No coach as of this version, whoever the row names: the coach it removes may have
+        # been assigned by an event still to come (parked, requeued late), and must not get
+        # the feed back then. For an assignment folded before it had a version (0), only the
+        # coach named: unassigning an older coach never detaches the current one.
         conn.execute(
             update(coach_assignments)
-            .where(key, coach_assignments.c.version < version, coach_assignments.c.coach_id == coach_id)
+            .where(key, coach_assignments.c.version < version,
+                   or_(coach_assignments.c.version > 0, coach_assignments.c.coach_id == coach_id))
             .values(coach_id=None, version=version)
         )
     if assigned:

@@ -61,6 +61,9 @@ def commitment_event(engine: Engine, tenant: Tenant, commitment_id: str, type_: 
     return append_as(engine, f"commitment-{commitment_id}", [NewEvent(type_, data)], tenant.tenant_id)
 
 
+DELIVER_ATTEMPTS = 3
+
+
 def deliver(engine: Engine, events: list[RecordedEvent]) -> None:
     """Hand events to the inbox handler as the Consumer would (exactly once in effect).
 
@@ -76,9 +79,6 @@ def deliver(engine: Engine, events: list[RecordedEvent]) -> None:
             except OperationalError as error:
                 if not isinstance(error.orig, psycopg.errors.DeadlockDetected) or attempt == DELIVER_ATTEMPTS:
                     raise
-
-
-DELIVER_ATTEMPTS = 3
 
 
 def api(base_url: str) -> httpx.Client:

@@ -192,3 +192,21 @@ def test_an_assignment_requeued_after_its_unassignment_stays_ended(database_url:
     assert live["feed"] == []
     rebuild(engine, feed_projection())
     assert _state(engine) == live
+
+
+def test_a_coach_whose_assignment_comes_late_after_their_unassignment_gets_nothing(database_url: str) -> None:
+    """A, then B assigned, then B unassigned; B's assignment parked and requeued after the
+    unassignment. The unassignment left nobody as of its version, although the row named A
+    when it came: B must not get the member's feed when their assignment arrives."""
+    engine = engine_for(database_url)
+    handler = InboxHandler()
+    to_a = _append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-a"})
+    to_b = _append(engine, "commitment-c1", "coach.assigned", {"coach_id": "coach-b", "previous_coach_id": "coach-a"})
+    b_gone = _append(engine, "commitment-c1", "coach.unassigned", {"coach_id": "coach-b"})
+    for event in (to_a, b_gone, to_b):
+        assert apply_once(engine, "notification.inbox", handler, event)
+
+    assert _coach_of(engine, "c1") == (None, 3)
+    live = _state(engine)
+    rebuild(engine, feed_projection())
+    assert _state(engine) == live

@@ -4,11 +4,8 @@ notification_0005 on coach assignments made before it: version 0, the next event
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
@@ -16,23 +13,13 @@ from sqlalchemy import text
 import infra
 from services.notification.consumers import InboxHandler
 from services.notification.domain.endpoints import secret_associated_data
-from shared import crypto, eventstore, testing
+from shared import crypto, eventstore
 from shared.consumer import apply_once
 from shared.db import engine_for, migrate
 from shared.events import Metadata, NewEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SECRET, OLD_SECRET = "whsec_" + "A" * 43 + "=", "whsec_" + "B" * 43 + "="
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database no migration has touched yet."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'legacy.sqlite3'}"
-        return
-    with testing.fresh_postgres_schema(request.getfixturevalue("postgres_database_url")) as url:
-        yield url
 
 
 def _upgrade(url: str, revision: str) -> None:

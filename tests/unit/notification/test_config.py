@@ -8,6 +8,7 @@ import pytest
 
 from services.notification import config
 from services.notification.domain.schedule import ScheduleError
+from shared import config as settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,13 +56,13 @@ def test_malformed_values_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, read: object
 ) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(config.SettingError, match=name):
+    with pytest.raises(settings.SettingError, match=name):
         read()  # type: ignore[operator]
 
 
 def test_malformed_schedule_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOCONTACT_WEBHOOK_RETRY_SCHEDULE", "0,5,soon")
-    with pytest.raises(ScheduleError):
+    with pytest.raises(ScheduleError, match="NOCONTACT_WEBHOOK_RETRY_SCHEDULE: retry schedule entry 3"):
         config.retry_schedule()
 
 
@@ -72,5 +73,5 @@ def test_retention_of_delivered_messages(monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.retention() == timedelta(days=7)
     for bad in ("0", "-1", "a week"):
         monkeypatch.setenv("NOCONTACT_RETENTION_DAYS", bad)
-        with pytest.raises(config.SettingError, match="NOCONTACT_RETENTION_DAYS"):
+        with pytest.raises(settings.SettingError, match="NOCONTACT_RETENTION_DAYS"):
             config.retention()

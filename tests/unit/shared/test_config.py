@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 
 from shared import config
+from shared import logging as _logging  # noqa: F401 - registers NOCONTACT_LOG_LEVEL with config.check
+from shared import topology as _topology  # noqa: F401 - registers the partition counts
 
 
 def test_the_dedup_window_is_thirty_days_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +91,8 @@ def test_a_flag_that_is_neither_yes_nor_no_is_refused_not_read_as_no(monkeypatch
     ("NOCONTACT_AUTH_FAILURES_PER_MINUTE", "1.5"),
     ("NOCONTACT_TRUSTED_PROXIES", "-1"),
     ("NOCONTACT_DB_POOL_SIZE", "0"),
-    ("NOCONTACT_CHECKIN_PORT", "70000"),
+    ("NOCONTACT_NOTIFICATION_INBOX_PARTITIONS", "four"),
+    ("NOCONTACT_LOG_LEVEL", "loud"),
     ("NOCONTACT_WEBHOOK_ALLOW_PRIVATE", "enabled"),
 ])
 def test_check_names_every_malformed_setting_at_once(name: str, raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +123,28 @@ def test_an_api_with_a_malformed_setting_does_not_load(monkeypatch: pytest.Monke
     monkeypatch.setenv("NOCONTACT_RATE_LIMIT_PER_MINUTE", "lots")
     with pytest.raises(config.SettingError, match="NOCONTACT_RATE_LIMIT_PER_MINUTE='lots' is not a whole number"):
         create_app()
+
+
+def test_the_ports_make_run_serves_on_are_checked_by_make_run_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A deployment's processes never read them, and an orchestrator may set such names for
+    # its own ends (Kubernetes: <SERVICE>_PORT=tcp://...): only `nocontact run` checks them.
+    monkeypatch.setenv("NOCONTACT_CHECKIN_PORT", "tcp://10.0.0.1:8002")
+    config.check()
+    from services import runner
+
+    with pytest.raises(config.SettingError, match=re.escape("NOCONTACT_CHECKIN_PORT='tcp://10.0.0.1:8002'")):
+        runner._ports()
+
+
+def test_a_command_with_a_malformed_setting_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    monkeypatch.setenv("NOCONTACT_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("NOCONTACT_RELAY_POLL_INTERVAL_S", "0")
+    # Read while the failure is reported: malformed too, it must not replace that line.
+    monkeypatch.setenv("NOCONTACT_DEBUG", "enabled")
+    result = CliRunner().invoke(main, ["worker", "checkin", "--only", "relay"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == "nocontact: NOCONTACT_RELAY_POLL_INTERVAL_S='0' must be above 0"
