@@ -55,10 +55,10 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 SETTINGS_MODULES = ("shared.keyring", "services.notification.config", "services.notification.metrics")
 
 
-# The ports `make run` serves on: checked by it alone (a deployment's processes never read
-# them, and an orchestrator may set such names for its own ends).
-@config.setting
-def _ports() -> list[int]:
+def check_ports() -> list[int]:
+    """The ports `make run` serves on: checked by it alone, not registered with
+    config.check (a deployment's processes never read them, and an orchestrator may set
+    such names for its own ends: Kubernetes sets <SERVICE>_PORT=tcp://...)."""
     return [port for service in config.PORT_DEFAULTS for port in (config.port(service), worker_metrics_port(service))]
 
 
@@ -161,6 +161,7 @@ def run_suite(seed: bool = True) -> int:
         if _has_module(module):
             importlib.import_module(module)
     config.check()
+    check_ports()
     for url in sorted({config.database_url(service) for service in SERVICES}):
         migrate(url)
     stopping = False

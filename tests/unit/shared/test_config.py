@@ -133,7 +133,7 @@ def test_the_ports_make_run_serves_on_are_checked_by_make_run_alone(monkeypatch:
     from services import runner
 
     with pytest.raises(config.SettingError, match=re.escape("NOCONTACT_CHECKIN_PORT='tcp://10.0.0.1:8002'")):
-        runner._ports()
+        runner.check_ports()
 
 
 def test_a_command_with_a_malformed_setting_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
