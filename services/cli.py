@@ -65,8 +65,11 @@ def worker_command(service: str, only: tuple[str, ...]) -> None:
     from shared import logging as nclog
     from shared.worker import run_parts
 
-    nclog.configure(f"{service}-worker")
     module = importlib.import_module(f"services.{service}.worker")
+    # Every malformed setting named at once, before logging (it reads one) or the parts
+    # (they read others) fail on the first.
+    config.check()
+    nclog.configure(f"{service}-worker")
     parts = module.parts(engine_for(config.database_url(service)))
     if only:
         unknown = set(only) - set(parts)

@@ -260,10 +260,11 @@ def create_app(
     public_paths: Iterable[str] = (),
 ) -> Flask:
     """A service's Flask app: API, docs, errors, auth, health and metrics wired once."""
-    nclog.configure(service)
     # A malformed setting stops the app from loading (gunicorn: the worker fails to boot),
-    # named, instead of answering 500 to every request that reads it.
+    # named, instead of answering 500 to every request that reads it; all of them at once,
+    # before logging (it reads one) fails on the first.
     config.check()
+    nclog.configure(service)
     app = Flask(service)
     # Ids may hold a `/` (sent as %2F): route on the path as sent (shared.rawpath).
     app.wsgi_app = RawPath(app.wsgi_app)  # type: ignore[method-assign]

@@ -145,6 +145,10 @@ def test_a_command_with_a_malformed_setting_says_so_in_one_line(monkeypatch: pyt
     monkeypatch.setenv("NOCONTACT_RELAY_POLL_INTERVAL_S", "0")
     # Read while the failure is reported: malformed too, it must not replace that line.
     monkeypatch.setenv("NOCONTACT_DEBUG", "enabled")
+    # Read by logging, which is set up before the worker's parts: named with the others, not alone.
+    monkeypatch.setenv("NOCONTACT_LOG_LEVEL", "loud")
     result = CliRunner().invoke(main, ["worker", "checkin", "--only", "relay"])
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines()[-1] == "nocontact: NOCONTACT_RELAY_POLL_INTERVAL_S='0' must be above 0"
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("nocontact: ") and "NOCONTACT_RELAY_POLL_INTERVAL_S='0' must be above 0" in line
+    assert "NOCONTACT_LOG_LEVEL='loud' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in line
