@@ -135,7 +135,8 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
         )
         changed = True
     elif event.type == "commitment.boundaries_changed":
-        _set_if_later(conn, commitment_id, event, "boundaries_version", boundaries=_boundaries(data))
+        if not _set_if_later(conn, commitment_id, event, "boundaries_version", boundaries=_boundaries(data)):
+            _require_known(conn, event, commitment_id)
         return  # the streak does not depend on them
     elif event.type == "commitment.extended":
         changed = _set_if_later(conn, commitment_id, event, "ends_on_version",
@@ -161,6 +162,25 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
         return
     if changed:  # an event that changed nothing (older, or a coach not named) tells the streak nothing new
         refresh_streak(conn, commitment_id, now)
+    else:
+        _require_known(conn, event, commitment_id)
+
+
+class CommitmentNotYetKnown(Exception):
+    """An event of a commitment whose ``commitment.created`` this inbox has not applied: that
+    one was parked (a stream's events come in order otherwise). Raised so that the consumer
+    tries again and then parks this one too, to be requeued after the creation, instead of
+    recording it as applied with nothing changed: the coach, last day or status it carries
+    would be lost for good."""
+
+
+def _require_known(conn: Connection, event: RecordedEvent, commitment_id: str) -> None:
+    known = conn.execute(select(tables.commitments.c.commitment_id)
+                         .where(tables.commitments.c.commitment_id == commitment_id)).first()
+    if known is None and not erased(conn, event.tenant_id, event.data.get("member_id")):
+        # (An erased member's commitments are gone for good: nothing of them comes back.)
+        raise CommitmentNotYetKnown(f"{event.type} (version {event.stream_version}) of commitment {commitment_id}, "
+                                    "whose commitment.created this inbox has not applied: requeue that one first")
 
 
 def _set_if_later(

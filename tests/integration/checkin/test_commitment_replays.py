@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, select, text
 
+from services.checkin import members
 from services.checkin.consumers import handle_inbox
-from services.checkin.projections import inbox_projection
+from services.checkin.projections import CommitmentNotYetKnown, inbox_projection
 from services.checkin.tables import commitments
 from services.commitment import handlers
 from shared import eventstore
@@ -241,3 +242,34 @@ def test_rows_from_before_the_versions_take_the_next_event(blank_url: str) -> No
         ], metadata=Metadata(tenant_id="t1"))
     _deliver(engine, recorded)
     assert _row(engine, commitment_id) == (None, new_ends_on, "ended", NOW.date(), 1, 2, 3)
+
+
+def test_an_event_before_its_commitment_is_known_is_refused_then_applied_after_it(engine: Engine) -> None:
+    # commitment.created parked (a poison message, say): the next events of the commitment
+    # must not be recorded as applied having changed nothing, or the coach they name is
+    # lost for good. Refused (the consumer tries again, then parks them too), they apply once
+    # the creation is requeued before them.
+    commitment = Commitment(engine)
+    commitment.assign("coach-a")
+    created, assigned = commitment.events()
+    with pytest.raises(CommitmentNotYetKnown, match=r"whose commitment\.created"):
+        apply_once(engine, INBOX, handle_inbox, assigned)
+    with read(engine) as conn:
+        assert conn.execute(select(processed_events.c.event_id).where(
+            processed_events.c.event_id == assigned.id)).first() is None
+
+    _deliver(engine, [created, assigned])
+    assert commitment.row(commitments.c.coach_id).coach_id == "coach-a"
+
+
+def test_an_erased_members_later_events_change_nothing_and_are_not_refused(engine: Engine) -> None:
+    # Their commitments were scrubbed and their creation is ignored: nothing of them comes back.
+    commitment = Commitment(engine)
+    created = commitment.events()[0]
+    _deliver(engine, [created])
+    with engine.begin() as conn:
+        members.scrub(conn, commitment.context.tenant_id, MEMBER, NOW)
+    commitment.assign("coach-a")
+    assert apply_once(engine, INBOX, handle_inbox, commitment.events()[-1])
+    with read(engine) as conn:
+        assert conn.execute(select(commitments).where(commitments.c.commitment_id == commitment.id)).first() is None
