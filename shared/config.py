@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
+import operator
 import os
 import secrets
 import time
@@ -26,6 +27,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
+
 
 class SettingError(ValueError):
     """An environment variable is malformed (the message names it, its value, what it must be)."""
@@ -71,16 +73,12 @@ def number(name: str, default: N, *, minimum: float | None = None, above: float 
         raise SettingError(f"{name}={raw!r} is not a {'whole number' if whole else 'number'}") from None
     if not math.isfinite(value):
         raise SettingError(f"{name}={raw!r} is not a finite number")
-    bounds = [
-        (minimum is None or value >= minimum, f"at least {minimum}"),
-        (above is None or value > above, f"above {above}"),
-        (maximum is None or value <= maximum, f"at most {maximum}"),
-        (below is None or value < below, f"under {below}"),
-    ]
-    if not all(within for within, _ in bounds):
-        wanted = " and ".join(
-            said for (_, said), bound in zip(bounds, (minimum, above, maximum, below), strict=True)
-            if bound is not None)
+    given = [(said, bound, holds) for said, bound, holds in (
+        ("at least", minimum, operator.ge), ("above", above, operator.gt),
+        ("at most", maximum, operator.le), ("under", below, operator.lt),
+    ) if bound is not None]
+    if not all(holds(value, bound) for _, bound, holds in given):
+        wanted = " and ".join(f"{said} {bound}" for said, bound, _ in given)
         raise SettingError(f"{name}={raw!r} must be {wanted}")
     return value  # type: ignore[return-value]
 
@@ -251,8 +249,6 @@ PORT_DEFAULTS = {"commitment": 8001, "checkin": 8002, "notification": 8003}
 
 def port(service: str) -> int:
     return number(f"NOCONTACT_{service.upper()}_PORT", PORT_DEFAULTS[service], minimum=1, maximum=65535)
-
-
 
 
 def service_url(service: str) -> str:

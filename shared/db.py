@@ -184,13 +184,13 @@ def migrate(url: str, revision: str = "heads", *, app_roles: Iterable[str] = ())
             grant_app_role(conn, role)
 
 
-
 def insert_new(dialect: str, table: Any, *key: str) -> Any:
     """INSERT that leaves a row with the same `key` (a unique index's columns) as it is: the
     database decides, in the insert itself, with no read before it (two writers racing on
     one key both succeed, and the first row stands)."""
     dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
     return dialect_insert(table).on_conflict_do_nothing(index_elements=list(key))
+
 
 # Tables the services' role may only read and append to: the log is append-only, and what
 # the migrations recorded is the owner's to change.

@@ -106,7 +106,7 @@ def apply_commitment_event(conn: Connection, event: RecordedEvent, now: datetime
     if not commitment_id:
         return
     if event.type == "commitment.created":
-        if conn.execute(select(table.c.commitment_id).where(table.c.commitment_id == commitment_id)).first():
+        if _known(conn, commitment_id):
             return  # a redelivery: the first one already folded it
         if erased(conn, event.tenant_id, data["member_id"]):
             return  # late, or replayed: nothing of an erased member comes back (services.checkin.members)
@@ -174,10 +174,14 @@ class CommitmentNotYetKnown(Exception):
     would be lost for good."""
 
 
+def _known(conn: Connection, commitment_id: str) -> bool:
+    """Whether the inbox has folded the commitment's ``commitment.created``."""
+    return conn.execute(select(tables.commitments.c.commitment_id)
+                        .where(tables.commitments.c.commitment_id == commitment_id)).first() is not None
+
+
 def _require_known(conn: Connection, event: RecordedEvent, commitment_id: str) -> None:
-    known = conn.execute(select(tables.commitments.c.commitment_id)
-                         .where(tables.commitments.c.commitment_id == commitment_id)).first()
-    if known is None and not erased(conn, event.tenant_id, event.data.get("member_id")):
+    if not _known(conn, commitment_id) and not erased(conn, event.tenant_id, event.data.get("member_id")):
         # (An erased member's commitments are gone for good: nothing of them comes back.)
         raise CommitmentNotYetKnown(f"{event.type} (version {event.stream_version}) of commitment {commitment_id}, "
                                     "whose commitment.created this inbox has not applied: requeue that one first")

@@ -185,9 +185,8 @@ def fold_assignment(conn: Connection, event: RecordedEvent) -> None:
     if assigned:
         # Known even when the assignment has moved on since: a coach once assigned is known,
         # whichever order the events came in (as the rebuild knows every coach ever assigned).
-        known = (coaches.c.tenant_id == tenant) & (coaches.c.coach_id == coach_id)
-        if conn.execute(select(coaches.c.coach_id).where(known)).first() is None:
-            conn.execute(insert(coaches).values(tenant_id=tenant, coach_id=coach_id))
+        conn.execute(insert_new(conn.dialect.name, coaches, "tenant_id", "coach_id")
+                     .values(tenant_id=tenant, coach_id=coach_id))
 
 
 def add_feed_item(
